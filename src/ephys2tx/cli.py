@@ -1,0 +1,158 @@
+"""Command-line interface. It parses arguments and calls library functions; no logic lives here.
+
+Bad input (:class:`ephys2tx.errors.InputError`) prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ephys2tx import __version__
+from ephys2tx.errors import InputError
+
+app = typer.Typer(
+    name="ephys2tx",
+    help="Predict the transcriptomic subclass (Lamp5, Pvalb, Sst, Vip) of GABAergic interneurons "
+         "from patch-clamp electrophysiology, in mouse and human.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+DataDirOption = Annotated[
+    Optional[Path],
+    typer.Option("--data-dir", help="Data directory (default: $EPHYS2TX_DATA, else the user cache).",
+                 show_default=False),
+]
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
+
+
+@app.command()
+def run(
+    data_dir: DataDirOption = None,
+    out: Annotated[Path, typer.Option("--out", help="Results folder (replaced when the run succeeds).")] = Path("results"),
+    quick: Annotated[bool, typer.Option("--quick", help="One repeat, smaller forests: a fast look.")] = False,
+    species: Annotated[Optional[list[str]], typer.Option("--species", help="mouse and/or human (repeatable).")] = None,
+    models: Annotated[Optional[list[str]], typer.Option("--model", help="Model names (repeatable; default: all).")] = None,
+    n_splits: Annotated[int, typer.Option(help="Folds per repeat.")] = 5,
+    n_repeats: Annotated[Optional[int], typer.Option(help="Repeats (default 3; 1 with --quick).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of folds, models and bootstraps.")] = 0,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the data files' sha256.")] = True,
+) -> None:
+    """Run the whole study on the real data and write metrics.json, figures and report.md."""
+    from ephys2tx.report.writer import results_markdown_table, write_results
+    from ephys2tx.study import StudyConfig, run_study
+
+    overrides = dict(data_dir=None if data_dir is None else str(data_dir), n_splits=n_splits,
+                     seed=seed, verify=verify)
+    if species:
+        overrides["species"] = tuple(species)
+    if models:
+        overrides["models"] = tuple(models)
+    if n_repeats is not None:
+        overrides["n_repeats"] = n_repeats
+    config = StudyConfig.quick_config(**overrides) if quick else StudyConfig(**overrides)
+    with _progress() as bar:
+        task = bar.add_task("loading data", total=None)
+
+        def progress(description: str, done: int, total: int) -> None:
+            bar.update(task, description=description, completed=done, total=total)
+
+        result = run_study(config, progress=progress)
+    path = write_results(result, out)
+    Console().print(results_markdown_table(result))
+    console.print(f"[green]wrote[/green] {path}/report.md, metrics.json and figures "
+                  f"in {result.seconds:.0f} s")
+
+
+@app.command()
+def fetch(
+    data_dir: DataDirOption = None,
+    dataset: Annotated[Optional[list[str]], typer.Option("--dataset", help="Dataset name (repeatable; default: all).")] = None,
+    mirror: Annotated[Optional[str], typer.Option(help="Base URL of a mirror of the data folder.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download even if a verified copy exists.")] = False,
+) -> None:
+    """Download the public data files into the data directory and verify their sha256."""
+    from ephys2tx.data.fetch import fetch_datasets
+    from ephys2tx.data.paths import resolve_data_dir
+
+    root = resolve_data_dir(data_dir)
+    with _progress() as bar:
+        task = bar.add_task("fetching", total=None)
+        records = fetch_datasets(
+            root, dataset, mirror=mirror, force=force,
+            on_file=lambda spec: bar.update(task, description=spec.relpath),
+            on_bytes=lambda n: bar.advance(task, n))
+    for rec in records:
+        console.print(f"{rec.status:>10}  {rec.relpath}  sha256 ok")
+    console.print(f"data directory: {root}")
+
+
+@app.command()
+def datasets(
+    data_dir: DataDirOption = None,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the data files' sha256.")] = True,
+) -> None:
+    """Load every dataset and print its QC steps, cell counts and classes."""
+    from ephys2tx.data.datasets import LOADERS, load_dataset
+
+    out = Console()
+    for name in LOADERS:
+        ds = load_dataset(name, data_dir, verify=verify)
+        out.print(f"[bold]{name}[/bold] ({ds.species}): {ds.n_cells} cells, "
+                  f"{ds.features.shape[1]} features in {len(ds.families)} families; {ds.class_counts()}")
+        for step in ds.qc_report:
+            out.print(f"   {step['step']}: {step['n_before']} -> {step['n_after']} {step['detail']}")
+
+
+def _register_optional_commands() -> None:
+    """Commands whose modules may be absent from a partial build."""
+    try:
+        from ephys2tx.cli_commands.extract import extract_command
+    except ImportError:
+        return
+    app.command("extract")(extract_command)
+
+
+_register_optional_commands()
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False) -> None:
+    if version:
+        typer.echo(f"ephys2tx {__version__}")
+        raise typer.Exit()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code (2 for bad input)."""
+    try:
+        app(args=argv, standalone_mode=False, prog_name="ephys2tx")
+    except InputError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except click.exceptions.Abort:
+        console.print("aborted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

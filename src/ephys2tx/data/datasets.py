@@ -1,0 +1,433 @@
+"""Loaders for the public Patch-seq tables.
+
+Each loader validates its files once (checksum, required columns, numeric
+values, known labels), joins features with metadata, applies the documented QC
+and returns a :class:`PatchSeqDataset`.
+
+Label decisions (documented in ``docs/data.md``):
+
+* mouse VISp: ``T type subclass`` ``"<X> interneuron"`` -> ``X`` for Lamp5,
+  Pvalb, Sst, Vip. ``Sst Chodl`` (long-range projecting, a separate subclass
+  in the Tasic 2018 taxonomy) and ``Sncg`` are *not* merged into the four
+  classes; they are kept aside in :attr:`PatchSeqDataset.held_out` for
+  out-of-distribution checks.
+* human: ``Revised_subclass_label`` PVALB, SST, VIP and LAMP5/PAX6/Other ->
+  Lamp5 (the CGE-derived non-VIP group, whose largest member is LAMP5).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ephys2tx import CLASSES
+from ephys2tx.data.fetch import sha256_file
+from ephys2tx.data.paths import ENV_VAR, resolve_data_dir
+from ephys2tx.data.registry import DATASET_FILES, DataFile
+from ephys2tx.errors import InputError
+from ephys2tx.features.families import HUMAN_IPFX_SCHEMA, MOUSE_VISP_SCHEMA, validate_families
+
+#: Default QC: a cell missing more than this fraction of its features is dropped.
+DEFAULT_MAX_MISSING = 0.25
+
+MOUSE_LABELS = {
+    "Lamp5 interneuron": "Lamp5",
+    "Pvalb interneuron": "Pvalb",
+    "Sst interneuron": "Sst",
+    "Vip interneuron": "Vip",
+    "Sncg interneuron": "Sncg",
+    "Sst Chodl interneuron": "Sst Chodl",
+}
+HUMAN_LABELS = {"PVALB": "Pvalb", "SST": "Sst", "VIP": "Vip", "LAMP5/PAX6/Other": "Lamp5"}
+BRIDGE_LABELS = {"Lamp5": "Lamp5", "Vip": "Vip", "Sncg": "Sncg", "Pvalb": "Pvalb", "Sst": "Sst"}
+
+#: Columns that carry the label or are derived from transcriptomics: never model inputs.
+LABEL_PROXY_COLUMNS = (
+    "Genotype (full)", "T type assignment probability", "T type class",
+    "T type class assignment probability", "T type subclass",
+    "T type subclass assignment probability", "VISp Viewer MET type", "VISp Viewer T type",
+    "Fluorescent protein positive", "full_genotype", "corresponding_AIT2.3.1_alias",
+    "Transcriptomic_type ", "subclass_label", "Revised_subclass_label",
+    "M_H_Hodge_cross_species_types", "marker_sum_norm_label", "cre", "subclass", "t-type",
+)
+
+_MOUSE_META_FEATURES = ("AP maximum rate of rise (Upstroke) (mV/ms)", "Latency", "tau")
+
+
+@dataclass(frozen=True)
+class PatchSeqDataset:
+    """A labelled electrophysiology table, ready for modelling.
+
+    Attributes
+    ----------
+    name, species : str
+        Dataset name (``mouse_visp``, ``human``, ...) and ``mouse``/``human``.
+    features : pandas.DataFrame
+        One row per cell (index: cell id as str), float columns; NaN is missing.
+    labels : pandas.Series
+        Subclass per cell, values in :data:`ephys2tx.CLASSES`.
+    groups : pandas.Series or None
+        Donor (patient or animal) per cell, for grouped splits.
+    metadata : pandas.DataFrame
+        Everything else known about the cell. Never a model input.
+    families : dict
+        Ordered ``family -> columns``; every feature column in exactly one.
+    qc_report : list of dict
+        One record per QC step: ``step``, ``n_before``, ``n_after``, ``detail``.
+    checksums : dict
+        ``relpath -> sha256`` of the files read.
+    held_out : PatchSeqDataset or None
+        Cells that passed QC but belong to a subclass outside the four classes
+        (e.g. Sncg), for out-of-distribution checks.
+    """
+
+    name: str
+    species: str
+    features: pd.DataFrame
+    labels: pd.Series
+    groups: pd.Series | None
+    metadata: pd.DataFrame
+    families: dict[str, list[str]]
+    qc_report: list[dict] = field(default_factory=list)
+    checksums: dict[str, str] = field(default_factory=dict)
+    held_out: PatchSeqDataset | None = None
+
+    @property
+    def n_cells(self) -> int:
+        """Number of cells."""
+        return len(self.features)
+
+    def class_counts(self) -> dict[str, int]:
+        """Cells per class, in :data:`ephys2tx.CLASSES` order (classes present only)."""
+        counts = self.labels.value_counts()
+        return {c: int(counts[c]) for c in CLASSES if c in counts.index}
+
+    def subset(self, index) -> PatchSeqDataset:
+        """The same dataset restricted to the cells ``index`` (ids)."""
+        return replace(
+            self,
+            features=self.features.loc[index],
+            labels=self.labels.loc[index],
+            groups=None if self.groups is None else self.groups.loc[index],
+            metadata=self.metadata.loc[index],
+        )
+
+
+# --------------------------------------------------------------------------- file checks
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    if not data_dir.is_dir():
+        raise InputError(
+            f"data directory {data_dir} does not exist; run `ephys2tx fetch --data-dir {data_dir}` "
+            f"to download the data, or point --data-dir (or ${ENV_VAR}) at the folder that holds it."
+        )
+
+
+def _checked_file(data_dir: Path, spec: DataFile, dataset: str, verify: bool,
+                  checksums: dict[str, str]) -> Path:
+    path = data_dir / spec.relpath
+    if not path.is_file():
+        raise InputError(
+            f"missing file {path} (dataset {dataset}); run `ephys2tx fetch --data-dir {data_dir}` "
+            "or restore the file under its published name."
+        )
+    if verify:
+        digest = sha256_file(path)
+        if digest != spec.sha256:
+            raise InputError(
+                f"checksum mismatch for {path}: sha256 {digest[:12]}..., expected "
+                f"{spec.sha256[:12]}...; the file is modified or another release: run "
+                "`ephys2tx fetch --force`, or pass --no-verify to use it as it is."
+            )
+        checksums[spec.relpath] = digest
+    return path
+
+
+def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, encoding="utf-8-sig", low_memory=False, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot parse {path} as CSV: {exc}".replace("\n", " ")) from exc
+    return table
+
+
+def _require_columns(table: pd.DataFrame, columns, path: Path) -> None:
+    for col in columns:
+        if col not in table.columns:
+            raise InputError(
+                f"file {path} lacks column {col!r}; restore the published file "
+                "(`ephys2tx fetch --force`) or rename the column back."
+            )
+
+
+def _numeric(table: pd.DataFrame, columns, path: Path, id_column: str) -> pd.DataFrame:
+    """Columns as float; a non-numeric value is an InputError naming the cell."""
+    out = {}
+    for col in columns:
+        values = pd.to_numeric(table[col], errors="coerce")
+        bad = values.isna() & table[col].notna()
+        if bad.any():
+            row = table.loc[bad.idxmax()]
+            raise InputError(
+                f"column {col!r} of {path} has non-numeric value {row[col]!r} "
+                f"(cell {row[id_column]}); fix it or leave the cell empty for missing."
+            )
+        out[col] = values.astype(float)
+    return pd.DataFrame(out, index=table.index)
+
+
+def _map_labels(raw: pd.Series, mapping: Mapping[str, str], path: Path, column: str,
+                ids: pd.Series) -> pd.Series:
+    known = raw.isna() | raw.isin(list(mapping))
+    if not known.all():
+        pos = (~known).to_numpy().nonzero()[0][0]
+        raise InputError(
+            f"column {column!r} of {path} has unknown label {raw.iloc[pos]!r} "
+            f"(cell {ids.iloc[pos]}); expected one of {sorted(mapping)}."
+        )
+    return raw.map(mapping)
+
+
+# --------------------------------------------------------------------------- QC
+
+
+def _step(report: list[dict], step: str, before: int, after: int, detail: str = "") -> None:
+    report.append({"step": step, "n_before": int(before), "n_after": int(after),
+                   "n_dropped": int(before - after), "detail": detail})
+
+
+def _apply_qc(features: pd.DataFrame, labels: pd.Series, report: list[dict],
+              max_missing: float) -> tuple[pd.Index, pd.Index]:
+    """Return (kept 4-class ids, held-out-subclass ids) after QC, recording counts."""
+    n0 = len(features)
+    dup_rows = features.duplicated(keep="first")
+    ids = features.index[~dup_rows]
+    _step(report, "drop exact duplicate feature rows", n0, len(ids),
+          f"{int(dup_rows.sum())} cells whose features equal an earlier cell's")
+
+    frac_missing = features.loc[ids].isna().mean(axis=1)
+    keep = frac_missing <= max_missing
+    _step(report, f"drop cells missing > {max_missing:.0%} of features", len(ids),
+          int(keep.sum()))
+    ids = ids[keep.to_numpy()]
+
+    lab = labels.loc[ids]
+    in_classes = lab.isin(CLASSES)
+    other = lab.notna() & ~in_classes
+    dropped = lab[~in_classes].fillna("no label").value_counts()
+    _step(report, "drop cells without a 4-class label", len(ids), int(in_classes.sum()),
+          ", ".join(f"{k}: {v}" for k, v in dropped.items()))
+    return ids[in_classes.to_numpy()], ids[other.to_numpy()]
+
+
+def _assemble(name, species, features, labels, groups, metadata, families, report,
+              checksums, max_missing) -> PatchSeqDataset:
+    validate_families(families, list(features.columns), where=f"dataset {name}")
+    kept, other = _apply_qc(features, labels, report, max_missing)
+    held = None
+    if len(other):
+        held = PatchSeqDataset(
+            name=f"{name}_held_out", species=species, features=features.loc[other],
+            labels=labels.loc[other], groups=None if groups is None else groups.loc[other],
+            metadata=metadata.loc[other], families=families, checksums=checksums,
+        )
+    return PatchSeqDataset(
+        name=name, species=species, features=features.loc[kept], labels=labels.loc[kept],
+        groups=None if groups is None else groups.loc[kept], metadata=metadata.loc[kept],
+        families=families, qc_report=report, checksums=checksums, held_out=held,
+    )
+
+
+def _dedupe_ids(table: pd.DataFrame, id_column: str, path: Path, report: list[dict],
+                what: str) -> pd.DataFrame:
+    """Drop rows whose id repeats with identical content; conflicting repeats are an error."""
+    dup = table[id_column].duplicated(keep=False)
+    if not dup.any():
+        return table
+    exact = table.duplicated(keep="first")
+    conflicting = table[dup & ~table.duplicated(keep=False)]
+    if len(conflicting):
+        raise InputError(
+            f"{path} has conflicting rows for {id_column} {conflicting[id_column].iloc[0]}; "
+            "keep one row per cell."
+        )
+    out = table[~exact]
+    _step(report, f"drop exact duplicate {what} rows", len(table), len(out))
+    return out
+
+
+# --------------------------------------------------------------------------- mouse VISp
+
+
+def _mouse_donors() -> pd.DataFrame | None:
+    """Donor ids of the Gouwens 2020 cells, from the metadata that ships with ipfx."""
+    try:
+        ref = importlib.resources.files("ipfx") / "data_release" / "20200625_patchseq_metadata_mouse.csv"
+        with importlib.resources.as_file(ref) as path:
+            table = pd.read_csv(path, usecols=["cell_specimen_id", "donor_id", "biological_sex", "age"])
+    except (ModuleNotFoundError, FileNotFoundError, ValueError):
+        return None
+    table = table.drop_duplicates("cell_specimen_id")
+    table.index = table.pop("cell_specimen_id").astype(str)
+    return table
+
+
+def load_mouse_visp(data_dir=None, *, verify: bool = True,
+                    max_missing: float = DEFAULT_MAX_MISSING) -> PatchSeqDataset:
+    """Mouse VISp GABAergic cells (Gouwens et al. 2020), 32 features in 12 families."""
+    root = resolve_data_dir(data_dir)
+    _check_data_dir(root)
+    files = DATASET_FILES["mouse_visp"]
+    checksums: dict[str, str] = {}
+    ephys_path = _checked_file(root, files["ephys"], "mouse_visp", verify, checksums)
+    meta_path = _checked_file(root, files["meta"], "mouse_visp", verify, checksums)
+    ephys = _read_csv(ephys_path)
+    meta = _read_csv(meta_path)
+    ephys_cols = [c for c in MOUSE_VISP_SCHEMA.columns if c not in _MOUSE_META_FEATURES]
+    _require_columns(ephys, ["Cell ID", *ephys_cols], ephys_path)
+    _require_columns(meta, ["Cell ID", "T type subclass", *_MOUSE_META_FEATURES], meta_path)
+    report: list[dict] = []
+    ephys = _dedupe_ids(ephys, "Cell ID", ephys_path, report, "feature")
+    meta = _dedupe_ids(meta, "Cell ID", meta_path, report, "metadata")
+
+    x_ephys = _numeric(ephys, ephys_cols, ephys_path, "Cell ID")
+    x_ephys.index = ephys["Cell ID"].astype(str)
+    x_meta = _numeric(meta, _MOUSE_META_FEATURES, meta_path, "Cell ID")
+    x_meta.index = meta["Cell ID"].astype(str)
+    meta_table = meta.drop(columns=list(_MOUSE_META_FEATURES)).set_index(
+        meta["Cell ID"].astype(str)).drop(columns="Cell ID")
+    labels_all = _map_labels(meta["T type subclass"], MOUSE_LABELS, meta_path,
+                             "T type subclass", meta["Cell ID"])
+    labels_all.index = meta_table.index
+
+    common = x_ephys.index.intersection(x_meta.index, sort=False)
+    _step(report, "join features with metadata on Cell ID", len(x_ephys), len(common))
+    features = x_ephys.loc[common].join(x_meta.loc[common])[MOUSE_VISP_SCHEMA.columns]
+    metadata = meta_table.loc[common]
+    donors = _mouse_donors()
+    groups = None
+    if donors is not None:
+        metadata = metadata.join(donors, how="left")
+        groups = metadata["donor_id"].astype("string").fillna("unknown:" + metadata.index.to_series())
+        groups.name = "donor"
+    return _assemble("mouse_visp", "mouse", features, labels_all.loc[common], groups, metadata,
+                     MOUSE_VISP_SCHEMA.as_dict(), report, checksums, max_missing)
+
+
+# --------------------------------------------------------------------------- human
+
+
+def load_human(data_dir=None, *, verify: bool = True,
+               max_missing: float = DEFAULT_MAX_MISSING) -> PatchSeqDataset:
+    """Human neocortical GABAergic cells (Lee, Dalley et al. 2023), 93 IPFX features."""
+    root = resolve_data_dir(data_dir)
+    _check_data_dir(root)
+    files = DATASET_FILES["human"]
+    checksums: dict[str, str] = {}
+    ephys_path = _checked_file(root, files["ephys"], "human", verify, checksums)
+    meta_path = _checked_file(root, files["meta"], "human", verify, checksums)
+    donor_path = _checked_file(root, files["donors"], "human", verify, checksums)
+    ephys = _read_csv(ephys_path)
+    meta = _read_csv(meta_path)
+    donors = _read_csv(donor_path)
+    columns = HUMAN_IPFX_SCHEMA.columns
+    _require_columns(ephys, ["specimen_id", *columns], ephys_path)
+    _require_columns(meta, ["specimen_id_x", "Donor", "condition", "Revised_subclass_label"], meta_path)
+    _require_columns(donors, ["Donor"], donor_path)
+    report: list[dict] = []
+    ephys = _dedupe_ids(ephys, "specimen_id", ephys_path, report, "feature")
+    meta = _dedupe_ids(meta, "specimen_id_x", meta_path, report, "metadata")
+
+    features = _numeric(ephys, columns, ephys_path, "specimen_id")
+    features.index = ephys["specimen_id"].astype(str)
+    meta = meta.set_index(meta["specimen_id_x"].astype(str)).drop(columns="specimen_id_x")
+    donor_info = donors.drop_duplicates("Donor").set_index("Donor")
+    donor_info = donor_info.drop(columns=[c for c in donor_info.columns if c in meta.columns])
+    meta = meta.join(donor_info, on="Donor")
+    labels_all = _map_labels(meta["Revised_subclass_label"], HUMAN_LABELS, meta_path,
+                             "Revised_subclass_label", meta.index.to_series())
+
+    common = features.index.intersection(meta.index, sort=False)
+    _step(report, "join features with metadata on specimen_id", len(features), len(common))
+    groups = meta.loc[common, "Donor"].astype("string")
+    groups.name = "donor"
+    return _assemble("human", "human", features.loc[common], labels_all.loc[common], groups,
+                     meta.loc[common], HUMAN_IPFX_SCHEMA.as_dict(), report, checksums, max_missing)
+
+
+# --------------------------------------------------------------------------- mouse L1 bridge
+
+
+def load_mouse_l1_bridge(data_dir=None, *, verify: bool = True,
+                         max_missing: float = 1.0) -> PatchSeqDataset:
+    """Mouse L1 cells in the human IPFX naming (Chartrand et al. 2023).
+
+    Only the columns that the human schema also has are features (the other
+    columns are QC flags or features without a human counterpart). Labels are
+    Lamp5/Vip (Sncg in :attr:`held_out`). By default no missingness QC, so all
+    cells stay available for the cross-species verification.
+    """
+    root = resolve_data_dir(data_dir)
+    _check_data_dir(root)
+    files = DATASET_FILES["mouse_l1_bridge"]
+    checksums: dict[str, str] = {}
+    ephys_path = _checked_file(root, files["ephys"], "mouse_l1_bridge", verify, checksums)
+    meta_path = _checked_file(root, files["meta"], "mouse_l1_bridge", verify, checksums)
+    ephys = _read_csv(ephys_path)
+    meta = _read_csv(meta_path)
+    _require_columns(ephys, ["cell_name"], ephys_path)
+    _require_columns(meta, ["spec_id", "subclass"], meta_path)
+    report: list[dict] = []
+    ephys = _dedupe_ids(ephys, "cell_name", ephys_path, report, "feature")
+    meta = meta.loc[:, ~meta.columns.duplicated()]
+    meta = _dedupe_ids(meta, "spec_id", meta_path, report, "metadata")
+    columns = [c for c in HUMAN_IPFX_SCHEMA.columns if c in ephys.columns]
+    features = _numeric(ephys, columns, ephys_path, "cell_name")
+    features.index = ephys["cell_name"].astype(str)
+    meta = meta.set_index(meta["spec_id"].astype(str))
+    labels = _map_labels(meta["subclass"], BRIDGE_LABELS, meta_path, "subclass",
+                         meta.index.to_series())
+    labels = labels.reindex(features.index)
+    metadata = meta.reindex(features.index)
+    n_meta = int(metadata["spec_id"].notna().sum())
+    _step(report, "attach metadata on cell_name = spec_id", len(features), len(features),
+          f"{n_meta} cells have metadata; the others have no label")
+    return _assemble("mouse_l1_bridge", "mouse", features, labels, None, metadata,
+                     HUMAN_IPFX_SCHEMA.restricted_to(columns), report, checksums, max_missing)
+
+
+LOADERS = {
+    "mouse_visp": load_mouse_visp,
+    "human": load_human,
+    "mouse_l1_bridge": load_mouse_l1_bridge,
+}
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, **kwargs) -> PatchSeqDataset:
+    """Load a registered dataset by name (``mouse_visp``, ``human``, ``mouse_l1_bridge``).
+
+    Parameters
+    ----------
+    name : str
+        Dataset name.
+    data_dir : path-like, optional
+        Data directory; see :func:`ephys2tx.data.paths.resolve_data_dir`.
+    **kwargs
+        ``verify`` (checksums, default True) and ``max_missing`` (QC threshold).
+    """
+    if name not in LOADERS:
+        raise InputError(f"unknown dataset {name!r}; choose from {', '.join(LOADERS)}.")
+    return LOADERS[name](data_dir, **kwargs)
+
+
+def feature_matrix(dataset: PatchSeqDataset) -> np.ndarray:
+    """Features as a float array in family order."""
+    cols = [c for cols in dataset.families.values() for c in cols]
+    return dataset.features[cols].to_numpy(dtype=float)

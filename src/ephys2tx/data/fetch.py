@@ -1,0 +1,132 @@
+"""Download the public data files into the data directory and verify their sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ephys2tx.data.registry import DATASET_FILES, DataFile
+from ephys2tx.errors import InputError
+
+_CHUNK = 1 << 16
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class FetchRecord:
+    """What happened to one file during :func:`fetch_datasets`."""
+
+    relpath: str
+    url: str
+    status: str  # "downloaded" or "present"
+    sha256: str
+    n_bytes: int
+
+
+def _download(url: str, destination: Path, expected_sha256: str, timeout: float,
+              on_bytes: Callable[[int], None] | None) -> int:
+    """Download ``url`` to ``destination`` atomically, verifying the checksum."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    n_bytes = 0
+    fd, tmp_name = tempfile.mkstemp(prefix=".part-", dir=destination.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (https/http only)
+            except (urllib.error.URLError, OSError) as exc:
+                raise InputError(
+                    f"cannot download {url}: {exc}. Check the network, or pass --mirror "
+                    "with a reachable copy of the files."
+                ) from exc
+            with response:
+                for block in iter(lambda: response.read(_CHUNK), b""):
+                    out.write(block)
+                    digest.update(block)
+                    n_bytes += len(block)
+                    if on_bytes is not None:
+                        on_bytes(len(block))
+        if digest.hexdigest() != expected_sha256:
+            raise InputError(
+                f"checksum mismatch for {url}: got sha256 {digest.hexdigest()}, expected "
+                f"{expected_sha256}. The source changed or the download was corrupted; "
+                "retry, or report it if it persists."
+            )
+        os.replace(tmp_name, destination)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return n_bytes
+
+
+def fetch_datasets(
+    data_dir: str | os.PathLike,
+    datasets: Iterable[str] | None = None,
+    *,
+    mirror: str | None = None,
+    force: bool = False,
+    timeout: float = 60.0,
+    on_file: Callable[[DataFile], None] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> list[FetchRecord]:
+    """Download the registered files of ``datasets`` into ``data_dir``.
+
+    Files already present with the right checksum are kept. Every download goes
+    to a temporary file that is renamed into place only after its sha256 has
+    been verified, so an interrupted fetch leaves nothing half-written.
+
+    Parameters
+    ----------
+    data_dir : path-like
+        Destination; created if needed.
+    datasets : iterable of str, optional
+        Dataset names (see :data:`~ephys2tx.data.registry.DATASET_NAMES`); all by default.
+    mirror : str, optional
+        Base URL of a copy of the data directory (``MIRROR/<relpath>``), used
+        instead of the public addresses.
+    force : bool
+        Download even if a verified copy is present.
+    timeout : float
+        Socket timeout in seconds.
+    on_file, on_bytes : callable, optional
+        Progress callbacks (file started; bytes received).
+
+    Returns
+    -------
+    list of FetchRecord
+    """
+    names = list(DATASET_FILES) if datasets is None else list(datasets)
+    unknown = [n for n in names if n not in DATASET_FILES]
+    if unknown:
+        raise InputError(
+            f"unknown dataset {unknown[0]!r}; choose from {', '.join(DATASET_FILES)}."
+        )
+    root = Path(data_dir)
+    records: list[FetchRecord] = []
+    for name in names:
+        for spec in DATASET_FILES[name].values():
+            target = root / spec.relpath
+            url = spec.url if mirror is None else mirror.rstrip("/") + "/" + spec.relpath
+            if on_file is not None:
+                on_file(spec)
+            if target.exists() and not force and sha256_file(target) == spec.sha256:
+                records.append(FetchRecord(spec.relpath, url, "present", spec.sha256,
+                                           target.stat().st_size))
+                continue
+            n_bytes = _download(url, target, spec.sha256, timeout, on_bytes)
+            records.append(FetchRecord(spec.relpath, url, "downloaded", spec.sha256, n_bytes))
+    return records

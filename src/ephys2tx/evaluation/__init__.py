@@ -1,0 +1,1 @@
+"""Evaluation protocol: splits, cross-validation, metrics and statistics."""

@@ -1,0 +1,1 @@
+"""Models: the Gouwens replication, baselines, the family BiLSTM and transfer models."""

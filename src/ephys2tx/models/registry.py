@@ -1,0 +1,65 @@
+"""Model registry: short stable names -> estimator factories.
+
+The names are the ``model`` keys of ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from ephys2tx.errors import InputError
+from ephys2tx.models.baselines import make_logreg, make_rf, make_spca_rf
+
+BASELINE_MODELS = ("spca_rf", "rf", "logreg")
+BILSTM_MODELS = ("bilstm", "bilstm_nosmote", "bilstm_softmax", "bilstm_meanpool", "mlp")
+
+#: One-line descriptions, used in the report.
+DESCRIPTIONS = {
+    "spca_rf": "standardise -> per-family sparse PCA -> class-balanced random forest (Gouwens 2020)",
+    "rf": "class-balanced random forest on the plain features",
+    "logreg": "class-balanced logistic regression on standardised features",
+    "bilstm": "family tokens -> BiLSTM -> attention pooling, SMOTE, ArcFace (full model)",
+    "bilstm_nosmote": "full model without SMOTE",
+    "bilstm_softmax": "full model with a softmax cross-entropy head instead of ArcFace",
+    "bilstm_meanpool": "full model with mean pooling instead of attention",
+    "mlp": "MLP on the flat features (same preprocessing, SMOTE and ArcFace)",
+}
+
+
+def family_positions(families: Mapping[str, Sequence[str]], columns: Sequence[str]) -> dict[str, list[int]]:
+    """Family map with column names replaced by positions in ``columns``."""
+    where = {c: i for i, c in enumerate(columns)}
+    return {fam: [where[c] for c in cols] for fam, cols in families.items()}
+
+
+def make_model(name: str, families: Mapping[str, Sequence[str]], columns: Sequence[str], *,
+               random_state: int = 0, quick: bool = False):
+    """A fresh, unfitted estimator for model ``name``.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`BASELINE_MODELS` or :data:`BILSTM_MODELS`.
+    families : mapping
+        Family -> column names.
+    columns : sequence of str
+        Column order of the input table.
+    random_state : int
+    quick : bool
+        Smaller forests, for a fast look.
+    """
+    positions = family_positions(families, columns)
+    n_trees = 200 if quick else 500
+    factories: dict[str, Callable[[], object]] = {
+        "spca_rf": lambda: make_spca_rf(positions, n_estimators=n_trees, random_state=random_state),
+        "rf": lambda: make_rf(n_estimators=n_trees, random_state=random_state),
+        "logreg": lambda: make_logreg(random_state=random_state),
+    }
+    if name in factories:
+        return factories[name]()
+    if name in BILSTM_MODELS:
+        from ephys2tx.models.bilstm import bilstm_ablation_models
+
+        return bilstm_ablation_models(positions, random_state)[name]
+    raise InputError(f"unknown model {name!r}; choose from "
+                     f"{', '.join(BASELINE_MODELS + BILSTM_MODELS)}.")

@@ -1,0 +1,1 @@
+"""Report layer: figures and the results folder (the only layer, with the CLI, that writes files)."""

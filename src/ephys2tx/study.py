@@ -1,0 +1,249 @@
+"""The whole study: every species x model x split scheme on the same folds.
+
+:func:`run_study` computes and returns results; it writes nothing. The report
+layer (:mod:`ephys2tx.report`) turns a :class:`StudyResult` into files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ephys2tx import CLASSES, __version__
+from ephys2tx.data.datasets import DEFAULT_MAX_MISSING, PatchSeqDataset, load_dataset
+from ephys2tx.evaluation.cv import CVResult, cross_validate, summarise_cv
+from ephys2tx.evaluation.splits import make_splits
+from ephys2tx.evaluation.stats import encode, paired_difference
+from ephys2tx.errors import InputError
+from ephys2tx.models.registry import BASELINE_MODELS, BILSTM_MODELS, make_model
+
+SPECIES_DATASETS = {"mouse": "mouse_visp", "human": "human"}
+
+#: The reference every other model is paired against (Gouwens 2020 replication).
+REFERENCE_MODEL = "spca_rf"
+
+
+def bilstm_available() -> bool:
+    """Whether the BiLSTM models are installed in this build."""
+    return importlib.util.find_spec("ephys2tx.models.bilstm") is not None
+
+
+def default_models() -> tuple[str, ...]:
+    """Baselines, plus the BiLSTM ablations when available."""
+    return BASELINE_MODELS + (BILSTM_MODELS if bilstm_available() else ())
+
+
+@dataclass
+class StudyConfig:
+    """Parameters of a study run (all recorded in the report).
+
+    Attributes
+    ----------
+    data_dir : str or None
+        Data directory (None: ``EPHYS2TX_DATA`` or the user cache).
+    species : tuple of str
+        ``mouse`` and/or ``human``.
+    models : tuple of str or None
+        Model names (None: :func:`default_models`).
+    n_splits, n_repeats : int
+        Repeated k-fold settings.
+    split_schemes : tuple of str
+        ``stratified`` and/or ``donor``.
+    n_boot : int
+        Bootstrap resamples for CIs.
+    seed : int
+        Seed of folds, models and bootstraps.
+    quick : bool
+        Fewer repeats and smaller forests.
+    verify : bool
+        Verify the data files' sha256.
+    max_missing : float
+        QC threshold on the fraction of missing features.
+    n_permutations : int
+        Permutations per family for the importance of the family models.
+    """
+
+    data_dir: str | None = None
+    species: tuple[str, ...] = ("mouse", "human")
+    models: tuple[str, ...] | None = None
+    n_splits: int = 5
+    n_repeats: int = 3
+    split_schemes: tuple[str, ...] = ("stratified", "donor")
+    n_boot: int = 1000
+    seed: int = 0
+    quick: bool = False
+    verify: bool = True
+    max_missing: float = DEFAULT_MAX_MISSING
+    n_permutations: int = 3
+
+    @classmethod
+    def quick_config(cls, **overrides) -> StudyConfig:
+        """A fast look: one repeat, smaller forests, fewer bootstraps."""
+        base = dict(n_repeats=1, quick=True, n_boot=300, n_permutations=1)
+        base.update(overrides)
+        return cls(**base)
+
+
+@dataclass
+class SpeciesResult:
+    """Everything computed for one species."""
+
+    dataset: PatchSeqDataset
+    cv: dict[tuple[str, str], CVResult] = field(default_factory=dict)
+    embedding: pd.DataFrame | None = None
+    embedding_method: str = ""
+
+
+@dataclass
+class StudyResult:
+    """Records for ``metrics.json`` plus what the figures need."""
+
+    config: StudyConfig
+    records: list[dict]
+    species: dict[str, SpeciesResult]
+    seconds: float
+    version: str = __version__
+
+    def table(self) -> pd.DataFrame:
+        """One row per record: species, split, model, n, macro-F1 and accuracy with CIs."""
+        rows = []
+        for r in self.records:
+            f1, acc = r["macro_f1"], r["accuracy"]
+            paired = r.get("paired_vs_reference")
+            rows.append({
+                "species": r["species"], "split": r["split"], "model": r["model"],
+                "n_cells": r["n_cells"],
+                "macro_f1": f"{f1['mean']:.3f} ± {f1['sd']:.3f}",
+                "macro_f1_ci95": f"[{f1['ci95'][0]:.3f}, {f1['ci95'][1]:.3f}]",
+                "accuracy": f"{acc['mean']:.3f} ± {acc['sd']:.3f}",
+                f"Δ vs {REFERENCE_MODEL} [95% CI]": "—" if paired is None else (
+                    f"{paired['mean_diff']:+.3f} [{paired['ci95'][0]:+.3f}, {paired['ci95'][1]:+.3f}]"),
+            })
+        return pd.DataFrame(rows)
+
+
+def _check_config(config: StudyConfig, models: Sequence[str]) -> None:
+    for sp in config.species:
+        if sp not in SPECIES_DATASETS:
+            raise InputError(f"unknown species {sp!r}; choose from {', '.join(SPECIES_DATASETS)}.")
+    known = BASELINE_MODELS + BILSTM_MODELS
+    for m in models:
+        if m not in known:
+            raise InputError(f"unknown model {m!r}; choose from {', '.join(known)}.")
+        if m in BILSTM_MODELS and not bilstm_available():
+            raise InputError(f"model {m!r} needs ephys2tx.models.bilstm, which this build lacks.")
+    if config.n_splits < 2 or config.n_repeats < 1:
+        raise InputError("need --n-splits >= 2 and --n-repeats >= 1.")
+
+
+def _embedding(dataset: PatchSeqDataset, seed: int, quick: bool) -> tuple[pd.DataFrame, str]:
+    """2-D view of the sPCA space of all cells (for display only, not evaluation)."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    pipe = make_model("spca_rf", dataset.families, list(dataset.features.columns), random_state=seed)
+    front = pipe[:-1]
+    scores = front.fit_transform(dataset.features)
+    if quick:
+        coords, method = PCA(n_components=2, random_state=seed).fit_transform(scores), "PCA"
+    else:
+        coords = TSNE(n_components=2, init="pca", perplexity=30, random_state=seed).fit_transform(scores)
+        method = "t-SNE"
+    return (pd.DataFrame(coords, index=dataset.features.index, columns=["dim1", "dim2"])
+            .assign(subclass=dataset.labels.to_numpy())), method
+
+
+def run_study(config: StudyConfig, *,
+              progress: Callable[[str, int, int], None] | None = None,
+              datasets: dict[str, PatchSeqDataset] | None = None) -> StudyResult:
+    """Run every species x split scheme x model on shared folds.
+
+    Parameters
+    ----------
+    config : StudyConfig
+    progress : callable, optional
+        ``progress(description, done, total)`` after each fold.
+    datasets : dict, optional
+        Pre-loaded datasets by species (default: load from ``config.data_dir``).
+
+    Returns
+    -------
+    StudyResult
+    """
+    start = time.perf_counter()
+    models = tuple(config.models) if config.models else default_models()
+    _check_config(config, models)
+    loaded = {sp: (datasets or {}).get(sp) or load_dataset(
+        SPECIES_DATASETS[sp], config.data_dir, verify=config.verify, max_missing=config.max_missing)
+        for sp in config.species}
+
+    plan = []
+    for sp, ds in loaded.items():
+        for scheme in config.split_schemes:
+            if scheme == "donor" and ds.groups is None:
+                continue
+            plan.append((sp, scheme))
+    total = sum(config.n_splits * config.n_repeats * len(models) for _ in plan)
+    done = 0
+    records: list[dict] = []
+    species_results = {sp: SpeciesResult(dataset=ds) for sp, ds in loaded.items()}
+    for sp, scheme in plan:
+        ds = loaded[sp]
+        y = ds.labels.to_numpy()
+        folds = make_splits(y, None if ds.groups is None else ds.groups.to_numpy(), scheme=scheme,
+                            n_splits=config.n_splits, n_repeats=config.n_repeats,
+                            random_state=config.seed)
+        columns = list(ds.features.columns)
+        for model_name in models:
+            estimator = make_model(model_name, ds.families, columns, random_state=config.seed,
+                                   quick=config.quick)
+
+            def on_fold(fold, record, _d=f"{sp} · {scheme} · {model_name}"):
+                nonlocal done
+                done += 1
+                if progress is not None:
+                    progress(_d, done, total)
+
+            is_family_model = model_name in BILSTM_MODELS and model_name != "mlp"
+            result = cross_validate(
+                estimator, ds.features, y, folds, classes=CLASSES, model_name=model_name,
+                on_fold=on_fold, families=ds.families if is_family_model else None,
+                n_permutations=config.n_permutations if is_family_model else 0,
+                random_state=config.seed)
+            species_results[sp].cv[(scheme, model_name)] = result
+            record = {
+                "species": sp, "model": model_name, "split": scheme,
+                "dataset": ds.name, "n_cells": ds.n_cells, "classes": list(CLASSES),
+                "class_counts": ds.class_counts(),
+                "n_splits": config.n_splits,
+            }
+            record.update(summarise_cv(result, y, n_boot=config.n_boot, random_state=config.seed))
+            records.append(record)
+        # Paired comparison of every model with the reference, on the same folds.
+        ref = species_results[sp].cv.get((scheme, REFERENCE_MODEL))
+        if ref is not None:
+            true_codes = encode(y, CLASSES)
+            for record in records:
+                if (record["species"], record["split"]) != (sp, scheme) or record["model"] == REFERENCE_MODEL:
+                    continue
+                other = species_results[sp].cv[(scheme, record["model"])]
+                paired = paired_difference(
+                    true_codes, np.stack([encode(r, CLASSES) for r in other.oof]),
+                    np.stack([encode(r, CLASSES) for r in ref.oof]), len(CLASSES),
+                    other.macro_f1_per_fold, ref.macro_f1_per_fold,
+                    n_boot=config.n_boot, random_state=config.seed)
+                record["paired_vs_reference"] = {"reference": REFERENCE_MODEL, **paired}
+    for sp, res in species_results.items():
+        res.embedding, res.embedding_method = _embedding(res.dataset, config.seed, config.quick)
+    return StudyResult(config=config, records=records, species=species_results,
+                       seconds=time.perf_counter() - start)
+
+
+def config_dict(config: StudyConfig) -> dict:
+    """The config as plain JSON-able data."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
