@@ -72,7 +72,7 @@ def run(
 
         result = run_study(config, progress=progress)
     path = write_results(result, out)
-    Console().print(results_markdown_table(result))
+    typer.echo(results_markdown_table(result))
     console.print(f"[green]wrote[/green] {path}/report.md, metrics.json and figures "
                   f"in {result.seconds:.0f} s")
 
@@ -115,6 +115,17 @@ def datasets(
                   f"{ds.features.shape[1]} features in {len(ds.families)} families; {ds.class_counts()}")
         for step in ds.qc_report:
             out.print(f"   {step['step']}: {step['n_before']} -> {step['n_after']} {step['detail']}")
+
+
+@app.command()
+def harmonise(
+    data_dir: DataDirOption = None,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the data files' sha256.")] = True,
+) -> None:
+    """Verify the mouse -> human feature mapping on the cells present in both mouse tables."""
+    from ephys2tx.features.harmonise import bridge_verification, verification_markdown
+
+    typer.echo(verification_markdown(bridge_verification(data_dir, verify=verify)))
 
 
 def _register_optional_commands() -> None:

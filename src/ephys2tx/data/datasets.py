@@ -431,3 +431,21 @@ def feature_matrix(dataset: PatchSeqDataset) -> np.ndarray:
     """Features as a float array in family order."""
     cols = [c for cols in dataset.families.values() for c in cols]
     return dataset.features[cols].to_numpy(dtype=float)
+
+
+def load_bridge_features(data_dir=None, *, verify: bool = True) -> pd.DataFrame:
+    """All numeric IPFX columns of the mouse L1 bridge table, for every cell (no QC, no labels).
+
+    Used to verify the mouse -> human feature mapping on the cells that are
+    also in the VISp table.
+    """
+    root = resolve_data_dir(data_dir)
+    _check_data_dir(root)
+    spec = DATASET_FILES["mouse_l1_bridge"]["ephys"]
+    path = _checked_file(root, spec, "mouse_l1_bridge", verify, {})
+    table = _read_csv(path)
+    _require_columns(table, ["cell_name"], path)
+    numeric = [c for c in table.columns if c != "cell_name" and pd.api.types.is_numeric_dtype(table[c])]
+    out = table[numeric].astype(float)
+    out.index = table["cell_name"].astype(str)
+    return out
