@@ -1,73 +1,169 @@
 """Throughput of `ephys2tx extract` vs ipfx's run_feature_vector_extraction on generated NWB files.
 
-Run:  .venv/bin/python benchmarks/bench_extract.py [--cells 12]
+Run:  .venv/bin/python benchmarks/bench_extract.py [--cells 12] [--repeats 3] [--workers 1 2]
 
-Prints cells/minute with 1 and 2 workers for both paths (same files, same core
-count), parallel efficiency, the speed ratio and peak RSS per worker.  Files
-are synthetic (ephys2tx.testing.nwb_fixtures); this measures mechanics, not
-biology.
+Compares, on the same files and the same number of worker processes:
+
+* ``ephys2tx``     -- ``extract_features`` (12 families + IPFX summary features),
+* ``ephys2tx-fv``  -- ``extract_features(summary=False)`` (12 families only),
+* ``ipfx``         -- ``ipfx.bin.run_feature_vector_extraction`` (its own path;
+  it computes 12 vector families, incl. psth/subthresh_depol_norm, no summary).
+
+Fairness: every measurement runs in a fresh interpreter that imports ipfx and
+ephys2tx *before* the clock starts (so neither path pays import warm-up, and
+process-level caches of one path cannot help the other); the NWB files are
+read once beforehand (warm OS cache for both); the order of the paths rotates
+between repeats; figures are medians over repeats.  ipfx's ``Pool()`` is
+given the same worker count.  Per-cell CPU time and peak RSS are measured
+inside the worker processes (a thin wrapper around each path's per-cell
+function records ``time.process_time`` and peak RSS (``VmHWM``)).  CPU seconds per
+cell are robust to other load on the machine; wall-clock cells/min are not.
+
+Files are synthetic (ephys2tx.testing.nwb_fixtures): this measures mechanics,
+not biology.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import resource
+import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from ephys2tx.features.nwb import extract_features
-from ephys2tx.testing.nwb_fixtures import generate_cells
+PATHS = ("ephys2tx", "ephys2tx-fv", "ipfx")
 
 
-def run_ours(files, workers, tmp):
-    t0 = time.perf_counter()
-    result = extract_features(files, tmp / f"ours_{workers}.parquet", workers=workers,
-                              cache_dir=tmp / f"cache_{workers}")
-    elapsed = time.perf_counter() - t0
-    assert result.n_failed == 0 and result.n_computed == len(files)
-    return elapsed, result.max_worker_rss_mb
+def _record_cell_stats(log_path):
+    """Decorator appending per-call worker CPU time / peak RSS / pid to ``log_path``."""
+    import functools
+
+    from ephys2tx.features.nwb.extract import peak_rss_mb
+
+    def decorate(fn):
+        @functools.wraps(fn)  # same __module__/__qualname__: still pickles by reference
+        def wrapper(*args, **kwargs):
+            cpu0 = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                line = json.dumps({"pid": os.getpid(), "cpu": time.process_time() - cpu0,
+                                   "rss_mb": peak_rss_mb()})
+                with open(log_path, "a") as fh:
+                    fh.write(line + "\n")
+        return wrapper
+    return decorate
 
 
-def run_ipfx(files, workers, tmp):
+def _measure(path_name: str, workers: int, files: list[str], work_dir: Path) -> dict:
+    """One timed run (called in a fresh interpreter)."""
+    import logging
+    import multiprocessing
+
     import ipfx.bin.run_feature_vector_extraction as rfv
+    import ipfx.feature_record  # noqa: F401
+    import ipfx.feature_vectors  # noqa: F401
+    import ipfx.script_utils  # noqa: F401
 
-    out_dir = tmp / f"ipfx_{workers}"
-    out_dir.mkdir()
-    import h5py  # ipfx 2.1.2 opens fv_<code>.h5 without a mode (read) before writing it
-    h5py.File(out_dir / "fv_bench.h5", "w").close()
-    t0 = time.perf_counter()
-    rfv.run_feature_vector_extraction(
-        output_dir=str(out_dir), data_source="filesystem", output_code="bench", project=None,
-        output_file_type="h5", sweep_qc_option="none", include_failed_cells=True,
-        run_parallel=workers > 1, ap_window_length=0.003, ids=list(range(len(files))),
-        file_list=[str(f) for f in files])
-    return time.perf_counter() - t0
+    from ephys2tx.features.nwb import extract as ex
+
+    logging.disable(logging.WARNING)
+    log = work_dir / "cells.jsonl"
+    if path_name == "ipfx":
+        rfv.data_for_specimen_id = _record_cell_stats(log)(rfv.data_for_specimen_id)
+        rfv.Pool = lambda: multiprocessing.Pool(workers)  # same worker count as ephys2tx
+        out_dir = work_dir / "ipfx_out"
+        out_dir.mkdir()
+        import h5py  # ipfx 2.1.2 opens fv_<code>.h5 without a mode (read) before writing it
+        h5py.File(out_dir / "fv_bench.h5", "w").close()
+        t0 = time.perf_counter()
+        rfv.run_feature_vector_extraction(
+            output_dir=str(out_dir), data_source="filesystem", output_code="bench", project=None,
+            output_file_type="h5", sweep_qc_option="none", include_failed_cells=True,
+            run_parallel=workers > 1, ap_window_length=0.003, ids=list(range(len(files))), file_list=files)
+        wall = time.perf_counter() - t0
+        n_ok = len(json.loads((out_dir / "fv_errors_bench.json").read_text() or "[]"))
+        n_ok = len(files) - n_ok
+    else:
+        ex.process_cell = _record_cell_stats(log)(ex.process_cell)
+        t0 = time.perf_counter()
+        result = ex.extract_features(files, work_dir / "f.parquet", workers=workers,
+                                     cache_dir=work_dir / "cache", summary=path_name == "ephys2tx")
+        wall = time.perf_counter() - t0
+        n_ok = result.n_cells
+    cells = [json.loads(line) for line in log.read_text().splitlines()]
+    rss = {}
+    for c in cells:
+        rss[c["pid"]] = max(rss.get(c["pid"], 0.0), c["rss_mb"])
+    return {"wall": wall, "n_ok": n_ok, "n_logged": len(cells), "cpu_per_cell": sum(c["cpu"] for c in cells) / len(cells),
+            "worker_rss_mb": max(rss.values()), "n_workers_seen": len(rss)}
+
+
+def _run_in_subprocess(path_name, workers, files, tmp) -> dict:
+    work_dir = Path(tempfile.mkdtemp(dir=tmp, prefix=f"{path_name}_{workers}_"))
+    cmd = [sys.executable, __file__, "--_measure", path_name, "--_workers", str(workers),
+           "--_work-dir", str(work_dir), "--_files", *files]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--_measure", choices=PATHS, help=argparse.SUPPRESS)
+    parser.add_argument("--_workers", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--_work-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--_files", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    logging.disable(logging.WARNING)
+    if args._measure:
+        print(json.dumps(_measure(args._measure, args._workers, args._files, Path(args._work_dir))))
+        return
+
+    from ephys2tx.testing.nwb_fixtures import generate_cells
+
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         t0 = time.perf_counter()
         labels = ["Pvalb", "Sst"] * (args.cells // 2)
-        files = [p for p, _ in generate_cells(tmp / "nwb", labels, seed=7)]
-        print(f"generated {len(files)} cells in {time.perf_counter() - t0:.1f} s")
-        rate = {}
-        for workers in (1, 2):
-            ours, rss = run_ours(files, workers, tmp)
-            theirs = run_ipfx(files, workers, tmp)  # ipfx's Pool() uses all (2) cores
-            rate[workers] = (60 * len(files) / ours, 60 * len(files) / theirs)
-            print(f"workers={workers}: ephys2tx {rate[workers][0]:6.1f} cells/min | ipfx run_feature_vector_extraction "
-                  f"{rate[workers][1]:6.1f} cells/min | ratio {rate[workers][0] / rate[workers][1]:.2f}x | "
-                  f"peak RSS per worker {rss:.0f} MB")
-        for k, name in enumerate(("ephys2tx", "ipfx")):
-            print(f"parallel efficiency (2 workers) {name}: {rate[2][k] / (2 * rate[1][k]):.2f}")
-        print(f"benchmark process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        files = [str(p) for p, _ in generate_cells(tmp / "nwb", labels, seed=7)]
+        for f in files:  # warm the OS file cache for every path alike
+            Path(f).read_bytes()
+        print(f"generated {len(files)} cells in {time.perf_counter() - t0:.1f} s; cpu_count={os.cpu_count()}; "
+              f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
+        runs = {(p, w): [] for w in args.workers for p in PATHS}
+        configs = list(runs)
+        for rep in range(args.repeats):
+            shift = rep % len(configs)  # rotate the order between repeats
+            for config in configs[shift:] + configs[:shift]:
+                res = _run_in_subprocess(*config, files, tmp)
+                if res["n_ok"] != len(files):
+                    raise RuntimeError(f"{config}: {res['n_ok']} of {len(files)} cells extracted")
+                runs[config].append(res)
+                print(f"  repeat {rep + 1} {config[0]:12s} workers={config[1]}: {res['wall']:6.1f} s wall, "
+                      f"{res['cpu_per_cell']:.2f} CPU s/cell", flush=True)
+
+        def med(config, key):
+            return statistics.median(r[key] for r in runs[config])
+
+        print(f"\nmedian of {args.repeats} repeats, {len(files)} cells; load average after: {os.getloadavg()[0]:.1f}")
+        print(f"{'path':12s} {'workers':>7s} {'cells/min':>9s} {'CPU s/cell':>10s} {'vs ipfx (wall)':>14s} "
+              f"{'vs ipfx (CPU)':>13s} {'par. eff.':>9s} {'peak RSS/worker':>15s}")
+        for w in args.workers:
+            for p in PATHS:
+                rate = 60 * len(files) / med((p, w), "wall")
+                ipfx_rate = 60 * len(files) / med(("ipfx", w), "wall")
+                cpu, ipfx_cpu = med((p, w), "cpu_per_cell"), med(("ipfx", w), "cpu_per_cell")
+                eff = ""
+                if w != 1 and (p, 1) in runs:
+                    eff = f"{rate / (w * 60 * len(files) / med((p, 1), 'wall')):.2f}"
+                print(f"{p:12s} {w:7d} {rate:9.1f} {cpu:10.2f} {rate / ipfx_rate:13.2f}x {ipfx_cpu / cpu:12.2f}x "
+                      f"{eff:>9s} {max(r['worker_rss_mb'] for r in runs[(p, w)]):12.0f} MB")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ DataDirOption = Annotated[
 
 def _progress() -> Progress:
     return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                    MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False,
+                    disable=not console.is_terminal)
 
 
 @app.command()
@@ -49,6 +50,7 @@ def run(
     n_splits: Annotated[int, typer.Option(help="Folds per repeat.")] = 5,
     n_repeats: Annotated[Optional[int], typer.Option(help="Repeats (default 3; 1 with --quick).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of folds, models and bootstraps.")] = 0,
+    jobs: Annotated[int, typer.Option("--jobs", help="Folds of the neural models fitted in parallel.")] = 2,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the data files' sha256.")] = True,
 ) -> None:
     """Run the whole study on the real data and write metrics.json, figures and report.md."""
@@ -56,7 +58,7 @@ def run(
     from ephys2tx.study import StudyConfig, run_study
 
     overrides = dict(data_dir=None if data_dir is None else str(data_dir), n_splits=n_splits,
-                     seed=seed, verify=verify)
+                     seed=seed, verify=verify, n_jobs=jobs)
     if species:
         overrides["species"] = tuple(species)
     if models:
@@ -154,12 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except (click.ClickException, typer.TyperException) as exc:  # typer >= 0.2x vendors click
         exc.show()
         return 2
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         console.print("aborted")
         return 130
     return 0

@@ -20,12 +20,23 @@ from ephys2tx.evaluation.cv import CVResult, cross_validate, summarise_cv
 from ephys2tx.evaluation.splits import make_splits
 from ephys2tx.evaluation.stats import encode, paired_difference
 from ephys2tx.errors import InputError
-from ephys2tx.models.registry import BASELINE_MODELS, BILSTM_MODELS, make_model
+from ephys2tx.models.registry import (
+    BASELINE_MODELS,
+    BILSTM_MODELS,
+    TRANSFER_MODELS,
+    TRANSFER_TWINS,
+    make_model,
+)
 
 SPECIES_DATASETS = {"mouse": "mouse_visp", "human": "human"}
 
 #: The reference every other model is paired against (Gouwens 2020 replication).
 REFERENCE_MODEL = "spca_rf"
+
+
+def is_neural(model_name: str) -> bool:
+    """Whether a model is a torch network (fitted fold-parallel, one thread each)."""
+    return model_name in BILSTM_MODELS or model_name in TRANSFER_MODELS
 
 
 def bilstm_available() -> bool:
@@ -66,6 +77,11 @@ class StudyConfig:
         QC threshold on the fraction of missing features.
     n_permutations : int
         Permutations per family for the importance of the family models.
+    n_jobs : int
+        Folds of the neural models fitted in parallel (one torch thread each).
+    transfer : bool
+        Also run the mouse -> human transfer designs on the human cells
+        (needs the mouse table; mouse cells are training data in every fold).
     """
 
     data_dir: str | None = None
@@ -80,6 +96,8 @@ class StudyConfig:
     verify: bool = True
     max_missing: float = DEFAULT_MAX_MISSING
     n_permutations: int = 3
+    transfer: bool = True
+    n_jobs: int = 2
 
     @classmethod
     def quick_config(cls, **overrides) -> StudyConfig:
@@ -107,6 +125,7 @@ class StudyResult:
     records: list[dict]
     species: dict[str, SpeciesResult]
     seconds: float
+    shared_embedding: pd.DataFrame | None = None
     version: str = __version__
 
     def table(self) -> pd.DataFrame:
@@ -131,7 +150,7 @@ def _check_config(config: StudyConfig, models: Sequence[str]) -> None:
     for sp in config.species:
         if sp not in SPECIES_DATASETS:
             raise InputError(f"unknown species {sp!r}; choose from {', '.join(SPECIES_DATASETS)}.")
-    known = BASELINE_MODELS + BILSTM_MODELS
+    known = BASELINE_MODELS + BILSTM_MODELS + TRANSFER_MODELS
     for m in models:
         if m not in known:
             raise InputError(f"unknown model {m!r}; choose from {', '.join(known)}.")
@@ -178,28 +197,34 @@ def run_study(config: StudyConfig, *,
     start = time.perf_counter()
     models = tuple(config.models) if config.models else default_models()
     _check_config(config, models)
+    transfer_models = tuple(m for m in models if m in TRANSFER_MODELS)
+    if config.transfer and not config.models and "human" in config.species:
+        transfer_models = TRANSFER_MODELS
+    single_models = tuple(m for m in models if m not in TRANSFER_MODELS)
+    needed = set(config.species) | ({"mouse"} if transfer_models else set())
     loaded = {sp: (datasets or {}).get(sp) or load_dataset(
         SPECIES_DATASETS[sp], config.data_dir, verify=config.verify, max_missing=config.max_missing)
-        for sp in config.species}
+        for sp in ("mouse", "human") if sp in needed}
 
     plan = []
-    for sp, ds in loaded.items():
+    for sp in config.species:
         for scheme in config.split_schemes:
-            if scheme == "donor" and ds.groups is None:
+            if scheme == "donor" and loaded[sp].groups is None:
                 continue
-            plan.append((sp, scheme))
-    total = sum(config.n_splits * config.n_repeats * len(models) for _ in plan)
+            sp_models = single_models + (transfer_models if sp == "human" else ())
+            plan.append((sp, scheme, sp_models))
+    total = sum(config.n_splits * config.n_repeats * len(m) for *_, m in plan)
     done = 0
     records: list[dict] = []
-    species_results = {sp: SpeciesResult(dataset=ds) for sp, ds in loaded.items()}
-    for sp, scheme in plan:
+    species_results = {sp: SpeciesResult(dataset=loaded[sp]) for sp in config.species}
+    for sp, scheme, sp_models in plan:
         ds = loaded[sp]
         y = ds.labels.to_numpy()
         folds = make_splits(y, None if ds.groups is None else ds.groups.to_numpy(), scheme=scheme,
                             n_splits=config.n_splits, n_repeats=config.n_repeats,
                             random_state=config.seed)
         columns = list(ds.features.columns)
-        for model_name in models:
+        for model_name in sp_models:
             estimator = make_model(model_name, ds.families, columns, random_state=config.seed,
                                    quick=config.quick)
 
@@ -210,11 +235,19 @@ def run_study(config: StudyConfig, *,
                     progress(_d, done, total)
 
             is_family_model = model_name in BILSTM_MODELS and model_name != "mlp"
+            fit_params = None
+            if model_name in TRANSFER_MODELS:
+                mouse = loaded["mouse"]
+                fit_params = {"X_source": mouse.features, "y_source": mouse.labels.to_numpy()}
             result = cross_validate(
                 estimator, ds.features, y, folds, classes=CLASSES, model_name=model_name,
                 on_fold=on_fold, families=ds.families if is_family_model else None,
                 n_permutations=config.n_permutations if is_family_model else 0,
-                random_state=config.seed)
+                random_state=config.seed, fit_params=fit_params,
+                # Small networks: one torch thread per fold, folds in parallel. Forests
+                # parallelise over trees themselves.
+                n_jobs=config.n_jobs if is_neural(model_name) else 1,
+                torch_threads=1 if is_neural(model_name) else None)
             species_results[sp].cv[(scheme, model_name)] = result
             record = {
                 "species": sp, "model": model_name, "split": scheme,
@@ -223,25 +256,81 @@ def run_study(config: StudyConfig, *,
                 "n_splits": config.n_splits,
             }
             record.update(summarise_cv(result, y, n_boot=config.n_boot, random_state=config.seed))
+            if "condition" in ds.metadata.columns:
+                record["by_condition"] = condition_breakdown(result, y, ds.metadata["condition"])
             records.append(record)
-        # Paired comparison of every model with the reference, on the same folds.
-        ref = species_results[sp].cv.get((scheme, REFERENCE_MODEL))
-        if ref is not None:
-            true_codes = encode(y, CLASSES)
-            for record in records:
-                if (record["species"], record["split"]) != (sp, scheme) or record["model"] == REFERENCE_MODEL:
-                    continue
-                other = species_results[sp].cv[(scheme, record["model"])]
-                paired = paired_difference(
-                    true_codes, np.stack([encode(r, CLASSES) for r in other.oof]),
-                    np.stack([encode(r, CLASSES) for r in ref.oof]), len(CLASSES),
-                    other.macro_f1_per_fold, ref.macro_f1_per_fold,
-                    n_boot=config.n_boot, random_state=config.seed)
-                record["paired_vs_reference"] = {"reference": REFERENCE_MODEL, **paired}
+        _add_paired_comparisons(records, species_results[sp], sp, scheme, y, config)
     for sp, res in species_results.items():
         res.embedding, res.embedding_method = _embedding(res.dataset, config.seed, config.quick)
+    shared = None
+    if transfer_models and "transfer_b" in transfer_models:
+        shared = shared_embedding(loaded["mouse"], loaded["human"], config.seed, config.quick)
     return StudyResult(config=config, records=records, species=species_results,
-                       seconds=time.perf_counter() - start)
+                       seconds=time.perf_counter() - start, shared_embedding=shared)
+
+
+def _pair(a: CVResult, b: CVResult, y, config: StudyConfig) -> dict:
+    true_codes = encode(y, CLASSES)
+    return paired_difference(
+        true_codes, np.stack([encode(r, CLASSES) for r in a.oof]),
+        np.stack([encode(r, CLASSES) for r in b.oof]), len(CLASSES),
+        a.macro_f1_per_fold, b.macro_f1_per_fold, n_boot=config.n_boot, random_state=config.seed)
+
+
+def _add_paired_comparisons(records, res: SpeciesResult, sp: str, scheme: str, y,
+                            config: StudyConfig) -> None:
+    """Pair every model with the reference; transfer models also with their baselines."""
+    mine = [r for r in records if (r["species"], r["split"]) == (sp, scheme)]
+    ref = res.cv.get((scheme, REFERENCE_MODEL))
+    single = [r for r in mine if r["model"] not in TRANSFER_MODELS]
+    best_single = max(single, key=lambda r: r["macro_f1"]["mean"])["model"] if single else None
+    for record in mine:
+        cv = res.cv[(scheme, record["model"])]
+        if ref is not None and record["model"] != REFERENCE_MODEL:
+            record["paired_vs_reference"] = {"reference": REFERENCE_MODEL, **_pair(cv, ref, y, config)}
+        if record["model"] in TRANSFER_TWINS:
+            twin = TRANSFER_TWINS[record["model"]]
+            if (scheme, twin) in res.cv:
+                record["paired_vs_same_architecture"] = {
+                    "reference": twin, **_pair(cv, res.cv[(scheme, twin)], y, config)}
+            if best_single is not None:
+                record["paired_vs_best_human_only"] = {
+                    "reference": best_single,
+                    **_pair(cv, res.cv[(scheme, best_single)], y, config)}
+
+
+def condition_breakdown(result: CVResult, y, condition: pd.Series) -> dict:
+    """Macro-F1 (mean over repeats) of the out-of-fold predictions per recording condition."""
+    from ephys2tx.evaluation.metrics import macro_f1
+
+    cond = condition.to_numpy()
+    out = {}
+    for value in pd.unique(cond):
+        mask = cond == value
+        scores = [macro_f1(np.asarray(y)[mask], row[mask], CLASSES) for row in result.oof]
+        out[str(value)] = {"n_cells": int(mask.sum()), "macro_f1": float(np.mean(scores))}
+    return out
+
+
+def shared_embedding(mouse: PatchSeqDataset, human: PatchSeqDataset, seed: int,
+                     quick: bool) -> pd.DataFrame:
+    """2-D view of the shared space of transfer design (b), fitted on all cells (display only)."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    model = make_model("transfer_b", human.families, list(human.features.columns), random_state=seed)
+    model.fit(human.features, human.labels.to_numpy(), X_source=mouse.features,
+              y_source=mouse.labels.to_numpy())
+    emb = np.vstack([model.embed(mouse.features, species="mouse"), model.embed(human.features)])
+    if quick:
+        coords = PCA(n_components=2, random_state=seed).fit_transform(emb)
+    else:
+        coords = TSNE(n_components=2, init="pca", random_state=seed).fit_transform(emb)
+    return pd.DataFrame({
+        "dim1": coords[:, 0], "dim2": coords[:, 1],
+        "subclass": np.concatenate([mouse.labels.to_numpy(), human.labels.to_numpy()]),
+        "species": ["mouse"] * mouse.n_cells + ["human"] * human.n_cells,
+    })
 
 
 def config_dict(config: StudyConfig) -> dict:

@@ -259,7 +259,8 @@ def _dedupe_ids(table: pd.DataFrame, id_column: str, path: Path, report: list[di
             "keep one row per cell."
         )
     out = table[~exact]
-    _step(report, f"drop exact duplicate {what} rows", len(table), len(out))
+    _step(report, f"drop repeated {id_column} rows of {path.name}", len(table), len(out),
+          "same id, identical content")
     return out
 
 

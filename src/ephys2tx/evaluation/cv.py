@@ -63,11 +63,56 @@ class CVResult:
         return [s["macro_f1"] for s in self.fold_scores]
 
 
+def _run_fold(estimator, X: pd.DataFrame, y: np.ndarray, fold: Fold, classes: list[str],
+              fit_params: dict | None, families: dict | None, n_permutations: int,
+              seed: int, torch_threads: int | None) -> dict:
+    """Fit a clone on one fold's training rows; predict, score and explain its test rows."""
+    if torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    model = clone(estimator)
+    start = time.perf_counter()
+    model.fit(X.iloc[fold.train], y[fold.train], **(fit_params or {}))
+    fit_seconds = time.perf_counter() - start
+    X_test = X.iloc[fold.test]
+    pred = np.asarray(model.predict(X_test), dtype=object)
+    proba = None
+    if hasattr(model, "predict_proba"):
+        raw = model.predict_proba(X_test)
+        model_classes = list(model.classes_)
+        proba = np.column_stack([raw[:, model_classes.index(c)] if c in model_classes
+                                 else np.zeros(len(fold.test)) for c in classes])
+    record = {"repeat": fold.repeat, "fold": fold.fold, "n_test": int(len(fold.test)),
+              "fit_seconds": fit_seconds}
+    record.update(fold_metrics(y[fold.test], pred, classes))
+    record.pop("confusion_matrix")
+    attention = None
+    importance: list[dict] = []
+    if fold.repeat == 0 and hasattr(model, "explain"):
+        attention = pd.DataFrame(model.explain(X_test)).set_axis(X_test.index)
+    if fold.repeat == 0 and families and n_permutations > 0:
+        rng = np.random.default_rng([seed, fold.fold])
+        base = record["macro_f1"]
+        for fam, cols in families.items():
+            drops = []
+            for _ in range(n_permutations):
+                shuffled = X_test.copy()
+                order = rng.permutation(len(shuffled))
+                shuffled[cols] = shuffled[cols].to_numpy()[order]
+                drops.append(base - macro_f1(y[fold.test], model.predict(shuffled), classes))
+            importance.append({"fold": fold.fold, "family": fam,
+                               "drop_macro_f1": float(np.mean(drops))})
+    return {"fold": fold, "pred": pred, "proba": proba, "record": record,
+            "attention": attention, "importance": importance}
+
+
 def cross_validate(estimator, X: pd.DataFrame, y, folds: Sequence[Fold], *, classes,
                    model_name: str = "model",
                    on_fold: Callable[[Fold, dict], None] | None = None,
                    families: dict[str, list[str]] | None = None, n_permutations: int = 0,
-                   random_state: int = 0) -> CVResult:
+                   random_state: int = 0, fit_params: dict | None = None,
+                   n_jobs: int = 1, torch_threads: int | None = None) -> CVResult:
     """Fit a fresh clone of ``estimator`` on each fold's training rows and predict its test rows.
 
     Parameters
@@ -88,6 +133,14 @@ def cross_validate(estimator, X: pd.DataFrame, y, folds: Sequence[Fold], *, clas
         Permutations per family and fold (0: no importance).
     random_state : int
         Seed of the permutations.
+    fit_params : dict, optional
+        Extra keyword arguments of every fold's ``fit`` (e.g. the mouse cells
+        of a transfer model, which are training data in every fold).
+    n_jobs : int
+        Folds fitted at once (joblib processes). Results do not depend on it.
+    torch_threads : int, optional
+        Torch intra-op threads while fitting (1 suits small networks, and
+        parallel folds).
     """
     y = np.asarray(y, dtype=object)
     classes = list(classes)
@@ -98,42 +151,27 @@ def cross_validate(estimator, X: pd.DataFrame, y, folds: Sequence[Fold], *, clas
     scores: list[dict] = []
     attention_parts: list[pd.DataFrame] = []
     importance_rows: list[dict] = []
-    rng = np.random.default_rng(random_state)
-    for fold in folds:
-        model = clone(estimator)
-        start = time.perf_counter()
-        model.fit(X.iloc[fold.train], y[fold.train])
-        fit_seconds = time.perf_counter() - start
-        X_test = X.iloc[fold.test]
-        pred = np.asarray(model.predict(X_test), dtype=object)
-        oof[fold.repeat, fold.test] = pred
-        if has_proba and hasattr(model, "predict_proba"):
-            proba = model.predict_proba(X_test)
-            order = [list(model.classes_).index(c) if c in model.classes_ else None for c in classes]
-            oof_proba[fold.repeat, fold.test] = np.column_stack(
-                [proba[:, j] if j is not None else np.zeros(len(fold.test)) for j in order])
-        else:
+    args = (classes, fit_params, families, n_permutations, random_state, torch_threads)
+    if n_jobs == 1:
+        outputs = (_run_fold(estimator, X, y, fold, *args) for fold in folds)
+    else:
+        from joblib import Parallel, delayed
+
+        outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_run_fold)(estimator, X, y, fold, *args) for fold in folds)
+    for out in outputs:
+        fold = out["fold"]
+        oof[fold.repeat, fold.test] = out["pred"]
+        if out["proba"] is None:
             has_proba = False
-        record = {"repeat": fold.repeat, "fold": fold.fold, "n_test": int(len(fold.test)),
-                  "fit_seconds": fit_seconds}
-        record.update(fold_metrics(y[fold.test], pred, classes))
-        record.pop("confusion_matrix")
-        scores.append(record)
-        if fold.repeat == 0 and hasattr(model, "explain"):
-            attention_parts.append(pd.DataFrame(model.explain(X_test)).set_axis(X_test.index))
-        if fold.repeat == 0 and families and n_permutations > 0:
-            base = record["macro_f1"]
-            for fam, cols in families.items():
-                drops = []
-                for _ in range(n_permutations):
-                    shuffled = X_test.copy()
-                    order = rng.permutation(len(shuffled))
-                    shuffled[cols] = shuffled[cols].to_numpy()[order]
-                    drops.append(base - macro_f1(y[fold.test], model.predict(shuffled), classes))
-                importance_rows.append({"fold": fold.fold, "family": fam,
-                                        "drop_macro_f1": float(np.mean(drops))})
+        else:
+            oof_proba[fold.repeat, fold.test] = out["proba"]
+        scores.append(out["record"])
+        if out["attention"] is not None:
+            attention_parts.append(out["attention"])
+        importance_rows.extend(out["importance"])
         if on_fold is not None:
-            on_fold(fold, record)
+            on_fold(fold, out["record"])
     return CVResult(model=model_name, classes=classes, folds=list(folds), fold_scores=scores,
                     oof=oof, oof_proba=oof_proba if has_proba else None,
                     params={k: repr(v) for k, v in estimator.get_params(deep=False).items()},

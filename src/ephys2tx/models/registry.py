@@ -12,6 +12,12 @@ from ephys2tx.models.baselines import make_logreg, make_rf, make_spca_rf
 
 BASELINE_MODELS = ("spca_rf", "rf", "logreg")
 BILSTM_MODELS = ("bilstm", "bilstm_nosmote", "bilstm_softmax", "bilstm_meanpool", "mlp")
+#: Mouse -> human transfer designs and their same-architecture human-only twins (human only).
+TRANSFER_MODELS = ("transfer_a", "transfer_b", "transfer_c", "transfer_a_human", "transfer_b_human")
+
+#: Transfer model -> its same-architecture human-only baseline.
+TRANSFER_TWINS = {"transfer_a": "transfer_a_human", "transfer_b": "transfer_b_human",
+                  "transfer_c": "transfer_b_human"}
 
 #: One-line descriptions, used in the report.
 DESCRIPTIONS = {
@@ -23,6 +29,14 @@ DESCRIPTIONS = {
     "bilstm_softmax": "full model with a softmax cross-entropy head instead of ArcFace",
     "bilstm_meanpool": "full model with mean pooling instead of attention",
     "mlp": "MLP on the flat features (same preprocessing, SMOTE and ArcFace)",
+    "transfer_a": "(a) shared BiLSTM encoder on the 21 harmonised features, mouse + human heads, "
+                  "joint training then human fine-tuning",
+    "transfer_b": "(b) per-species family adapters (all features of each species) into a shared "
+                  "family-token BiLSTM encoder, two heads, joint training then human fine-tuning",
+    "transfer_c": "(c) design (b) plus a class-conditional MMD alignment loss between species "
+                  "embeddings during joint training",
+    "transfer_a_human": "same architecture as (a), human cells only (21 harmonised features)",
+    "transfer_b_human": "same architecture as (b)/(c), human cells only (all 93 features)",
 }
 
 
@@ -30,6 +44,16 @@ def family_positions(families: Mapping[str, Sequence[str]], columns: Sequence[st
     """Family map with column names replaced by positions in ``columns``."""
     where = {c: i for i, c in enumerate(columns)}
     return {fam: [where[c] for c in cols] for fam, cols in families.items()}
+
+
+#: Epoch cap of the neural models in quick mode.
+QUICK_MAX_EPOCHS = 15
+
+
+def _quick_epochs(estimator, quick: bool):
+    if quick:
+        estimator.set_params(max_epochs=min(estimator.get_params()["max_epochs"], QUICK_MAX_EPOCHS))
+    return estimator
 
 
 def make_model(name: str, families: Mapping[str, Sequence[str]], columns: Sequence[str], *,
@@ -57,9 +81,13 @@ def make_model(name: str, families: Mapping[str, Sequence[str]], columns: Sequen
     }
     if name in factories:
         return factories[name]()
+    if name in TRANSFER_MODELS:
+        from ephys2tx.models.transfer import transfer_models
+
+        return _quick_epochs(transfer_models(random_state)[name], quick)
     if name in BILSTM_MODELS:
         from ephys2tx.models.bilstm import bilstm_ablation_models
 
-        return bilstm_ablation_models(positions, random_state)[name]
+        return _quick_epochs(bilstm_ablation_models(positions, random_state)[name], quick)
     raise InputError(f"unknown model {name!r}; choose from "
-                     f"{', '.join(BASELINE_MODELS + BILSTM_MODELS)}.")
+                     f"{', '.join(BASELINE_MODELS + BILSTM_MODELS + TRANSFER_MODELS)}.")

@@ -126,3 +126,32 @@ def attention_figure(attention: pd.DataFrame, labels: pd.Series, importance: pd.
         ax2.set_title(f"attention vs permutation importance\nSpearman ρ = {rho:.2f}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def transfer_folds_figure(fold_table: pd.DataFrame, designs: list[str], baselines: list[str],
+                          title: str):
+    """Human macro-F1 per fold: each transfer design beside the human-only baselines.
+
+    ``fold_table`` has columns split, model, repeat, fold, macro_f1. Lines join
+    the same fold across models, so paired differences are visible.
+    """
+    splits = list(dict.fromkeys(fold_table["split"]))
+    models = [m for m in baselines + designs if m in set(fold_table["model"])]
+    fig, axes = plt.subplots(1, len(splits), figsize=(1.2 + 1.1 * len(models) * len(splits), 3.8),
+                             squeeze=False, sharey=True)
+    for ax, split in zip(axes[0], splits):
+        part = fold_table[fold_table["split"] == split]
+        wide = part.pivot_table(index=["repeat", "fold"], columns="model", values="macro_f1")
+        wide = wide[[m for m in models if m in wide.columns]]
+        for _, row in wide.iterrows():
+            ax.plot(range(len(wide.columns)), row.to_numpy(), color="grey", alpha=0.3, lw=0.8)
+        for i, m in enumerate(wide.columns):
+            colour = "C1" if m in designs else "C0"
+            ax.scatter(np.full(len(wide), i), wide[m], s=12, color=colour, zorder=3)
+            ax.hlines(wide[m].mean(), i - 0.3, i + 0.3, color="black", zorder=4)
+        ax.set_xticks(range(len(wide.columns)), wide.columns, rotation=45, ha="right", fontsize=7)
+        ax.set_title(f"{split}", fontsize=9)
+    axes[0][0].set_ylabel("human macro-F1 per fold")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -75,6 +75,68 @@ def _methods(result: StudyResult) -> str:
     )
 
 
+def _fmt(stat: dict | None) -> str:
+    if not stat:
+        return "—"
+    return f"{stat['mean_diff']:+.3f} [{stat['ci95'][0]:+.3f}, {stat['ci95'][1]:+.3f}]"
+
+
+def transfer_table(result: StudyResult) -> pd.DataFrame:
+    """Human macro-F1 of the transfer designs and baselines, with paired differences."""
+    from ephys2tx.models.registry import TRANSFER_MODELS
+
+    rows = []
+    for r in result.records:
+        if r["species"] != "human":
+            continue
+        is_transfer = r["model"] in TRANSFER_MODELS and not r["model"].endswith("_human")
+        f1 = r["macro_f1"]
+        cond = r.get("by_condition", {})
+        rows.append({
+            "split": r["split"], "model": r["model"],
+            "kind": "transfer" if is_transfer else "human only",
+            "macro_f1": f"{f1['mean']:.3f} ± {f1['sd']:.3f}",
+            "ci95": f"[{f1['ci95'][0]:.3f}, {f1['ci95'][1]:.3f}]",
+            "Δ vs same architecture, human only": _fmt(r.get("paired_vs_same_architecture")),
+            "Δ vs best human-only": (_fmt(r.get("paired_vs_best_human_only"))
+                                     + (f" ({r['paired_vs_best_human_only']['reference']})"
+                                        if r.get("paired_vs_best_human_only") else "")),
+            **{f"macro-F1 {k}": f"{v['macro_f1']:.3f} (n={v['n_cells']})" for k, v in cond.items()},
+        })
+    return pd.DataFrame(rows)
+
+
+def _transfer_section(result: StudyResult, fold_table: pd.DataFrame, fig_dir: Path) -> str:
+    from ephys2tx.models.registry import TRANSFER_MODELS
+
+    if not any(r["model"] in TRANSFER_MODELS for r in result.records):
+        return ""
+    lines = ["## Mouse → human transfer",
+             "Human cells are split by the folds above; all mouse cells are training data in every "
+             "fold. Each design is paired, on the same folds, with the same architecture trained on "
+             "human cells only and with the best human-only model of that split (highest mean "
+             "macro-F1 among the non-transfer models, a choice that favours the baseline). "
+             "Per-class F1 is in `metrics.json`; the condition columns are the out-of-fold "
+             "macro-F1 of acute-slice and slice-culture cells.",
+             transfer_table(result).to_markdown(index=False)]
+    designs = [m for m in TRANSFER_MODELS if not m.endswith("_human")]
+    human_rows = fold_table.query("species == 'human'")
+    single_best = {r["split"]: r["paired_vs_best_human_only"]["reference"]
+                   for r in result.records if r.get("paired_vs_best_human_only")}
+    baselines = ["transfer_a_human", "transfer_b_human", *sorted(set(single_best.values()))]
+    fig = figures.transfer_folds_figure(human_rows, designs, baselines,
+                                        "human macro-F1 per fold: transfer vs human-only")
+    fig.savefig(fig_dir / "transfer_folds.png", dpi=120)
+    lines.append("![transfer per fold](figures/transfer_folds.png)")
+    if result.shared_embedding is not None:
+        figures.embedding_figure(result.shared_embedding,
+                                 "shared embedding of design (b): mouse and human cells",
+                                 marker_column="species").savefig(
+            fig_dir / "shared_embedding.png", dpi=120)
+        lines.append("![shared embedding](figures/shared_embedding.png)")
+    return "\n\n".join(lines)
+
+
 def build_report(result: StudyResult, out: Path) -> None:
     """Write metrics, figures and report.md into the (new, empty) folder ``out``."""
     fig_dir = out / "figures"
@@ -123,6 +185,9 @@ def build_report(result: StudyResult, out: Path) -> None:
                 cv.family_importance.to_csv(out / f"family_importance_{sp}.csv", index=False)
             sp_lines.append(f"![attention {sp}](figures/{name})")
         sections.append("\n\n".join(sp_lines))
+    transfer = _transfer_section(result, fold_table, fig_dir)
+    if transfer:
+        sections.append(transfer)
     import matplotlib.pyplot as plt
 
     plt.close("all")

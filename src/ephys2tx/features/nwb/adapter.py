@@ -6,6 +6,15 @@ Files written by current pynwb use the ``IntracellularRecordingsTable``
 instead.  For those, :class:`IcephysTableNWBData` overrides the two places
 where ipfx touches the sweep table (``sweep_numbers`` and ``_get_series``) and
 leaves everything else (units, stimulus codes, ontology) to ipfx.
+
+Both layouts are read by default through :class:`H5SweepData`, an ipfx
+``EphysDataInterface`` that reads the few HDF5 objects ipfx needs with h5py
+instead of building the whole pynwb object tree (which costs ~1 s per cell,
+more than all of ipfx's long square analysis).  It returns the same arrays
+and metadata as ipfx's ``HBGNWBData`` (same ``data[:] * conversion``
+arithmetic, same unit handling and stimulus-code parsing; checked sweep by
+sweep in ``tests/test_nwb_extract.py``).  Files it does not fully understand
+(MIES files, non-core series types) go through the pynwb path.
 """
 
 from __future__ import annotations
@@ -120,37 +129,334 @@ def _series_of(reference):
     return series if series is not None else reference[2]
 
 
-def open_data_set(path: str | Path, ontology=None):
+class _NotFastReadable(Exception):
+    """The file needs ipfx's pynwb-based reader (e.g. MIES file, extension series types)."""
+
+
+_RESPONSE_TYPES = {"CurrentClampSeries": "CurrentClamp", "IZeroClampSeries": "CurrentClamp",
+                   "VoltageClampSeries": "VoltageClamp"}
+_STIMULUS_TYPES = {"CurrentClampStimulusSeries", "VoltageClampStimulusSeries"}
+_PATCH_CLAMP_TYPES = set(_RESPONSE_TYPES) | _STIMULUS_TYPES | {"PatchClampSeries"}
+
+
+def _attr_str(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# Low-level h5py calls: the high-level ``obj.attrs[...]`` / ``group[name]``
+# cost ~150-400 us each, and a cell has ~40 series with ~8 look-ups each.
+def _read_attr(oid, name: str, default=None):
+    """Attribute ``name`` of the HDF5 object ``oid`` as h5py's ``attrs`` returns it."""
+    key = name.encode()
+    if not h5py.h5a.exists(oid, key):
+        return default
+    attr = h5py.h5a.open(oid, key)
+    out = np.zeros(attr.shape, dtype=attr.dtype)
+    attr.read(out, mtype=h5py.h5t.py_create(attr.dtype))
+    value = out[()]
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+def _open_dataset(gid, name: str):
+    key = name.encode()
+    return h5py.h5d.open(gid, key) if gid.links.exists(key) else None
+
+
+def _scalar_or_none(gid, name: str):
+    """Scalar dataset ``name`` of group ``gid`` as pynwb returns it (None when absent)."""
+    dsid = _open_dataset(gid, name)
+    if dsid is None:
+        return None
+    out = np.zeros(dsid.shape, dtype=dsid.dtype)
+    dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+    return out.item() if out.size == 1 and out.ndim else out[()]
+
+
+def _series_info(gid) -> dict:
+    """Metadata ipfx reads from one PatchClampSeries group (data is read later)."""
+    kind = _attr_str(_read_attr(gid, "neurodata_type", ""))
+    if kind not in _PATCH_CLAMP_TYPES:
+        raise _NotFastReadable(f"series of type {kind!r}")
+    data, starting_time = _open_dataset(gid, "data"), _open_dataset(gid, "starting_time")
+    if data is None or starting_time is None:
+        raise _NotFastReadable("series without data or starting_time (timestamps?)")
+    unit = _read_attr(data, "unit")
+    info = {
+        "data": data,
+        "kind": kind,
+        "conversion": float(_read_attr(data, "conversion", 1.0)),
+        "unit": _attr_str(unit) if unit is not None else None,
+        "rate": _read_attr(starting_time, "rate"),
+        "sweep_number": _read_attr(gid, "sweep_number"),
+    }
+    if kind in _RESPONSE_TYPES:  # ipfx takes the sweep attributes from the response only
+        info.update(stimulus_description=_attr_str(_read_attr(gid, "stimulus_description", "N/A")),
+                    gain=_scalar_or_none(gid, "gain"), bias_current=_scalar_or_none(gid, "bias_current"),
+                    bridge_balance=_scalar_or_none(gid, "bridge_balance"))
+    return info
+
+
+def _data_interface_base():
+    from ipfx.dataset.ephys_data_interface import EphysDataInterface
+
+    return EphysDataInterface
+
+
+def _h5_data_class():
+    from ipfx.dataset.ephys_nwb_data import EphysNWBData, get_finite_or_none
+
+    class H5SweepData(_data_interface_base()):
+        """ipfx ``EphysDataInterface`` reading an NWB 2 icephys file directly with h5py.
+
+        Mirrors ``ipfx.dataset.hbg_nwb_data.HBGNWBData`` (sweep table layout)
+        and :class:`IcephysTableNWBData` (IntracellularRecordingsTable layout)
+        without constructing pynwb objects.  Sweep data are read on demand.
+        """
+
+        get_long_unit_name = staticmethod(EphysNWBData.get_long_unit_name)
+        validate_SI_unit = staticmethod(EphysNWBData.validate_SI_unit)
+
+        def __init__(self, nwb_file, ontology, layout, validate_stim=True):
+            super().__init__(ontology=ontology, validate_stim=validate_stim)
+            self.nwb_file = str(nwb_file)
+            # The whole file is read into memory in one go (HDF5 "core" driver,
+            # like ipfx's load_into_memory): metadata look-ups then cost no I/O.
+            self._file = h5py.File(self.nwb_file, "r", driver="core", backing_store=False)
+            try:
+                if _is_mies(self._file):
+                    raise _NotFastReadable("MIES file (stimulus metadata in the lab notebook)")
+                self._sweeps = (self._index_sweep_table() if layout == SWEEP_TABLE
+                                else self._index_icephys_table())
+            except BaseException:
+                self._file.close()
+                raise
+
+        def close(self):
+            self._file.close()
+
+        def _info(self, ref, cache):
+            if not ref:
+                return None
+            if ref not in cache:
+                cache[ref] = _series_info(h5py.h5r.dereference(ref, self._file.id))
+            return cache[ref]
+
+        def _index_sweep_table(self):
+            table = self._file[_SWEEP_TABLE_PATH]
+            numbers = table["sweep_number"][:]
+            refs = table["series"][:]
+            ends = table["series_index"][:]
+            cache, sweeps = {}, {}
+            start = 0
+            for number, end in zip(numbers, ends):  # a row is a ragged list of series
+                sweeps.setdefault(int(number), []).extend(self._info(r, cache) for r in refs[start:end])
+                start = end
+            return sweeps
+
+        def _index_icephys_table(self):
+            table = self._file[_ICEPHYS_TABLE_PATH]
+            stimuli = table["stimuli/stimulus"][:]
+            responses = table["responses/response"][:]
+            cache, sweeps = {}, {}
+            for row, (stim, resp) in enumerate(zip(stimuli, responses)):
+                resp_info = self._info(resp["timeseries"], cache)
+                number = None if resp_info is None else resp_info["sweep_number"]
+                number = row if number is None else int(number)
+                if number in sweeps:
+                    raise CellFailure(f"sweep number {number} appears twice in the IntracellularRecordingsTable")
+                sweeps[number] = [i for i in (self._info(stim["timeseries"], cache), resp_info) if i is not None]
+            return sweeps
+
+        @property
+        def sweep_numbers(self):
+            return np.array(sorted(self._sweeps))
+
+        def _get_series(self, sweep_number, response: bool) -> dict:
+            series = self._sweeps.get(int(sweep_number))
+            if not series:
+                raise ValueError(f"No TimeSeries found for sweep number {sweep_number}.")
+            matches = [s for s in series
+                       if (s["kind"] in _RESPONSE_TYPES if response else s["kind"] in _STIMULUS_TYPES)]
+            if len(matches) != 1:
+                what = "response" if response else "stimulus"
+                raise ValueError(f"Found {len(matches)} {what} PatchClampSeries for sweep number {sweep_number}.")
+            return matches[0]
+
+        def get_sweep_data(self, sweep_number):
+            stim = self._get_series(sweep_number, response=False)
+            stimulus = h5py.Dataset(stim["data"])[:] * float(stim["conversion"])
+            stimulus_unit = self.get_long_unit_name(stim["unit"])
+            self.validate_SI_unit(stimulus_unit)
+            resp = self._get_series(sweep_number, response=True)
+            response = h5py.Dataset(resp["data"])[:] * float(resp["conversion"])
+            self.validate_SI_unit(self.get_long_unit_name(resp["unit"]))
+            if stimulus_unit == "Volts":
+                stimulus, response = stimulus * 1.0e3, response * 1.0e12
+            elif stimulus_unit == "Amps":
+                stimulus, response = stimulus * 1.0e12, response * 1.0e3
+            return {"stimulus": stimulus, "response": response, "stimulus_unit": stimulus_unit,
+                    "sampling_rate": float(stim["rate"])}
+
+        def get_sweep_attrs(self, sweep_number):
+            resp = self._get_series(sweep_number, response=True)
+            attrs = {"gain": resp["gain"], "stimulus_description": resp["stimulus_description"],
+                     "sweep_number": sweep_number, "clamp_mode": _RESPONSE_TYPES[resp["kind"]]}
+            if attrs["clamp_mode"] == "CurrentClamp":
+                attrs.update(bias_current=resp["bias_current"], bridge_balance=resp["bridge_balance"])
+            return attrs
+
+        def get_stimulus_code(self, sweep_number):
+            code = self._get_series(sweep_number, response=True)["stimulus_description"]
+            if code[-5:] == "_DA_0":
+                code = code[:-5]
+            return code.split("[")[0]
+
+        def get_stimulus_code_ext(self, sweep_number):
+            return self.get_stimulus_code(sweep_number)
+
+        def get_stimulus_unit(self, sweep_number):
+            return self.get_long_unit_name(self._get_series(sweep_number, response=False)["unit"])
+
+        def get_clamp_mode(self, sweep_number):
+            return self.get_sweep_attrs(sweep_number)["clamp_mode"]
+
+        def get_full_recording_date(self):
+            return EphysNWBData.get_full_recording_date(self)
+
+        def get_sweep_metadata(self, sweep_number):
+            attrs = self.get_sweep_attrs(sweep_number)
+            record = {
+                "sweep_number": sweep_number,
+                "stimulus_units": self.get_stimulus_unit(sweep_number),
+                "bridge_balance_mohm": get_finite_or_none(attrs, "bridge_balance"),
+                "leak_pa": get_finite_or_none(attrs, "bias_current"),
+                "stimulus_scale_factor": get_finite_or_none(attrs, "gain"),
+                "stimulus_code": self.get_stimulus_code(sweep_number),
+                "stimulus_code_ext": self.get_stimulus_code_ext(sweep_number),
+                "clamp_mode": attrs["clamp_mode"],
+            }
+            if self.ontology:
+                record["stimulus_name"] = self.get_stimulus_name(record["stimulus_code"])
+            return record
+
+    return H5SweepData
+
+
+def _is_mies(h5file) -> bool:
+    """Same test as ``ipfx.dataset.create.is_file_mies`` on an open file."""
+    general = h5file.get("general")
+    if general is None or "generated_by" not in general:
+        return False
+    info = {}
+    for key, value in general["generated_by"][:]:
+        info[_attr_str(key)] = _attr_str(value)
+    return info.get("Package", "None") == "MIES"
+
+
+READERS = ("h5py", "pynwb")
+
+
+def open_data_set(path: str | Path, ontology=None, reader: str = "h5py"):
     """Open an NWB 2 file as an ipfx ``EphysDataSet`` and return ``(data_set, layout)``.
 
-    The Allen/DANDI layout goes through ``ipfx.dataset.create.create_ephys_data_set``
-    unchanged; the IntracellularRecordingsTable layout through the adapter.
+    Parameters
+    ----------
+    path : str or Path
+        NWB 2 file.
+    ontology : ipfx.stimulus.StimulusOntology, optional
+        Defaults to ipfx's default ontology.
+    reader : {"h5py", "pynwb"}
+        ``"h5py"`` (default) reads with :class:`H5SweepData` and falls back to
+        ``"pynwb"`` for files it does not handle; ``"pynwb"`` uses
+        ``ipfx.dataset.create.create_ephys_data_set`` (sweep table layout) or
+        :class:`IcephysTableNWBData`, i.e. ipfx's own reading path.
+
+    Call :func:`close_data_set` when done (releases the HDF5 file handle).
     """
     from ipfx.dataset.create import create_ephys_data_set
     from ipfx.dataset.ephys_data_set import EphysDataSet
 
+    if reader not in READERS:
+        raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
     layout = inspect_file(path)
     ontology = ontology if ontology is not None else default_ontology()
     try:
+        if reader == "h5py":
+            try:
+                return EphysDataSet(data=_h5_data_class()(path, ontology, layout)), layout
+            except _NotFastReadable:
+                pass
         if layout == SWEEP_TABLE:
             return create_ephys_data_set(nwb_file=str(path), ontology=ontology), layout
         data = _icephys_data_class()(str(path), ontology)
         return EphysDataSet(data=data), layout
     except CellFailure:
         raise
-    except Exception as exc:  # pynwb/ipfx raise many types on malformed files
+    except Exception as exc:  # pynwb/ipfx/h5py raise many types on malformed files
         raise CellFailure(f"could not read {layout} NWB file: {type(exc).__name__}: {exc}") from exc
+
+
+def close_data_set(data_set) -> None:
+    """Close the HDF5 file behind ``data_set`` if its reader keeps one open."""
+    close = getattr(getattr(data_set, "_data", None), "close", None)
+    if close is not None:
+        close()
 
 
 _ONTOLOGY = None
 
 
 def default_ontology():
-    """ipfx's default stimulus ontology, parsed once per process."""
+    """ipfx's default stimulus ontology, parsed once per process (look-ups memoised)."""
     global _ONTOLOGY
     if _ONTOLOGY is None:
         import ipfx.json_utilities as ju
         from ipfx.stimulus import StimulusOntology
 
-        _ONTOLOGY = StimulusOntology(ju.read(StimulusOntology.DEFAULT_STIMULUS_ONTOLOGY_FILE))
+        class CachedStimulusOntology(StimulusOntology):
+            """``StimulusOntology`` whose ``find`` is memoised.
+
+            ipfx calls ``find`` for every sweep in every ``filtered_sweep_table``
+            call and scans all stimuli each time; the ontology never changes.
+            """
+
+            def find(self, tag, tag_type=None):
+                key = (tag, tag_type)
+                cache = self.__dict__.setdefault("_find_cache", {})
+                if key not in cache:
+                    cache[key] = super().find(tag, tag_type)
+                return list(cache[key])
+
+        _ONTOLOGY = CachedStimulusOntology(ju.read(StimulusOntology.DEFAULT_STIMULUS_ONTOLOGY_FILE))
     return _ONTOLOGY
+
+
+class _SignalWithCachedBessel:
+    """``scipy.signal`` with ``bessel`` memoised (everything else delegated).
+
+    ``ipfx.time_series_utils.calculate_dvdt`` designs the same 4-pole Bessel
+    filter for every sweep (several ms each); the design depends only on its
+    arguments, so caching it changes no result.
+    """
+
+    def __init__(self, module):
+        self._module = module
+        self._bessel = {}
+
+    def bessel(self, *args, **kwargs):
+        key = (args, tuple(sorted(kwargs.items())))
+        if key not in self._bessel:
+            self._bessel[key] = self._module.bessel(*args, **kwargs)
+        return tuple(np.array(c, copy=True) for c in self._bessel[key])
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+
+def install_ipfx_memoization() -> None:
+    """Memoise ipfx's per-sweep Bessel filter design in this process (idempotent)."""
+    import ipfx.time_series_utils as tsu
+    import scipy.signal
+
+    if tsu.signal is scipy.signal:
+        tsu.signal = _SignalWithCachedBessel(scipy.signal)

@@ -75,6 +75,22 @@ def find_nwb_files(paths: Iterable[str | Path] | str | Path) -> list[Path]:
     return files
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB.
+
+    Linux ``VmHWM`` (reset at exec, so a worker does not report the peak of
+    the process that started it, as ``ru_maxrss`` does); ``ru_maxrss`` elsewhere.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def process_cell(path: str, settings: dict, cache_dir: str) -> dict:
     """Extract one cell into the cache (no-op when already cached); return a small status dict."""
     cache_path = Path(cache_dir)
@@ -86,24 +102,52 @@ def process_cell(path: str, settings: dict, cache_dir: str) -> dict:
         try:
             from .vectors import extract_cell
 
-            out = extract_cell(path, ap_window=settings["ap_window"], compact=settings["compact"])
+            out = extract_cell(path, ap_window=settings["ap_window"], compact=settings["compact"],
+                               summary=settings.get("summary", True))
             record.update(status="ok", reason="", **out)
         except CellFailure as exc:
             record.update(status="failed", reason=str(exc))
         except Exception as exc:  # never let one cell stop the run
             record.update(status="failed", reason=f"unexpected {type(exc).__name__}: {exc}")
         cache.write_atomic(cache_path, key, record)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    rss_mb = peak_rss_mb()
     return {"cell_id": record["cell_id"], "status": record["status"], "from_cache": from_cache,
             "max_rss_mb": rss_mb}
 
 
+def warm_up_worker(limit_blas_threads: bool = False) -> None:
+    """Import ipfx and parse the stimulus ontology once in this process.
+
+    Used as the process-pool initializer (and called in the parent before a
+    fork-based pool starts, so forked workers inherit the imports instead of
+    each paying ~3 s for them).  With ``limit_blas_threads`` BLAS/OpenMP pools
+    are limited to one thread, so N workers do not oversubscribe N cores.
+    """
+    import ipfx.feature_record  # noqa: F401
+    import ipfx.feature_vectors  # noqa: F401
+    import ipfx.script_utils  # noqa: F401
+
+    from .adapter import default_ontology, install_ipfx_memoization
+
+    default_ontology()
+    install_ipfx_memoization()
+    if limit_blas_threads:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+            return
+        threadpool_limits(1)
+
+
 def _run_local(files, settings, cache_dir, workers, on_done):
+    warm_up_worker()
     if workers <= 1:
         for f in files:
             on_done(process_cell(str(f), settings, str(cache_dir)))
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Cells are handed out one at a time (each takes ~1 s, so queueing overhead
+    # is negligible and the load stays balanced across workers).
+    with ProcessPoolExecutor(max_workers=workers, initializer=warm_up_worker, initargs=(True,)) as pool:
         futures = [pool.submit(process_cell, str(f), settings, str(cache_dir)) for f in files]
         for fut in as_completed(futures):
             on_done(fut.result())
@@ -114,6 +158,7 @@ def _run_dask(files, settings, cache_dir, scheduler, on_done):
 
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
     try:
+        client.run(warm_up_worker, True)
         futures = client.map(process_cell, [str(f) for f in files], settings=settings,
                              cache_dir=str(cache_dir), pure=False)
         for fut in dask_as_completed(futures):
@@ -129,6 +174,7 @@ def extract_features(
     *,
     ap_window: float = 0.003,
     compact: bool = False,
+    summary: bool = True,
     workers: int = 1,
     scheduler=None,
     cache_dir: str | Path | None = None,
@@ -146,6 +192,9 @@ def extract_features(
         AP waveform window after threshold, seconds (ipfx default 0.003).
     compact : bool
         Resample families to 498 values in total (see ``vectors.COMPACT_LAYOUT``).
+    summary : bool
+        Also compute the ``summary__*`` IPFX summary features (from the same
+        spike analyses as the vectors; about 2 % of the time per cell).
     workers : int
         Local worker processes (1 = in-process).
     scheduler : str or distributed.Client, optional
@@ -169,6 +218,8 @@ def extract_features(
     out.parent.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir is not None else out.with_name(out.name + ".cache")
     settings = {"ap_window": float(ap_window), "compact": bool(compact)}
+    if not summary:  # only then, so caches written with summaries stay valid
+        settings["summary"] = False
 
     state = {"done": 0, "failed": 0, "computed": 0, "cached": 0, "rss": 0.0}
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .adapter import CellFailure, default_ontology, open_data_set
+from .adapter import CellFailure, close_data_set, default_ontology, install_ipfx_memoization, open_data_set
 
 FAMILIES = (
     "first_ap_v", "first_ap_dv", "isi_shape", "step_subthresh", "subthresh_norm", "inst_freq",
@@ -70,8 +70,12 @@ def _stage(what: str, fn, *args, **kwargs):
         raise CellFailure(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
-def extract_cell(path, ap_window: float = 0.003, compact: bool = False, ontology=None) -> dict:
+def extract_cell(path, ap_window: float = 0.003, compact: bool = False, ontology=None,
+                 summary: bool = True, reader: str = "h5py") -> dict:
     """Compute the 12 feature-vector families and IPFX summary features of one cell.
+
+    The file is opened once; each sweep is read once and analysed once by
+    ipfx, and the same analyses feed both the vectors and the summary.
 
     Parameters
     ----------
@@ -83,23 +87,34 @@ def extract_cell(path, ap_window: float = 0.003, compact: bool = False, ontology
         Resample the families to ``COMPACT_LAYOUT`` (498 values).
     ontology : ipfx.stimulus.StimulusOntology, optional
         Defaults to ipfx's default ontology.
+    summary : bool
+        Also compute the IPFX summary features (``ipfx.feature_record``).
+    reader : {"h5py", "pynwb"}
+        NWB reading path, see :func:`ephys2tx.features.nwb.adapter.open_data_set`.
 
     Returns
     -------
     dict
-        ``{"vectors": {family: 1-d array}, "summary": {name: float}, "layout": str}``.
+        ``{"vectors": {family: 1-d array}, "summary": {name: float}, "layout": str}``
+        (``summary`` is empty when ``summary=False``).
 
     Raises
     ------
     CellFailure
         With the reason when the cell cannot be extracted.
     """
-    import ipfx.feature_record as fr
+    install_ipfx_memoization()
+    ontology = ontology if ontology is not None else default_ontology()
+    data_set, layout = open_data_set(path, ontology, reader=reader)
+    try:
+        return _extract_from_data_set(data_set, layout, ontology, ap_window, compact, summary)
+    finally:
+        close_data_set(data_set)
+
+
+def _extract_from_data_set(data_set, layout, ontology, ap_window, compact, summary) -> dict:
     import ipfx.feature_vectors as fv
     import ipfx.script_utils as su
-
-    ontology = ontology if ontology is not None else default_ontology()
-    data_set, layout = open_data_set(path, ontology)
 
     def sweeps_of(names, kind):
         numbers = _stage(f"reading {kind} sweeps", su.categorize_iclamp_sweeps, data_set, names)
@@ -162,18 +177,33 @@ def extract_cell(path, ap_window: float = 0.003, compact: bool = False, ontology
     if compact:
         result = _stage("compact resampling", compact_vectors, result)
 
-    def summary():
-        cell_features = {
-            "long_squares": lsq_an.as_dict(lsq_features, [dict(sweep_number=s.sweep_number)
-                                                          for s in lsq_sweeps.sweeps]),
-            "short_squares": ssq_an.as_dict(ssq_features, [dict(sweep_number=s.sweep_number)
-                                                           for s in ssq_sweeps.sweeps]),
-            "ramps": ramp_an.as_dict(ramp_features, [dict(sweep_number=s.sweep_number)
-                                                     for s in ramp_sweeps.sweeps]),
-        }
-        record = fr.build_cell_feature_record(cell_features)
-        return {k: float(v) for k, v in record.items()
-                if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-                and not k.endswith("sweep_num")}
+    summary_features = _stage("summary features", _summary, lsq_sweeps, lsq_features, lsq_an,
+                              ssq_features, ramp_features) if summary else {}
+    return {"vectors": result, "summary": summary_features, "layout": layout}
 
-    return {"vectors": result, "summary": _stage("summary features", summary), "layout": layout}
+
+def _summary(lsq_sweeps, lsq_features, lsq_an, ssq_features, ramp_features) -> dict:
+    """IPFX summary features via ``ipfx.feature_record.build_cell_feature_record``.
+
+    ``build_cell_feature_record`` reads only scalar features, the rheobase and
+    hero sweeps and the ``mean_spike_0`` dicts, so only those are converted
+    (``LongSquareAnalysis.as_dict`` would convert every sweep's spike table to
+    dicts, which costs more than the record itself); the values are identical.
+    """
+    import ipfx.feature_record as fr
+
+    sweep_numbers = [dict(sweep_number=s.sweep_number) for s in lsq_sweeps.sweeps]
+    frames = ("sweeps", "spikes_set", "subthreshold_membrane_property_sweeps", "subthreshold_sweeps",
+              "spiking_sweeps")
+    long_squares = {k: v for k, v in lsq_features.items() if k not in frames}
+    for key in ("hero_sweep", "rheobase_sweep"):
+        long_squares[key] = lsq_an._sweep_to_dict(lsq_features[key], sweep_numbers)
+    cell_features = {
+        "long_squares": long_squares,
+        "short_squares": {k: v for k, v in ssq_features.items() if k not in frames + ("common_amp_sweeps",)},
+        "ramps": {k: v for k, v in ramp_features.items() if k not in frames},
+    }
+    record = fr.build_cell_feature_record(cell_features)
+    return {k: float(v) for k, v in record.items()
+            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            and not k.endswith("sweep_num")}

@@ -1,0 +1,32 @@
+"""``ephys2tx predict``: subclass, calibrated probabilities, confidence and OOD flag per cell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def predict_command(
+    model: Path = typer.Option(..., "--model", "-m", help="Model directory (from `ephys2tx train`)."),
+    input: Path = typer.Option(..., "--input", "-i", help="Feature table: CSV, Parquet or Excel."),
+    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Output CSV."),
+    column_map: Optional[str] = typer.Option(None, "--column-map", help="YAML column map, or allen_celltypes / ipfx."),
+    id_column: Optional[str] = typer.Option(None, "--id-column", help="Cell id column (default: detected)."),
+    force: bool = typer.Option(False, "--force", help="Continue despite unit/range warnings."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+) -> None:
+    """Predict the subclass of every cell of a table with a saved model."""
+    from ephys2tx.mapping import predict
+
+    result = predict(model, input, out, column_map=column_map, id_column=id_column, force=force,
+                     overwrite=overwrite)
+    for note in result.warnings:
+        typer.echo(f"warning: {note}", err=True)
+    pred = result.predictions
+    done = pred["predicted_subclass"] != ""
+    counts = pred.loc[done, "predicted_subclass"].value_counts().to_dict()
+    typer.echo(f"{int(done.sum())}/{len(pred)} cells predicted {counts}; "
+               f"{int(pred['ood_flag'].fillna(False).astype(bool).sum())} flagged out-of-distribution "
+               f"-> {result.path}")

@@ -1,0 +1,128 @@
+"""Read a user's feature table (CSV, TSV, Parquet or Excel) and find its cell-id column.
+
+The table must have one row per cell and one id column whose values are
+unique. Every problem is an :class:`~ephys2tx.errors.InputError` whose one-line
+message names the file (and column) and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ephys2tx.errors import InputError
+
+__all__ = ["ID_CANDIDATES", "UserTable", "detect_id_column", "read_table", "read_user_table"]
+
+#: Id column names tried in order (compared case-insensitively, ignoring spaces/underscores).
+ID_CANDIDATES = ("cell_id", "cell id", "cell_specimen_id", "specimen_id", "specimen_id_x",
+                 "cell_name", "spec_id", "cell", "id", "name", "sample_id", "sample")
+
+_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
+             ".xlsx": "excel", ".xlsm": "excel", ".xls": "excel"}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[\s_\-]+", "", str(name).strip().lower())
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read CSV/TSV, Parquet or Excel (first sheet) by file suffix.
+
+    Raises
+    ------
+    InputError
+        Missing file, unknown suffix, unparsable or empty table.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"input table {path} does not exist; check the path.")
+    kind = _SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(f"input table {path} has suffix {path.suffix!r}; use .csv, .tsv, "
+                         ".parquet or .xlsx.")
+    try:
+        if kind == "csv":
+            table = pd.read_csv(path, encoding="utf-8-sig", low_memory=False)
+        elif kind == "tsv":
+            table = pd.read_csv(path, sep="\t", encoding="utf-8-sig", low_memory=False)
+        elif kind == "parquet":
+            table = pd.read_parquet(path)
+        else:
+            table = pd.read_excel(path, sheet_name=0)
+    except pd.errors.EmptyDataError as exc:
+        raise InputError(f"input table {path} is empty; it needs a header and one row per cell.") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot read {path} as {kind}: {first}") from exc
+    table.columns = [str(c) for c in table.columns]
+    if table.shape[0] == 0 or table.shape[1] == 0:
+        raise InputError(f"input table {path} is empty ({table.shape[0]} rows, {table.shape[1]} "
+                         "columns); it needs a header and one row per cell.")
+    return table
+
+
+def detect_id_column(table: pd.DataFrame, *, id_column: str | None = None,
+                     where: str = "table") -> str:
+    """The id column: ``id_column`` if given, else the first of :data:`ID_CANDIDATES` present."""
+    if id_column is not None:
+        if id_column not in table.columns:
+            raise InputError(f"{where} has no column {id_column!r} (the --id-column); columns "
+                             f"start with {list(table.columns[:5])}.")
+        return id_column
+    by_norm = {}
+    for col in table.columns:
+        by_norm.setdefault(_norm(col), col)
+    for cand in ID_CANDIDATES:
+        if _norm(cand) in by_norm:
+            return by_norm[_norm(cand)]
+    raise InputError(f"{where} has no cell id column (looked for {', '.join(ID_CANDIDATES[:6])}, "
+                     "...); add one or name it with --id-column.")
+
+
+@dataclass(frozen=True)
+class UserTable:
+    """A user table indexed by cell id.
+
+    Attributes
+    ----------
+    path : Path
+    id_column : str
+        Name of the id column in the file (restored in the outputs).
+    data : DataFrame
+        All other columns, index = cell id as str, original row order.
+    """
+
+    path: Path
+    id_column: str
+    data: pd.DataFrame
+
+    @property
+    def n_cells(self) -> int:
+        """Number of rows."""
+        return len(self.data)
+
+
+def read_user_table(path: str | os.PathLike, *, id_column: str | None = None) -> UserTable:
+    """Read a table, find and validate its id column (present, no empty value, unique)."""
+    path = Path(path)
+    table = read_table(path)
+    col = detect_id_column(table, id_column=id_column, where=str(path))
+    ids = table[col]
+    if ids.isna().any():
+        row = int(ids.isna().to_numpy().nonzero()[0][0])
+        raise InputError(f"id column {col!r} of {path} is empty on data row {row + 1}; give every "
+                         "cell an id.")
+    ids = ids.map(lambda v: str(int(v)) if isinstance(v, float) and float(v).is_integer() else str(v))
+    dup = ids.duplicated(keep=False)
+    if dup.any():
+        first = ids[dup].iloc[0]
+        raise InputError(f"id column {col!r} of {path} has duplicated id {first!r} "
+                         f"({int(dup.sum())} rows share an id); keep one row per cell.")
+    data = table.drop(columns=[col])
+    data.index = pd.Index(ids.to_numpy(), name=col)
+    return UserTable(path=path, id_column=col, data=data)

@@ -1,0 +1,215 @@
+"""Canonical feature names: the IPFX summary features of the human table, with units and ranges.
+
+Every table a user brings is mapped onto these names (see
+:mod:`ephys2tx.features.column_map`). Each canonical feature has the unit IPFX
+uses (voltages in mV, times in s, currents in pA, resistances in MΩ, slopes
+in mV/ms, impedances in GΩ) and a plausible range for one cell's value. The
+ranges are wide (they cover the human and mouse reference cells), yet narrow
+enough that a column in the wrong unit (ms for s, V for mV, nA for pA) has a
+median outside them: :func:`check_units` catches it and names the conversion.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ephys2tx.errors import InputError
+from ephys2tx.features.families import HUMAN_IPFX_SCHEMA
+
+__all__ = ["CANONICAL_FEATURES", "CanonicalFeature", "UNITS", "check_units", "unit_factor",
+           "canonical_names", "UnitIssue"]
+
+#: unit -> (dimension, factor to the dimension's SI-like base unit).
+UNITS: dict[str, tuple[str, float]] = {
+    "mV": ("voltage", 1e-3), "V": ("voltage", 1.0), "uV": ("voltage", 1e-6), "µV": ("voltage", 1e-6),
+    "s": ("time", 1.0), "ms": ("time", 1e-3), "us": ("time", 1e-6), "µs": ("time", 1e-6),
+    "pA": ("current", 1e-12), "nA": ("current", 1e-9), "uA": ("current", 1e-6),
+    "Ω": ("resistance", 1.0), "ohm": ("resistance", 1.0), "kΩ": ("resistance", 1e3),
+    "kohm": ("resistance", 1e3), "MΩ": ("resistance", 1e6), "Mohm": ("resistance", 1e6),
+    "MOhm": ("resistance", 1e6), "GΩ": ("resistance", 1e9), "Gohm": ("resistance", 1e9),
+    "GOhm": ("resistance", 1e9),
+    "Hz": ("frequency", 1.0), "1/s": ("frequency", 1.0), "kHz": ("frequency", 1e3),
+    "1/ms": ("frequency", 1e3),
+    "mV/ms": ("voltage_rate", 1.0), "V/s": ("voltage_rate", 1.0), "mV/s": ("voltage_rate", 1e-3),
+    "Hz/pA": ("rate_per_current", 1e12), "Hz/nA": ("rate_per_current", 1e9),
+    "mV*s": ("voltage_time", 1e-3), "mV·s": ("voltage_time", 1e-3), "mV*ms": ("voltage_time", 1e-6),
+    "mV·ms": ("voltage_time", 1e-6),
+    "rad": ("angle", 1.0), "deg": ("angle", math.pi / 180.0),
+    "1": ("dimensionless", 1.0), "ratio": ("dimensionless", 1.0), "count": ("dimensionless", 1.0),
+}
+
+
+def unit_factor(from_unit: str, to_unit: str, *, where: str = "column map") -> float:
+    """Multiplier converting values in ``from_unit`` to ``to_unit``.
+
+    Raises
+    ------
+    InputError
+        Unknown unit, or units of different dimensions (e.g. pA for a time).
+    """
+    for unit in (from_unit, to_unit):
+        if unit not in UNITS:
+            raise InputError(f"{where}: unknown unit {unit!r}; use one of {', '.join(UNITS)}.")
+    dim_from, f_from = UNITS[from_unit]
+    dim_to, f_to = UNITS[to_unit]
+    if dim_from != dim_to:
+        raise InputError(f"{where}: unit {from_unit!r} ({dim_from}) cannot be converted to "
+                         f"{to_unit!r} ({dim_to}); fix the unit in the column map.")
+    return f_from / f_to
+
+
+@dataclass(frozen=True)
+class CanonicalFeature:
+    """One canonical feature: IPFX name, unit, plausible range of a cell's value, family."""
+
+    name: str
+    unit: str
+    low: float
+    high: float
+    family: str
+
+
+# name -> (unit, low, high). Ranges: plausible values of one cell (checked on the column median).
+_SPEC: dict[str, tuple[str, float, float]] = {}
+
+
+def _add(names, unit, low, high):
+    for name in names:
+        _SPEC[name] = (unit, low, high)
+
+
+_STIMS = ("ramp", "short_square", "rheo", "hero")
+_add([f"upstroke_downstroke_ratio_{s}" for s in _STIMS], "1", 0.3, 40.0)
+_add([f"threshold_v_{s}" for s in _STIMS], "mV", -100.0, -5.0)
+_add([f"width_{s}" for s in _STIMS] + [f"width_suprathresh_{s}" for s in _STIMS], "s", 2e-5, 0.03)
+_add([f"upstroke_{s}" for s in _STIMS], "mV/ms", 5.0, 1500.0)
+_add([f"downstroke_{s}" for s in _STIMS], "mV/ms", -1500.0, -1.0)
+_add([f"postap_slope_{s}" for s in _STIMS], "mV/ms", -100.0, 30.0)
+_add(["threshold_i_ramp", "rheobase_i"], "pA", 1.0, 3000.0)
+_add([f"trough_deltav_{s}" for s in ("ramp", "rheo", "hero")], "mV", -80.0, 40.0)
+_add([f"fast_trough_deltav_{s}" for s in _STIMS], "mV", -80.0, 60.0)
+_add([f"peak_deltav_{s}" for s in _STIMS], "mV", 1.0, 150.0)
+_add(["trough_slowdeltav_rheo", "trough_slowdeltav_hero"], "mV", -40.0, 5.0)
+_add(["latency_rheo", "latency_hero"], "s", 5e-4, 2.0)
+_add(["avg_rate_rheo", "avg_rate_hero"], "Hz", 0.5, 500.0)
+_add(["mean_isi_rheo", "mean_isi_hero", "median_isi_hero"], "s", 1e-3, 2.0)
+_add(["first_isi_inv_rheo", "first_isi_inv_hero"], "Hz", 0.5, 1000.0)
+_add(["fast_trough_v_last_rheo", "adp_v_last_rheo"], "mV", -100.0, -5.0)
+_add(["ahp_delay_ratio_hero", "ahp_delay_ratio_5spike"], "1", 0.0, 1.0)
+_add(["adapt_hero", "adapt_mean", "adapt_max"], "1", -1.0, 1.0)
+_add(["isi_cv_hero", "isi_cv_mean", "isi_cv_max"], "1", 0.0, 5.0)
+_add(["isi_norm_sq_var_hero", "isi_norm_sq_var_mean", "isi_norm_sq_var_max"], "1", 0.0, 1.0)
+_add(["v_baseline"], "mV", -110.0, -20.0)
+_add(["vm_for_sag"], "mV", -150.0, -40.0)
+_add(["input_resistance"], "MΩ", 5.0, 5000.0)
+_add(["tau"], "s", 5e-4, 0.3)
+_add(["sag", "sag_depol"], "1", -0.2, 2.0)
+_add(["sag_peak_t", "sag_peak_t_depol"], "s", 1e-3, 1.5)
+_add(["sag_area", "sag_area_depol"], "mV*s", 0.0, 20.0)
+_add(["sag_tau"], "s", 1e-4, 3.0)
+_add(["fi_fit_slope"], "Hz/pA", -0.5, 5.0)
+_add(["isi_adapt_ratio"], "1", 0.01, 200.0)
+_add(["width_adapt_ratio", "upstroke_adapt_ratio", "downstroke_adapt_ratio",
+      "threshold_v_adapt_ratio", "fast_trough_v_adapt_ratio"], "1", 0.0, 5.0)
+_add(["peak_v_adapt_ratio"], "1", -20.0, 20.0)
+_add(["peak_ratio_chirp"], "1", 0.5, 20.0)
+_add(["peak_freq_chirp", "3db_freq_chirp", "sync_freq_chirp"], "Hz", 0.1, 100.0)
+_add(["peak_impedance_chirp", "low_freq_impedance_chirp"], "GΩ", 0.005, 20.0)
+_add(["phase_peak_chirp", "phase_low_chirp"], "rad", -math.pi, math.pi)
+_add(["total_inductive_phase_chirp"], "rad", 0.0, 2 * math.pi)
+
+_FAMILY_OF = HUMAN_IPFX_SCHEMA.family_of()
+#: Canonical features, in the human table's family order.
+CANONICAL_FEATURES: dict[str, CanonicalFeature] = {
+    name: CanonicalFeature(name, *_SPEC[name], family=_FAMILY_OF[name])
+    for name in HUMAN_IPFX_SCHEMA.columns
+}
+assert set(_SPEC) == set(CANONICAL_FEATURES), "every canonical feature needs a unit and range"
+
+
+def canonical_names() -> list[str]:
+    """All canonical names, family by family."""
+    return list(CANONICAL_FEATURES)
+
+
+def require_canonical(name: str, *, where: str = "column map") -> CanonicalFeature:
+    """The :class:`CanonicalFeature` ``name``, or an InputError suggesting close names."""
+    if name in CANONICAL_FEATURES:
+        return CANONICAL_FEATURES[name]
+    import difflib
+
+    close = difflib.get_close_matches(name, CANONICAL_FEATURES, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise InputError(f"{where}: unknown canonical feature name {name!r}{hint}; see "
+                     "docs/map_your_cells.md for the list of IPFX names.")
+
+
+@dataclass(frozen=True)
+class UnitIssue:
+    """A column whose median lies outside its feature's plausible range."""
+
+    feature: str
+    source: str
+    median: float
+    suggestion: str | None  # e.g. "values look like ms: multiply by 0.001 (unit: ms)"
+
+    def message(self) -> str:
+        """One line: what, where, how to fix."""
+        spec = CANONICAL_FEATURES[self.feature]
+        text = (f"column {self.source!r} (canonical {self.feature}, expected {spec.unit} in "
+                f"[{spec.low:g}, {spec.high:g}]) has median {self.median:.4g}, outside the "
+                "plausible range")
+        if self.suggestion:
+            text += f"; {self.suggestion}"
+        return text + "; fix the column map, or pass --force to continue anyway."
+
+
+_CANDIDATE_SCALES = (1e-3, 1e3, 1e-6, 1e6, 1e-9, 1e9, -1.0)
+
+
+def _suggest(spec: CanonicalFeature, median: float) -> str | None:
+    """The conversion that brings ``median`` into the range, phrased for the user."""
+    for scale in _CANDIDATE_SCALES:
+        if spec.low <= median * scale <= spec.high:
+            if scale == -1.0:
+                return "the sign looks flipped: add `sign: -1` to this column's map entry"
+            units = [u for u, (dim, f) in UNITS.items()
+                     if dim == UNITS[spec.unit][0] and np.isclose(f / UNITS[spec.unit][1], scale)]
+            unit_hint = f" (the values look like {units[0]}: set `unit: {units[0]}`)" if units else ""
+            return f"multiply by {scale:g}{unit_hint}"
+    return None
+
+
+def check_units(table: pd.DataFrame, sources: dict[str, str] | None = None) -> list[UnitIssue]:
+    """Columns of a canonical-named table whose median is outside the plausible range.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Canonical names as columns (already converted by the column map).
+    sources : dict, optional
+        Canonical name -> the user's column name, for messages.
+
+    Returns
+    -------
+    list of UnitIssue
+        Empty when every column looks right.
+    """
+    sources = sources or {}
+    issues = []
+    for name in table.columns:
+        if name not in CANONICAL_FEATURES:
+            continue
+        values = pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=float)
+        values = values[np.isfinite(values)]
+        if len(values) == 0:
+            continue
+        spec = CANONICAL_FEATURES[name]
+        median = float(np.median(values))
+        if not spec.low <= median <= spec.high:
+            issues.append(UnitIssue(name, sources.get(name, name), median, _suggest(spec, median)))
+    return issues

@@ -1,0 +1,686 @@
+"""Attention BiLSTM over feature families, and a flat MLP ablation.
+
+Each feature family (e.g. "action potential shape", "passive properties") is
+projected by its own linear layer into a token; the tokens, in the family
+order, run through a one-layer bidirectional LSTM; additive attention pools
+them into one vector, which a small projection turns into an embedding. The
+head is either ArcFace (additive angular margin on L2-normalised embeddings,
+:class:`pytorch_metric_learning.losses.ArcFaceLoss`) or a plain softmax
+layer. Probabilities are calibrated by temperature scaling on an inner
+validation split, which also drives early stopping. SMOTE oversamples the
+inner-train rows only, never the validation rows.
+
+All preprocessing (median imputation, standardisation) is fitted inside
+``fit`` on the training rows, so the estimators are safe inside any
+cross-validation loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from scipy.optimize import minimize_scalar
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import nn
+from torch.nn import functional as F
+
+from ephys2tx.errors import InputError
+
+__all__ = [
+    "AttentionBiLSTMClassifier",
+    "FamilyTokenBiLSTM",
+    "FlatMLP",
+    "FlatMLPClassifier",
+    "bilstm_ablation_models",
+    "resolve_families",
+]
+
+#: Number of families when ``families=None`` (consecutive equal column chunks).
+DEFAULT_N_FAMILIES = 12
+#: Standardised values are clipped to this range, so a single wild outlier in a
+#: new table cannot saturate the network.
+_CLIP = 10.0
+_PREDICT_BATCH = 8192
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class _CosineOrLinearHead(nn.Module):
+    """Classification head: cosine logits (ArcFace) or an affine layer (softmax)."""
+
+    def __init__(self, embedding_dim: int, n_classes: int, head: str, scale: float):
+        super().__init__()
+        self.head = head
+        self.scale = float(scale)
+        if head == "arcface":
+            # Shape (embedding_dim, n_classes), as pytorch-metric-learning's ArcFaceLoss.W.
+            self.weight = nn.Parameter(torch.empty(embedding_dim, n_classes))
+            nn.init.normal_(self.weight)
+        else:
+            self.linear = nn.Linear(embedding_dim, n_classes)
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        if self.head == "arcface":
+            # Inference logits: scale * cos(theta), no margin.
+            return self.scale * F.normalize(embedding, dim=1) @ F.normalize(self.weight, dim=0)
+        return self.linear(embedding)
+
+
+class FamilyTokenBiLSTM(nn.Module):
+    """Family tokens -> BiLSTM -> attention (or mean) pooling -> embedding -> head.
+
+    Parameters
+    ----------
+    family_indices : sequence of sequence of int
+        Input column indices of each family, in token order.
+    n_classes : int
+        Number of classes.
+    token_dim, hidden_size, embedding_dim : int
+        Token width, LSTM hidden size per direction, embedding width.
+    dropout : float
+        Dropout before and inside the embedding projection.
+    pooling : {"attention", "mean"}
+        Additive attention pooling over the family tokens, or their mean.
+    head : {"arcface", "softmax"}
+        Cosine head for ArcFace training, or an affine softmax head.
+    arcface_scale : float
+        Scale ``s`` of the cosine logits (ArcFace head only).
+    """
+
+    def __init__(self, family_indices: Sequence[Sequence[int]], n_classes: int, *,
+                 token_dim: int = 16, hidden_size: int = 32, embedding_dim: int = 32,
+                 dropout: float = 0.1, pooling: str = "attention", head: str = "arcface",
+                 arcface_scale: float = 8.0):
+        super().__init__()
+        self.family_indices = [[int(i) for i in fam] for fam in family_indices]
+        self.pooling = pooling
+        self.token_dim = int(token_dim)
+        # Columns gathered family by family, so all projections run as one block-diagonal matmul.
+        self.register_buffer("_gather_index",
+                             torch.tensor([i for fam in self.family_indices for i in fam],
+                                          dtype=torch.long), persistent=False)
+        self.token_projections = nn.ModuleList(
+            nn.Linear(len(fam), token_dim) for fam in self.family_indices
+        )
+        self.lstm = nn.LSTM(token_dim, hidden_size, num_layers=1, batch_first=True,
+                            bidirectional=True)
+        if pooling == "attention":
+            self.attention_hidden = nn.Linear(2 * hidden_size, hidden_size)
+            self.attention_score = nn.Linear(hidden_size, 1, bias=False)
+        self.embedding = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(2 * hidden_size, embedding_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(embedding_dim, embedding_dim),
+        )
+        self.head = _CosineOrLinearHead(embedding_dim, n_classes, head, arcface_scale)
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Family tokens, shape (n_cells, n_families, token_dim)."""
+        # Same result as stacking proj_k(x[:, family_k]), in one matmul.
+        weight = torch.block_diag(*[proj.weight for proj in self.token_projections])
+        bias = torch.cat([proj.bias for proj in self.token_projections])
+        flat = F.linear(x.index_select(1, self._gather_index), weight, bias)
+        return F.gelu(flat.view(x.shape[0], len(self.token_projections), self.token_dim))
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings (n_cells, embedding_dim) and attention (n_cells, n_families)."""
+        states, _ = self.lstm(self.tokens(x))
+        if self.pooling == "attention":
+            scores = self.attention_score(torch.tanh(self.attention_hidden(states))).squeeze(-1)
+            attention = torch.softmax(scores, dim=1)
+        else:
+            attention = torch.full(states.shape[:2], 1.0 / states.shape[1],
+                                   dtype=states.dtype, device=states.device)
+        pooled = torch.einsum("nf,nfh->nh", attention, states)
+        return self.embedding(pooled), attention
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (n_cells, n_classes) and attention weights (n_cells, n_families)."""
+        embedding, attention = self.embed(x)
+        return self.head(embedding), attention
+
+
+class FlatMLP(nn.Module):
+    """Two-layer MLP on the flat feature vector, with the same heads as the BiLSTM."""
+
+    def __init__(self, n_features: int, n_classes: int, *, hidden_size: int = 64,
+                 embedding_dim: int = 32, dropout: float = 0.1, head: str = "arcface",
+                 arcface_scale: float = 8.0):
+        super().__init__()
+        self.embedding = nn.Sequential(
+            nn.Linear(n_features, hidden_size),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_size, embedding_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(embedding_dim, embedding_dim),
+        )
+        self.head = _CosineOrLinearHead(embedding_dim, n_classes, head, arcface_scale)
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.embedding(x), None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.head(self.embedding(x)), None
+
+
+# --------------------------------------------------------------------------- families
+
+
+def resolve_families(families, n_features: int, feature_names=None) -> OrderedDict:
+    """Resolve a ``families`` parameter to ``OrderedDict(name -> list of column indices)``.
+
+    Parameters
+    ----------
+    families : None or Mapping
+        None splits the columns into up to 12 consecutive, near-equal chunks
+        (named ``f00``, ``f01``, ...). A mapping gives, per family, a list of
+        column names (needs ``feature_names``) or of integer indices.
+    n_features : int
+        Number of input columns.
+    feature_names : sequence of str, optional
+        Column names of the training table.
+
+    Returns
+    -------
+    OrderedDict
+        Family name -> sorted-as-given list of int indices. Columns in no family
+        are ignored by the model.
+
+    Raises
+    ------
+    InputError
+        Empty family, unknown column or index, or a column in two families.
+    """
+    if families is None:
+        chunks = np.array_split(np.arange(n_features), min(DEFAULT_N_FAMILIES, n_features))
+        return OrderedDict((f"f{k:02d}", [int(i) for i in c]) for k, c in enumerate(chunks))
+    if not isinstance(families, Mapping) or len(families) == 0:
+        raise InputError(
+            f"families must be None or a non-empty mapping family -> columns, got {type(families).__name__}; "
+            "pass e.g. dataset.families."
+        )
+    name_to_index = None if feature_names is None else {str(n): i for i, n in enumerate(feature_names)}
+    resolved: OrderedDict = OrderedDict()
+    owner: dict[int, str] = {}
+    for fam, cols in families.items():
+        if isinstance(cols, (str, bytes)) or len(cols) == 0:
+            raise InputError(f"feature family {fam!r} must be a non-empty list of columns, got {cols!r}.")
+        indices = []
+        for col in cols:
+            if isinstance(col, (int, np.integer)) and not isinstance(col, bool):
+                if not 0 <= int(col) < n_features:
+                    raise InputError(
+                        f"feature family {fam!r} names column index {col}, but X has {n_features} "
+                        "columns; fix the family definition."
+                    )
+                idx = int(col)
+            else:
+                if name_to_index is None:
+                    raise InputError(
+                        f"feature family {fam!r} names column {col!r} but X has no column names; "
+                        "fit on a pandas DataFrame or give the families as integer indices."
+                    )
+                if str(col) not in name_to_index:
+                    raise InputError(
+                        f"feature family {fam!r} names column {col!r}, which is not in the training "
+                        "table; fix the family definition or the table's columns."
+                    )
+                idx = name_to_index[str(col)]
+            if idx in owner:
+                raise InputError(
+                    f"column {col!r} is in two feature families ({owner[idx]!r} and {fam!r}); "
+                    "put it in exactly one."
+                )
+            owner[idx] = str(fam)
+            indices.append(idx)
+        resolved[str(fam)] = indices
+    return resolved
+
+
+# --------------------------------------------------------------------------- estimators
+
+
+def _fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """Temperature minimising the negative log-likelihood of ``softmax(logits / T)``."""
+
+    def nll(log_t: float) -> float:
+        z = logits / math.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-logp[np.arange(len(y)), y].mean())
+
+    res = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded",
+                          options={"xatol": 1e-4})
+    return float(math.exp(res.x))
+
+
+class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
+    """Preprocessing, inner split, SMOTE, training loop and calibration shared by both models."""
+
+    # Subclasses list the params that define the torch module (persistence uses it).
+    def _build_module(self, n_classes: int) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ---- sklearn plumbing
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.non_deterministic = False
+        return tags
+
+    def _check_params(self) -> None:
+        if self.head not in ("arcface", "softmax"):
+            raise InputError(f"head must be 'arcface' or 'softmax', got {self.head!r}.")
+        if not 0.0 < float(self.validation_fraction) < 1.0:
+            raise InputError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}.")
+        if int(self.max_epochs) < 1 or int(self.batch_size) < 1:
+            raise InputError("max_epochs and batch_size must be positive integers.")
+
+    def _device(self) -> torch.device:
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise InputError("device='cuda' was asked but no CUDA device is available; use device='cpu'.")
+        return torch.device(self.device)
+
+    # ---- preprocessing (arrays, so persistence needs no pickled sklearn objects)
+    def _preprocess(self, X: np.ndarray) -> np.ndarray:
+        X = np.where(np.isnan(X), self.impute_values_, X)
+        X = (X - self.scale_mean_) / self.scale_scale_
+        return np.clip(X, -_CLIP, _CLIP).astype(np.float32)
+
+    def _inner_split(self, y_enc: np.ndarray, rng: np.random.RandomState):
+        """Stratified inner train/validation indices (validation may be empty on tiny data)."""
+        n = len(y_enc)
+        counts = np.bincount(y_enc)
+        n_val = int(math.ceil(self.validation_fraction * n))
+        n_classes = len(counts)
+        idx = np.arange(n)
+        if n_val < n_classes or n - n_val < n_classes or counts.min() < 2:
+            if n < 10:
+                return idx, idx[:0]
+            tr, va = train_test_split(idx, test_size=n_val, random_state=rng)
+            return np.sort(tr), np.sort(va)
+        tr, va = train_test_split(idx, test_size=n_val, stratify=y_enc, random_state=rng)
+        return np.sort(tr), np.sort(va)
+
+    def _resample(self, X: np.ndarray, y: np.ndarray, rng: np.random.RandomState):
+        """SMOTE on inner-train rows; skipped when a class is too small to interpolate."""
+        if not self.smote:
+            return X, y
+        counts = np.bincount(y, minlength=len(self.classes_))
+        present = counts[counts > 0]
+        k = min(int(self.smote_k_neighbors), int(present.min()) - 1)
+        if k < 1 or len(present) < 2 or present.min() == present.max():
+            return X, y
+        from imblearn.over_sampling import SMOTE
+
+        sampler = SMOTE(k_neighbors=k, random_state=rng.randint(np.iinfo(np.int32).max))
+        X_res, y_res = sampler.fit_resample(X, y)
+        return np.asarray(X_res, dtype=np.float32), np.asarray(y_res)
+
+    # ---- fit
+    def fit(self, X, y):
+        """Fit preprocessing, network and temperature on ``(X, y)``.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_cells, n_features)
+            Features; NaN marks a missing value.
+        y : array-like of shape (n_cells,)
+            Class labels.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64,
+                             ensure_min_samples=2)
+        check_classification_targets(y)
+        self.classes_, y_enc = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"need samples of at least 2 classes to fit, got 1 class: {self.classes_[0]!r}.")
+        names = getattr(self, "feature_names_in_", None)
+        self.families_ = resolve_families(self.families, X.shape[1], names)
+
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        train_idx, val_idx = self._inner_split(y_enc, rng)
+        self.inner_train_indices_, self.inner_validation_indices_ = train_idx, val_idx
+
+        # Preprocessing fitted on the inner-train rows only.
+        imputer = SimpleImputer(strategy="median", keep_empty_features=True).fit(X[train_idx])
+        self.impute_values_ = imputer.statistics_.astype(np.float64)
+        scaler = StandardScaler().fit(imputer.transform(X[train_idx]))
+        self.scale_mean_ = scaler.mean_.astype(np.float64)
+        self.scale_scale_ = scaler.scale_.astype(np.float64)
+        Z = self._preprocess(X)
+
+        X_tr, y_tr = self._resample(Z[train_idx], y_enc[train_idx], rng)
+        X_va, y_va = Z[val_idx], y_enc[val_idx]
+
+        device = self._device()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = self._build_module(len(self.classes_)).to(device)
+            self.history_ = self._train(module, X_tr, y_tr, X_va, y_va, seed, device)
+        self.module_ = module.eval()
+        if len(val_idx) >= 2:
+            self.temperature_ = _fit_temperature(self._logits(Z[val_idx]), y_va)
+        else:
+            self.temperature_ = 1.0
+        return self
+
+    def _train(self, module, X_tr, y_tr, X_va, y_va, seed, device) -> dict:
+        n_classes = len(self.classes_)
+        if self.head == "arcface":
+            from pytorch_metric_learning.losses import ArcFaceLoss
+
+            loss_fn = ArcFaceLoss(num_classes=n_classes, embedding_size=module.head.weight.shape[0],
+                                  margin=math.degrees(float(self.arcface_margin)),
+                                  scale=float(self.arcface_scale))
+            loss_fn.W = module.head.weight  # share the class weights: the module owns them
+
+            def batch_loss(xb, yb):
+                emb, _ = module.embed(xb)
+                return loss_fn(emb, yb)
+        else:
+            def batch_loss(xb, yb):
+                logits, _ = module(xb)
+                return F.cross_entropy(logits, yb)
+
+        optimizer = torch.optim.AdamW(module.parameters(), lr=float(self.learning_rate),
+                                      weight_decay=float(self.weight_decay))
+        gen = torch.Generator().manual_seed(seed)
+        xt = torch.as_tensor(X_tr, device=device)
+        yt = torch.as_tensor(y_tr, dtype=torch.long, device=device)
+        xv = torch.as_tensor(X_va, device=device)
+        yv = torch.as_tensor(y_va, dtype=torch.long, device=device)
+        has_val = len(y_va) > 0
+        best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
+        train_losses, val_losses = [], []
+        bs = int(self.batch_size)
+        for epoch in range(int(self.max_epochs)):
+            module.train()
+            order = torch.randperm(len(yt), generator=gen).to(device)
+            total = 0.0
+            for start in range(0, len(yt), bs):
+                batch = order[start:start + bs]
+                if len(batch) < 2 and len(yt) >= 2:
+                    continue  # a batch of one breaks nothing here but adds noise
+                optimizer.zero_grad(set_to_none=True)
+                loss = batch_loss(xt[batch], yt[batch])
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(batch)
+            train_losses.append(total / len(yt))
+            if not has_val:
+                continue
+            module.eval()
+            with torch.no_grad():
+                val_loss = float(F.cross_entropy(module(xv)[0], yv))
+            val_losses.append(val_loss)
+            if self.verbose:
+                print(f"epoch {epoch:3d} train {train_losses[-1]:.4f} val {val_loss:.4f}")
+            if val_loss < best_loss - 1e-4:
+                best_loss, best_epoch, stale = val_loss, epoch, 0
+                best_state = copy.deepcopy(module.state_dict())
+            else:
+                stale += 1
+                if stale >= int(self.patience):
+                    break
+        if best_state is not None:
+            module.load_state_dict(best_state)
+        else:
+            best_epoch = len(train_losses) - 1
+        return {"train_loss": train_losses, "validation_loss": val_losses, "best_epoch": best_epoch}
+
+    # ---- predict
+    def _forward_batches(self, Z: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray | None]:
+        device = next(self.module_.parameters()).device
+        outs, atts = [], []
+        self.module_.eval()
+        with torch.no_grad():
+            for start in range(0, len(Z), _PREDICT_BATCH):
+                xb = torch.as_tensor(Z[start:start + _PREDICT_BATCH], device=device)
+                if what == "logits":
+                    out, att = self.module_(xb)
+                else:
+                    out, att = self.module_.embed(xb)
+                    if self.head == "arcface":
+                        out = F.normalize(out, dim=1)
+                outs.append(out.cpu().numpy())
+                if att is not None:
+                    atts.append(att.cpu().numpy())
+        n_out = self.module_.head.weight.shape[1] if what == "logits" and self.head == "arcface" else None
+        if not outs:
+            width = n_out if n_out is not None else 0
+            return np.empty((0, width), np.float32), None
+        return np.concatenate(outs), (np.concatenate(atts) if atts else None)
+
+    def _logits(self, Z: np.ndarray) -> np.ndarray:
+        return self._forward_batches(Z, "logits")[0].astype(np.float64)
+
+    def _validated(self, X) -> np.ndarray:
+        check_is_fitted(self, "module_")
+        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
+        return self._preprocess(X)
+
+    def decision_function(self, X) -> np.ndarray:
+        """Uncalibrated logits, shape (n_cells, n_classes); (n_cells,) for two classes.
+
+        With two classes it is the logit difference ``classes_[1] - classes_[0]``
+        (scikit-learn's convention for binary decision functions).
+        """
+        logits = self._logits(self._validated(X))
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Temperature-calibrated class probabilities, columns in ``classes_`` order."""
+        z = self._logits(self._validated(X)) / self.temperature_
+        z = z - z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable class per cell."""
+        logits = self._logits(self._validated(X))
+        return self.classes_[np.argmax(logits, axis=1)]
+
+    def embed(self, X) -> np.ndarray:
+        """Embeddings (n_cells, embedding_dim); L2-normalised with the ArcFace head."""
+        return self._forward_batches(self._validated(X), "embedding")[0].astype(np.float32)
+
+
+class AttentionBiLSTMClassifier(_TorchClassifierBase):
+    """Attention BiLSTM over feature-family tokens, trained with ArcFace (or softmax).
+
+    Parameters
+    ----------
+    families : None or Mapping, default=None
+        Family name -> list of column names or int indices, in token order.
+        None splits the columns into up to 12 consecutive chunks.
+    token_dim : int, default=16
+        Width of each family token.
+    hidden_size : int, default=32
+        LSTM hidden size per direction.
+    embedding_dim : int, default=32
+        Embedding width.
+    dropout : float, default=0.1
+        Dropout in the embedding projection.
+    pooling : {"attention", "mean"}, default="attention"
+        Pooling over the family tokens.
+    head : {"arcface", "softmax"}, default="arcface"
+        ArcFace: additive angular margin on L2-normalised embeddings versus
+        normalised class weights; prediction uses ``scale * cos(theta)``.
+    arcface_margin : float, default=0.2
+        Additive angular margin in radians.
+    arcface_scale : float, default=8.0
+        Scale of the cosine logits.
+    smote : bool, default=True
+        Oversample minority classes of the inner-train rows with SMOTE.
+    smote_k_neighbors : int, default=5
+        SMOTE neighbours (lowered to ``min class count - 1`` when needed).
+    max_epochs : int, default=150
+    patience : int, default=15
+        Early stopping patience in epochs (validation cross-entropy).
+    batch_size : int, default=128
+    learning_rate : float, default=3e-3
+    weight_decay : float, default=1e-4
+    validation_fraction : float, default=0.15
+        Share of the training rows held out (stratified) for early stopping
+        and temperature scaling.
+    device : str, default="cpu"
+    random_state : int, RandomState or None, default=None
+    verbose : bool, default=False
+
+    Attributes
+    ----------
+    classes_ : ndarray
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when fitted on a DataFrame.
+    families_ : OrderedDict
+        Family name -> list of column indices.
+    temperature_ : float
+        Temperature of the probability calibration.
+    module_ : FamilyTokenBiLSTM
+    inner_train_indices_, inner_validation_indices_ : ndarray
+        Rows of X used for training and for early stopping/calibration.
+    history_ : dict
+        Per-epoch losses and the best epoch.
+    """
+
+    def __init__(self, families=None, *, token_dim=16, hidden_size=32, embedding_dim=32,
+                 dropout=0.1, pooling="attention", head="arcface", arcface_margin=0.2,
+                 arcface_scale=8.0, smote=True, smote_k_neighbors=5, max_epochs=150,
+                 patience=15, batch_size=128, learning_rate=3e-3, weight_decay=1e-4,
+                 validation_fraction=0.15, device="cpu", random_state=None, verbose=False):
+        self.families = families
+        self.token_dim = token_dim
+        self.hidden_size = hidden_size
+        self.embedding_dim = embedding_dim
+        self.dropout = dropout
+        self.pooling = pooling
+        self.head = head
+        self.arcface_margin = arcface_margin
+        self.arcface_scale = arcface_scale
+        self.smote = smote
+        self.smote_k_neighbors = smote_k_neighbors
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.pooling not in ("attention", "mean"):
+            raise InputError(f"pooling must be 'attention' or 'mean', got {self.pooling!r}.")
+
+    def _build_module(self, n_classes: int) -> FamilyTokenBiLSTM:
+        return FamilyTokenBiLSTM(
+            list(self.families_.values()), n_classes, token_dim=int(self.token_dim),
+            hidden_size=int(self.hidden_size), embedding_dim=int(self.embedding_dim),
+            dropout=float(self.dropout), pooling=self.pooling, head=self.head,
+            arcface_scale=float(self.arcface_scale),
+        )
+
+    def explain(self, X):
+        """Per-cell attention over the families.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Shape (n_cells, n_families), columns = family names, rows sum to 1;
+            the index is X's index when X is a DataFrame.
+        """
+        import pandas as pd
+
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        _, attention = self._forward_batches(self._validated(X), "logits")
+        if attention is None:
+            attention = np.empty((0, len(self.families_)), np.float32)
+        return pd.DataFrame(attention, columns=list(self.families_), index=index)
+
+
+class FlatMLPClassifier(_TorchClassifierBase):
+    """MLP on the flat feature vector with the BiLSTM's preprocessing, SMOTE and heads.
+
+    The "MLP on flat features" ablation. Parameters as
+    :class:`AttentionBiLSTMClassifier` (``hidden_size`` is the first layer
+    width); it has no families, pooling or attention.
+    """
+
+    def __init__(self, *, hidden_size=64, embedding_dim=32, dropout=0.1, head="arcface",
+                 arcface_margin=0.2, arcface_scale=8.0, smote=True, smote_k_neighbors=5,
+                 max_epochs=150, patience=15, batch_size=128, learning_rate=3e-3,
+                 weight_decay=1e-4, validation_fraction=0.15, device="cpu", random_state=None,
+                 verbose=False):
+        self.hidden_size = hidden_size
+        self.embedding_dim = embedding_dim
+        self.dropout = dropout
+        self.head = head
+        self.arcface_margin = arcface_margin
+        self.arcface_scale = arcface_scale
+        self.smote = smote
+        self.smote_k_neighbors = smote_k_neighbors
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @property
+    def families(self):
+        """The flat MLP uses all columns as one block."""
+        return None
+
+    def _build_module(self, n_classes: int) -> FlatMLP:
+        return FlatMLP(self.n_features_in_, n_classes, hidden_size=int(self.hidden_size),
+                       embedding_dim=int(self.embedding_dim), dropout=float(self.dropout),
+                       head=self.head, arcface_scale=float(self.arcface_scale))
+
+
+def bilstm_ablation_models(families, random_state=None) -> dict[str, BaseEstimator]:
+    """The BiLSTM and its ablations, with the tuned defaults.
+
+    Returns
+    -------
+    dict
+        ``bilstm`` (attention + SMOTE + ArcFace), ``bilstm_nosmote``,
+        ``bilstm_softmax``, ``bilstm_meanpool`` and ``mlp`` (flat features).
+    """
+    def bilstm(**kw):
+        return AttentionBiLSTMClassifier(families=families, random_state=random_state, **kw)
+
+    return {
+        "bilstm": bilstm(),
+        "bilstm_nosmote": bilstm(smote=False),
+        "bilstm_softmax": bilstm(head="softmax"),
+        "bilstm_meanpool": bilstm(pooling="mean"),
+        "mlp": FlatMLPClassifier(random_state=random_state),
+    }

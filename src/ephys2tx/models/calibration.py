@@ -1,0 +1,205 @@
+"""Probability calibration (temperature or isotonic scaling) and calibration metrics.
+
+Calibrators act on class probabilities of any classifier (a forest's vote
+shares, a network's softmax) and are fitted on out-of-fold predictions, never
+on the rows the classifier was trained on. They store their parameters as
+plain JSON (:meth:`to_dict` / :func:`calibrator_from_dict`) so a saved model
+directory needs no pickle for them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from ephys2tx.errors import InputError
+
+__all__ = ["IsotonicCalibrator", "TemperatureScaler", "calibrator_from_dict",
+           "cross_fitted_calibration", "expected_calibration_error", "make_calibrator",
+           "reliability_curve"]
+
+_EPS = 1e-6
+
+
+def _check_proba(proba) -> np.ndarray:
+    proba = np.asarray(proba, dtype=float)
+    if proba.ndim != 2 or proba.shape[1] < 2:
+        raise InputError(f"probabilities must be a 2-D array with >= 2 classes, got shape {proba.shape}.")
+    return proba
+
+
+def _check_codes(y, n_classes: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu" or y.min(initial=0) < 0 or y.max(initial=0) >= n_classes:
+        raise InputError(f"labels must be integer codes in [0, {n_classes}); encode them first.")
+    return y
+
+
+def expected_calibration_error(proba, y, *, n_bins: int = 10) -> float:
+    """Top-label ECE: confidence-weighted gap between confidence and accuracy over equal-width bins.
+
+    Parameters
+    ----------
+    proba : array of shape (n, n_classes)
+    y : array of int codes, shape (n,)
+    n_bins : int
+    """
+    curve = reliability_curve(proba, y, n_bins=n_bins)
+    counts = np.asarray(curve["count"], dtype=float)
+    gaps = np.abs(np.asarray(curve["confidence"]) - np.asarray(curve["accuracy"]))
+    return float(np.nansum(gaps * counts) / counts.sum())
+
+
+def reliability_curve(proba, y, *, n_bins: int = 10) -> dict:
+    """Per confidence bin: mean confidence, accuracy and count (empty bins are dropped)."""
+    proba = _check_proba(proba)
+    y = _check_codes(y, proba.shape[1])
+    conf = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == y).astype(float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    out = {"bin_low": [], "bin_high": [], "confidence": [], "accuracy": [], "count": []}
+    for b in range(n_bins):
+        mask = which == b
+        if not mask.any():
+            continue
+        out["bin_low"].append(float(edges[b]))
+        out["bin_high"].append(float(edges[b + 1]))
+        out["confidence"].append(float(conf[mask].mean()))
+        out["accuracy"].append(float(correct[mask].mean()))
+        out["count"].append(int(mask.sum()))
+    return out
+
+
+class TemperatureScaler(BaseEstimator):
+    """Temperature scaling of class probabilities: ``softmax(log(p) / T)``.
+
+    Parameters
+    ----------
+    bounds : tuple of float, default=(0.05, 20.0)
+        Search interval of the temperature.
+
+    Attributes
+    ----------
+    temperature_ : float
+    """
+
+    def __init__(self, bounds=(0.05, 20.0)):
+        self.bounds = bounds
+
+    @staticmethod
+    def _scaled(proba: np.ndarray, temperature: float) -> np.ndarray:
+        z = np.log(np.clip(proba, _EPS, 1.0)) / temperature
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def fit(self, proba, y):
+        """Temperature minimising the negative log-likelihood of ``y``."""
+        proba = _check_proba(proba)
+        y = _check_codes(y, proba.shape[1])
+        low, high = (float(b) for b in self.bounds)
+        if not 0 < low < high:
+            raise InputError(f"bounds must satisfy 0 < low < high, got {self.bounds!r}.")
+        rows = np.arange(len(y))
+
+        def nll(log_t: float) -> float:
+            p = self._scaled(proba, math.exp(log_t))
+            return float(-np.log(np.clip(p[rows, y], 1e-12, 1.0)).mean())
+
+        res = minimize_scalar(nll, bounds=(math.log(low), math.log(high)), method="bounded",
+                              options={"xatol": 1e-4})
+        self.temperature_ = float(math.exp(res.x))
+        return self
+
+    def transform(self, proba) -> np.ndarray:
+        """Calibrated probabilities."""
+        check_is_fitted(self, "temperature_")
+        return self._scaled(_check_proba(proba), self.temperature_)
+
+    def to_dict(self) -> dict:
+        """JSON parameters."""
+        check_is_fitted(self, "temperature_")
+        return {"method": "temperature", "temperature": self.temperature_}
+
+
+class IsotonicCalibrator(BaseEstimator):
+    """One-vs-rest isotonic regression per class, renormalised to sum to one.
+
+    Attributes
+    ----------
+    thresholds_ : list of (x, y) arrays
+        The isotonic step function of each class.
+    """
+
+    def fit(self, proba, y):
+        """Fit one increasing map per class on ``(p_k, y == k)``."""
+        from sklearn.isotonic import IsotonicRegression
+
+        proba = _check_proba(proba)
+        y = _check_codes(y, proba.shape[1])
+        self.thresholds_ = []
+        for k in range(proba.shape[1]):
+            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+            iso.fit(proba[:, k], (y == k).astype(float))
+            self.thresholds_.append((iso.X_thresholds_.copy(), iso.y_thresholds_.copy()))
+        return self
+
+    def transform(self, proba) -> np.ndarray:
+        """Calibrated probabilities (a row whose maps all give 0 falls back to its input)."""
+        check_is_fitted(self, "thresholds_")
+        proba = _check_proba(proba)
+        if proba.shape[1] != len(self.thresholds_):
+            raise InputError(f"expected {len(self.thresholds_)} classes, got {proba.shape[1]}.")
+        out = np.column_stack([np.interp(proba[:, k], x, y) for k, (x, y) in enumerate(self.thresholds_)])
+        total = out.sum(axis=1, keepdims=True)
+        return np.where(total > 0, out / np.where(total > 0, total, 1.0), proba)
+
+    def to_dict(self) -> dict:
+        """JSON parameters."""
+        check_is_fitted(self, "thresholds_")
+        return {"method": "isotonic",
+                "thresholds": [[x.tolist(), y.tolist()] for x, y in self.thresholds_]}
+
+
+def make_calibrator(method: str):
+    """An unfitted calibrator: ``"temperature"`` or ``"isotonic"``."""
+    if method == "temperature":
+        return TemperatureScaler()
+    if method == "isotonic":
+        return IsotonicCalibrator()
+    raise InputError(f"unknown calibration method {method!r}; use 'temperature' or 'isotonic'.")
+
+
+def calibrator_from_dict(params: dict):
+    """Rebuild a fitted calibrator from :meth:`to_dict` output."""
+    method = params.get("method")
+    if method == "temperature":
+        cal = TemperatureScaler()
+        cal.temperature_ = float(params["temperature"])
+        return cal
+    if method == "isotonic":
+        cal = IsotonicCalibrator()
+        cal.thresholds_ = [(np.asarray(x, float), np.asarray(y, float)) for x, y in params["thresholds"]]
+        return cal
+    raise InputError(f"model.json has unknown calibration method {method!r}; re-train the model.")
+
+
+def cross_fitted_calibration(proba, y, fold_ids, method: str = "temperature") -> np.ndarray:
+    """Calibrated out-of-fold probabilities, each fold's calibrator fitted on the other folds.
+
+    This measures calibration on rows whose labels the calibrator never saw
+    (the ECE "after" figure).
+    """
+    proba = _check_proba(proba)
+    fold_ids = np.asarray(fold_ids)
+    out = np.empty_like(proba)
+    for fold in np.unique(fold_ids):
+        test = fold_ids == fold
+        cal = make_calibrator(method).fit(proba[~test], np.asarray(y)[~test])
+        out[test] = cal.transform(proba[test])
+    return out

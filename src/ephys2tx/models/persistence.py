@@ -1,0 +1,291 @@
+"""Save and load fitted models as a directory: ``model.json`` + a weights file.
+
+Directory format (``format_version`` 1)::
+
+    model_dir/
+      model.json            # kind, estimator class + params, features, families,
+                            # preprocessing arrays, classes, temperature,
+                            # package version, training checksums, weights sha256
+      weights.safetensors   # kind "torch": the network's state dict
+      model.joblib          # kind "sklearn-joblib": a pickled scikit-learn estimator
+
+``kind`` tells the loader how to rebuild the estimator: ``"torch"`` for the
+classifiers of :mod:`ephys2tx.models.bilstm` (no pickle: plain JSON + tensors),
+``"sklearn-joblib"`` for any other scikit-learn estimator such as a random
+forest (a pickle: only load directories you trust; the sha256 check guards
+against corruption, not against a malicious author). New kinds can be added
+without changing the others.
+
+Writes are atomic: everything goes to a temporary sibling directory that is
+renamed onto the target only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import tempfile
+from collections import OrderedDict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+import ephys2tx
+from ephys2tx.errors import InputError
+
+__all__ = ["FORMAT_VERSION", "load_model", "save_model", "sha256_file"]
+
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+TORCH_WEIGHTS = "weights.safetensors"
+JOBLIB_FILE = "model.joblib"
+#: Torch estimators the loader may rebuild (class path -> kind).
+_TORCH_CLASSES = {
+    "ephys2tx.models.bilstm.AttentionBiLSTMClassifier",
+    "ephys2tx.models.bilstm.FlatMLPClassifier",
+}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _class_path(obj) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _jsonable(value):
+    """Plain JSON value for params and metadata (numpy scalars/arrays, mappings)."""
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
+
+
+def _major(version: str) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError as exc:
+        raise InputError(f"model.json has an unreadable package_version {version!r}.") from exc
+
+
+def _torch_payload(estimator) -> tuple[dict, dict]:
+    """(json fields, state dict) of a fitted torch classifier."""
+    params = estimator.get_params(deep=False)
+    if not isinstance(params.get("random_state"), (int, np.integer, type(None))):
+        params["random_state"] = None  # a RandomState object cannot be stored; it is not needed to predict
+    names = getattr(estimator, "feature_names_in_", None)
+    fields = {
+        "params": _jsonable(params),
+        "n_features_in": int(estimator.n_features_in_),
+        "feature_names": None if names is None else [str(n) for n in names],
+        "families": {k: [int(i) for i in v] for k, v in estimator.families_.items()},
+        "preprocessing": {
+            "impute_values": [float(v) for v in estimator.impute_values_],
+            "scale_mean": [float(v) for v in estimator.scale_mean_],
+            "scale_scale": [float(v) for v in estimator.scale_scale_],
+        },
+        "classes": _jsonable(estimator.classes_.tolist()),
+        "classes_dtype": estimator.classes_.dtype.str if estimator.classes_.dtype != object else "object",
+        "temperature": float(estimator.temperature_),
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in estimator.module_.state_dict().items()}
+    return fields, state
+
+
+def save_model(estimator, directory, *, training_checksums=None, extra=None, overwrite=False) -> Path:
+    """Write a fitted estimator to ``directory`` (atomically).
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+        An :mod:`ephys2tx.models.bilstm` classifier (stored as JSON +
+        safetensors) or any fitted scikit-learn estimator (stored with joblib).
+    directory : path
+        Target directory; its parent is created if needed.
+    training_checksums : dict, optional
+        ``file -> sha256`` of the training data (e.g. ``dataset.checksums``).
+    extra : dict, optional
+        Free JSON-serialisable metadata (e.g. dataset name, CV figures).
+    overwrite : bool, default=False
+        Replace an existing directory.
+
+    Returns
+    -------
+    Path
+        The directory written.
+    """
+    from sklearn.utils.validation import check_is_fitted
+
+    target = Path(directory)
+    try:
+        check_is_fitted(estimator)
+    except Exception as exc:  # NotFittedError or a non-estimator
+        raise InputError(f"cannot save {type(estimator).__name__} to {target}: it is not fitted; "
+                         "call fit first.") from exc
+    if target.exists() and not overwrite:
+        raise InputError(f"model directory {target} already exists; choose another path or pass "
+                         "overwrite=True.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    class_path = _class_path(estimator)
+    meta = {
+        "format": "ephys2tx-model",
+        "format_version": FORMAT_VERSION,
+        "estimator_class": class_path,
+        "package_version": ephys2tx.__version__,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "training_checksums": _jsonable(dict(training_checksums or {})),
+        "extra": _jsonable(dict(extra or {})),
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        if class_path in _TORCH_CLASSES:
+            from safetensors.torch import save_file
+
+            fields, state = _torch_payload(estimator)
+            save_file(state, str(tmp / TORCH_WEIGHTS))
+            meta.update(kind="torch", weights_file=TORCH_WEIGHTS,
+                        weights_sha256=sha256_file(tmp / TORCH_WEIGHTS), **fields)
+        else:
+            import joblib
+
+            joblib.dump(estimator, tmp / JOBLIB_FILE)
+            names = getattr(estimator, "feature_names_in_", None)
+            classes = getattr(estimator, "classes_", None)
+            meta.update(
+                kind="sklearn-joblib", weights_file=JOBLIB_FILE,
+                weights_sha256=sha256_file(tmp / JOBLIB_FILE),
+                params=_jsonable(estimator.get_params(deep=False)),
+                n_features_in=_jsonable(getattr(estimator, "n_features_in_", None)),
+                feature_names=None if names is None else [str(n) for n in names],
+                classes=None if classes is None else _jsonable(np.asarray(classes).tolist()),
+            )
+        with open(tmp / MODEL_JSON, "w", encoding="utf-8") as handle:
+            json.dump(meta, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if target.exists():
+            backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.rmdir(backup)
+            os.rename(target, backup)
+            os.rename(tmp, target)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _read_meta(directory: Path) -> dict:
+    path = directory / MODEL_JSON
+    if not path.is_file():
+        raise InputError(f"{directory} is not a saved model: {MODEL_JSON} is missing; "
+                         "point to a directory written by save_model.")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not valid JSON ({exc}); the model directory is corrupted, "
+                         "save the model again.") from exc
+    if meta.get("format") != "ephys2tx-model":
+        raise InputError(f"{path} is not an ephys2tx model file (format={meta.get('format')!r}).")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{path} has format_version {meta.get('format_version')!r}, this ephys2tx "
+                         f"reads version {FORMAT_VERSION}; re-train or use a matching ephys2tx.")
+    saved, current = meta.get("package_version", "?"), ephys2tx.__version__
+    if _major(saved) != _major(current):
+        raise InputError(f"{path} was saved by ephys2tx {saved}, incompatible with the installed "
+                         f"{current} (major version differs); re-train the model or install "
+                         f"ephys2tx {_major(saved)}.x.")
+    return meta
+
+
+def _check_weights(directory: Path, meta: dict) -> Path:
+    weights = directory / meta["weights_file"]
+    if not weights.is_file():
+        raise InputError(f"{weights} is missing; the model directory is incomplete, save it again.")
+    actual = sha256_file(weights)
+    if actual != meta.get("weights_sha256"):
+        raise InputError(f"{weights} is corrupted: sha256 {actual} does not match "
+                         f"{meta.get('weights_sha256')} recorded in {MODEL_JSON}; save the model again.")
+    return weights
+
+
+def _load_torch(meta: dict, weights: Path):
+    from safetensors.torch import load_file
+
+    class_path = meta["estimator_class"]
+    if class_path not in _TORCH_CLASSES:
+        raise InputError(f"model.json names estimator class {class_path!r}, which is not a known "
+                         f"torch model ({sorted(_TORCH_CLASSES)}).")
+    module_name, class_name = class_path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module_name), class_name)
+    params = dict(meta["params"])
+    est = cls(**params)
+    est.n_features_in_ = int(meta["n_features_in"])
+    if meta.get("feature_names") is not None:
+        est.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
+    est.families_ = OrderedDict((k, [int(i) for i in v]) for k, v in meta["families"].items())
+    prep = meta["preprocessing"]
+    est.impute_values_ = np.asarray(prep["impute_values"], dtype=np.float64)
+    est.scale_mean_ = np.asarray(prep["scale_mean"], dtype=np.float64)
+    est.scale_scale_ = np.asarray(prep["scale_scale"], dtype=np.float64)
+    dtype = object if meta["classes_dtype"] == "object" else np.dtype(meta["classes_dtype"])
+    est.classes_ = np.asarray(meta["classes"], dtype=dtype)
+    est.temperature_ = float(meta["temperature"])
+    module = est._build_module(len(est.classes_))
+    try:
+        module.load_state_dict(load_file(str(weights)), strict=True)
+    except (RuntimeError, KeyError) as exc:
+        raise InputError(f"{weights} does not fit the network described in model.json ({exc}).") from exc
+    device = est._device()
+    est.module_ = module.to(device).eval()
+    return est
+
+
+def load_model(directory):
+    """Rebuild an estimator saved by :func:`save_model`.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable files, a weights file whose sha256 does not match
+        ``model.json``, or a model saved by an ephys2tx of another major version.
+    """
+    directory = Path(directory)
+    meta = _read_meta(directory)
+    weights = _check_weights(directory, meta)
+    kind = meta.get("kind")
+    if kind == "torch":
+        return _load_torch(meta, weights)
+    if kind == "sklearn-joblib":
+        import joblib
+
+        return joblib.load(weights)
+    raise InputError(f"{directory / MODEL_JSON} has unknown kind {kind!r}; "
+                     "expected 'torch' or 'sklearn-joblib'.")
+
+
+def read_model_metadata(directory) -> dict:
+    """The checked ``model.json`` of a saved model (no weights loaded)."""
+    return _read_meta(Path(directory))

@@ -1,0 +1,472 @@
+"""Mouse -> human transfer: a shared family-token encoder with two species heads.
+
+Three designs, one estimator (:class:`MouseHumanTransferClassifier`):
+
+``design="harmonised"`` (a)
+    Both species enter through the same 21 harmonised IPFX features
+    (:data:`~ephys2tx.features.harmonise.HARMONISED_FEATURES`, verified on the
+    bridge cells), grouped by the human family schema. The whole encoder
+    (token projections, BiLSTM, attention, embedding) is shared; each species
+    has its own head. This is the seed study's recipe.
+``design="adapters"`` (b)
+    Each species keeps all its features. Per species and family, an input
+    adapter (a linear layer) turns that species' columns into the shared
+    family token; a family that a species does not measure (mouse: chirp,
+    depolarising sag, hero AP shape, spike-train ratios) gets a learned
+    "missing" token. Tokens, BiLSTM, attention and embedding are shared.
+``alignment="mmd"`` (c, with either design)
+    A class-conditional maximum mean discrepancy between mouse and human
+    embeddings of the same subclass is added to the joint loss, pulling the
+    species together class by class rather than only through shared weights.
+
+Training: joint phase (human loss + ``source_weight`` x mouse loss [+
+``alignment_weight`` x MMD]) with early stopping on an inner stratified
+validation split of the *human* training rows, then a human-only fine-tuning
+phase at ``finetune_lr_factor`` x the learning rate, again early-stopped on
+the same inner split; temperature scaling on that split. Preprocessing
+(median imputation, standardisation) is per species and fitted on the
+training rows only; SMOTE oversamples the human inner-train rows. All
+choices are fixed defaults; ``scripts/tune_transfer.py`` documents how they
+were chosen on inner validation splits.
+
+Usage follows the scikit-learn contract, with the mouse data as fit
+parameters (mouse cells are always training data)::
+
+    model.fit(X_human, y_human, X_source=X_mouse, y_source=y_mouse)
+    model.predict(X_human_new)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import OrderedDict
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.impute import SimpleImputer
+from sklearn.metrics import f1_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+from torch.nn import functional as F
+
+from ephys2tx.errors import InputError
+from ephys2tx.features.families import HUMAN_IPFX_SCHEMA, MOUSE_VISP_SCHEMA
+from ephys2tx.features.harmonise import HARMONISED_FEATURES, convert_mouse
+from ephys2tx.models.bilstm import _fit_temperature
+
+_CLIP = 10.0
+
+#: Which shared (human) family token each mouse VISp family feeds in design (b).
+MOUSE_FAMILY_TO_SHARED: dict[str, str] = {
+    "ramp_ap": "ramp_ap",
+    "short_square_ap": "short_square_ap",
+    "rheobase_ap_voltages": "rheobase_ap_shape",
+    "ap_waveform": "rheobase_ap_shape",
+    "ap_kinetics_ahp": "rheobase_ap_shape",
+    "rheobase_current": "rheobase_firing",
+    "first_spike_latency": "rheobase_firing",
+    "firing_adaptation": "hero_firing_pattern",
+    "passive_membrane": "passive_membrane",
+    "hyperpolarising_sag": "hyperpolarising_sag",
+    "rebound": "hyperpolarising_sag",
+    "fi_curve": "fi_and_adaptation",
+}
+
+DESIGNS = ("harmonised", "adapters")
+
+
+def species_inputs(design: str) -> tuple[list[str], dict[str, list[str]], list[str], dict[str, list[str]]]:
+    """Columns and shared-token families of (human, mouse) for a design.
+
+    Returns
+    -------
+    human_columns, human_token_columns, mouse_columns, mouse_token_columns
+        ``*_token_columns`` maps each shared token (human family name, in
+        token order) to that species' columns (possibly empty).
+    """
+    if design == "harmonised":
+        fams = HUMAN_IPFX_SCHEMA.restricted_to(HARMONISED_FEATURES)
+        cols = [c for f in fams.values() for c in f]
+        return cols, fams, cols, fams
+    human = HUMAN_IPFX_SCHEMA.as_dict()
+    mouse_tokens: dict[str, list[str]] = {fam: [] for fam in human}
+    for mouse_fam, cols in MOUSE_VISP_SCHEMA.families:
+        mouse_tokens[MOUSE_FAMILY_TO_SHARED[mouse_fam]].extend(cols)
+    return HUMAN_IPFX_SCHEMA.columns, human, MOUSE_VISP_SCHEMA.columns, mouse_tokens
+
+
+class SpeciesTokenizer(nn.Module):
+    """Per-family input adapters of one species -> shared family tokens.
+
+    A family without columns for this species gets a learned token instead.
+    """
+
+    def __init__(self, token_positions: list[list[int]], token_dim: int):
+        super().__init__()
+        self.token_positions = [list(p) for p in token_positions]
+        self.token_dim = token_dim
+        self.adapters = nn.ModuleList(
+            nn.Linear(len(p), token_dim) if p else nn.Identity() for p in self.token_positions)
+        n_missing = sum(1 for p in self.token_positions if not p)
+        self.missing = nn.Parameter(torch.zeros(max(n_missing, 1), token_dim))
+        for k, p in enumerate(self.token_positions):
+            if p:
+                self.register_buffer(f"_idx{k}", torch.tensor(p, dtype=torch.long), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = []
+        m = 0
+        for k, (positions, adapter) in enumerate(zip(self.token_positions, self.adapters)):
+            if positions:
+                tokens.append(F.gelu(adapter(x.index_select(1, getattr(self, f"_idx{k}")))))
+            else:
+                tokens.append(self.missing[m].expand(x.shape[0], -1))
+                m += 1
+        return torch.stack(tokens, dim=1)
+
+
+class SharedEncoder(nn.Module):
+    """Tokens -> BiLSTM -> additive attention pooling -> embedding."""
+
+    def __init__(self, token_dim: int, hidden_size: int, embedding_dim: int, dropout: float):
+        super().__init__()
+        self.lstm = nn.LSTM(token_dim, hidden_size, batch_first=True, bidirectional=True)
+        self.attention_hidden = nn.Linear(2 * hidden_size, hidden_size)
+        self.attention_score = nn.Linear(hidden_size, 1, bias=False)
+        self.embedding = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(2 * hidden_size, embedding_dim), nn.GELU(),
+            nn.Dropout(dropout), nn.Linear(embedding_dim, embedding_dim))
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states, _ = self.lstm(tokens)
+        scores = self.attention_score(torch.tanh(self.attention_hidden(states))).squeeze(-1)
+        attention = torch.softmax(scores, dim=1)
+        return self.embedding(torch.einsum("nf,nfh->nh", attention, states)), attention
+
+
+class TwoSpeciesNet(nn.Module):
+    """Species tokenizers (shared in design a), shared encoder, one cosine head per species."""
+
+    def __init__(self, human_positions, mouse_positions, n_classes: int, *, shared_tokenizer: bool,
+                 token_dim: int, hidden_size: int, embedding_dim: int, dropout: float,
+                 scale: float):
+        super().__init__()
+        human_tok = SpeciesTokenizer(human_positions, token_dim)
+        self.tokenizers = nn.ModuleDict({
+            "human": human_tok,
+            "mouse": human_tok if shared_tokenizer else SpeciesTokenizer(mouse_positions, token_dim),
+        })
+        self.encoder = SharedEncoder(token_dim, hidden_size, embedding_dim, dropout)
+        self.heads = nn.ParameterDict({
+            sp: nn.Parameter(torch.randn(embedding_dim, n_classes)) for sp in ("human", "mouse")})
+        self.scale = scale
+
+    def embed(self, x: torch.Tensor, species: str):
+        return self.encoder(self.tokenizers[species](x))
+
+    def logits(self, embedding: torch.Tensor, species: str) -> torch.Tensor:
+        return self.scale * F.normalize(embedding, dim=1) @ F.normalize(self.heads[species], dim=0)
+
+
+def arcface_loss(cosine_logits: torch.Tensor, y: torch.Tensor, scale: float, margin: float) -> torch.Tensor:
+    """ArcFace: cross-entropy of ``s cos(theta + m)`` for the true class, ``s cos(theta)`` otherwise."""
+    cos = (cosine_logits / scale).clamp(-1 + 1e-6, 1 - 1e-6)
+    theta = torch.acos(cos.gather(1, y[:, None]))
+    target = torch.cos(theta + margin)
+    adjusted = cos.scatter(1, y[:, None], target)
+    return F.cross_entropy(scale * adjusted, y)
+
+
+def class_conditional_mmd(emb_a: torch.Tensor, y_a: torch.Tensor, emb_b: torch.Tensor,
+                          y_b: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Mean over shared classes of the RBF-kernel MMD² between the two species' embeddings."""
+    a = F.normalize(emb_a, dim=1)
+    b = F.normalize(emb_b, dim=1)
+    total, count = a.new_zeros(()), 0
+    for c in range(n_classes):
+        xa, xb = a[y_a == c], b[y_b == c]
+        if len(xa) < 2 or len(xb) < 2:
+            continue
+        both = torch.cat([xa, xb])
+        d2 = torch.cdist(both, both).pow(2)
+        k = sum(torch.exp(-d2 / (2 * bw ** 2)) for bw in (0.25, 0.5, 1.0))
+        na = len(xa)
+        total = total + k[:na, :na].mean() + k[na:, na:].mean() - 2 * k[:na, na:].mean()
+        count += 1
+    return total / max(count, 1)
+
+
+class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
+    """Predict human subclasses with an encoder trained jointly on mouse and human cells.
+
+    Parameters
+    ----------
+    design : {"harmonised", "adapters"}
+        See the module docstring.
+    alignment : {None, "mmd"}
+        Class-conditional MMD between species embeddings during joint training.
+    source_weight : float
+        Weight of the mouse loss in the joint phase.
+    alignment_weight : float
+        Weight of the MMD term.
+    finetune : bool
+        Fine-tune on human cells only after the joint phase.
+    finetune_lr_factor : float
+        Learning-rate multiplier of the fine-tuning phase.
+    token_dim, hidden_size, embedding_dim, dropout : model sizes.
+    arcface_margin, arcface_scale : ArcFace head.
+    smote : bool
+        SMOTE on the human inner-train rows.
+    max_epochs, patience, batch_size, learning_rate, weight_decay : training.
+    validation_fraction : float
+        Human training rows held out for early stopping and calibration.
+    random_state : int, RandomState or None
+
+    Attributes
+    ----------
+    classes_, n_features_in_, feature_names_in_ : as usual (human input)
+    human_columns_, mouse_columns_ : list of str
+    temperature_ : float
+    module_ : TwoSpeciesNet
+    history_ : dict
+    """
+
+    def __init__(self, design="adapters", alignment=None, *, source_weight=0.5,
+                 alignment_weight=1.0, finetune=True, finetune_lr_factor=0.3, token_dim=16,
+                 hidden_size=32, embedding_dim=32, dropout=0.1, arcface_margin=0.2,
+                 arcface_scale=16.0, smote=True, max_epochs=40, patience=8, batch_size=128,
+                 learning_rate=3e-3, weight_decay=1e-4, validation_fraction=0.15,
+                 random_state=None):
+        self.design = design
+        self.alignment = alignment
+        self.source_weight = source_weight
+        self.alignment_weight = alignment_weight
+        self.finetune = finetune
+        self.finetune_lr_factor = finetune_lr_factor
+        self.token_dim = token_dim
+        self.hidden_size = hidden_size
+        self.embedding_dim = embedding_dim
+        self.dropout = dropout
+        self.arcface_margin = arcface_margin
+        self.arcface_scale = arcface_scale
+        self.smote = smote
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ inputs
+    @staticmethod
+    def _frame(X, columns: list[str], what: str) -> np.ndarray:
+        if not isinstance(X, pd.DataFrame):
+            raise InputError(f"{what} must be a pandas DataFrame with named feature columns.")
+        missing = [c for c in columns if c not in X.columns]
+        if missing:
+            raise InputError(f"{what} lacks column {missing[0]!r} ({len(missing)} missing).")
+        return X[columns].to_numpy(dtype=np.float64)
+
+    def _human_matrix(self, X) -> np.ndarray:
+        if self.design == "harmonised" and isinstance(X, pd.DataFrame) and \
+                not set(self.human_columns_) <= set(X.columns):
+            raise InputError("the human table lacks harmonised features; pass IPFX-named columns.")
+        return self._frame(X, self.human_columns_, "X (human cells)")
+
+    def _mouse_matrix(self, X_source) -> np.ndarray:
+        if self.design == "harmonised":
+            X_source = convert_mouse(X_source)
+        return self._frame(X_source, self.mouse_columns_, "X_source (mouse cells)")
+
+    @staticmethod
+    def _fit_scaling(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        imputer = SimpleImputer(strategy="median", keep_empty_features=True).fit(X)
+        scaler = StandardScaler().fit(imputer.transform(X))
+        return imputer.statistics_, scaler.mean_, scaler.scale_
+
+    @staticmethod
+    def _apply_scaling(X: np.ndarray, params) -> np.ndarray:
+        fill, mean, scale = params
+        X = np.where(np.isnan(X), fill, X)
+        return np.clip((X - mean) / scale, -_CLIP, _CLIP).astype(np.float32)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y, *, X_source=None, y_source=None):
+        """Joint mouse + human training, then human fine-tuning.
+
+        Parameters
+        ----------
+        X : DataFrame
+            Human cells (IPFX column names).
+        y : array-like
+            Human subclasses.
+        X_source : DataFrame
+            Mouse cells (VISp column names); always training data.
+        y_source : array-like
+            Mouse subclasses (same class names).
+        """
+        if self.design not in DESIGNS:
+            raise InputError(f"design must be one of {DESIGNS}, got {self.design!r}.")
+        if self.alignment not in (None, "mmd"):
+            raise InputError(f"alignment must be None or 'mmd', got {self.alignment!r}.")
+        if X_source is None or y_source is None:
+            raise InputError("the transfer model needs mouse cells: fit(X, y, X_source=..., y_source=...).")
+        human_cols, human_tokens, mouse_cols, mouse_tokens = species_inputs(self.design)
+        self.human_columns_, self.mouse_columns_ = list(human_cols), list(mouse_cols)
+        self.families_ = OrderedDict((f, list(c)) for f, c in human_tokens.items())
+        Xh = self._human_matrix(X)
+        Xm = self._mouse_matrix(X_source)
+        y = np.asarray(y)
+        y_source = np.asarray(y_source)
+        if len(Xh) != len(y) or len(Xm) != len(y_source):
+            raise InputError("X and y (or X_source and y_source) have different numbers of rows.")
+        self.feature_names_in_ = np.asarray(self.human_columns_, dtype=object)
+        self.n_features_in_ = len(self.human_columns_)
+        self.classes_, yh = np.unique(y, return_inverse=True)
+        lookup = {c: i for i, c in enumerate(self.classes_)}
+        keep_m = np.array([v in lookup for v in y_source])
+        Xm, ym = Xm[keep_m], np.array([lookup[v] for v in y_source[keep_m]], dtype=int)
+
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        idx = np.arange(len(yh))
+        tr, va = train_test_split(idx, test_size=self.validation_fraction, stratify=yh,
+                                  random_state=rng.randint(np.iinfo(np.int32).max))
+        self.human_scaling_ = self._fit_scaling(Xh[tr])
+        self.mouse_scaling_ = self._fit_scaling(Xm)
+        Zh = self._apply_scaling(Xh, self.human_scaling_)
+        Zm = self._apply_scaling(Xm, self.mouse_scaling_)
+        Xh_tr, yh_tr = Zh[tr], yh[tr]
+        if self.smote:
+            from imblearn.over_sampling import SMOTE
+
+            k = min(5, int(np.bincount(yh_tr).min()) - 1)
+            if k >= 1:
+                Xh_tr, yh_tr = SMOTE(k_neighbors=k, random_state=seed).fit_resample(Xh_tr, yh_tr)
+        positions = {c: i for i, c in enumerate(self.human_columns_)}
+        human_pos = [[positions[c] for c in cols] for cols in human_tokens.values()]
+        mpos = {c: i for i, c in enumerate(self.mouse_columns_)}
+        mouse_pos = [[mpos[c] for c in mouse_tokens[f]] for f in human_tokens]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = TwoSpeciesNet(human_pos, mouse_pos, len(self.classes_),
+                                shared_tokenizer=self.design == "harmonised",
+                                token_dim=int(self.token_dim), hidden_size=int(self.hidden_size),
+                                embedding_dim=int(self.embedding_dim), dropout=float(self.dropout),
+                                scale=float(self.arcface_scale))
+            gen = torch.Generator().manual_seed(seed)
+            data = dict(xh=torch.as_tensor(np.asarray(Xh_tr, np.float32)),
+                        yh=torch.as_tensor(np.asarray(yh_tr), dtype=torch.long),
+                        xm=torch.as_tensor(Zm), ym=torch.as_tensor(ym, dtype=torch.long),
+                        xv=torch.as_tensor(Zh[va]), yv=yh[va])
+            joint = self._train(net, data, gen, joint=True, lr=float(self.learning_rate))
+            tuned = None
+            if self.finetune and float(self.source_weight) > 0:
+                tuned = self._train(net, data, gen, joint=False,
+                                    lr=float(self.learning_rate) * float(self.finetune_lr_factor))
+        self.history_ = {"joint": joint, "finetune": tuned}
+        self.module_ = net.double().eval()
+        self.temperature_ = _fit_temperature(self._logits(Zh[va]), yh[va])
+        return self
+
+    def _train(self, net: TwoSpeciesNet, d: dict, gen: torch.Generator, *, joint: bool, lr: float) -> dict:
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=float(self.weight_decay))
+        scale, margin = float(self.arcface_scale), float(self.arcface_margin)
+        n_classes = len(self.classes_)
+        bs = int(self.batch_size)
+        best, best_state, stale, scores = -1.0, None, 0, []
+        for _epoch in range(int(self.max_epochs)):
+            net.train()
+            order = torch.randperm(len(d["yh"]), generator=gen)
+            for start in range(0, len(order), bs):
+                b = order[start:start + bs]
+                if len(b) < 2:
+                    continue
+                emb_h, _ = net.embed(d["xh"][b], "human")
+                loss = arcface_loss(net.logits(emb_h, "human"), d["yh"][b], scale, margin)
+                if joint and float(self.source_weight) > 0:
+                    mb = torch.randint(0, len(d["ym"]), (bs,), generator=gen)
+                    emb_m, _ = net.embed(d["xm"][mb], "mouse")
+                    loss = loss + float(self.source_weight) * arcface_loss(
+                        net.logits(emb_m, "mouse"), d["ym"][mb], scale, margin)
+                    if self.alignment == "mmd":
+                        loss = loss + float(self.alignment_weight) * class_conditional_mmd(
+                            emb_h, d["yh"][b], emb_m, d["ym"][mb], n_classes)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            net.eval()
+            with torch.no_grad():
+                emb_v, _ = net.embed(d["xv"], "human")
+                pred = net.logits(emb_v, "human").argmax(1).numpy()
+            score = f1_score(d["yv"], pred, average="macro", labels=range(n_classes), zero_division=0)
+            scores.append(float(score))
+            if score > best + 1e-4:
+                best, best_state, stale = score, copy.deepcopy(net.state_dict()), 0
+            else:
+                stale += 1
+                if stale >= int(self.patience):
+                    break
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        return {"validation_macro_f1": scores, "best": best}
+
+    # ------------------------------------------------------------------ predict
+    def _logits(self, Z: np.ndarray, species: str = "human") -> np.ndarray:
+        with torch.no_grad():
+            emb, _ = self.module_.embed(torch.as_tensor(Z, dtype=torch.float64), species)
+            return self.module_.logits(emb, species).numpy()
+
+    def _human_z(self, X) -> np.ndarray:
+        check_is_fitted(self, "module_")
+        return self._apply_scaling(self._human_matrix(X), self.human_scaling_)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Calibrated probabilities of the human head."""
+        z = self._logits(self._human_z(X)) / self.temperature_
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable human subclass."""
+        return self.classes_[np.argmax(self._logits(self._human_z(X)), axis=1)]
+
+    def embed(self, X, species: str = "human") -> np.ndarray:
+        """Shared-space embeddings (L2-normalised) of human cells, or of mouse cells (VISp names)."""
+        check_is_fitted(self, "module_")
+        if species == "human":
+            Z = self._human_z(X)
+        else:
+            Z = self._apply_scaling(self._mouse_matrix(X), self.mouse_scaling_)
+        with torch.no_grad():
+            emb, _ = self.module_.embed(torch.as_tensor(Z, dtype=torch.float64), species)
+        return F.normalize(emb, dim=1).numpy()
+
+    def explain(self, X) -> pd.DataFrame:
+        """Attention of the shared encoder over the family tokens, for human cells."""
+        with torch.no_grad():
+            _, att = self.module_.embed(torch.as_tensor(self._human_z(X), dtype=torch.float64), "human")
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(att.numpy(), columns=list(self.families_), index=index)
+
+
+def transfer_models(random_state=None) -> dict[str, MouseHumanTransferClassifier]:
+    """The three transfer designs and their same-architecture human-only twins."""
+    def make(**kw):
+        return MouseHumanTransferClassifier(random_state=random_state, **kw)
+
+    return {
+        "transfer_a": make(design="harmonised"),
+        "transfer_b": make(design="adapters"),
+        "transfer_c": make(design="adapters", alignment="mmd"),
+        "transfer_a_human": make(design="harmonised", source_weight=0.0),
+        "transfer_b_human": make(design="adapters", source_weight=0.0),
+    }

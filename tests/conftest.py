@@ -1,0 +1,68 @@
+"""Shared fixtures: the real data directory and the loaded datasets.
+
+The data lives beside the repository (``../shared/data``) on every developer
+machine and in CI; ``EPHYS2TX_DATA`` overrides it. Tests that need it fail
+(never skip) when it is absent, so a broken CI set-up cannot pass silently.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ephys2tx.data.paths import ENV_VAR
+from ephys2tx.data.registry import all_files
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real data directory, with every registered file present."""
+    root = Path(os.environ.get(ENV_VAR) or DEFAULT_DATA_DIR).expanduser()
+    if not root.is_dir():
+        pytest.fail(f"real data directory {root} not found; put the Patch-seq data at "
+                    f"{DEFAULT_DATA_DIR} or set ${ENV_VAR} to its location.", pytrace=False)
+    missing = [f.relpath for f in all_files() if not (root / f.relpath).is_file()]
+    if missing:
+        pytest.fail(f"data directory {root} lacks {', '.join(missing)}; run "
+                    f"`ephys2tx fetch --data-dir {root}`.", pytrace=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mouse_visp(data_dir):
+    from ephys2tx.data.datasets import load_dataset
+
+    return load_dataset("mouse_visp", data_dir)
+
+
+@pytest.fixture(scope="session")
+def human(data_dir):
+    from ephys2tx.data.datasets import load_dataset
+
+    return load_dataset("human", data_dir)
+
+
+@pytest.fixture(scope="session")
+def bridge(data_dir):
+    from ephys2tx.data.datasets import load_dataset
+
+    return load_dataset("mouse_l1_bridge", data_dir)
+
+
+def copy_data_dir(src: Path, dst: Path) -> Path:
+    """A writable copy of the data directory (the shared one is read-only)."""
+    shutil.copytree(src, dst, copy_function=shutil.copyfile)
+    for path in [dst, *dst.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return dst
+
+
+@pytest.fixture
+def writable_data_dir(data_dir, tmp_path) -> Path:
+    """A fresh writable copy of the real data directory, for tests that break it."""
+    return copy_data_dir(data_dir, tmp_path / "data")

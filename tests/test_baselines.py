@@ -1,0 +1,70 @@
+"""The three baseline pipelines fit and predict above chance on a small real subset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+from sklearn.model_selection import train_test_split
+
+from ephys2tx import CLASSES
+from ephys2tx.errors import InputError
+from ephys2tx.models.baselines import make_logreg, make_rf, make_spca_rf
+from ephys2tx.models.registry import BASELINE_MODELS, family_positions, make_model
+
+
+@pytest.fixture(scope="module")
+def split(mouse_visp):
+    """600 training and 400 test mouse cells, stratified, fixed seed."""
+    X, y = mouse_visp.features, mouse_visp.labels
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, train_size=600, test_size=400, stratify=y, random_state=0)
+    return X_train, X_test, y_train.to_numpy(), y_test.to_numpy()
+
+
+def _factories(ds):
+    positions = family_positions(ds.families, list(ds.features.columns))
+    return {
+        "spca_rf": lambda: make_spca_rf(positions, n_estimators=50, random_state=0),
+        "rf": lambda: make_rf(n_estimators=50, random_state=0),
+        "logreg": lambda: make_logreg(random_state=0),
+    }
+
+
+@pytest.mark.parametrize("name", BASELINE_MODELS)
+def test_baseline_above_chance(name, mouse_visp, split):
+    X_train, X_test, y_train, y_test = split
+    model = _factories(mouse_visp)[name]().fit(X_train, y_train)
+    pred = model.predict(X_test)
+    assert set(pred) <= set(CLASSES)
+    assert sorted(model.classes_) == sorted(CLASSES)
+    proba = model.predict_proba(X_test)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    # Chance macro-F1 on four classes is ~0.25; these features separate the classes well.
+    assert f1_score(y_test, pred, average="macro") > 0.6
+    assert np.mean(pred == y_test) > 0.6
+
+
+def test_missing_values_are_imputed(mouse_visp, split):
+    X_train, X_test, y_train, _ = split
+    X_test = X_test.copy()
+    X_test.iloc[:10, :5] = np.nan
+    pred = make_logreg(random_state=0).fit(X_train, y_train).predict(X_test)
+    assert len(pred) == len(X_test)
+
+
+@pytest.mark.parametrize("name", BASELINE_MODELS)
+def test_registry_builds_unfitted_models(name, human):
+    model = make_model(name, human.families, list(human.features.columns), random_state=0,
+                       quick=True)
+    assert not hasattr(model, "classes_")
+    params = model.get_params()
+    seeds = {v for k, v in params.items() if k.endswith("random_state")}
+    assert seeds == {0}
+    if "forest__n_estimators" in params:
+        assert params["forest__n_estimators"] == 200
+
+
+def test_registry_unknown_model(human):
+    with pytest.raises(InputError, match="unknown model 'nope'"):
+        make_model("nope", human.families, list(human.features.columns))

@@ -1,0 +1,137 @@
+"""CLI bad input: exit code 2, one line, no traceback, no results folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ephys2tx.cli import main
+from ephys2tx.data.registry import DATASET_FILES
+
+from conftest import copy_data_dir
+
+HUMAN = DATASET_FILES["human"]
+
+
+def _edit_csv(path: Path, edit) -> None:
+    table = pd.read_csv(path, encoding="utf-8-sig", low_memory=False)
+    edit(table)
+    table.to_csv(path, index=False)
+
+
+def _remove(root, spec):
+    (root / spec.relpath).unlink()
+
+
+def _rename(root, spec):
+    path = root / spec.relpath
+    path.rename(path.with_name(path.stem + "_renamed.csv"))
+
+
+def _flip_byte(root, spec):
+    path = root / spec.relpath
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _drop_column(root, spec, column):
+    _edit_csv(root / spec.relpath, lambda t: t.drop(columns=[column], inplace=True))
+
+
+def _set_value(root, spec, column, row, value):
+    def edit(table):
+        table[column] = table[column].astype(object)
+        table.loc[row, column] = value
+
+    _edit_csv(root / spec.relpath, edit)
+
+
+# name -> (how to break a writable copy of the data dir or None, extra args, expected message)
+CASES = {
+    "missing data dir": (None, [], "does not exist"),
+    "missing file": (lambda d: _remove(d, HUMAN["donors"]), [], "missing file .*DataS1_Donor_table.csv"),
+    "renamed file": (lambda d: _rename(d, HUMAN["ephys"]), [], "missing file .*LeeDalley_ephys_fx.csv"),
+    "checksum mismatch": (lambda d: _flip_byte(d, HUMAN["meta"]), [],
+                          "checksum mismatch .*LeeDalley_manuscript_metadata_v2.csv"),
+    "missing column": (lambda d: _drop_column(d, HUMAN["ephys"], "tau"), ["--no-verify"],
+                       "lacks column 'tau'"),
+    "non-numeric value": (lambda d: _set_value(d, HUMAN["ephys"], "sag", 3, "abc"), ["--no-verify"],
+                          "column 'sag' .*non-numeric value 'abc'"),
+    "unknown label": (lambda d: _set_value(d, HUMAN["meta"], "Revised_subclass_label", 0, "CHANDELIER"),
+                      ["--no-verify"], "unknown label 'CHANDELIER'"),
+    "unknown model": ("real", ["--model", "nope"], "unknown model 'nope'"),
+    "unknown species": ("real", ["--species", "cat"], "unknown species 'cat'"),
+}
+
+
+def _run_case(case, data_dir, tmp_path, capsys):
+    breaker, extra, _ = CASES[case]
+    if breaker is None:
+        root = tmp_path / "no_such_dir"
+    elif breaker == "real":
+        root = data_dir
+    else:
+        root = copy_data_dir(data_dir, tmp_path / "data")
+        breaker(root)
+    out = tmp_path / "out" / "results"
+    args = ["run", "--data-dir", str(root), "--quick", "--out", str(out), *extra]
+    if "--species" not in extra:
+        args += ["--species", "human"]
+    if "--model" not in extra:
+        args += ["--model", "logreg"]
+    capsys.readouterr()
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err, out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_exits_2_with_a_clear_error_and_no_results(case, data_dir, tmp_path, capsys):
+    code, text, out = _run_case(case, data_dir, tmp_path, capsys)
+    assert code == 2, text
+    assert "Traceback" not in text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, text
+    assert pd.Series(errors).str.contains(CASES[case][2], regex=True).all(), errors[0]
+    assert not out.exists()
+    leftovers = list(out.parent.iterdir()) if out.parent.exists() else []
+    assert leftovers == [], leftovers
+
+
+@pytest.mark.parametrize("case", ["missing data dir", "non-numeric value", "unknown model"])
+def test_bad_input_prints_exactly_one_line(case, data_dir, tmp_path, capsys):
+    """Nothing but the error line: no progress-bar residue before it."""
+    code, text, _ = _run_case(case, data_dir, tmp_path, capsys)
+    assert code == 2
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+
+
+def test_no_verify_accepts_a_harmless_rewrite(data_dir, tmp_path):
+    """Control for the --no-verify cases: a pandas round trip alone is accepted."""
+    from ephys2tx.data.datasets import load_dataset
+
+    root = copy_data_dir(data_dir, tmp_path / "data")
+    _edit_csv(root / HUMAN["ephys"].relpath, lambda t: None)
+    assert load_dataset("human", root, verify=False).n_cells == 665
+
+
+def test_version(capsys):
+    from ephys2tx import __version__
+
+    assert main(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_unknown_option_exits_2(capsys):
+    assert main(["run", "--no-such-option"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_datasets_command(data_dir, capsys):
+    assert main(["datasets", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "mouse_visp" in out and "3855 cells" in out and "665 cells" in out

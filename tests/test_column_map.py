@@ -1,0 +1,140 @@
+"""Column maps, canonical names, unit conversion and range checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ephys2tx.errors import InputError
+from ephys2tx.features.canonical import CANONICAL_FEATURES, check_units, unit_factor
+from ephys2tx.features.column_map import (apply_column_map, column_map_from_dict, load_column_map,
+                                          resolve_column_map)
+from ephys2tx.features.families import HUMAN_IPFX_SCHEMA
+from ephys2tx.features.harmonise import HARMONISED_FEATURES, MOUSE_TO_HUMAN, convert_mouse
+
+
+def test_canonical_names_are_the_human_ipfx_columns():
+    assert list(CANONICAL_FEATURES) == HUMAN_IPFX_SCHEMA.columns
+    for spec in CANONICAL_FEATURES.values():
+        assert spec.low < spec.high
+
+
+def test_unit_factor():
+    assert unit_factor("ms", "s") == pytest.approx(1e-3)
+    assert unit_factor("nA", "pA") == pytest.approx(1e3)
+    assert unit_factor("V/s", "mV/ms") == pytest.approx(1.0)
+    with pytest.raises(InputError, match="cannot be converted"):
+        unit_factor("pA", "s")
+    with pytest.raises(InputError, match="unknown unit"):
+        unit_factor("furlong", "s")
+
+
+def test_entry_conversion_sign_offset_minus():
+    cmap = column_map_from_dict({"columns": [
+        {"column": "w", "name": "width_rheo", "unit": "ms"},
+        {"column": "ahp", "name": "fast_trough_deltav_rheo", "unit": "mV", "sign": -1},
+        {"column": "peak", "minus": "thr", "name": "peak_deltav_rheo", "unit": "mV"},
+        {"column": "vb", "name": "v_baseline", "unit": "V", "offset": -2.0},
+    ]})
+    table = pd.DataFrame({"w": [0.5, 1.0], "ahp": [12.0, 15.0], "peak": [30.0, 20.0],
+                          "thr": [-40.0, -35.0], "vb": [-0.07, -0.065]}, index=["a", "b"])
+    out, sources = apply_column_map(cmap, table)
+    assert out["width_rheo"].tolist() == pytest.approx([5e-4, 1e-3])
+    assert out["fast_trough_deltav_rheo"].tolist() == pytest.approx([-12.0, -15.0])
+    assert out["peak_deltav_rheo"].tolist() == pytest.approx([70.0, 55.0])
+    assert out["v_baseline"].tolist() == pytest.approx([-72.0, -67.0])
+    assert sources["peak_deltav_rheo"] == "peak"
+
+
+def test_missing_column_strict_and_not_strict():
+    spec = {"columns": [{"column": "absent", "name": "tau", "unit": "ms"},
+                        {"column": "present", "name": "sag", "unit": "1"}]}
+    table = pd.DataFrame({"present": [0.1]}, index=["a"])
+    with pytest.raises(InputError, match="names column 'absent'"):
+        apply_column_map(column_map_from_dict(spec), table)
+    out, _ = apply_column_map(column_map_from_dict({**spec, "strict": False}), table)
+    assert list(out.columns) == ["sag"]
+
+
+def test_unknown_canonical_name_suggests():
+    with pytest.raises(InputError, match="unknown canonical feature name 'tau_m'.*did you mean"):
+        column_map_from_dict({"columns": [{"column": "x", "name": "tau_m", "unit": "ms"}]})
+
+
+def test_unit_dimension_mismatch():
+    with pytest.raises(InputError, match="'pA' .* cannot be converted"):
+        column_map_from_dict({"columns": [{"column": "x", "name": "tau", "unit": "pA"}]})
+
+
+@pytest.mark.parametrize("bad", [
+    {"columns": []},
+    {"columns": [{"column": "x", "name": "tau", "unit": "s", "sign": 2}]},
+    {"columns": [{"column": "x", "name": "tau", "unit": "s", "colour": "red"}]},
+    {"columns": [{"column": "x", "name": "tau"}, {"column": "y", "name": "tau"}]},
+    {"colums": []},
+])
+def test_invalid_maps(bad):
+    with pytest.raises(InputError):
+        column_map_from_dict(bad)
+
+
+def test_non_numeric_value_is_named():
+    cmap = column_map_from_dict({"columns": [{"column": "t", "name": "tau", "unit": "s"}]})
+    with pytest.raises(InputError, match="non-numeric value 'fast' \\(cell b\\)"):
+        apply_column_map(cmap, pd.DataFrame({"t": ["0.01", "fast"]}, index=["a", "b"]))
+
+
+def test_shipped_allen_map_reproduces_harmonise():
+    """The YAML map and the declarative harmonisation agree on every mapped feature."""
+    cmap = load_column_map("allen_celltypes")
+    assert sorted(cmap.canonical_names) == sorted(HARMONISED_FEATURES)
+    rng = np.random.RandomState(0)
+    sources = {m.source for m in MOUSE_TO_HUMAN} | {m.minus for m in MOUSE_TO_HUMAN if m.minus}
+    visp = pd.DataFrame(rng.uniform(1, 50, size=(5, len(sources))), columns=sorted(sources))
+    ours, _ = apply_column_map(cmap, visp)
+    theirs = convert_mouse(visp)[list(HARMONISED_FEATURES)]
+    pd.testing.assert_frame_equal(ours[theirs.columns], theirs, check_names=False)
+
+
+def test_ipfx_map_is_identity_and_auto_resolution():
+    cmap = load_column_map("ipfx")
+    assert cmap.canonical_names == HUMAN_IPFX_SCHEMA.columns
+    assert resolve_column_map(None, ["tau", "sag", "v_baseline"]).name == "ipfx"
+    assert resolve_column_map(None, ["AP width (ms)", "Sag ratio", "tau"]).name == "allen_celltypes"
+    with pytest.raises(InputError, match="no column of the table"):
+        resolve_column_map(None, ["foo", "bar"])
+
+
+def test_load_user_yaml(tmp_path):
+    path = tmp_path / "map.yaml"
+    path.write_text(yaml.safe_dump({"name": "lab", "columns": [
+        {"column": "Tau (ms)", "name": "tau", "unit": "ms"}]}))
+    cmap = load_column_map(path)
+    assert cmap.name == "lab" and cmap.strict
+    (tmp_path / "bad.yaml").write_text("columns: [unclosed")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_column_map(tmp_path / "bad.yaml")
+
+
+def test_check_units_catches_wrong_unit_and_suggests_conversion():
+    rng = np.random.RandomState(0)
+    ok = pd.DataFrame({"tau": rng.uniform(0.005, 0.03, 50), "rheobase_i": rng.uniform(50, 300, 50),
+                       "threshold_v_rheo": rng.uniform(-50, -30, 50)})
+    assert check_units(ok) == []
+    wrong = ok.assign(tau=ok["tau"] * 1000, rheobase_i=ok["rheobase_i"] / 1000,
+                      threshold_v_rheo=ok["threshold_v_rheo"] / 1000)
+    issues = {i.feature: i for i in check_units(wrong, {"tau": "Tau"})}
+    assert set(issues) == {"tau", "rheobase_i", "threshold_v_rheo"}
+    assert "multiply by 0.001" in issues["tau"].message() and "unit: ms" in issues["tau"].message()
+    assert "'Tau'" in issues["tau"].message()
+    assert "unit: nA" in issues["rheobase_i"].message()
+    assert "unit: V" in issues["threshold_v_rheo"].message()
+    flipped = pd.DataFrame({"peak_deltav_rheo": -rng.uniform(50, 80, 20)})
+    assert "sign: -1" in check_units(flipped)[0].message()
+
+
+def test_real_tables_pass_the_range_checks(human, mouse_visp):
+    assert check_units(human.features) == []
+    assert check_units(convert_mouse(mouse_visp.features)[list(HARMONISED_FEATURES)]) == []

@@ -1,0 +1,127 @@
+"""Fetch against a local HTTP mirror on 127.0.0.1 (no internet needed)."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+
+import pytest
+
+from ephys2tx.cli import main
+from ephys2tx.data.fetch import fetch_datasets, sha256_file
+from ephys2tx.data.registry import DATASET_FILES
+from ephys2tx.errors import InputError
+
+from conftest import copy_data_dir
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 (signature of the base class)
+        pass
+
+
+@pytest.fixture
+def mirror(data_dir, tmp_path):
+    """(base URL, served folder): a local HTTP server over a writable copy of the data."""
+    served = copy_data_dir(data_dir, tmp_path / "served")
+    handler = functools.partial(_QuietHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", served
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _leftovers(root):
+    return sorted(p.name for p in root.rglob(".part-*"))
+
+
+def test_downloads_verifies_then_reports_present(mirror, tmp_path):
+    url, _ = mirror
+    dest = tmp_path / "fetched"
+    seen_bytes = []
+    records = fetch_datasets(dest, ["human", "mouse_visp"], mirror=url, on_bytes=seen_bytes.append)
+    specs = [*DATASET_FILES["human"].values(), *DATASET_FILES["mouse_visp"].values()]
+    assert [r.relpath for r in records] == [s.relpath for s in specs]
+    assert {r.status for r in records} == {"downloaded"}
+    for rec, spec in zip(records, specs):
+        assert sha256_file(dest / spec.relpath) == spec.sha256
+        assert rec.n_bytes == (dest / spec.relpath).stat().st_size
+        assert rec.url == f"{url}/{spec.relpath}"
+    assert sum(seen_bytes) == sum(r.n_bytes for r in records)
+    assert _leftovers(dest) == []
+
+    again = fetch_datasets(dest, ["human", "mouse_visp"], mirror=url)
+    assert {r.status for r in again} == {"present"}
+
+
+def test_force_downloads_again(mirror, tmp_path):
+    url, _ = mirror
+    dest = tmp_path / "fetched"
+    fetch_datasets(dest, ["human"], mirror=url)
+    again = fetch_datasets(dest, ["human"], mirror=url, force=True)
+    assert {r.status for r in again} == {"downloaded"}
+
+
+def test_modified_local_file_is_replaced(mirror, tmp_path):
+    url, _ = mirror
+    dest = tmp_path / "fetched"
+    fetch_datasets(dest, ["human"], mirror=url)
+    spec = DATASET_FILES["human"]["donors"]
+    (dest / spec.relpath).write_text("tampered\n")
+    records = {r.relpath: r.status for r in fetch_datasets(dest, ["human"], mirror=url)}
+    assert records[spec.relpath] == "downloaded"
+    assert sha256_file(dest / spec.relpath) == spec.sha256
+
+
+def test_corrupted_download_raises_and_leaves_nothing(mirror, tmp_path):
+    url, served = mirror
+    spec = DATASET_FILES["human"]["ephys"]  # first file of the dataset
+    path = served / spec.relpath
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0x01
+    path.write_bytes(bytes(data))
+    dest = tmp_path / "fetched"
+    with pytest.raises(InputError, match="checksum mismatch"):
+        fetch_datasets(dest, ["human"], mirror=url)
+    assert not (dest / spec.relpath).exists()
+    assert _leftovers(dest) == []
+
+
+def test_missing_file_on_mirror_raises(mirror, tmp_path):
+    url, served = mirror
+    spec = DATASET_FILES["human"]["meta"]
+    (served / spec.relpath).unlink()
+    dest = tmp_path / "fetched"
+    with pytest.raises(InputError, match="cannot download"):
+        fetch_datasets(dest, ["human"], mirror=url)
+    assert not (dest / spec.relpath).exists()
+    assert _leftovers(dest) == []
+
+
+def test_unknown_dataset_raises(tmp_path):
+    with pytest.raises(InputError, match="unknown dataset 'rat'"):
+        fetch_datasets(tmp_path, ["rat"], mirror="http://127.0.0.1:9")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_fetch_with_mirror(mirror, tmp_path, capsys):
+    url, _ = mirror
+    dest = tmp_path / "fetched"
+    code = main(["fetch", "--data-dir", str(dest), "--mirror", url, "--dataset", "human"])
+    assert code == 0
+    for spec in DATASET_FILES["human"].values():
+        assert sha256_file(dest / spec.relpath) == spec.sha256
+    assert "downloaded" in capsys.readouterr().err
+
+
+def test_cli_fetch_unknown_dataset(tmp_path, capsys):
+    code = main(["fetch", "--data-dir", str(tmp_path / "d"), "--dataset", "rat",
+                 "--mirror", "http://127.0.0.1:9"])
+    assert code == 2
+    assert "unknown dataset" in capsys.readouterr().err

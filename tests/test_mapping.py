@@ -1,0 +1,142 @@
+"""Train -> save -> load -> predict, calibration, OOD and map on the real reference tables."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ephys2tx import CLASSES
+from ephys2tx.errors import InputError
+from ephys2tx.mapping import (cache_key, fit_reference_model, load_reference_model, map_cells,
+                              reference_data, save_reference_model, train)
+from ephys2tx.report.mapping_report import ood_evaluation
+
+
+@pytest.fixture(scope="module")
+def human_ref(data_dir):
+    return reference_data("human", data_dir)
+
+
+@pytest.fixture(scope="module")
+def mouse_ref(data_dir):
+    return reference_data("mouse", data_dir)
+
+
+@pytest.fixture(scope="module")
+def human_forest(human_ref):
+    return fit_reference_model(human_ref.features, human_ref.labels, species="human",
+                               groups=human_ref.groups, n_estimators=40, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def mouse_forest(mouse_ref):
+    return fit_reference_model(mouse_ref.features, mouse_ref.labels, species="mouse",
+                               groups=mouse_ref.groups, n_estimators=40, random_state=0)
+
+
+def test_reference_data_in_canonical_names(human_ref, mouse_ref):
+    from ephys2tx.features.canonical import CANONICAL_FEATURES
+
+    assert set(human_ref.features.columns) <= set(CANONICAL_FEATURES)
+    assert set(mouse_ref.features.columns) <= set(human_ref.features.columns)
+    assert mouse_ref.features.shape[1] == 21
+    assert set(mouse_ref.held_out_labels.unique()) == {"Sncg", "Sst Chodl"}
+    assert set(human_ref.labels.unique()) == set(CLASSES)
+
+
+def test_forest_round_trip_on_real_human_table(human_forest, human_ref, tmp_path):
+    path = save_reference_model(human_forest, tmp_path / "model", checksums=human_ref.checksums)
+    meta = json.loads((path / "model.json").read_text())
+    assert meta["training_checksums"] == human_ref.checksums
+    mapping = meta["extra"]["mapping"]
+    assert mapping["features"] == list(human_ref.features.columns)
+    assert mapping["classes"] == list(CLASSES)
+    assert 0.5 < mapping["record"]["cv"]["macro_f1"] <= 1.0
+    loaded = load_reference_model(path)
+    sample = human_ref.features.iloc[::7]
+    pd.testing.assert_frame_equal(loaded.predict_frame(sample), human_forest.predict_frame(sample))
+    # predictions are mostly right on the training cells, probabilities sum to one
+    out = loaded.predict_frame(sample)
+    prob = out[[f"prob_{c}" for c in CLASSES]].to_numpy()
+    np.testing.assert_allclose(prob.sum(1), 1.0)
+    assert (out["predicted_subclass"] == human_ref.labels.loc[sample.index]).mean() > 0.8
+
+
+def test_bilstm_round_trip_on_real_human_table(human_ref, tmp_path):
+    model = fit_reference_model(human_ref.features, human_ref.labels, species="human",
+                                model="bilstm", groups=human_ref.groups, n_splits=2, max_epochs=2)
+    path = save_reference_model(model, tmp_path / "bilstm", checksums=human_ref.checksums)
+    assert (path / "weights.safetensors").is_file()
+    sample = human_ref.features.iloc[:50]
+    pd.testing.assert_frame_equal(load_reference_model(path).predict_frame(sample),
+                                  model.predict_frame(sample), rtol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["human_forest", "mouse_forest"])
+def test_calibration_lowers_ece_on_held_out_folds(which, request):
+    calib = request.getfixturevalue(which).record["calibration"]
+    assert calib["ece_after"] < calib["ece_before"]
+
+
+def test_ood_flags_held_out_subclasses(mouse_forest, mouse_ref):
+    res = ood_evaluation(mouse_forest, mouse_ref.held_out_features, mouse_ref.held_out_labels,
+                         mouse_forest.diagnostics["oof_ood_scores"])
+    assert res["flag_rate_in_distribution"] == pytest.approx(0.05, abs=0.005)
+    assert res["auroc"] > 0.7
+    assert res["flag_rate_held_out"] > 2 * res["flag_rate_in_distribution"]
+
+
+def test_predict_frame_keeps_all_nan_rows(human_forest, human_ref):
+    frame = human_ref.features.iloc[:3].copy()
+    frame.iloc[1] = np.nan
+    out = human_forest.predict_frame(frame)
+    assert list(out.index) == list(frame.index)
+    assert out["predicted_subclass"].iloc[1] == "" and np.isnan(out["confidence"].iloc[1])
+    assert out["predicted_subclass"].iloc[0] in CLASSES
+    assert out["n_features"].iloc[1] == 0
+
+
+def test_cache_key_depends_on_features_and_data():
+    a = cache_key("mouse", ["tau", "sag"], {"f": "1"})
+    assert a == cache_key("mouse", ["sag", "tau"], {"f": "1"})
+    assert a != cache_key("mouse", ["tau"], {"f": "1"})
+    assert a != cache_key("mouse", ["tau", "sag"], {"f": "2"})
+    assert a != cache_key("human", ["tau", "sag"], {"f": "1"})
+
+
+def test_map_partial_features_with_cache(data_dir, tmp_path):
+    root = data_dir / "mouse_visp_gouwens2020"
+    ephys = pd.read_csv(root / "VISp_Viewer_ephys.csv")
+    meta = pd.read_csv(root / "VISp_Viewer_meta.csv")
+    table = ephys.merge(meta[["Cell ID", "tau", "T type subclass"]], on="Cell ID").sample(300, random_state=0)
+    truth = table.pop("T type subclass").str.replace(" interneuron", "")
+    query = table[["Cell ID", "Threshold V (long square) (millivolts)", "Peak V (long square) (millivolts)",
+                   "AP width (ms)", "Input resistance (MΩ)", "tau", "Sag ratio", "F I curve slope",
+                   "Threshold I (long square) (picoamps)"]]
+    path = tmp_path / "query.xlsx"
+    query.to_excel(path, index=False)
+    kwargs = dict(data_dir=data_dir, cache_dir=tmp_path / "cache", n_estimators=20)
+    first = map_cells(path, "mouse", tmp_path / "out1", **kwargs)
+    assert sorted(first.features) == sorted(["threshold_v_rheo", "peak_deltav_rheo", "width_rheo",
+                                             "input_resistance", "tau", "sag", "fi_fit_slope",
+                                             "rheobase_i"])
+    assert not first.from_cache
+    for name in ("predictions.csv", "report.md", "embedding.png", "proportions.png", "reliability.png"):
+        assert (tmp_path / "out1" / name).is_file()
+    pred = pd.read_csv(tmp_path / "out1" / "predictions.csv")
+    assert pred["Cell ID"].astype(str).tolist() == table["Cell ID"].astype(str).tolist()
+    in_classes = truth.isin(CLASSES).to_numpy()
+    assert (pred["predicted_subclass"].to_numpy()[in_classes] == truth.to_numpy()[in_classes]).mean() > 0.75
+    second = map_cells(path, "mouse", tmp_path / "out2", align="quantile", **kwargs)
+    assert second.from_cache
+    with pytest.raises(InputError, match="already exists"):
+        map_cells(path, "mouse", tmp_path / "out1", **kwargs)
+
+
+def test_train_transfer_not_available(tmp_path):
+    with pytest.raises(InputError, match="not available yet"):
+        train("human", "transfer", tmp_path / "m")
+    assert not (tmp_path / "m").exists()

@@ -1,0 +1,156 @@
+"""Tests of model save/load (directory format, checksums, versions, atomic writes)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.ensemble import RandomForestClassifier
+
+import ephys2tx
+from ephys2tx.errors import InputError
+from ephys2tx.models import persistence
+from ephys2tx.models.bilstm import AttentionBiLSTMClassifier, FlatMLPClassifier
+from ephys2tx.models.persistence import load_model, read_model_metadata, save_model
+
+FAST = dict(max_epochs=8, patience=4, batch_size=64, token_dim=8, hidden_size=8, embedding_dim=8)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def table():
+    rng = np.random.default_rng(0)
+    y = np.repeat(["Lamp5", "Pvalb", "Sst", "Vip"], [50, 35, 25, 15])
+    centres = rng.normal(0, 2, size=(4, 7))
+    X = centres[np.searchsorted(["Lamp5", "Pvalb", "Sst", "Vip"], y)] + rng.normal(size=(len(y), 7))
+    X[rng.random(X.shape) < 0.03] = np.nan
+    return pd.DataFrame(X, columns=[f"c{i}" for i in range(7)]), pd.Series(y)
+
+
+@pytest.fixture(scope="module")
+def fitted(table):
+    X, y = table
+    families = {"a": ["c0", "c1"], "b": ["c2", "c3", "c4"], "c": ["c5", "c6"]}
+    return AttentionBiLSTMClassifier(families, random_state=0, **FAST).fit(X, y)
+
+
+def test_round_trip_is_exact(fitted, table, tmp_path):
+    X, _ = table
+    out = save_model(fitted, tmp_path / "model", training_checksums={"x.csv": "ab12"},
+                     extra={"dataset": "synthetic"})
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "weights.safetensors"]
+    meta = read_model_metadata(out)
+    assert meta["kind"] == "torch"
+    assert meta["package_version"] == ephys2tx.__version__
+    assert meta["training_checksums"] == {"x.csv": "ab12"}
+    assert meta["feature_names"] == list(X.columns)
+    assert meta["families"] == {"a": [0, 1], "b": [2, 3, 4], "c": [5, 6]}
+    loaded = load_model(out)
+    assert isinstance(loaded, AttentionBiLSTMClassifier)
+    np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))
+    np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
+    np.testing.assert_array_equal(loaded.explain(X).to_numpy(), fitted.explain(X).to_numpy())
+    assert loaded.temperature_ == fitted.temperature_
+    assert loaded.get_params() == fitted.get_params()
+    with pytest.raises(ValueError):  # feature names are still checked after loading
+        loaded.predict(X[X.columns[::-1]])
+
+
+def test_round_trip_mlp_and_integer_classes(table, tmp_path):
+    X, y = table
+    y_int = pd.Series(np.searchsorted(["Lamp5", "Pvalb", "Sst", "Vip"], y))
+    mlp = FlatMLPClassifier(random_state=1, max_epochs=5).fit(X.to_numpy(), y_int)
+    loaded = load_model(save_model(mlp, tmp_path / "mlp"))
+    assert loaded.classes_.dtype == mlp.classes_.dtype
+    np.testing.assert_array_equal(loaded.predict_proba(X.to_numpy()), mlp.predict_proba(X.to_numpy()))
+    np.testing.assert_array_equal(loaded.predict(X.to_numpy()), mlp.predict(X.to_numpy()))
+
+
+def test_forest_uses_the_same_directory_format(table, tmp_path):
+    X, y = table
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(X.fillna(0), y)
+    out = save_model(forest, tmp_path / "rf")
+    assert read_model_metadata(out)["kind"] == "sklearn-joblib"
+    np.testing.assert_array_equal(load_model(out).predict_proba(X.fillna(0)),
+                                  forest.predict_proba(X.fillna(0)))
+
+
+def test_corrupted_weights_are_refused(fitted, tmp_path):
+    out = save_model(fitted, tmp_path / "model")
+    weights = out / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF  # flip bits inside the last tensor
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="corrupted"):
+        load_model(out)
+
+
+def test_missing_files_are_refused(fitted, tmp_path):
+    with pytest.raises(InputError, match="model.json is missing"):
+        load_model(tmp_path)
+    out = save_model(fitted, tmp_path / "model")
+    (out / "weights.safetensors").unlink()
+    with pytest.raises(InputError, match="missing"):
+        load_model(out)
+
+
+def test_other_major_version_is_refused(fitted, tmp_path):
+    out = save_model(fitted, tmp_path / "model")
+    meta = json.loads((out / "model.json").read_text())
+    major = int(ephys2tx.__version__.split(".")[0])
+    meta["package_version"] = f"{major + 1}.0.0"
+    (out / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="major version"):
+        load_model(out)
+    meta["package_version"] = ephys2tx.__version__
+    meta["format_version"] = persistence.FORMAT_VERSION + 1
+    (out / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="format_version"):
+        load_model(out)
+
+
+def test_atomic_write_leaves_nothing_on_failure(fitted, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    def broken_save(tensors, filename, *args, **kwargs):
+        with open(filename, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(fitted, tmp_path / "model")
+    assert list(tmp_path.iterdir()) == []  # neither the target nor a temp dir remains
+
+
+def test_existing_directory_needs_overwrite_and_is_replaced_whole(fitted, table, tmp_path, monkeypatch):
+    X, _ = table
+    target = tmp_path / "model"
+    save_model(fitted, target)
+    with pytest.raises(InputError, match="already exists"):
+        save_model(fitted, target)
+    # A failed overwrite keeps the old model intact.
+    monkeypatch.setattr(persistence, "sha256_file", lambda path: (_ for _ in ()).throw(OSError("boom")))
+    with pytest.raises(OSError):
+        save_model(fitted, target, overwrite=True)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    np.testing.assert_array_equal(load_model(target).predict_proba(X), fitted.predict_proba(X))
+    save_model(fitted, target, overwrite=True, extra={"v": 2})
+    assert read_model_metadata(target)["extra"] == {"v": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_unfitted_model_is_refused(tmp_path):
+    with pytest.raises(InputError, match="not fitted"):
+        save_model(AttentionBiLSTMClassifier(), tmp_path / "model")

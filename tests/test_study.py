@@ -1,0 +1,90 @@
+"""End-to-end: `ephys2tx run --quick` on the real human data writes a complete results folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ephys2tx import CLASSES
+from ephys2tx.cli import main
+from ephys2tx.study import REFERENCE_MODEL, StudyConfig, run_study
+
+MODELS = ("logreg", "spca_rf")
+
+
+def _run_cli(data_dir, out, n_splits):
+    args = ["run", "--data-dir", str(data_dir), "--quick", "--species", "human",
+            "--model", MODELS[0], "--model", MODELS[1], "--out", str(out)]
+    if n_splits is not None:
+        args += ["--n-splits", str(n_splits)]
+    return main(args)
+
+
+def _check_results(out, human, n_splits):
+    records = json.loads((out / "metrics.json").read_text())
+    assert {(r["split"], r["model"]) for r in records} == {
+        (s, m) for s in ("stratified", "donor") for m in MODELS}
+    for r in records:
+        assert r["species"] == "human"
+        assert r["n_cells"] == human.n_cells == 665
+        assert r["classes"] == list(CLASSES)
+        assert r["n_folds"] == n_splits and r["n_repeats"] == 1
+        for metric in ("accuracy", "macro_f1"):
+            stats = r[metric]
+            assert set(stats) >= {"mean", "sd", "ci95"}
+            lo, hi = stats["ci95"]
+            assert 0 <= lo <= hi <= 1
+            assert stats["sd"] >= 0
+            assert lo <= stats["mean"] <= hi, (r["model"], r["split"], metric, stats)
+        assert r["macro_f1"]["mean"] > 0.5  # well above the 4-class chance level
+        assert set(r["per_class_f1"]) == set(CLASSES)
+        cm = np.asarray(r["confusion_matrix"])
+        assert cm.shape == (4, 4)
+        np.testing.assert_array_equal(cm.sum(axis=1), [human.class_counts()[c] for c in CLASSES])
+        if r["model"] != REFERENCE_MODEL:
+            assert r["paired_vs_reference"]["reference"] == REFERENCE_MODEL
+    report = (out / "report.md").read_text()
+    assert "## Results" in report and "## Data and QC" in report
+    for name in ("confusion_human_stratified.png", "confusion_human_donor.png",
+                 "fold_scores_human.png", "embedding_spca_human.png"):
+        path = out / "figures" / name
+        assert path.is_file() and path.stat().st_size > 1000, name
+        assert f"figures/{name}" in report
+    assert not [p for p in out.parent.iterdir() if ".staging-" in p.name]
+
+
+def test_quick_run_end_to_end(data_dir, human, tmp_path):
+    """The quick run with 2 folds (~25 s on an idle 2-core machine)."""
+    out = tmp_path / "results"
+    assert _run_cli(data_dir, out, 2) == 0
+    _check_results(out, human, 2)
+
+
+@pytest.mark.slow
+def test_quick_run_end_to_end_default_folds(data_dir, human, tmp_path):
+    """The exact documented quick command (5 folds); about a minute."""
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "stale.txt").write_text("from a previous run")
+    assert _run_cli(data_dir, out, None) == 0
+    _check_results(out, human, 5)
+    assert not (out / "stale.txt").exists()  # the folder was replaced, not merged
+
+
+def test_run_study_shares_folds_and_is_deterministic(human):
+    """Folds respect donors, and the same config gives the same records twice."""
+    config = StudyConfig.quick_config(species=("human",), models=("logreg",), n_splits=2,
+                                      split_schemes=("donor",), n_boot=50, seed=5)
+    first = run_study(config, datasets={"human": human})
+    assert [(r["split"], r["model"]) for r in first.records] == [("donor", "logreg")]
+    cv = first.species["human"].cv[("donor", "logreg")]
+    groups = human.groups.to_numpy()
+    for fold in cv.folds:
+        assert not set(groups[fold.train]) & set(groups[fold.test])
+    assert list(first.table()["model"]) == ["logreg"]
+    second = run_study(config, datasets={"human": human})
+    for ra, rb in zip(first.records, second.records):
+        ra.pop("fit_seconds_mean"), rb.pop("fit_seconds_mean")
+    assert first.records == second.records
