@@ -130,16 +130,20 @@ def harmonise(
     typer.echo(verification_markdown(bridge_verification(data_dir, verify=verify)))
 
 
-def _register_optional_commands() -> None:
-    """Commands whose modules may be absent from a partial build."""
-    try:
-        from ephys2tx.cli_commands.extract import extract_command
-    except ImportError:
-        return
+def _register_commands() -> None:
+    """Commands whose functions live in :mod:`ephys2tx.cli_commands` (one module each)."""
+    from ephys2tx.cli_commands.extract import extract_command
+    from ephys2tx.cli_commands.map import map_command
+    from ephys2tx.cli_commands.predict import predict_command
+    from ephys2tx.cli_commands.train import train_command
+
+    app.command("train")(train_command)
+    app.command("predict")(predict_command)
+    app.command("map")(map_command)
     app.command("extract")(extract_command)
 
 
-_register_optional_commands()
+_register_commands()
 
 
 @app.callback(invoke_without_command=True)
