@@ -9,7 +9,9 @@ from sklearn.model_selection import train_test_split
 
 from ephys2tx import CLASSES
 from ephys2tx.errors import InputError
-from ephys2tx.models.baselines import make_logreg, make_rf, make_spca_rf
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from ephys2tx.models.baselines import QuantileBinner, make_hgb, make_logreg, make_rf, make_spca_rf
 from ephys2tx.models.registry import BASELINE_MODELS, family_positions, make_model
 
 
@@ -27,6 +29,7 @@ def _factories(ds):
     return {
         "spca_rf": lambda: make_spca_rf(positions, n_estimators=50, random_state=0),
         "rf": lambda: make_rf(n_estimators=50, random_state=0),
+        "hgb": lambda: make_hgb(max_iter=50, random_state=0),
         "logreg": lambda: make_logreg(random_state=0),
     }
 
@@ -68,3 +71,34 @@ def test_registry_builds_unfitted_models(name, human):
 def test_registry_unknown_model(human):
     with pytest.raises(InputError, match="unknown model 'nope'"):
         make_model("nope", human.families, list(human.features.columns))
+
+
+# ----------------------------------------------------------------------------- binning
+
+
+@parametrize_with_checks([QuantileBinner(max_bins=8)])
+def test_binner_follows_the_sklearn_contract(estimator, check):
+    check(estimator)
+
+
+def test_binner_keeps_order_and_nan_and_caps_the_bins():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 3))
+    X[::7, 1] = np.nan
+    X[:, 2] = rng.integers(0, 5, size=1000)  # few distinct values: one bin each
+    binned = QuantileBinner(max_bins=16).fit(X).transform(X)
+    np.testing.assert_array_equal(np.isnan(binned), np.isnan(X))
+    for j in range(3):
+        ok = ~np.isnan(X[:, j])
+        order = np.argsort(X[ok, j], kind="stable")
+        assert np.all(np.diff(binned[ok, j][order]) >= 0)  # monotone in the raw value
+    assert len(np.unique(binned[:, 0])) == 16
+    assert sorted(np.unique(binned[:, 2])) == [0, 1, 2, 3, 4]
+
+
+def test_binner_edges_come_from_training_rows_only():
+    train = np.arange(100, dtype=float)[:, None]
+    binner = QuantileBinner(max_bins=4).fit(train)
+    # Values beyond the training range fall in the outer bins; they move no edge.
+    np.testing.assert_array_equal(binner.transform([[-1e6], [1e6]]).ravel(), [0, 3])
+    np.testing.assert_allclose(binner.thresholds_[0], [24.5, 49.5, 74.5])

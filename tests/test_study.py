@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ephys2tx import CLASSES
@@ -64,12 +65,12 @@ def test_quick_run_end_to_end(data_dir, human, tmp_path):
 
 @pytest.mark.slow
 def test_quick_run_end_to_end_default_folds(data_dir, human, tmp_path):
-    """The exact documented quick command (5 folds); about a minute."""
+    """The exact documented quick command (3 folds by default)."""
     out = tmp_path / "results"
     out.mkdir()
     (out / "stale.txt").write_text("from a previous run")
     assert _run_cli(data_dir, out, None) == 0
-    _check_results(out, human, 5)
+    _check_results(out, human, 3)
     assert not (out / "stale.txt").exists()  # the folder was replaced, not merged
 
 
@@ -88,3 +89,28 @@ def test_run_study_shares_folds_and_is_deterministic(human):
     for ra, rb in zip(first.records, second.records):
         ra.pop("fit_seconds_mean"), rb.pop("fit_seconds_mean")
     assert first.records == second.records
+
+
+def test_report_has_attention_and_transfer_sections(human, mouse_visp, tmp_path):
+    """A tiny study with the family model and the transfer designs fills every report section."""
+    from ephys2tx.report.writer import write_results
+
+    config = StudyConfig.quick_config(
+        species=("human",), models=("hgb", "bilstm", "transfer_b", "transfer_b_human", "transfer_d"),
+        n_splits=2, split_schemes=("stratified",), n_boot=50)
+    result = run_study(config, datasets={"human": human, "mouse": mouse_visp})
+    records = {r["model"]: r for r in result.records}
+    assert records["transfer_d"]["paired_vs_same_architecture"]["reference"] == "hgb"
+    assert records["transfer_b"]["paired_vs_same_architecture"]["reference"] == "transfer_b_human"
+    best = max(("hgb", "bilstm"), key=lambda m: records[m]["macro_f1"]["mean"])
+    assert records["transfer_b"]["paired_vs_best_human_only"]["reference"] == best
+    assert set(records["transfer_d"]["by_condition"]) == {"acute", "culture"}
+    out = write_results(result, tmp_path / "results")
+    report = (out / "report.md").read_text()
+    assert "## Mouse → human transfer" in report
+    for name in ("attention_human.png", "transfer_folds.png", "shared_embedding.png"):
+        assert (out / "figures" / name).stat().st_size > 1000, name
+        assert f"figures/{name}" in report
+    attention = pd.read_csv(out / "attention_human.csv", index_col=0)
+    assert len(attention) == human.n_cells  # every cell, from the fold that did not see it
+    np.testing.assert_allclose(attention.sum(axis=1), 1, rtol=1e-5)

@@ -44,10 +44,10 @@ def _progress() -> Progress:
 def run(
     data_dir: DataDirOption = None,
     out: Annotated[Path, typer.Option("--out", help="Results folder (replaced when the run succeeds).")] = Path("results"),
-    quick: Annotated[bool, typer.Option("--quick", help="One repeat, smaller forests: a fast look.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="A fast look: one repeat of 3 folds, smaller models.")] = False,
     species: Annotated[Optional[list[str]], typer.Option("--species", help="mouse and/or human (repeatable).")] = None,
     models: Annotated[Optional[list[str]], typer.Option("--model", help="Model names (repeatable; default: all).")] = None,
-    n_splits: Annotated[int, typer.Option(help="Folds per repeat.")] = 5,
+    n_splits: Annotated[Optional[int], typer.Option(help="Folds per repeat (default 5; 3 with --quick).")] = None,
     n_repeats: Annotated[Optional[int], typer.Option(help="Repeats (default 3; 1 with --quick).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of folds, models and bootstraps.")] = 0,
     jobs: Annotated[int, typer.Option("--jobs", help="Folds of the neural models fitted in parallel.")] = 2,
@@ -57,8 +57,10 @@ def run(
     from ephys2tx.report.writer import results_markdown_table, write_results
     from ephys2tx.study import StudyConfig, run_study
 
-    overrides = dict(data_dir=None if data_dir is None else str(data_dir), n_splits=n_splits,
-                     seed=seed, verify=verify, n_jobs=jobs)
+    overrides = dict(data_dir=None if data_dir is None else str(data_dir), seed=seed,
+                     verify=verify, n_jobs=jobs)
+    if n_splits is not None:
+        overrides["n_splits"] = n_splits
     if species:
         overrides["species"] = tuple(species)
     if models:

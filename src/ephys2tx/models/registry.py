@@ -8,21 +8,23 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from ephys2tx.errors import InputError
-from ephys2tx.models.baselines import make_logreg, make_rf, make_spca_rf
+from ephys2tx.models.baselines import make_hgb, make_logreg, make_rf, make_spca_rf
 
-BASELINE_MODELS = ("spca_rf", "rf", "logreg")
+BASELINE_MODELS = ("spca_rf", "rf", "hgb", "logreg")
 BILSTM_MODELS = ("bilstm", "bilstm_nosmote", "bilstm_softmax", "bilstm_meanpool", "mlp")
 #: Mouse -> human transfer designs and their same-architecture human-only twins (human only).
-TRANSFER_MODELS = ("transfer_a", "transfer_b", "transfer_c", "transfer_a_human", "transfer_b_human")
+TRANSFER_MODELS = ("transfer_a", "transfer_b", "transfer_c", "transfer_d", "transfer_a_human",
+                   "transfer_b_human")
 
 #: Transfer model -> its same-architecture human-only baseline.
 TRANSFER_TWINS = {"transfer_a": "transfer_a_human", "transfer_b": "transfer_b_human",
-                  "transfer_c": "transfer_b_human"}
+                  "transfer_c": "transfer_b_human", "transfer_d": "hgb"}
 
 #: One-line descriptions, used in the report.
 DESCRIPTIONS = {
     "spca_rf": "standardise -> per-family sparse PCA -> class-balanced random forest (Gouwens 2020)",
     "rf": "class-balanced random forest on the plain features",
+    "hgb": "class-balanced histogram gradient-boosted trees on the plain features",
     "logreg": "class-balanced logistic regression on standardised features",
     "bilstm": "family tokens -> BiLSTM -> attention pooling, SMOTE, ArcFace (full model)",
     "bilstm_nosmote": "full model without SMOTE",
@@ -35,6 +37,9 @@ DESCRIPTIONS = {
                   "family-token BiLSTM encoder, two heads, joint training then human fine-tuning",
     "transfer_c": "(c) design (b) plus a class-conditional MMD alignment loss between species "
                   "embeddings during joint training",
+    "transfer_d": "(d) mouse-view stacking: a mouse-only classifier on the 21 harmonised features "
+                  "reads each human cell (z-scored per species); its log-probabilities join the "
+                  "93 human features of class-balanced gradient-boosted trees",
     "transfer_a_human": "same architecture as (a), human cells only (21 harmonised features)",
     "transfer_b_human": "same architecture as (b)/(c), human cells only (all 93 features)",
 }
@@ -51,7 +56,7 @@ QUICK_MAX_EPOCHS = 15
 
 
 def _quick_epochs(estimator, quick: bool):
-    if quick:
+    if quick and "max_epochs" in estimator.get_params():
         estimator.set_params(max_epochs=min(estimator.get_params()["max_epochs"], QUICK_MAX_EPOCHS))
     return estimator
 
@@ -77,6 +82,7 @@ def make_model(name: str, families: Mapping[str, Sequence[str]], columns: Sequen
     factories: dict[str, Callable[[], object]] = {
         "spca_rf": lambda: make_spca_rf(positions, n_estimators=n_trees, random_state=random_state),
         "rf": lambda: make_rf(n_estimators=n_trees, random_state=random_state),
+        "hgb": lambda: make_hgb(random_state=random_state),
         "logreg": lambda: make_logreg(random_state=random_state),
     }
     if name in factories:

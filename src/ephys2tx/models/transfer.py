@@ -1,6 +1,8 @@
 """Mouse -> human transfer: a shared family-token encoder with two species heads.
 
-Three designs, one estimator (:class:`MouseHumanTransferClassifier`):
+Four designs: three neural ones in one estimator
+(:class:`MouseHumanTransferClassifier`) and a stacking one
+(:class:`MousePriorClassifier`):
 
 ``design="harmonised"`` (a)
     Both species enter through the same 21 harmonised IPFX features
@@ -18,6 +20,11 @@ Three designs, one estimator (:class:`MouseHumanTransferClassifier`):
     A class-conditional maximum mean discrepancy between mouse and human
     embeddings of the same subclass is added to the joint loss, pulling the
     species together class by class rather than only through shared weights.
+design (d), :class:`MousePriorClassifier`
+    A classifier trained on mouse cells alone reads every human cell (its
+    harmonised features aligned to the mouse distribution); its
+    log-probabilities join the human features of a human classifier
+    (gradient-boosted trees), which learns where the mouse view helps.
 
 Training: joint phase (human loss + ``source_weight`` x mouse loss [+
 ``alignment_weight`` x MMD]) with early stopping on an inner stratified
@@ -46,6 +53,7 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import f1_score
 from sklearn.model_selection import train_test_split
@@ -99,6 +107,16 @@ def species_inputs(design: str) -> tuple[list[str], dict[str, list[str]], list[s
     for mouse_fam, cols in MOUSE_VISP_SCHEMA.families:
         mouse_tokens[MOUSE_FAMILY_TO_SHARED[mouse_fam]].extend(cols)
     return HUMAN_IPFX_SCHEMA.columns, human, MOUSE_VISP_SCHEMA.columns, mouse_tokens
+
+
+def _named_columns(X, columns: list[str], what: str) -> np.ndarray:
+    """``X[columns]`` as a float array; ``X`` must be a DataFrame that has them all."""
+    if not isinstance(X, pd.DataFrame):
+        raise InputError(f"{what} must be a pandas DataFrame with named feature columns.")
+    missing = [c for c in columns if c not in X.columns]
+    if missing:
+        raise InputError(f"{what} lacks column {missing[0]!r} ({len(missing)} missing).")
+    return X[columns].to_numpy(dtype=np.float64)
 
 
 class SpeciesTokenizer(nn.Module):
@@ -232,6 +250,9 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
     ----------
     classes_, n_features_in_, feature_names_in_ : as usual (human input)
     human_columns_, mouse_columns_ : list of str
+    inner_train_indices_, inner_validation_indices_ : ndarray
+        Positions of the human rows used for training and for early stopping
+        and calibration; imputation and scaling are fitted on the former only.
     temperature_ : float
     module_ : TwoSpeciesNet
     history_ : dict
@@ -265,25 +286,16 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ inputs
-    @staticmethod
-    def _frame(X, columns: list[str], what: str) -> np.ndarray:
-        if not isinstance(X, pd.DataFrame):
-            raise InputError(f"{what} must be a pandas DataFrame with named feature columns.")
-        missing = [c for c in columns if c not in X.columns]
-        if missing:
-            raise InputError(f"{what} lacks column {missing[0]!r} ({len(missing)} missing).")
-        return X[columns].to_numpy(dtype=np.float64)
-
     def _human_matrix(self, X) -> np.ndarray:
         if self.design == "harmonised" and isinstance(X, pd.DataFrame) and \
                 not set(self.human_columns_) <= set(X.columns):
             raise InputError("the human table lacks harmonised features; pass IPFX-named columns.")
-        return self._frame(X, self.human_columns_, "X (human cells)")
+        return _named_columns(X, self.human_columns_, "X (human cells)")
 
     def _mouse_matrix(self, X_source) -> np.ndarray:
         if self.design == "harmonised":
             X_source = convert_mouse(X_source)
-        return self._frame(X_source, self.mouse_columns_, "X_source (mouse cells)")
+        return _named_columns(X_source, self.mouse_columns_, "X_source (mouse cells)")
 
     @staticmethod
     def _fit_scaling(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -339,6 +351,7 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         idx = np.arange(len(yh))
         tr, va = train_test_split(idx, test_size=self.validation_fraction, stratify=yh,
                                   random_state=rng.randint(np.iinfo(np.int32).max))
+        self.inner_train_indices_, self.inner_validation_indices_ = tr, va
         self.human_scaling_ = self._fit_scaling(Xh[tr])
         self.mouse_scaling_ = self._fit_scaling(Xm)
         Zh = self._apply_scaling(Xh, self.human_scaling_)
@@ -458,8 +471,183 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         return pd.DataFrame(att.numpy(), columns=list(self.families_), index=index)
 
 
-def transfer_models(random_state=None) -> dict[str, MouseHumanTransferClassifier]:
-    """The three transfer designs and their same-architecture human-only twins."""
+
+
+# --------------------------------------------------------------------------- design (d)
+
+
+def _coral_map(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Affine map ``x -> (x - mu_s) A + mu_t`` that gives ``source`` the mean and covariance of ``target``.
+
+    ``A = C_s^{-1/2} C_t^{1/2}`` with Ledoit-Wolf shrunk covariances (CORAL,
+    Sun et al. 2016), so it stays well conditioned for a few hundred cells.
+    """
+    from scipy.linalg import sqrtm
+    from sklearn.covariance import LedoitWolf
+
+    cs = LedoitWolf().fit(source).covariance_
+    ct = LedoitWolf().fit(target).covariance_
+    a = np.real(np.linalg.solve(sqrtm(cs), sqrtm(ct)))
+    return source.mean(axis=0), a, target.mean(axis=0)
+
+
+class MousePriorClassifier(ClassifierMixin, BaseEstimator):
+    """Design (d): a human classifier that also reads a mouse model's view of each cell.
+
+    A classifier trained on mouse cells only (on the bridge-verified harmonised
+    features) looks at every human cell after the human cells' harmonised
+    features are aligned to the mouse distribution; its log-probabilities of
+    the four subclasses are appended to the human features, and a human
+    classifier is trained on the lot. The human model decides, per class and
+    per region of feature space, how far to trust the mouse view, so a species
+    shift that makes the mouse model wrong in places costs little, while what
+    mouse cells teach about rare human classes (Lamp5, Vip) is kept.
+
+    Everything is fitted in ``fit`` on the rows it receives: the mouse model on
+    mouse cells only, the human-side imputer and alignment on the human
+    training rows only (never on test cells), the human classifier on those
+    rows.
+
+    Parameters
+    ----------
+    base : {"hgb", "rf"}
+        Human classifier: class-balanced gradient-boosted trees
+        (:func:`~ephys2tx.models.baselines.make_hgb`) or random forest.
+    alignment : {"zscore", "quantile", "coral"}
+        How human harmonised features are brought into the mouse model's
+        space: per-feature standardisation of each species on its own cells;
+        per-feature quantile matching to a normal distribution in each
+        species; or CORAL (mean and covariance of the human cells mapped onto
+        the mouse cells').
+    source_model : {"logreg", "rf"}
+        The mouse classifier (class-balanced).
+    random_state : int, RandomState or None
+
+    Attributes
+    ----------
+    classes_, n_features_in_, feature_names_in_
+    source_model_ : fitted mouse classifier
+    base_model_ : fitted human classifier
+    prior_columns_ : list of str
+        Names of the appended mouse-view columns.
+    """
+
+    def __init__(self, base="hgb", alignment="zscore", source_model="logreg", random_state=None):
+        self.base = base
+        self.alignment = alignment
+        self.source_model = source_model
+        self.random_state = random_state
+
+    def _standardiser(self, Z: np.ndarray):
+        from sklearn.preprocessing import QuantileTransformer
+
+        if self.alignment == "quantile":
+            return QuantileTransformer(n_quantiles=min(200, len(Z)), output_distribution="normal",
+                                       random_state=0).fit(Z)
+        return StandardScaler().fit(Z)
+
+    def fit(self, X, y, *, X_source=None, y_source=None):
+        """Fit the mouse model on ``(X_source, y_source)``, then the human model on ``(X, y)``.
+
+        Parameters
+        ----------
+        X : DataFrame
+            Human cells (IPFX names; must hold the harmonised features).
+        y : array-like
+            Human subclasses.
+        X_source : DataFrame
+            Mouse cells (VISp names); always training data.
+        y_source : array-like
+            Mouse subclasses.
+        """
+        from sklearn.linear_model import LogisticRegression
+
+        from ephys2tx.models.baselines import make_hgb, make_rf
+
+        if self.base not in ("hgb", "rf"):
+            raise InputError(f"base must be 'hgb' or 'rf', got {self.base!r}.")
+        if self.alignment not in ("zscore", "quantile", "coral"):
+            raise InputError(f"alignment must be zscore, quantile or coral, got {self.alignment!r}.")
+        if self.source_model not in ("logreg", "rf"):
+            raise InputError(f"source_model must be 'logreg' or 'rf', got {self.source_model!r}.")
+        if X_source is None or y_source is None:
+            raise InputError("the transfer model needs mouse cells: fit(X, y, X_source=..., y_source=...).")
+        if not isinstance(X, pd.DataFrame):
+            raise InputError("X (human cells) must be a pandas DataFrame with named feature columns.")
+        shared = list(HARMONISED_FEATURES)
+        Xh_shared = _named_columns(X, shared, "X (human cells)")
+        Xm = _named_columns(convert_mouse(X_source), shared, "X_source (mouse cells)")
+        y, y_source = np.asarray(y), np.asarray(y_source)
+        if len(X) != len(y) or len(Xm) != len(y_source):
+            raise InputError("X and y (or X_source and y_source) have different numbers of rows.")
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+
+        # Mouse side: its own imputation and standardisation, then the mouse classifier.
+        self.source_imputer_ = SimpleImputer(strategy="median", keep_empty_features=True).fit(Xm)
+        Zm = self.source_imputer_.transform(Xm)
+        self.source_standardiser_ = self._standardiser(Zm)
+        Sm = self.source_standardiser_.transform(Zm)
+        if self.source_model == "logreg":
+            mouse_model = LogisticRegression(class_weight="balanced", max_iter=5000)
+        else:
+            mouse_model = RandomForestClassifier(n_estimators=300, min_samples_leaf=3,
+                                                 class_weight="balanced_subsample", n_jobs=1,
+                                                 random_state=seed)
+        self.source_model_ = mouse_model.fit(Sm, y_source)
+
+        # Human side: alignment fitted on the human training rows only.
+        self.target_imputer_ = SimpleImputer(strategy="median", keep_empty_features=True).fit(Xh_shared)
+        Zh = self.target_imputer_.transform(Xh_shared)
+        if self.alignment == "coral":
+            self.coral_ = _coral_map(Zh, Zm)
+        else:
+            self.target_standardiser_ = self._standardiser(Zh)
+        self.prior_columns_ = [f"mouse_view_{c}" for c in self.source_model_.classes_]
+        base = make_hgb(random_state=seed) if self.base == "hgb" else make_rf(random_state=seed)
+        self.base_model_ = base.fit(self._augment(X), y)
+        self.classes_ = self.base_model_.classes_
+        return self
+
+    def mouse_view(self, X) -> pd.DataFrame:
+        """Log-probabilities of the mouse model for human cells ``X`` (one column per class)."""
+        check_is_fitted(self, "source_model_")
+        Zh = self.target_imputer_.transform(
+            _named_columns(X, list(HARMONISED_FEATURES), "X (human cells)"))
+        if self.alignment == "coral":
+            mu_h, a, mu_m = self.coral_
+            Sm = self.source_standardiser_.transform((Zh - mu_h) @ a + mu_m)
+        else:
+            Sm = self.target_standardiser_.transform(Zh)
+        proba = self.source_model_.predict_proba(Sm)
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(np.log(proba + 1e-3), index=index, columns=self.prior_columns_)
+
+    def _augment(self, X) -> pd.DataFrame:
+        if not isinstance(X, pd.DataFrame):
+            raise InputError("X (human cells) must be a pandas DataFrame with named feature columns.")
+        frame = X[list(self.feature_names_in_)]
+        return pd.concat([frame, self.mouse_view(frame)], axis=1)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities of the human model."""
+        check_is_fitted(self, "base_model_")
+        return self.base_model_.predict_proba(self._augment(X))
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable human subclass."""
+        check_is_fitted(self, "base_model_")
+        return self.base_model_.predict(self._augment(X))
+
+
+def transfer_models(random_state=None) -> dict[str, BaseEstimator]:
+    """The four transfer designs and the human-only twins of the neural ones.
+
+    The twin of design (d) is the human-only gradient-boosted trees (``hgb``),
+    a baseline of the study.
+    """
     def make(**kw):
         return MouseHumanTransferClassifier(random_state=random_state, **kw)
 
@@ -467,6 +655,7 @@ def transfer_models(random_state=None) -> dict[str, MouseHumanTransferClassifier
         "transfer_a": make(design="harmonised"),
         "transfer_b": make(design="adapters"),
         "transfer_c": make(design="adapters", alignment="mmd"),
+        "transfer_d": MousePriorClassifier(random_state=random_state),
         "transfer_a_human": make(design="harmonised", source_weight=0.0),
         "transfer_b_human": make(design="adapters", source_weight=0.0),
     }

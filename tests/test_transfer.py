@@ -1,0 +1,193 @@
+"""Tests of the mouse -> human transfer designs on small samples of the real tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ephys2tx import CLASSES
+from ephys2tx.errors import InputError
+from ephys2tx.features.families import HUMAN_IPFX_SCHEMA, MOUSE_VISP_SCHEMA
+from ephys2tx.features.harmonise import HARMONISED_FEATURES
+from ephys2tx.models.transfer import (
+    MouseHumanTransferClassifier,
+    MousePriorClassifier,
+    _coral_map,
+    arcface_loss,
+    class_conditional_mmd,
+    species_inputs,
+    transfer_models,
+)
+
+TINY = dict(max_epochs=3, patience=2, token_dim=4, hidden_size=4, embedding_dim=4, batch_size=64)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sample(human, mouse_visp):
+    """300 human training cells, 100 human test cells and 600 mouse cells (fixed seed)."""
+    cells = human.features.sample(400, random_state=0).index
+    mouse_cells = mouse_visp.features.sample(600, random_state=0).index
+    return dict(X=human.features.loc[cells[:300]], y=human.labels.loc[cells[:300]].to_numpy(),
+                X_test=human.features.loc[cells[300:]], y_test=human.labels.loc[cells[300:]].to_numpy(),
+                X_source=mouse_visp.features.loc[mouse_cells],
+                y_source=mouse_visp.labels.loc[mouse_cells].to_numpy())
+
+
+def _fit(model, s):
+    return model.fit(s["X"], s["y"], X_source=s["X_source"], y_source=s["y_source"])
+
+
+def test_species_inputs_cover_every_feature_once():
+    human_cols, human_tokens, mouse_cols, mouse_tokens = species_inputs("adapters")
+    assert human_cols == HUMAN_IPFX_SCHEMA.columns
+    assert list(human_tokens) == list(mouse_tokens) == HUMAN_IPFX_SCHEMA.family_names
+    flat_mouse = [c for cols in mouse_tokens.values() for c in cols]
+    assert sorted(flat_mouse) == sorted(mouse_cols) == sorted(MOUSE_VISP_SCHEMA.columns)
+    h_cols, h_tokens, m_cols, m_tokens = species_inputs("harmonised")
+    assert sorted(h_cols) == sorted(HARMONISED_FEATURES) and h_tokens == m_tokens
+
+
+@pytest.mark.parametrize("params", [dict(design="harmonised"), dict(design="adapters"),
+                                    dict(design="adapters", alignment="mmd")],
+                         ids=["a_harmonised", "b_adapters", "c_mmd"])
+def test_neural_designs_fit_predict_explain_embed(sample, params):
+    model = _fit(MouseHumanTransferClassifier(random_state=0, **params, **TINY), sample)
+    proba = model.predict_proba(sample["X_test"])
+    assert proba.shape == (100, 4) and np.allclose(proba.sum(axis=1), 1)
+    assert list(model.classes_) == list(CLASSES)
+    assert set(model.predict(sample["X_test"])) <= set(CLASSES)
+    attention = model.explain(sample["X_test"])
+    assert list(attention.columns) == list(model.families_)
+    np.testing.assert_allclose(attention.sum(axis=1), 1, rtol=1e-6)
+    assert model.embed(sample["X_test"]).shape == (100, 4)
+    assert model.embed(sample["X_source"].iloc[:7], species="mouse").shape == (7, 4)
+    assert model.history_["finetune"] is not None
+
+
+def test_neural_design_is_deterministic_for_a_seed(sample):
+    first = _fit(MouseHumanTransferClassifier(random_state=3, **TINY), sample)
+    again = _fit(MouseHumanTransferClassifier(random_state=3, **TINY), sample)
+    other = _fit(MouseHumanTransferClassifier(random_state=4, **TINY), sample)
+    p = first.predict_proba(sample["X_test"])
+    np.testing.assert_array_equal(p, again.predict_proba(sample["X_test"]))
+    assert not np.allclose(p, other.predict_proba(sample["X_test"]))
+
+
+def test_human_scaling_is_fitted_on_inner_training_rows_only(sample):
+    model = _fit(MouseHumanTransferClassifier(random_state=0, **TINY), sample)
+    rows = sample["X"][model.human_columns_].to_numpy()[model.inner_train_indices_]
+    fill = np.nanmedian(rows, axis=0)
+    filled = np.where(np.isnan(rows), fill, rows)
+    np.testing.assert_allclose(model.human_scaling_[0], fill, equal_nan=True)
+    np.testing.assert_allclose(model.human_scaling_[1], filled.mean(axis=0))
+    assert not set(model.inner_train_indices_) & set(model.inner_validation_indices_)
+
+
+def test_human_only_twin_ignores_the_mouse_cells(sample):
+    """``source_weight=0`` is the same architecture trained on human cells only."""
+    twin = MouseHumanTransferClassifier(random_state=0, source_weight=0.0, **TINY)
+    shuffled = dict(sample, y_source=np.random.default_rng(0).permutation(sample["y_source"]))
+    p1 = _fit(twin, sample).predict_proba(sample["X_test"])
+    p2 = _fit(MouseHumanTransferClassifier(random_state=0, source_weight=0.0, **TINY),
+              shuffled).predict_proba(sample["X_test"])
+    np.testing.assert_array_equal(p1, p2)
+    assert twin.history_["finetune"] is None
+
+
+def test_transfer_models_registry_names():
+    models = transfer_models(0)
+    assert set(models) == {"transfer_a", "transfer_b", "transfer_c", "transfer_d",
+                           "transfer_a_human", "transfer_b_human"}
+    assert models["transfer_c"].alignment == "mmd"
+    assert models["transfer_a_human"].source_weight == 0
+
+
+@pytest.mark.parametrize("model", [MouseHumanTransferClassifier(**TINY), MousePriorClassifier()],
+                         ids=["neural", "mouse_view"])
+def test_mouse_cells_are_required(sample, model):
+    with pytest.raises(InputError, match="needs mouse cells"):
+        model.fit(sample["X"], sample["y"])
+
+
+@pytest.mark.parametrize("params, match", [
+    (dict(design="other"), "design must be"), (dict(alignment="cmd"), "alignment must be")])
+def test_bad_neural_params(sample, params, match):
+    with pytest.raises(InputError, match=match):
+        _fit(MouseHumanTransferClassifier(**params, **TINY), sample)
+
+
+def test_human_table_must_have_named_columns(sample):
+    with pytest.raises(InputError, match="lacks column"):
+        _fit(MouseHumanTransferClassifier(**TINY), dict(sample, X=sample["X"].iloc[:, 3:]))
+    with pytest.raises(InputError, match="DataFrame"):
+        _fit(MousePriorClassifier(), dict(sample, X=sample["X"].to_numpy()))
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def test_arcface_without_margin_is_scaled_cosine_cross_entropy():
+    torch.manual_seed(0)
+    cos = torch.rand(6, 4) * 2 - 1
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    plain = torch.nn.functional.cross_entropy(8 * cos, y)
+    assert torch.allclose(arcface_loss(8 * cos, y, 8.0, 0.0), plain, atol=1e-5)
+    assert arcface_loss(8 * cos, y, 8.0, 0.3) > plain  # the margin makes the true class harder
+
+
+def test_class_conditional_mmd_is_zero_for_the_same_cells_and_grows_with_shift():
+    torch.manual_seed(0)
+    emb = torch.randn(40, 5)
+    y = torch.arange(40) % 2
+    same = class_conditional_mmd(emb, y, emb, y, 2)
+    shifted = class_conditional_mmd(emb, y, emb + torch.tensor([2.0, 0, 0, 0, 0]), y, 2)
+    assert abs(float(same)) < 1e-6 and float(shifted) > 0.05
+
+
+# ----------------------------------------------------------------------------- design (d)
+
+
+def test_coral_map_gives_source_the_target_moments():
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(4000, 3)) @ np.array([[2.0, 0, 0], [0.5, 1, 0], [0, 0, 0.2]])
+    target = rng.normal(loc=5, size=(4000, 3)) @ np.array([[1.0, 0.3, 0], [0, 3, 0], [0, 1, 1]])
+    mu_s, a, mu_t = _coral_map(source, target)
+    mapped = (source - mu_s) @ a + mu_t
+    np.testing.assert_allclose(mapped.mean(axis=0), target.mean(axis=0), atol=1e-9)
+    np.testing.assert_allclose(np.cov(mapped.T), np.cov(target.T), rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("alignment", ["zscore", "quantile", "coral"])
+def test_mouse_view_design_learns_and_reads_the_mouse_model(sample, alignment):
+    model = _fit(MousePriorClassifier(alignment=alignment, random_state=0), sample)
+    view = model.mouse_view(sample["X_test"])
+    assert list(view.columns) == [f"mouse_view_{c}" for c in CLASSES]
+    np.testing.assert_allclose(np.exp(view).sum(axis=1), 1 + 4e-3, atol=1e-3)
+    assert model.score(sample["X_test"], sample["y_test"]) > 0.6  # chance is ~0.25-0.5
+    proba = model.predict_proba(sample["X_test"])
+    assert proba.shape == (100, 4) and np.allclose(proba.sum(axis=1), 1)
+
+
+def test_mouse_view_alignment_is_fitted_on_training_rows_only(sample):
+    """Test cells never shape the alignment: predictions of a cell do not depend on its batch."""
+    model = _fit(MousePriorClassifier(random_state=0), sample)
+    rows = sample["X"][list(HARMONISED_FEATURES)].to_numpy()
+    np.testing.assert_allclose(model.target_imputer_.statistics_, np.nanmedian(rows, axis=0))
+    one_by_one = np.vstack([model.predict_proba(sample["X_test"].iloc[[i]]) for i in range(5)])
+    np.testing.assert_allclose(one_by_one, model.predict_proba(sample["X_test"].iloc[:5]))
+
+
+def test_mouse_view_is_deterministic(sample):
+    a = _fit(MousePriorClassifier(base="rf", random_state=1), sample).predict_proba(sample["X_test"])
+    b = _fit(MousePriorClassifier(base="rf", random_state=1), sample).predict_proba(sample["X_test"])
+    np.testing.assert_array_equal(a, b)
