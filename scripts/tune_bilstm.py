@@ -10,7 +10,7 @@ candidate with the best mean inner score.
 
 Run::
 
-    .venv/bin/python scripts/tune_bilstm.py --data-dir /work/shared/data \
+    .venv/bin/python scripts/tune_bilstm.py --data-dir ../shared/data \
         --round 1 --out results/tune_bilstm_round1.csv
     .venv/bin/python scripts/tune_bilstm.py --round 2 --out results/tune_bilstm_round2.csv
     .venv/bin/python scripts/tune_bilstm.py --round 3 --out results/tune_bilstm_round3.csv
@@ -19,7 +19,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -29,10 +28,8 @@ import torch
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bench_bilstm import load_mouse_visp  # noqa: E402
-
-from ephys2tx.models.bilstm import AttentionBiLSTMClassifier  # noqa: E402
+from ephys2tx.data.datasets import load_dataset
+from ephys2tx.models.bilstm import AttentionBiLSTMClassifier
 
 BASE = dict(token_dim=16, hidden_size=32, embedding_dim=32, dropout=0.1, arcface_margin=0.2,
             arcface_scale=16.0, learning_rate=3e-3, batch_size=128, weight_decay=1e-4,
@@ -64,7 +61,7 @@ ROUNDS = {1: ROUND1, 2: ROUND2, 3: ROUND3}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default="/work/shared/data")
+    parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--outer-folds", type=int, default=5)
     parser.add_argument("--use-outer", type=int, default=5,
@@ -76,9 +73,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     candidates = ROUNDS[args.round]
 
-    X, y, families = load_mouse_visp(args.data_dir)
-    print(f"data: {X.shape[0]} cells x {X.shape[1]} features; families: "
-          f"{'None (12 column chunks, CSV fallback)' if families is None else list(families)}",
+    ds = load_dataset("mouse_visp", args.data_dir)
+    X, y, families = ds.features, ds.labels, ds.families
+    print(f"data: {X.shape[0]} cells x {X.shape[1]} features; families: {list(families)}",
           flush=True)
     outer = StratifiedKFold(n_splits=args.outer_folds, shuffle=True, random_state=args.seed)
     rows = []

@@ -19,7 +19,7 @@ Run (each round prints its table and writes a CSV)::
 
     .venv/bin/python scripts/tune_transfer.py --round 1 --out results/tune_transfer_round1.csv
     .venv/bin/python scripts/tune_transfer.py --round 2 --out results/tune_transfer_round2.csv
-    .venv/bin/python scripts/tune_transfer.py --round 3 --out results/tune_transfer_round3.csv
+    .venv/bin/python scripts/tune_transfer.py --round 3 --use-outer 3 --out results/tune_transfer_round3.csv
 """
 
 from __future__ import annotations
@@ -78,13 +78,16 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--round", type=int, default=1, choices=sorted(ROUNDS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--use-outer", type=int, default=5,
+                        help="tune on the training rows of the first N outer folds only")
     parser.add_argument("--out", default=None, help="CSV of every inner score")
     args = parser.parse_args()
     torch.set_num_threads(1)
     human = load_dataset("human", args.data_dir)
     mouse = load_dataset("mouse_visp", args.data_dir)
     y = human.labels.to_numpy()
-    folds = make_splits(y, scheme="stratified", n_splits=5, n_repeats=1, random_state=args.seed)
+    folds = make_splits(y, scheme="stratified", n_splits=5, n_repeats=1,
+                        random_state=args.seed)[:args.use_outer]
     candidates, reference = ROUNDS[args.round]()
     source = {"X_source": mouse.features, "y_source": mouse.labels.to_numpy()}
     needs_source = [name for name, factory in candidates.items()
@@ -97,7 +100,7 @@ def main() -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         scores.to_csv(args.out, index=False)
-    print(f"\nround {args.round}: inner-validation macro-F1 over the 5 outer training sets")
+    print(f"\nround {args.round}: inner-validation macro-F1 over {len(folds)} outer training sets")
     print(selection_summary(scores, reference).round(4).to_string())
 
 

@@ -66,3 +66,14 @@ def copy_data_dir(src: Path, dst: Path) -> Path:
 def writable_data_dir(data_dir, tmp_path) -> Path:
     """A fresh writable copy of the real data directory, for tests that break it."""
     return copy_data_dir(data_dir, tmp_path / "data")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: tiny training batches run several times faster (no spin-wait)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -18,13 +18,7 @@ from ephys2tx.models.bilstm import (
     resolve_families,
 )
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny batches run several times faster on one thread (no spin-wait on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FAST = dict(max_epochs=15, patience=5, batch_size=64, token_dim=8, hidden_size=8, embedding_dim=8)

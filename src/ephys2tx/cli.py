@@ -52,6 +52,12 @@ def run(
     seed: Annotated[int, typer.Option(help="Seed of folds, models and bootstraps.")] = 0,
     jobs: Annotated[int, typer.Option("--jobs", help="Folds of the neural models fitted in parallel.")] = 2,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the data files' sha256.")] = True,
+    features: Annotated[Optional[Path], typer.Option(
+        "--features", help="Study a table from `ephys2tx extract` instead of a shared table.")] = None,
+    labels: Annotated[Optional[Path], typer.Option(
+        "--labels", help="Labels of --features: a table with id and subclass columns.")] = None,
+    label_column: Annotated[Optional[str], typer.Option(
+        "--label-column", help="Label column of --labels (or of --features itself).")] = None,
 ) -> None:
     """Run the whole study on the real data and write metrics.json, figures and report.md."""
     from ephys2tx.report.writer import results_markdown_table, write_results
@@ -61,6 +67,9 @@ def run(
                      verify=verify, n_jobs=jobs)
     if n_splits is not None:
         overrides["n_splits"] = n_splits
+    if features is not None:
+        overrides.update(feature_table=str(features), label_column=label_column,
+                         label_table=None if labels is None else str(labels))
     if species:
         overrides["species"] = tuple(species)
     if models:

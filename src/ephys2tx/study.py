@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from ephys2tx import CLASSES, __version__
+from ephys2tx import __version__
 from ephys2tx.data.datasets import DEFAULT_MAX_MISSING, PatchSeqDataset, load_dataset
 from ephys2tx.evaluation.cv import CVResult, cross_validate, summarise_cv
 from ephys2tx.evaluation.splits import make_splits
@@ -82,6 +82,14 @@ class StudyConfig:
     transfer : bool
         Also run the mouse -> human transfer designs on the human cells
         (needs the mouse table; mouse cells are training data in every fold).
+    feature_table : str or None
+        A table written by ``ephys2tx extract`` to study instead of the shared
+        table of the (single) species; no transfer designs then.
+    label_table : str or None
+        Labels of ``feature_table`` (id and subclass columns); None reads the
+        column ``label_column`` of the feature table itself.
+    label_column : str or None
+        Name of the label column (default: detected).
     """
 
     data_dir: str | None = None
@@ -98,6 +106,9 @@ class StudyConfig:
     n_permutations: int = 3
     transfer: bool = True
     n_jobs: int = 2
+    feature_table: str | None = None
+    label_table: str | None = None
+    label_column: str | None = None
 
     @classmethod
     def quick_config(cls, **overrides) -> StudyConfig:
@@ -158,6 +169,11 @@ def _check_config(config: StudyConfig, models: Sequence[str]) -> None:
             raise InputError(f"model {m!r} needs ephys2tx.models.bilstm, which this build lacks.")
     if config.n_splits < 2 or config.n_repeats < 1:
         raise InputError("need --n-splits >= 2 and --n-repeats >= 1.")
+    if config.feature_table is not None:
+        if len(config.species) != 1:
+            raise InputError("--features holds cells of one species: pass exactly one --species.")
+        if any(m in TRANSFER_MODELS for m in models):
+            raise InputError("the transfer designs read the shared tables; drop them with --features.")
 
 
 def _embedding(dataset: PatchSeqDataset, seed: int, quick: bool) -> tuple[pd.DataFrame, str]:
@@ -198,13 +214,21 @@ def run_study(config: StudyConfig, *,
     models = tuple(config.models) if config.models else default_models()
     _check_config(config, models)
     transfer_models = tuple(m for m in models if m in TRANSFER_MODELS)
-    if config.transfer and not config.models and "human" in config.species:
+    if (config.transfer and not config.models and "human" in config.species
+            and config.feature_table is None):
         transfer_models = TRANSFER_MODELS
     single_models = tuple(m for m in models if m not in TRANSFER_MODELS)
+    loaded = dict(datasets or {})
+    if config.feature_table is not None and config.species[0] not in loaded:
+        from ephys2tx.features.nwb.dataset import as_dataset
+
+        loaded[config.species[0]] = as_dataset(
+            config.feature_table, config.label_table, label_column=config.label_column,
+            species=config.species[0], max_missing=config.max_missing)
     needed = set(config.species) | ({"mouse"} if transfer_models else set())
-    loaded = {sp: (datasets or {}).get(sp) or load_dataset(
-        SPECIES_DATASETS[sp], config.data_dir, verify=config.verify, max_missing=config.max_missing)
-        for sp in ("mouse", "human") if sp in needed}
+    for sp in sorted(needed - set(loaded)):
+        loaded[sp] = load_dataset(SPECIES_DATASETS[sp], config.data_dir, verify=config.verify,
+                                  max_missing=config.max_missing)
 
     plan = []
     for sp in config.species:
@@ -224,6 +248,7 @@ def run_study(config: StudyConfig, *,
                             n_splits=config.n_splits, n_repeats=config.n_repeats,
                             random_state=config.seed)
         columns = list(ds.features.columns)
+        classes = list(ds.class_counts())  # the four subclasses, or those a user table has
         for model_name in sp_models:
             estimator = make_model(model_name, ds.families, columns, random_state=config.seed,
                                    quick=config.quick)
@@ -240,7 +265,7 @@ def run_study(config: StudyConfig, *,
                 mouse = loaded["mouse"]
                 fit_params = {"X_source": mouse.features, "y_source": mouse.labels.to_numpy()}
             result = cross_validate(
-                estimator, ds.features, y, folds, classes=CLASSES, model_name=model_name,
+                estimator, ds.features, y, folds, classes=classes, model_name=model_name,
                 on_fold=on_fold, families=ds.families if is_family_model else None,
                 n_permutations=config.n_permutations if is_family_model else 0,
                 random_state=config.seed, fit_params=fit_params,
@@ -251,7 +276,7 @@ def run_study(config: StudyConfig, *,
             species_results[sp].cv[(scheme, model_name)] = result
             record = {
                 "species": sp, "model": model_name, "split": scheme,
-                "dataset": ds.name, "n_cells": ds.n_cells, "classes": list(CLASSES),
+                "dataset": ds.name, "n_cells": ds.n_cells, "classes": classes,
                 "class_counts": ds.class_counts(),
                 "n_splits": config.n_splits,
             }
@@ -270,10 +295,11 @@ def run_study(config: StudyConfig, *,
 
 
 def _pair(a: CVResult, b: CVResult, y, config: StudyConfig) -> dict:
-    true_codes = encode(y, CLASSES)
+    classes = a.classes
+    true_codes = encode(y, classes)
     return paired_difference(
-        true_codes, np.stack([encode(r, CLASSES) for r in a.oof]),
-        np.stack([encode(r, CLASSES) for r in b.oof]), len(CLASSES),
+        true_codes, np.stack([encode(r, classes) for r in a.oof]),
+        np.stack([encode(r, classes) for r in b.oof]), len(classes),
         a.macro_f1_per_fold, b.macro_f1_per_fold, n_boot=config.n_boot, random_state=config.seed)
 
 
@@ -307,7 +333,7 @@ def condition_breakdown(result: CVResult, y, condition: pd.Series) -> dict:
     out = {}
     for value in pd.unique(cond):
         mask = cond == value
-        scores = [macro_f1(np.asarray(y)[mask], row[mask], CLASSES) for row in result.oof]
+        scores = [macro_f1(np.asarray(y)[mask], row[mask], result.classes) for row in result.oof]
         out[str(value)] = {"n_cells": int(mask.sum()), "macro_f1": float(np.mean(scores))}
     return out
 
