@@ -1,6 +1,7 @@
 """Throughput of `ephys2tx extract` vs ipfx's run_feature_vector_extraction on generated NWB files.
 
 Run:  .venv/bin/python benchmarks/bench_extract.py [--cells 12] [--repeats 3] [--workers 1 2]
+          [--max-load 0.5] [--max-wait 1200]
 
 Compares, on the same files and the same number of worker processes:
 
@@ -19,6 +20,12 @@ inside the worker processes (a thin wrapper around each path's per-cell
 function records ``time.process_time`` and peak RSS (``VmHWM``)).  CPU seconds per
 cell are robust to other load on the machine; wall-clock cells/min are not.
 
+Wall-clock figures need an otherwise idle machine: the script first waits
+(up to ``--max-wait`` s) until the 1-minute load average is at most
+``--max-load``, prints the load averages before and after the runs, and for
+every run the CPU that other processes used meanwhile (``other load``, in
+cores, from ``/proc/stat`` minus the run's own CPU time).
+
 Files are synthetic (ephys2tx.testing.nwb_fixtures): this measures mechanics,
 not biology.
 """
@@ -26,8 +33,10 @@ not biology.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -99,16 +108,54 @@ def _measure(path_name: str, workers: int, files: list[str], work_dir: Path) -> 
     rss = {}
     for c in cells:
         rss[c["pid"]] = max(rss.get(c["pid"], 0.0), c["rss_mb"])
-    return {"wall": wall, "n_ok": n_ok, "n_logged": len(cells), "cpu_per_cell": sum(c["cpu"] for c in cells) / len(cells),
+    return {"wall": wall, "n_ok": n_ok, "n_logged": len(cells),
+            "cpu_per_cell": sum(c["cpu"] for c in cells) / len(cells),
             "worker_rss_mb": max(rss.values()), "n_workers_seen": len(rss)}
 
 
+def _busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (Linux ``/proc/stat``)."""
+    with open("/proc/stat") as fh:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, fh.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _run_in_subprocess(path_name, workers, files, tmp) -> dict:
+    """One measurement in a fresh interpreter, plus the CPU that *other* processes used meanwhile.
+
+    ``other_load`` = (machine busy CPU s - CPU s of the measurement and its
+    workers) / wall s: about 0 on an idle machine, about 1 when another job
+    keeps a core busy. It tells whether a wall-clock figure is trustworthy.
+    """
     work_dir = Path(tempfile.mkdtemp(dir=tmp, prefix=f"{path_name}_{workers}_"))
     cmd = [sys.executable, __file__, "--_measure", path_name, "--_workers", str(workers),
            "--_work-dir", str(work_dir), "--_files", *files]
+    busy0, own0, t0 = _busy_cpu_seconds(), _children_cpu_seconds(), time.perf_counter()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    busy, own, wall = _busy_cpu_seconds() - busy0, _children_cpu_seconds() - own0, time.perf_counter() - t0
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["other_load"] = max(busy - own, 0.0) / wall
+    return result
+
+
+def wait_for_quiet_machine(max_load: float, max_wait: float, poll: float = 30.0) -> bool:
+    """Wait until the 1-minute load average is at most ``max_load``; False if ``max_wait`` s pass first."""
+    deadline = time.monotonic() + max_wait
+    while os.getloadavg()[0] > max_load:
+        if time.monotonic() >= deadline:
+            return False
+        print(f"  load average {_load()}; waiting for <= {max_load} ...", flush=True)
+        time.sleep(poll)
+    return True
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main():
@@ -116,6 +163,8 @@ def main():
     parser.add_argument("--cells", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--max-load", type=float, default=0.5, help="start when the 1-min load is at most this")
+    parser.add_argument("--max-wait", type=float, default=1200.0, help="seconds to wait for it, then run anyway")
     parser.add_argument("--_measure", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--_workers", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--_work-dir", help=argparse.SUPPRESS)
@@ -134,8 +183,13 @@ def main():
         files = [str(p) for p, _ in generate_cells(tmp / "nwb", labels, seed=7)]
         for f in files:  # warm the OS file cache for every path alike
             Path(f).read_bytes()
-        print(f"generated {len(files)} cells in {time.perf_counter() - t0:.1f} s; cpu_count={os.cpu_count()}; "
-              f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"{datetime.datetime.now().isoformat(timespec='seconds')}  python {sys.version.split()[0]}  "
+              f"cpu_count={os.cpu_count()}", flush=True)
+        print(f"generated {len(files)} cells in {time.perf_counter() - t0:.1f} s", flush=True)
+        quiet = wait_for_quiet_machine(args.max_load, args.max_wait)
+        print(f"load average (1/5/15 min) before: {_load()}" + ("" if quiet else
+              f"  -- still above {args.max_load} after {args.max_wait:.0f} s: wall-clock figures are pessimistic"),
+              flush=True)
         runs = {(p, w): [] for w in args.workers for p in PATHS}
         configs = list(runs)
         for rep in range(args.repeats):
@@ -146,12 +200,15 @@ def main():
                     raise RuntimeError(f"{config}: {res['n_ok']} of {len(files)} cells extracted")
                 runs[config].append(res)
                 print(f"  repeat {rep + 1} {config[0]:12s} workers={config[1]}: {res['wall']:6.1f} s wall, "
-                      f"{res['cpu_per_cell']:.2f} CPU s/cell", flush=True)
+                      f"{res['cpu_per_cell']:.2f} CPU s/cell, other load {res['other_load']:.2f}", flush=True)
 
         def med(config, key):
             return statistics.median(r[key] for r in runs[config])
 
-        print(f"\nmedian of {args.repeats} repeats, {len(files)} cells; load average after: {os.getloadavg()[0]:.1f}")
+        print(f"\nmedian of {args.repeats} repeats, {len(files)} cells; load average (1/5/15 min) after: {_load()}")
+        other = [r["other_load"] for rs in runs.values() for r in rs]
+        print(f"CPU used by other processes during the runs: median {statistics.median(other):.2f} cores, "
+              f"max {max(other):.2f} (wall-clock figures are trustworthy only near 0)")
         print(f"{'path':12s} {'workers':>7s} {'cells/min':>9s} {'CPU s/cell':>10s} {'vs ipfx (wall)':>14s} "
               f"{'vs ipfx (CPU)':>13s} {'par. eff.':>9s} {'peak RSS/worker':>15s}")
         for w in args.workers:

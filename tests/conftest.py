@@ -77,3 +77,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def nwb_set(tmp_path_factory):
+    """Generated NWB 2 cells (both layouts) and broken files, written once per session."""
+    from ephys2tx.testing.nwb_fixtures import standard_fixture_set
+
+    return standard_fixture_set(tmp_path_factory.getbasetemp() / "nwb_fixture_set")

@@ -1,25 +1,39 @@
+"""Extraction of the 12 IPFX feature-vector families from generated NWB files (both layouts)."""
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from ephys2tx.features.nwb import COMPACT_LAYOUT, FAMILIES, extract_features, load_feature_table
+from ephys2tx import CLASSES
+from ephys2tx.errors import InputError
+from ephys2tx.features.nwb import (
+    COMPACT_LAYOUT,
+    FAMILIES,
+    as_dataset,
+    extract_features,
+    load_feature_table,
+    normalise_labels,
+    read_feature_table,
+)
 from ephys2tx.features.nwb.adapter import CellFailure, inspect_file
+from ephys2tx.features.nwb.cache import replace_atomically
 from ephys2tx.features.nwb.vectors import block_average, extract_cell
-from ephys2tx.testing.nwb_fixtures import standard_fixture_set
-
-
-@pytest.fixture(scope="session")
-def nwb_set(tmp_path_factory):
-    return standard_fixture_set(tmp_path_factory.getbasetemp() / "nwb_fixture_set")
 
 
 @pytest.fixture(scope="session")
 def extracted(nwb_set, tmp_path_factory):
-    out = tmp_path_factory.mktemp("extract") / "features.parquet"
-    inputs = [p for p, _ in nwb_set["good"]] + [nwb_set["no_ramp"], nwb_set["nwb1"], nwb_set["truncated"]]
+    root = tmp_path_factory.mktemp("extract")
+    unreadable = root / "unreadable.nwb"
+    unreadable.write_bytes(np.random.default_rng(0).bytes(4096))  # not HDF5 at all
+    inputs = [p for p, _ in nwb_set["good"]] + [nwb_set["no_ramp"], nwb_set["nwb1"], nwb_set["truncated"],
+                                                unreadable]
     calls = []
-    result = extract_features(inputs, out, workers=1, progress=lambda *a: calls.append(a))
+    result = extract_features(inputs, root / "features.parquet", workers=1, progress=lambda *a: calls.append(a))
     return result, calls
+
+
+def _labels(nwb_set) -> pd.Series:
+    return pd.Series({p.stem: lab for p, lab in nwb_set["good"]})
 
 
 def test_all_families_present_and_ordered(extracted, nwb_set):
@@ -31,14 +45,17 @@ def test_all_families_present_and_ordered(extracted, nwb_set):
         assert cols and all(c.startswith(name + "__") for c in cols)
         assert features[cols].notna().any(axis=1).all(), name
     assert sum(map(len, families.values())) == features.shape[1]
-    assert calls[-1] == (len(nwb_set["good"]) + 3, 3, 0)
+    n = len(nwb_set["good"]) + 4
+    assert calls[0] == (0, 0, n) and calls[-1] == (n, 4, 0)
+    assert [c[0] for c in calls] == list(range(n + 1))
+    assert all(done + remaining == n for done, _, remaining in calls)
     full, _ = load_feature_table(result.features_path, include_summary=True)
     assert {"summary__ri", "summary__tau", "summary__vrest"} <= set(full.columns)
 
 
 def test_fast_spiking_vs_adapting_direction(extracted, nwb_set):
     features, families = load_feature_table(extracted[0].features_path)
-    labels = pd.Series({p.stem: lab for p, lab in nwb_set["good"]})
+    labels = _labels(nwb_set)
     width = features[families["spiking_width"]].mean(axis=1, skipna=True)
     rate = features[families["inst_freq"]].max(axis=1, skipna=True)
     mean_rate = features[families["inst_freq"]].mean(axis=1, skipna=True)
@@ -46,14 +63,21 @@ def test_fast_spiking_vs_adapting_direction(extracted, nwb_set):
     assert width[pv].max() < width[sst].min()
     assert rate[pv].mean() > rate[sst].mean()
     assert mean_rate[pv].min() > mean_rate[sst].max()
+    ratio = features[families["spiking_upstroke_downstroke_ratio"]].mean(axis=1, skipna=True)
+    assert ratio[pv].max() < ratio[sst].min()  # fast-spiking: symmetric, fast-repolarising spikes
+    summary, _ = load_feature_table(extracted[0].features_path, include_summary=True)
+    assert summary.loc[pv, "summary__ri"].max() < summary.loc[sst, "summary__ri"].min()
+    assert summary.loc[pv, "summary__tau"].max() < summary.loc[sst, "summary__tau"].min()
 
 
 def test_failures_recorded_with_reason(extracted):
     failures = pd.read_csv(extracted[0].failures_path).set_index("cell_id")
-    assert set(failures.index) == {"no_ramp", "nwb1_cell", "truncated"}
-    assert "ramp" in failures.loc["no_ramp", "reason"]
+    assert set(failures.index) == {"no_ramp", "nwb1_cell", "truncated", "unreadable"}
+    assert "no ramp sweep" in failures.loc["no_ramp", "reason"]
     assert "NWB 1" in failures.loc["nwb1_cell", "reason"]
     assert "truncated" in failures.loc["truncated", "reason"]
+    assert "unreadable HDF5" in failures.loc["unreadable", "reason"]
+    assert failures["path"].map(lambda p: p.endswith(".nwb")).all()
 
 
 def test_both_layouts_give_same_vectors_shape(nwb_set):
@@ -86,33 +110,145 @@ def test_missing_file_is_cell_failure(tmp_path):
         extract_cell(tmp_path / "missing.nwb")
 
 
-def test_input_errors(tmp_path):
-    with pytest.raises(ValueError, match="no .nwb files"):
+def test_input_errors(tmp_path, nwb_set):
+    good = nwb_set["good"][0][0]
+    with pytest.raises(InputError, match="no .nwb files"):
         extract_features([tmp_path], tmp_path / "o.parquet")
-    with pytest.raises(ValueError, match="ap_window"):
-        extract_features([tmp_path], tmp_path / "o.parquet", ap_window=-1)
+    with pytest.raises(InputError, match="does not exist"):
+        extract_features([tmp_path / "typo.nwb"], tmp_path / "o.parquet")
+    with pytest.raises(InputError, match="ap_window"):
+        extract_features([good], tmp_path / "o.parquet", ap_window=-1)
+    with pytest.raises(InputError, match="workers"):
+        extract_features([good], tmp_path / "o.parquet", workers=0)
+    with pytest.raises(InputError, match="is a directory"):
+        extract_features([good], tmp_path)
+    precious = tmp_path / "notes.parquet"
+    precious.write_text("not a feature table")
+    with pytest.raises(InputError, match="refusing to overwrite"):
+        extract_features([good], precious)
+    assert precious.read_text() == "not a feature table"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="cache directory"):
+        extract_features([good], tmp_path / "o.parquet", cache_dir=tmp_path / "file")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / good.name).write_bytes(good.read_bytes())
+    with pytest.raises(InputError, match="unique"):
+        extract_features([good, copy], tmp_path / "o.parquet")
+    assert not (tmp_path / "o.parquet").exists() and not (tmp_path / "o.parquet.cache").exists()
+    with pytest.raises(InputError, match="not found"):
+        load_feature_table(tmp_path / "missing.parquet")
+    with pytest.raises(InputError, match="cannot read"):
+        load_feature_table(precious)
 
 
-def test_table_trains_random_forest(extracted, nwb_set):
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.model_selection import LeaveOneOut, cross_val_predict
+def test_outputs_replaced_atomically(extracted, tmp_path):
+    target = tmp_path / "t.bin"
+    replace_atomically(target, lambda fh: fh.write(b"old"))
 
-    features, families = load_feature_table(extracted[0].features_path)
-    labels = pd.Series({p.stem: lab for p, lab in nwb_set["good"]}).loc[features.index]
-    X = features.fillna(features.mean()).fillna(0.0).to_numpy()
-    pred = cross_val_predict(RandomForestClassifier(n_estimators=50, random_state=0), X, labels.to_numpy(),
-                             cv=LeaveOneOut())
-    assert (pred == labels.to_numpy()).mean() >= 0.75
+    def broken(fh):
+        fh.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        replace_atomically(target, broken)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["t.bin"]  # no temporary file left
+    out_dir = extracted[0].features_path.parent
+    assert not [p for p in out_dir.rglob("*.tmp")]
 
 
-@pytest.mark.slow
-def test_table_trains_bilstm(extracted, nwb_set):
-    bilstm = pytest.importorskip("ephys2tx.models.bilstm")
-    features, families = load_feature_table(extracted[0].features_path)
-    labels = pd.Series({p.stem: lab for p, lab in nwb_set["good"]}).loc[features.index]
-    model = bilstm.AttentionBiLSTMClassifier(families=families, random_state=0)
-    model.fit(features, labels.to_numpy())
-    assert len(model.predict(features)) == len(features)
+@pytest.fixture(scope="session")
+def labelled(extracted, nwb_set, tmp_path_factory):
+    """The extracted table as a PatchSeqDataset, labels from an ``id,subclass`` CSV."""
+    csv = tmp_path_factory.mktemp("labels") / "labels.csv"
+    labels = _labels(nwb_set)
+    spelled = labels.map({"Pvalb": "PVALB", "Sst": "Sst interneuron"})  # other spellings normalise
+    pd.DataFrame({"cell_id": spelled.index, "subclass": spelled.to_numpy()}).to_csv(csv, index=False)
+    return as_dataset(extracted[0].features_path, labels=csv)
+
+
+def test_as_dataset_from_labels_file(labelled, nwb_set):
+    labels = _labels(nwb_set)
+    assert labelled.n_cells == len(labels) and labelled.species == "mouse"
+    pd.testing.assert_series_equal(labelled.labels.sort_index(), labels.sort_index(), check_names=False)
+    assert list(labelled.families) == list(FAMILIES)
+    assert list(labelled.features.columns) == [c for cols in labelled.families.values() for c in cols]
+    assert "summary__ri" in labelled.metadata.columns and labelled.groups is None
+    assert [step["step"] for step in labelled.qc_report][0].startswith("attach labels")
+    assert len(labelled.checksums) == 2
+
+
+def test_as_dataset_label_sources(extracted, nwb_set, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = extracted[0].features_path
+    labels = _labels(nwb_set)
+    some = labels.copy()
+    some.iloc[0] = "Sncg"  # outside the four classes: held out
+    ds = as_dataset(path, labels=some, species="human")
+    assert ds.n_cells == len(labels) - 1 and ds.held_out.n_cells == 1
+    assert set(ds.labels) <= set(CLASSES) and ds.species == "human"
+
+    # labels in a column of the parquet file itself (metadata kept)
+    table = pq.read_table(path)
+    table = table.append_column("subclass", pa.array(labels.reindex(table.column("cell_id").to_pylist())))
+    with_column = tmp_path / "with_labels.parquet"
+    pq.write_table(table, with_column)
+    from_column = as_dataset(with_column, label_column="subclass")
+    features, _ = load_feature_table(path)
+    pd.testing.assert_frame_equal(from_column.features, features)
+    pd.testing.assert_series_equal(from_column.labels, labels.loc[features.index], check_names=False)
+    assert "subclass" not in from_column.metadata
+
+    unlabelled = as_dataset(path)
+    assert unlabelled.n_cells == len(labels) and unlabelled.labels.isna().all()
+    with pytest.raises(InputError, match="no cell id"):
+        as_dataset(path, labels=pd.Series({"other": "Pvalb"}))
+    with pytest.raises(InputError, match="label column"):
+        as_dataset(path, label_column="nope")
+    with pytest.raises(InputError, match="species"):
+        as_dataset(path, species="rat")
+
+
+def test_normalise_labels():
+    raw = pd.Series(["pvalb", "SST", "Vip interneuron", "LAMP5/PAX6/Other", " Lamp5 ", "Sncg", None, ""])
+    assert normalise_labels(raw).tolist()[:6] == ["Pvalb", "Sst", "Vip", "Lamp5", "Lamp5", "Sncg"]
+    assert normalise_labels(raw).iloc[6:].isna().all()
+
+
+def test_read_feature_table_metadata(extracted):
+    table = read_feature_table(extracted[0].features_path)
+    assert list(table.families) == list(FAMILIES)
+    assert table.settings == {"ap_window": 0.003, "compact": False}
+    assert table.summary_columns and all(c.startswith("summary__") for c in table.summary_columns)
+
+
+def test_forest_and_bilstm_train_on_extracted_table(labelled):
+    """Acceptance: the models train on the extracted table (quick settings)."""
+    import torch
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from ephys2tx.models.registry import make_model
+
+    X, y = labelled.features, labelled.labels.to_numpy()
+    columns = list(X.columns)
+    forest = make_model("rf", labelled.families, columns, random_state=0, quick=True)
+    pred = cross_val_predict(forest, X, y, cv=StratifiedKFold(4, shuffle=True, random_state=0))
+    assert (pred == y).mean() >= 0.75  # held-out cells, two clearly different cell kinds
+
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        bilstm = make_model("bilstm", labelled.families, columns, random_state=0, quick=True)
+        bilstm.fit(X, y)
+        proba = bilstm.predict_proba(X)
+    finally:
+        torch.set_num_threads(threads)
+    assert proba.shape == (len(y), 2) and np.allclose(proba.sum(axis=1), 1.0)
+    assert (bilstm.predict(X) == y).mean() >= 0.75
 
 
 def _one_per_layout(nwb_set):
@@ -206,6 +342,45 @@ def test_memoised_ipfx_helpers_are_transparent():
         for _ in range(2):
             assert ontology.stimulus_has_any_tags(code, ontology.long_square_names, tag_type="code") == \
                 plain.stimulus_has_any_tags(code, plain.long_square_names, tag_type="code")
+
+
+def test_fast_max_min_equal_builtins():
+    from ephys2tx.features.nwb.adapter import _FAST_MAX, _FAST_MIN
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=1000)
+    cases = [x, x.astype(np.float32), (x * 100).astype(np.int64), np.r_[np.nan, x], np.r_[x, np.nan], x[:1],
+             [3.0, 1.0, 2.0], (4, 5)]
+    for case in cases:
+        for fast, builtin in ((_FAST_MAX, max), (_FAST_MIN, min)):
+            got, want = fast(case), builtin(case)
+            assert (got == want) or (np.isnan(got) and np.isnan(want)), (case, got, want)
+    assert _FAST_MAX(1, 2, 3) == 3 and _FAST_MIN([], default=7) == 7
+    with pytest.raises(ValueError):
+        _FAST_MAX(np.array([]))
+
+
+def test_ipfx_speed_ups_change_no_result(nwb_set, monkeypatch):
+    """Extraction with the memoised/vectorised ipfx helpers equals plain ipfx, value for value."""
+    import ipfx.stim_features as stf
+    import ipfx.time_series_utils as tsu
+    import scipy.signal
+    from ipfx.stimulus import StimulusOntology
+
+    from ephys2tx.features.nwb import vectors
+
+    paths = [p for p, _ in nwb_set["good"][:1] + nwb_set["good"][-1:]]  # both layouts, both kinds
+    fast = [extract_cell(p) for p in paths]
+    monkeypatch.setattr(vectors, "install_ipfx_memoization", lambda: None)
+    monkeypatch.delattr(stf, "max", raising=False)
+    monkeypatch.delattr(stf, "min", raising=False)
+    monkeypatch.setattr(tsu, "signal", scipy.signal)
+    plain_ontology = StimulusOntology([s.tag_sets for s in vectors.default_ontology().stimuli])
+    for path, a in zip(paths, fast):
+        b = extract_cell(path, ontology=plain_ontology)
+        assert a["summary"] == b["summary"]
+        for name in FAMILIES:
+            np.testing.assert_array_equal(a["vectors"][name], b["vectors"][name], err_msg=name)
 
 
 def test_summary_can_be_switched_off(nwb_set, tmp_path):

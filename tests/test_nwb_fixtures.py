@@ -1,3 +1,5 @@
+"""The synthetic NWB generator: simulated cells, both layouts, broken files."""
+
 import h5py
 import numpy as np
 import pytest
@@ -30,6 +32,9 @@ def test_written_layouts(tmp_path, recordings, layout):
         assert f.attrs["nwb_version"].startswith("2")
         has_sweep_table = "general/intracellular_ephys/sweep_table" in f
         has_icephys = "general/intracellular_ephys/intracellular_recordings" in f
+        series = [f[group][name]["data"] for group in ("acquisition", "stimulus/presentation") for name in f[group]]
+        assert len(series) == 2 * len(recordings[0].sweeps)
+        assert {s.dtype for s in series} == {np.dtype(np.float32)}  # float32 keeps the fixtures small
     assert has_sweep_table == (layout == "sweep_table")
     assert has_icephys == (layout == "icephys_table")
     assert path.stat().st_size < 4e6

@@ -1,3 +1,5 @@
+"""Parallel, resumable and Dask extraction on generated NWB files."""
+
 import os
 import signal
 import subprocess
@@ -9,12 +11,6 @@ import pandas as pd
 import pytest
 
 from ephys2tx.features.nwb import extract_features, load_feature_table
-from ephys2tx.testing.nwb_fixtures import standard_fixture_set
-
-
-@pytest.fixture(scope="session")
-def nwb_set(tmp_path_factory):
-    return standard_fixture_set(tmp_path_factory.getbasetemp() / "nwb_fixture_set")
 
 
 def _inputs(nwb_set):
@@ -75,14 +71,38 @@ def test_injected_exception_keeps_finished_cells(nwb_set, tmp_path, monkeypatch)
     assert (result.n_from_cache, result.n_computed) == (2, 2)
 
 
-@pytest.mark.slow
-def test_dask_local_cluster_matches_local(nwb_set, tmp_path):
+def test_dask_local_cluster_matches_local(nwb_set, tmp_path, capsys):
+    """Acceptance: the ``--scheduler`` path on a LocalCluster bound to 127.0.0.1 (one thread, cheap)."""
     distributed = pytest.importorskip("distributed")
-    inputs = _inputs(nwb_set)[:3]
+    from threadpoolctl import threadpool_info
+
+    from ephys2tx.cli import main
+
+    inputs = _inputs(nwb_set)[:1] + _inputs(nwb_set)[-2:]  # a sweep-table cell, an icephys-table cell, NWB 1
     local = extract_features(inputs, tmp_path / "local.parquet", workers=1)
-    with distributed.LocalCluster(host="127.0.0.1", n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        result = extract_features(inputs, tmp_path / "dask.parquet", scheduler=cluster.scheduler_address)
-    assert result.n_computed == 3
-    pd.testing.assert_frame_equal(load_feature_table(result.features_path)[0],
-                                  load_feature_table(local.features_path)[0])
+    blas_threads = [p["num_threads"] for p in threadpool_info()]
+    with distributed.LocalCluster(host="127.0.0.1", protocol="tcp://", n_workers=1, threads_per_worker=1,
+                                  processes=False, dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        out = tmp_path / "dask.parquet"
+        assert main(["extract", *inputs, "-o", str(out), "--scheduler", cluster.scheduler_address]) == 0
+    assert "(0 from cache)" in capsys.readouterr().out
+    assert [p["num_threads"] for p in threadpool_info()] == blas_threads  # in-process worker: untouched
+    pd.testing.assert_frame_equal(load_feature_table(out, include_summary=True)[0],
+                                  load_feature_table(local.features_path, include_summary=True)[0])
+    assert pd.read_csv(f"{out}.failures.csv").equals(pd.read_csv(local.failures_path))
+
+
+def test_unreachable_scheduler_is_input_error(nwb_set, tmp_path, monkeypatch):
+    import socket
+
+    from ephys2tx.errors import InputError
+    from ephys2tx.features.nwb import extract as ex
+
+    monkeypatch.setattr(ex, "SCHEDULER_TIMEOUT", "1s")
+    with socket.socket() as sock:  # a free port on which nothing listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(InputError, match="cannot connect to the Dask scheduler"):
+        extract_features(_inputs(nwb_set)[:1], tmp_path / "f.parquet", scheduler=f"tcp://127.0.0.1:{port}")
+    assert not (tmp_path / "f.parquet.cache").exists()

@@ -114,3 +114,29 @@ def test_report_has_attention_and_transfer_sections(human, mouse_visp, tmp_path)
     attention = pd.read_csv(out / "attention_human.csv", index_col=0)
     assert len(attention) == human.n_cells  # every cell, from the fold that did not see it
     np.testing.assert_allclose(attention.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_run_on_an_extracted_feature_table(nwb_set, tmp_path, capsys):
+    """The raw-data route: `ephys2tx extract` output -> `ephys2tx run --features --labels`."""
+    from ephys2tx.features.nwb import extract_features
+
+    good = nwb_set["good"]
+    table = extract_features([p for p, _ in good], tmp_path / "features.parquet",
+                             workers=1).features_path
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"cell_id": [p.stem for p, _ in good],
+                  "subclass": [label for _, label in good]}).to_csv(labels, index=False)
+    base = ["run", "--features", str(table), "--species", "mouse", "--quick", "--model", "rf",
+            "--model", "logreg", "--n-splits", "2"]
+    out = tmp_path / "results"
+    assert main(base + ["--labels", str(labels), "--out", str(out)]) == 0
+    records = json.loads((out / "metrics.json").read_text())
+    assert {(r["split"], r["model"]) for r in records} == {("stratified", "rf"), ("stratified", "logreg")}
+    for r in records:  # two kinds of generated cells; no donors, so no donor split
+        assert r["classes"] == ["Pvalb", "Sst"] and r["n_cells"] == len(good)
+        assert np.asarray(r["confusion_matrix"]).sum() == len(good)
+
+    capsys.readouterr()
+    assert main(base + ["--out", str(tmp_path / "unlabelled")]) == 2
+    assert "no labels to learn from" in capsys.readouterr().err
+    assert not (tmp_path / "unlabelled").exists()

@@ -96,8 +96,21 @@ def fetch(
     dataset: Annotated[Optional[list[str]], typer.Option("--dataset", help="Dataset name (repeatable; default: all).")] = None,
     mirror: Annotated[Optional[str], typer.Option(help="Base URL of a mirror of the data folder.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Download even if a verified copy exists.")] = False,
+    dandiset: Annotated[Optional[str], typer.Option(
+        "--dandiset", help="Download the raw NWB files of --cells from this DANDI dandiset (e.g. 000020) instead.")] = None,
+    cells: Annotated[Optional[list[str]], typer.Option(
+        "--cells", help="With --dandiset: cell ids, comma-separated (repeatable).")] = None,
+    nwb_dir: Annotated[Path, typer.Option(
+        "--nwb-dir", help="With --dandiset: folder for the <cell id>.nwb files.")] = Path("nwb"),
 ) -> None:
     """Download the public data files into the data directory and verify their sha256."""
+    if dandiset is not None:
+        from ephys2tx.cli_commands.extract import fetch_dandi
+
+        fetch_dandi(dandiset, cells or [], nwb_dir)
+        return
+    if cells:
+        raise InputError("--cells needs --dandiset (the DANDI dandiset to fetch the cells from).")
     from ephys2tx.data.fetch import fetch_datasets
     from ephys2tx.data.paths import resolve_data_dir
 

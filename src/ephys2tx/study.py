@@ -222,9 +222,13 @@ def run_study(config: StudyConfig, *,
     if config.feature_table is not None and config.species[0] not in loaded:
         from ephys2tx.features.nwb.dataset import as_dataset
 
-        loaded[config.species[0]] = as_dataset(
-            config.feature_table, config.label_table, label_column=config.label_column,
-            species=config.species[0], max_missing=config.max_missing)
+        custom = as_dataset(config.feature_table, config.label_table,
+                            label_column=config.label_column, species=config.species[0],
+                            max_missing=config.max_missing)
+        if custom.labels.isna().all():
+            raise InputError(f"{config.feature_table} has no labels to learn from; pass --labels "
+                             "(a table of cell id and subclass) or --label-column.")
+        loaded[config.species[0]] = custom
     needed = set(config.species) | ({"mouse"} if transfer_models else set())
     for sp in sorted(needed - set(loaded)):
         loaded[sp] = load_dataset(SPECIES_DATASETS[sp], config.data_dir, verify=config.verify,

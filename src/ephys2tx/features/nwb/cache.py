@@ -6,8 +6,9 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
+import secrets
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 CACHE_VERSION = 1
 
@@ -24,14 +25,31 @@ def cell_key(path: str | Path, settings: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def write_atomic(cache_dir: Path, key: str, record: dict) -> Path:
-    """Write ``record`` to ``cache_dir/key.pkl`` via a temporary file and ``os.replace``."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / f"{key}.pkl"
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{key}.", suffix=".tmp")
+def replace_atomically(target: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Write ``target`` through ``write(handle)`` into a temporary sibling, then ``os.replace`` it.
+
+    Readers see either the old file or the complete new one, never a partial
+    file; the temporary file is removed if ``write`` fails or is interrupted.
+
+    Parameters
+    ----------
+    target : Path
+        File to create or replace; its directory must exist.
+    write : callable
+        Called with a binary file handle open for writing.
+
+    Returns
+    -------
+    Path
+        ``target``.
+    """
+    target = Path(target)
+    # A unique name opened with O_EXCL and mode 0666 (the umask applies, as for any new file).
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
-            pickle.dump(record, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -39,6 +57,13 @@ def write_atomic(cache_dir: Path, key: str, record: dict) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def write_atomic(cache_dir: Path, key: str, record: dict) -> Path:
+    """Write ``record`` to ``cache_dir/key.pkl`` atomically (see :func:`replace_atomically`)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return replace_atomically(cache_dir / f"{key}.pkl",
+                              lambda fh: pickle.dump(record, fh, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def read(cache_dir: Path, key: str) -> dict | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
 import resource
@@ -23,6 +24,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ephys2tx.errors import InputError
+
 from . import cache
 from .adapter import CellFailure
 from .vectors import FAMILIES
@@ -31,19 +34,27 @@ META_FAMILIES = b"ephys2tx.families"
 META_SUMMARY = b"ephys2tx.summary_columns"
 META_SETTINGS = b"ephys2tx.settings"
 SUMMARY_PREFIX = "summary__"
-
-from ephys2tx.errors import InputError  # noqa: E402
+#: How long ``--scheduler`` waits for the Dask scheduler to answer.
+SCHEDULER_TIMEOUT = "30s"
 
 ProgressCallback = Callable[[int, int, int], None]
 
 
-def _input_error(message: str) -> Exception:
-    return InputError(message)
-
-
 @dataclasses.dataclass(frozen=True)
 class ExtractionResult:
-    """Outcome of :func:`extract_features`."""
+    """Outcome of :func:`extract_features`.
+
+    Attributes
+    ----------
+    features_path, failures_path : Path
+        The parquet feature table and the failures CSV (``cell_id,path,reason``).
+    n_cells, n_failed : int
+        Rows of each.
+    n_computed, n_from_cache : int
+        Cells extracted by this run and cells taken from the per-cell cache.
+    max_worker_rss_mb : float
+        Largest peak resident memory reported by a worker that computed a cell.
+    """
 
     features_path: Path
     failures_path: Path
@@ -55,24 +66,99 @@ class ExtractionResult:
 
 
 def find_nwb_files(paths: Iterable[str | Path] | str | Path) -> list[Path]:
-    """Expand files and directories (searched recursively for ``*.nwb``) into a sorted file list."""
+    """Expand files and directories into the list of NWB files to extract.
+
+    Parameters
+    ----------
+    paths : path or iterable of paths
+        Files (taken as given, whatever their suffix) and directories
+        (searched recursively for ``*.nwb``).
+
+    Returns
+    -------
+    list of Path
+        Files in the order given, each directory's files sorted.
+
+    Raises
+    ------
+    InputError
+        A path does not exist, no NWB file is found, or two files share a
+        stem (the stem is the cell id).
+    """
     if isinstance(paths, (str, Path)):
         paths = [paths]
+    paths = [Path(p) for p in paths]
     files: list[Path] = []
-    for p in map(Path, paths):
+    for p in paths:
         if p.is_dir():
             files.extend(sorted(p.rglob("*.nwb")))
-        elif p.exists() or p.suffix == ".nwb":
-            files.append(p)  # missing files become recorded failures
+        elif p.is_file():
+            files.append(p)
         else:
-            raise _input_error(f"input path {p} does not exist; pass NWB files or directories containing them")
+            raise InputError(f"input path {p} does not exist; pass NWB files or directories containing them")
     if not files:
-        raise _input_error(f"no .nwb files found in {list(map(str, paths))}")
+        raise InputError(f"no .nwb files found in {', '.join(map(str, paths)) or 'the inputs'}; "
+                         "pass NWB files or directories containing them")
     stems = Counter(f.stem for f in files)
     dup = sorted(s for s, n in stems.items() if n > 1)
     if dup:
-        raise _input_error(f"cell ids (file stems) must be unique; duplicated: {dup[:5]}; rename the files")
+        raise InputError(f"cell ids (file stems) must be unique; duplicated: {dup[:5]}; rename the files "
+                         "or pass each file once")
     return files
+
+
+def check_output(out: str | Path, cache_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """Validate the output table and cache paths before any work starts.
+
+    An existing ``out`` is replaced only if it is a feature table written by
+    :func:`extract_features` (rerunning a command resumes and rewrites it);
+    anything else there is refused rather than overwritten.
+
+    Parameters
+    ----------
+    out : path
+        Parquet feature table to write.
+    cache_dir : path, optional
+        Per-cell cache directory (default ``<out>.cache``).
+
+    Returns
+    -------
+    (Path, Path)
+        ``out`` and the cache directory.
+
+    Raises
+    ------
+    InputError
+        ``out`` is a directory or a file that is not an ephys2tx feature
+        table, its directory cannot be created or written, or ``cache_dir``
+        is a file.
+    """
+    out = Path(out)
+    cache_dir = Path(cache_dir) if cache_dir is not None else out.with_name(out.name + ".cache")
+    if out.is_dir():
+        raise InputError(f"--out {out} is a directory; give a file name such as {out / 'features.parquet'}")
+    if out.exists() and not _is_feature_table(out):
+        raise InputError(f"--out {out} exists and is not a feature table written by `ephys2tx extract`; "
+                         "refusing to overwrite it: choose another --out or remove the file")
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise InputError(f"cache directory {cache_dir} exists and is not a directory; "
+                         "pass another --cache-dir or remove the file")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output directory {out.parent}: {exc.strerror or exc}") from exc
+    if not os.access(out.parent, os.W_OK):
+        raise InputError(f"cannot write to the output directory {out.parent}; choose another --out")
+    return out, cache_dir
+
+
+def _is_feature_table(path: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        return META_FAMILIES in (pq.read_schema(path).metadata or {})
+    except Exception:  # not parquet, unreadable, ...
+        return False
 
 
 def peak_rss_mb() -> float:
@@ -92,7 +178,26 @@ def peak_rss_mb() -> float:
 
 
 def process_cell(path: str, settings: dict, cache_dir: str) -> dict:
-    """Extract one cell into the cache (no-op when already cached); return a small status dict."""
+    """Extract one cell into the cache (no-op when already cached).
+
+    Runs in a worker. Any error of the cell becomes a ``"failed"`` record with
+    its reason; the record is written to the cache before returning.
+
+    Parameters
+    ----------
+    path : str
+        NWB file of the cell.
+    settings : dict
+        ``ap_window``, ``compact`` and optionally ``summary`` (part of the cache key).
+    cache_dir : str
+        Per-cell cache directory.
+
+    Returns
+    -------
+    dict
+        Small status: ``cell_id``, ``status`` (``"ok"``/``"failed"``),
+        ``from_cache`` and the worker's ``max_rss_mb``.
+    """
     cache_path = Path(cache_dir)
     key = cache.cell_key(path, settings)
     record = cache.read(cache_path, key)
@@ -110,7 +215,10 @@ def process_cell(path: str, settings: dict, cache_dir: str) -> dict:
         except Exception as exc:  # never let one cell stop the run
             record.update(status="failed", reason=f"unexpected {type(exc).__name__}: {exc}")
         cache.write_atomic(cache_path, key, record)
-    rss_mb = peak_rss_mb()
+    return _status(record, from_cache, peak_rss_mb())
+
+
+def _status(record: dict, from_cache: bool, rss_mb: float) -> dict:
     return {"cell_id": record["cell_id"], "status": record["status"], "from_cache": from_cache,
             "max_rss_mb": rss_mb}
 
@@ -120,8 +228,13 @@ def warm_up_worker(limit_blas_threads: bool = False) -> None:
 
     Used as the process-pool initializer (and called in the parent before a
     fork-based pool starts, so forked workers inherit the imports instead of
-    each paying ~3 s for them).  With ``limit_blas_threads`` BLAS/OpenMP pools
-    are limited to one thread, so N workers do not oversubscribe N cores.
+    each paying the ~2 s of CPU they take).
+
+    Parameters
+    ----------
+    limit_blas_threads : bool
+        Limit BLAS/OpenMP pools to one thread, so N workers do not
+        oversubscribe N cores. Only for worker processes: it is process-wide.
     """
     import ipfx.feature_record  # noqa: F401
     import ipfx.feature_vectors  # noqa: F401
@@ -139,13 +252,18 @@ def warm_up_worker(limit_blas_threads: bool = False) -> None:
         threadpool_limits(1)
 
 
+def _warm_up_dask_worker(client_pid: int) -> None:
+    """Warm up a Dask worker; BLAS threads are limited only outside the client's process."""
+    warm_up_worker(limit_blas_threads=os.getpid() != client_pid)
+
+
 def _run_local(files, settings, cache_dir, workers, on_done):
     warm_up_worker()
     if workers <= 1:
         for f in files:
             on_done(process_cell(str(f), settings, str(cache_dir)))
         return
-    # Cells are handed out one at a time (each takes ~1 s, so queueing overhead
+    # Cells are handed out one at a time (each takes ~0.5 s of CPU, so queueing overhead
     # is negligible and the load stays balanced across workers).
     with ProcessPoolExecutor(max_workers=workers, initializer=warm_up_worker, initargs=(True,)) as pool:
         futures = [pool.submit(process_cell, str(f), settings, str(cache_dir)) for f in files]
@@ -153,19 +271,60 @@ def _run_local(files, settings, cache_dir, workers, on_done):
             on_done(fut.result())
 
 
-def _run_dask(files, settings, cache_dir, scheduler, on_done):
-    from distributed import Client, as_completed as dask_as_completed
+def connect_scheduler(address: str):
+    """Connect to an existing Dask distributed scheduler.
 
-    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    Parameters
+    ----------
+    address : str
+        Scheduler address, e.g. ``tcp://host:8786``.
+
+    Returns
+    -------
+    distributed.Client
+
+    Raises
+    ------
+    InputError
+        Malformed address, or no scheduler answers within :data:`SCHEDULER_TIMEOUT`.
+    """
+    from distributed import Client
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+    from distributed.comm.registry import backends
+
+    hint = "give the scheduler address, e.g. tcp://host:8786"
+    try:  # checked here: Client() on a malformed address leaves noise at interpreter exit
+        scheme, location = parse_address(address)
+        parse_host_port(location)
+    except ValueError as exc:
+        raise InputError(f"--scheduler {address!r} is not a Dask scheduler address ({exc}); {hint}") from exc
+    if scheme not in backends:
+        raise InputError(f"--scheduler {address!r} has unknown scheme {scheme!r} "
+                         f"(known: {', '.join(backends)}); {hint}")
     try:
-        client.run(warm_up_worker, True)
-        futures = client.map(process_cell, [str(f) for f in files], settings=settings,
-                             cache_dir=str(cache_dir), pure=False)
-        for fut in dask_as_completed(futures):
-            on_done(fut.result())
-    finally:
-        if client is not scheduler:
-            client.close()
+        return Client(address, timeout=SCHEDULER_TIMEOUT)
+    except OSError as exc:
+        raise InputError(f"cannot connect to the Dask scheduler at {address}: {exc}; start it with "
+                         "`dask scheduler` (and workers with `dask worker ADDRESS`) or check the address") from exc
+
+
+def _run_dask(files, settings, cache_dir, client, on_done):
+    from distributed import as_completed as dask_as_completed
+
+    client.run(_warm_up_dask_worker, os.getpid())
+    futures = client.map(process_cell, [str(f) for f in files], settings=settings,
+                         cache_dir=str(cache_dir), pure=False)
+    for fut in dask_as_completed(futures):
+        on_done(fut.result())
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (the default number of ``--workers``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def extract_features(
@@ -187,40 +346,71 @@ def extract_features(
     paths : path or sequence of paths
         NWB 2 files (one cell each) or directories searched recursively for ``*.nwb``.
     out : path
-        Output parquet file; failures go to ``<out>.failures.csv``.
+        Output parquet file; failures go to ``<out>.failures.csv``. Both are
+        written atomically (temporary file, then ``os.replace``).
     ap_window : float
         AP waveform window after threshold, seconds (ipfx default 0.003).
     compact : bool
         Resample families to 498 values in total (see ``vectors.COMPACT_LAYOUT``).
     summary : bool
         Also compute the ``summary__*`` IPFX summary features (from the same
-        spike analyses as the vectors; about 2 % of the time per cell).
+        spike analyses as the vectors, so they add little time; see docs/nwb.md).
     workers : int
         Local worker processes (1 = in-process).
     scheduler : str or distributed.Client, optional
-        Address of an existing Dask distributed scheduler; overrides ``workers``.
-        Workers must see the input files and ``cache_dir`` at the same paths.
+        Address of an existing Dask distributed scheduler, or a client; overrides
+        ``workers``. Workers must see the input files and ``cache_dir`` at the
+        same paths.
     cache_dir : path, optional
         Per-cell cache (default ``<out>.cache``); rerunning resumes from it.
     progress : callable, optional
-        Called as ``progress(done, failed, remaining)`` after each cell.
+        Called as ``progress(done, failed, remaining)`` once all arguments are
+        validated (``done = 0``) and after each cell.
 
     Returns
     -------
     ExtractionResult
+
+    Raises
+    ------
+    InputError
+        Bad arguments or paths (see :func:`find_nwb_files`, :func:`check_output`,
+        :func:`connect_scheduler`), checked before any cell is processed.
+        A failing cell is never an error: it is recorded in the failures table.
     """
-    if ap_window <= 0 or ap_window > 0.05:
-        raise _input_error(f"ap_window={ap_window} s is outside (0, 0.05]; use e.g. 0.003")
+    if not 0 < ap_window <= 0.05:
+        raise InputError(f"ap_window={ap_window} s is outside (0, 0.05]; use e.g. 0.003")
     if int(workers) < 1:
-        raise _input_error(f"workers={workers} must be >= 1")
+        raise InputError(f"workers={workers} must be >= 1")
     files = find_nwb_files(paths)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cache_dir = Path(cache_dir) if cache_dir is not None else out.with_name(out.name + ".cache")
+    out, cache_dir = check_output(out, cache_dir)
     settings = {"ap_window": float(ap_window), "compact": bool(compact)}
     if not summary:  # only then, so caches written with summaries stay valid
         settings["summary"] = False
 
+    client = connect_scheduler(scheduler) if isinstance(scheduler, str) else scheduler
+    try:
+        state = _run(files, settings, cache_dir, workers, client, progress)
+    finally:
+        if client is not scheduler:
+            client.close()
+
+    records = [cache.read(cache_dir, cache.cell_key(f, settings)) for f in files]
+    missing = [str(f) for f, r in zip(files, records) if r is None]
+    if missing:
+        raise InputError(f"no result in the cache {cache_dir} for {len(missing)} cells (e.g. {missing[0]}); "
+                         "Dask workers must see the cache directory at the same path (shared filesystem)")
+    table, failures = _assemble_table(records)
+    failures_path = out.with_name(out.name + ".failures.csv")
+    _write_parquet(table, out, settings)
+    _write_failures(failures, failures_path)
+    return ExtractionResult(out, failures_path, n_cells=len(table), n_failed=len(failures),
+                            n_computed=state["computed"], n_from_cache=state["cached"],
+                            max_worker_rss_mb=state["rss"])
+
+
+def _run(files, settings, cache_dir, workers, client, progress) -> dict:
+    """Process every cell not yet in the cache; return the counts."""
     state = {"done": 0, "failed": 0, "computed": 0, "cached": 0, "rss": 0.0}
 
     def on_done(status):
@@ -231,25 +421,23 @@ def extract_features(
         if progress is not None:
             progress(state["done"], state["failed"], len(files) - state["done"])
 
-    if scheduler is not None:
-        _run_dask(files, settings, cache_dir, scheduler, on_done)
-    else:
-        _run_local(files, settings, cache_dir, int(workers), on_done)
-
-    records = [cache.read(cache_dir, cache.cell_key(f, settings)) for f in files]
-    missing = [str(f) for f, r in zip(files, records) if r is None]
-    if missing:
-        raise RuntimeError(f"cache entries missing after the run for {missing[:3]}; rerun to resume")
-    table, failures = _assemble(records)
-    failures_path = out.with_name(out.name + ".failures.csv")
-    _write_parquet(table, out, settings)
-    _write_failures(failures, failures_path)
-    return ExtractionResult(out, failures_path, n_cells=len(table), n_failed=len(failures),
-                            n_computed=state["computed"], n_from_cache=state["cached"],
-                            max_worker_rss_mb=state["rss"])
+    if progress is not None:  # everything is validated: the run starts
+        progress(0, 0, len(files))
+    pending = []
+    for f in files:  # cached cells are counted at once; no worker starts for them
+        record = cache.read(cache_dir, cache.cell_key(f, settings))
+        if record is None:
+            pending.append(f)
+        else:
+            on_done(_status(record, from_cache=True, rss_mb=0.0))
+    if pending and client is not None:
+        _run_dask(pending, settings, cache_dir, client, on_done)
+    elif pending:
+        _run_local(pending, settings, cache_dir, min(int(workers), len(pending)), on_done)
+    return state
 
 
-def _assemble(records):
+def _assemble_table(records):
     ok = [r for r in records if r["status"] == "ok"]
     failures = [{"cell_id": r["cell_id"], "path": r["path"], "reason": r["reason"]}
                 for r in records if r["status"] != "ok"]
@@ -288,22 +476,82 @@ def _write_parquet(table: pd.DataFrame, out: Path, settings: dict) -> None:
     meta[META_FAMILIES] = json.dumps(families).encode()
     meta[META_SUMMARY] = json.dumps(summary).encode()
     meta[META_SETTINGS] = json.dumps(settings).encode()
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    pq.write_table(arrow.replace_schema_metadata(meta), tmp)
-    os.replace(tmp, out)
+    arrow = arrow.replace_schema_metadata(meta)
+    cache.replace_atomically(out, lambda fh: pq.write_table(arrow, fh))
 
 
 def _write_failures(failures: list[dict], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["cell_id", "path", "reason"])
+    def write(fh):
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        writer = csv.DictWriter(text, fieldnames=["cell_id", "path", "reason"])
         writer.writeheader()
         writer.writerows(sorted(failures, key=lambda r: r["cell_id"]))
-    os.replace(tmp, path)
+        text.flush()
+        text.detach()  # leave the binary handle open for replace_atomically
+
+    cache.replace_atomically(path, write)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureTable:
+    """A table written by :func:`extract_features`, as stored.
+
+    Attributes
+    ----------
+    frame : DataFrame
+        Every column of the file (index: cell id as str): the family columns,
+        the ``summary__*`` columns and any column added later (e.g. labels).
+    families : dict
+        Ordered family name -> column names (the 12 families).
+    summary_columns : list of str
+        The IPFX summary feature columns (in no family).
+    settings : dict
+        Extraction settings (``ap_window``, ``compact``, ...).
+    """
+
+    frame: pd.DataFrame
+    families: dict[str, list[str]]
+    summary_columns: list[str]
+    settings: dict
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """The family columns, family by family."""
+        return [c for cols in self.families.values() for c in cols]
+
+
+def read_feature_table(path: str | Path) -> FeatureTable:
+    """Read a parquet table written by :func:`extract_features` with its metadata.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, or a parquet file without the family map
+        (not written by ``ephys2tx extract``).
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"feature table {path} not found; create it with `ephys2tx extract`")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot read {path} as parquet: {first}") from exc
+    meta = table.schema.metadata or {}
+    if META_FAMILIES not in meta:
+        raise InputError(f"{path} has no '{META_FAMILIES.decode()}' schema metadata; it was not written "
+                         "by `ephys2tx extract` (or was re-saved without its metadata)")
+    frame = table.to_pandas()
+    frame.index = frame.index.astype(str)
+    return FeatureTable(frame=frame, families=json.loads(meta[META_FAMILIES]),
+                        summary_columns=json.loads(meta.get(META_SUMMARY, b"[]")),
+                        settings=json.loads(meta.get(META_SETTINGS, b"{}")))
 
 
 def load_feature_table(path: str | Path, include_summary: bool = False) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """Read a table written by :func:`extract_features`.
+    """Read the features and family map of a table written by :func:`extract_features`.
 
     Parameters
     ----------
@@ -319,48 +567,6 @@ def load_feature_table(path: str | Path, include_summary: bool = False) -> tuple
     families : dict
         Ordered family name -> column names (the 12 families).
     """
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.is_file():
-        raise _input_error(f"feature table {path} not found; create it with `ephys2tx extract`")
-    table = pq.read_table(path)
-    meta = table.schema.metadata or {}
-    if META_FAMILIES not in meta:
-        raise _input_error(f"{path} has no '{META_FAMILIES.decode()}' schema metadata; "
-                           "it was not written by `ephys2tx extract`")
-    families = json.loads(meta[META_FAMILIES])
-    frame = table.to_pandas()
-    frame.index = frame.index.astype(str)
-    columns = [c for cols in families.values() for c in cols]
-    if include_summary:
-        columns += json.loads(meta.get(META_SUMMARY, b"[]"))
-    return frame[columns].astype(np.float64), families
-
-
-def as_dataset(path: str | Path, labels: pd.Series | None = None, name: str | None = None,
-               species: str = "unknown"):
-    """Wrap an extracted table as ``ephys2tx.data.datasets.PatchSeqDataset``.
-
-    ``labels`` (index = cell id) restricts the cells to the labelled ones.
-    """
-    from ephys2tx.data.datasets import PatchSeqDataset
-
-    features, families = load_feature_table(path)
-    if labels is not None:
-        labels = labels.astype(str)
-        labels.index = labels.index.astype(str)
-        common = features.index.intersection(labels.index)
-        if len(common) == 0:
-            raise _input_error(f"no cell id of {path} appears in the labels index; ids are the NWB file stems")
-        features, labels = features.loc[common], labels.loc[common]
-    else:
-        labels = pd.Series(pd.NA, index=features.index, dtype=object)
-    import hashlib
-
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return PatchSeqDataset(
-        name=name or Path(path).stem, species=species, features=features, labels=labels, groups=None,
-        metadata=pd.DataFrame(index=features.index), families=families, qc_report=[],
-        checksums={str(path): digest},
-    )
+    table = read_feature_table(path)
+    columns = table.feature_columns + (table.summary_columns if include_summary else [])
+    return table.frame[columns].astype(np.float64), table.families

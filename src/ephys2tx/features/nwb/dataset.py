@@ -1,0 +1,169 @@
+"""An extracted feature table as a :class:`~ephys2tx.data.datasets.PatchSeqDataset`.
+
+This is how ``ephys2tx extract`` output enters the models: the 12 families
+become the dataset's family map, and the subclass labels come from a column
+of the table, a separate table (``id,subclass``) or a Series. The same QC as
+for the shared tables applies (:func:`ephys2tx.data.datasets._apply_qc`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from ephys2tx import CLASSES
+from ephys2tx.errors import InputError
+
+from .extract import read_feature_table
+
+#: Label column looked for, in order, when ``label_column`` is not given (case-insensitive).
+LABEL_CANDIDATES = ("subclass", "t type subclass", "label", "cell_type", "class")
+SPECIES = ("mouse", "human")
+LabelSource = pd.Series | str | os.PathLike | None
+
+
+def normalise_labels(raw: pd.Series) -> pd.Series:
+    """Map subclass spellings onto :data:`ephys2tx.CLASSES`.
+
+    ``Pvalb``, ``PVALB``, ``pvalb`` and ``Pvalb interneuron`` all become
+    ``Pvalb``; the human ``LAMP5/PAX6/Other`` group becomes ``Lamp5`` (as for
+    the shared human table). Other labels (e.g. ``Sncg``) are kept, stripped,
+    and end up in the dataset's ``held_out`` part; empty values become NA.
+    """
+    from ephys2tx.data.datasets import HUMAN_LABELS, MOUSE_LABELS
+
+    lookup = {k.lower(): v for k, v in {**MOUSE_LABELS, **HUMAN_LABELS}.items()}
+    lookup.update({c.lower(): c for c in CLASSES})
+
+    def one(value):
+        if pd.isna(value) or not str(value).strip():
+            return pd.NA
+        text = re.sub(r"\s+", " ", str(value).strip())
+        return lookup.get(text.lower(), lookup.get(re.sub(r" interneuron$", "", text.lower()), text))
+
+    return raw.map(one).astype(object)
+
+
+def _pick_label_column(columns, label_column: str | None, where: str) -> str:
+    if label_column is not None:
+        if label_column not in columns:
+            raise InputError(f"{where} has no label column {label_column!r}; columns start with "
+                             f"{list(columns)[:6]}")
+        return label_column
+    by_lower = {str(c).strip().lower(): c for c in columns}
+    for cand in LABEL_CANDIDATES:
+        if cand in by_lower:
+            return by_lower[cand]
+    if len(columns) == 1:
+        return columns[0]
+    raise InputError(f"{where} has no label column (looked for {', '.join(LABEL_CANDIDATES)}); "
+                     "name it with label_column")
+
+
+def _labels_from_file(path: Path, label_column: str | None, id_column: str | None) -> pd.Series:
+    from ephys2tx.data.user_tables import read_user_table
+
+    table = read_user_table(path, id_column=id_column)
+    return table.data[_pick_label_column(list(table.data.columns), label_column, str(path))]
+
+
+def as_dataset(path: str | os.PathLike, labels: LabelSource = None, *, label_column: str | None = None,
+               id_column: str | None = None, name: str | None = None, species: str = "mouse",
+               max_missing: float | None = None):
+    """Load a table written by ``ephys2tx extract`` as a ``PatchSeqDataset``.
+
+    Parameters
+    ----------
+    path : path-like
+        Parquet feature table.
+    labels : Series, path-like or None
+        Subclass of each cell:
+
+        * a Series indexed by cell id (the NWB file stem);
+        * a table file (CSV, TSV, Parquet, Excel) with an id column (detected
+          as in ``ephys2tx.data.user_tables``, or ``id_column``) and a label
+          column (``label_column``, else the first of :data:`LABEL_CANDIDATES`,
+          else the only other column);
+        * None: the column ``label_column`` of the feature table itself, if
+          given; otherwise the dataset is unlabelled (labels NA, no QC).
+
+        Spellings are normalised by :func:`normalise_labels`.
+    label_column : str, optional
+        Name of the label column (in ``labels`` or, if ``labels`` is None, in
+        the feature table).
+    id_column : str, optional
+        Id column of the ``labels`` table (default: detected).
+    name : str, optional
+        Dataset name (default: the file stem).
+    species : {"mouse", "human"}
+    max_missing : float, optional
+        QC threshold: cells missing more than this fraction of the features
+        are dropped (default ``ephys2tx.data.datasets.DEFAULT_MAX_MISSING``).
+
+    Returns
+    -------
+    PatchSeqDataset
+        Features = the 12 family columns; ``families`` = the family map of
+        the file; ``metadata`` = the ``summary__*`` IPFX summary features and
+        other non-feature columns of the table; ``groups`` = None (the files
+        carry no donor). With labels, the shared tables' QC applies: exact
+        duplicate rows, cells missing more than ``max_missing`` of the
+        features and cells without one of the four classes are dropped (the
+        latter kept in ``held_out`` if they have another label), and each
+        step is recorded in ``qc_report``.
+
+    Raises
+    ------
+    InputError
+        Unreadable table or labels, unknown columns, an invalid ``species``,
+        or labels that match no cell id.
+    """
+    from ephys2tx.data.datasets import DEFAULT_MAX_MISSING, PatchSeqDataset, _assemble, _step
+    from ephys2tx.data.fetch import sha256_file
+    from ephys2tx.features.families import validate_families
+
+    if species not in SPECIES:
+        raise InputError(f"species must be one of {', '.join(SPECIES)}, got {species!r}")
+    path = Path(path)
+    table = read_feature_table(path)
+    features = table.frame[table.feature_columns].astype(float)
+    name = name or path.stem
+    checksums = {str(path): sha256_file(path)}
+    if labels is None and label_column is not None:
+        raw = table.frame[_pick_label_column(list(table.frame.columns), label_column, str(path))]
+        source = f"column {label_column!r}"
+    elif isinstance(labels, pd.Series):
+        raw = labels.copy()
+        raw.index = raw.index.map(str)
+        source = "the given labels"
+    elif labels is not None:
+        raw = _labels_from_file(Path(labels), label_column, id_column)
+        checksums[str(labels)] = sha256_file(Path(labels))
+        source = str(labels)
+    else:
+        raw = None
+    metadata = table.frame.drop(columns=table.feature_columns + ([raw.name] if raw is not None
+                                                                 and raw.name in table.frame else []))
+    if raw is None:
+        validate_families(table.families, list(features.columns), where=str(path))
+        return PatchSeqDataset(name=name, species=species, features=features,
+                               labels=pd.Series(pd.NA, index=features.index, dtype=object, name="subclass"),
+                               groups=None, metadata=metadata, families=table.families,
+                               checksums=checksums)
+    if raw.index.has_duplicates:
+        raise InputError(f"labels from {source} repeat cell ids (e.g. {raw.index[raw.index.duplicated()][0]!r}); "
+                         "give one label per cell")
+    matched = features.index.intersection(raw.index)
+    if len(matched) == 0:
+        raise InputError(f"no cell id of {path} (e.g. {features.index[0]!r}) appears in the labels from "
+                         f"{source} (e.g. {raw.index[0] if len(raw) else 'none'!r}); cell ids are the NWB "
+                         "file stems")
+    report: list[dict] = []
+    _step(report, f"attach labels from {source}", len(features), len(features),
+          f"{len(matched)} cells have a label entry; {len(raw) - len(matched)} labels match no cell")
+    labels_all = normalise_labels(raw.reindex(features.index)).rename("subclass")
+    return _assemble(name, species, features, labels_all, None, metadata, table.families, report,
+                     checksums, DEFAULT_MAX_MISSING if max_missing is None else max_missing)

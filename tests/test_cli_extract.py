@@ -1,0 +1,74 @@
+"""``ephys2tx extract`` through the console-script entry point (exit codes, options, progress)."""
+
+import pandas as pd
+import pytest
+
+from ephys2tx.cli import main
+from ephys2tx.features.nwb import COMPACT_LAYOUT, FAMILIES, read_feature_table
+
+
+@pytest.fixture
+def two_cells(nwb_set):
+    """One cell of each layout and kind, plus the NWB 1 file (a failure)."""
+    return [str(nwb_set["good"][0][0]), str(nwb_set["good"][-1][0]), str(nwb_set["nwb1"])]
+
+
+def _bad_arguments(tmp_path, good):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.parquet").write_text("keep me")
+    return {
+        "missing input": [str(tmp_path / "typo.nwb")],
+        "no nwb files": [str(tmp_path / "empty")],
+        "out is a directory": [good, "-o", str(tmp_path)],
+        "out is another file": [good, "-o", str(tmp_path / "notes.parquet")],
+        "malformed scheduler": [good, "--scheduler", "nonsense"],
+        "unknown scheme": [good, "--scheduler", "foo://host:1"],
+        "ap window": [good, "--ap-window", "0.5"],
+        "workers": [good, "--workers", "0"],
+        "not an integer": [good, "--workers", "many"],
+    }
+
+
+@pytest.mark.parametrize("case", ["missing input", "no nwb files", "out is a directory", "out is another file",
+                                  "malformed scheduler", "unknown scheme", "ap window", "workers",
+                                  "not an integer"])
+def test_bad_input_exits_2_with_one_line(case, tmp_path, nwb_set, capsys):
+    args = _bad_arguments(tmp_path, str(nwb_set["good"][0][0]))[case]
+    assert main(["extract", *args, *([] if "-o" in args else ["-o", str(tmp_path / "f.parquet")])]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert lines and "rror" in lines[-1]
+    if case != "not an integer":  # click prints usage lines before its own error line
+        assert len(lines) == 1, lines
+    assert not (tmp_path / "f.parquet").exists()
+    assert (tmp_path / "notes.parquet").read_text() == "keep me"
+
+
+def test_compact_run_progress_and_resume(two_cells, tmp_path, capsys):
+    out = tmp_path / "f.parquet"
+    args = ["extract", *two_cells, "-o", str(out), "--compact", "-j", "1"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "3/3 done, 1 failed, 0 remaining" in captured.err
+    assert "2 cells" in captured.out and "(0 from cache)" in captured.out
+    table = read_feature_table(out)
+    assert table.settings["compact"] is True
+    assert list(table.families) == list(FAMILIES)
+    assert {k: len(v) for k, v in table.families.items()} == {k: n * m for k, (n, m) in COMPACT_LAYOUT.items()}
+    assert len(table.feature_columns) == 498
+    assert list(pd.read_csv(f"{out}.failures.csv")["cell_id"]) == ["nwb1_cell"]
+
+    assert main(args) == 0  # rerun: everything from the cache, output rewritten
+    assert "(3 from cache)" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(read_feature_table(out).frame, table.frame)
+
+
+def test_ap_window_and_no_summary(two_cells, tmp_path):
+    out = tmp_path / "f.parquet"
+    assert main(["extract", *two_cells[:1], "-o", str(out), "--ap-window", "0.002", "--no-summary",
+                 "--cache-dir", str(tmp_path / "c"), "-j", "1"]) == 0
+    table = read_feature_table(out)
+    assert len(table.families["first_ap_v"]) == 3 * 100  # 3 waveforms of 2 ms at 50 kHz
+    assert table.summary_columns == [] and table.settings["ap_window"] == 0.002
+    assert (tmp_path / "c").is_dir() and not (tmp_path / "f.parquet.cache").exists()
