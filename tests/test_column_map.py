@@ -98,6 +98,48 @@ def test_shipped_allen_map_reproduces_harmonise():
     pd.testing.assert_frame_equal(ours[theirs.columns], theirs, check_names=False)
 
 
+#: IPFX cell-record name -> Allen Cell Types (VISp table) column: the same quantity.
+RECORD_TO_ALLEN = {
+    "threshold_v_ramp": "Threshold V (ramp) (millivolts)",
+    "upstroke_downstroke_ratio_ramp": "Upstroke/downstroke ratio (ramp)",
+    "threshold_i_ramp": "Threshold I (ramp) (picoamps)",
+    "peak_v_ramp": "Peak V (ramp) (millivolts)",
+    "fast_trough_v_ramp": "Fast trough V (ramp) (millivolts)",
+    "trough_v_ramp": "Trough V (ramp) (millivolts)",
+    "peak_v_short_square": "Peak V (short square) (millivolts)",
+    "threshold_v_short_square": "Threshold V (short square) (millivolts)",
+    "threshold_v_long_square": "Threshold V (long square) (millivolts)",
+    "upstroke_downstroke_ratio_long_square": "Upstroke/downstroke ratio (long square)",
+    "peak_v_long_square": "Peak V (long square) (millivolts)",
+    "trough_v_long_square": "Trough V (long square) (millivolts)",
+    "threshold_i_long_square": "Threshold I (long square) (picoamps)",
+    "vrest": "Resting membrane potential (mV)",
+    "ri": "Input resistance (MΩ)",
+    "tau": "tau",
+    "sag": "Sag ratio",
+    "f_i_curve_slope": "F I curve slope",
+    "adaptation": "Adaptation ratio",
+}
+
+
+def test_ipfx_record_map_agrees_with_the_allen_map():
+    """``summary__*`` columns of ``ephys2tx extract`` give the same canonical values as Allen names."""
+    record_map, allen_map = load_column_map("ipfx_record"), load_column_map("allen_celltypes")
+    rng = np.random.RandomState(1)
+    allen = pd.DataFrame(rng.uniform(1, 50, size=(6, len(RECORD_TO_ALLEN))),
+                         columns=list(RECORD_TO_ALLEN.values()))
+    record = allen.rename(columns={v: f"summary__{k}" for k, v in RECORD_TO_ALLEN.items()})
+    record["summary__fast_trough_v_long_square"] = rng.uniform(-70, -50, size=6)
+    ours, _ = apply_column_map(record_map, record)
+    theirs, _ = apply_column_map(allen_map, allen)  # the Allen AHP column is absent: skipped
+    assert sorted(ours.columns) == sorted([*theirs.columns, "fast_trough_deltav_rheo"])
+    pd.testing.assert_frame_equal(ours[theirs.columns], theirs)
+    np.testing.assert_allclose(ours["fast_trough_deltav_rheo"],
+                               record["summary__fast_trough_v_long_square"]
+                               - record["summary__threshold_v_long_square"])
+    assert resolve_column_map(None, record.columns).name == "ipfx_record"
+
+
 def test_ipfx_map_is_identity_and_auto_resolution():
     cmap = load_column_map("ipfx")
     assert cmap.canonical_names == HUMAN_IPFX_SCHEMA.columns

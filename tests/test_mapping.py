@@ -12,7 +12,10 @@ from ephys2tx import CLASSES
 from ephys2tx.errors import InputError
 from ephys2tx.mapping import (cache_key, fit_reference_model, load_reference_model, map_cells,
                               reference_data, save_reference_model, train)
+from ephys2tx.models.calibration import cross_fitted_calibration, expected_calibration_error
 from ephys2tx.report.mapping_report import ood_evaluation
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +78,20 @@ def test_bilstm_round_trip_on_real_human_table(human_ref, tmp_path):
                                   model.predict_frame(sample), rtol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["isotonic", "temperature"])
 @pytest.mark.parametrize("which", ["human_forest", "mouse_forest"])
-def test_calibration_lowers_ece_on_held_out_folds(which, request):
-    calib = request.getfixturevalue(which).record["calibration"]
-    assert calib["ece_after"] < calib["ece_before"]
+def test_calibration_lowers_ece_on_held_out_folds(which, method, request):
+    """Each fold's calibrator is fitted on the other folds' out-of-fold probabilities."""
+    model = request.getfixturevalue(which)
+    diag = model.diagnostics
+    before = expected_calibration_error(diag["oof_proba"], diag["codes"])
+    after = expected_calibration_error(
+        cross_fitted_calibration(diag["oof_proba"], diag["codes"], diag["fold_ids"], method),
+        diag["codes"])
+    assert after < 0.8 * before, (before, after)
+    if method == model.record["calibration"]["method"]:  # what train records and the report shows
+        assert model.record["calibration"]["ece_after"] == pytest.approx(after)
+        assert model.record["calibration"]["ece_before"] == pytest.approx(before)
 
 
 def test_ood_flags_held_out_subclasses(mouse_forest, mouse_ref):
@@ -136,7 +149,47 @@ def test_map_partial_features_with_cache(data_dir, tmp_path):
         map_cells(path, "mouse", tmp_path / "out1", **kwargs)
 
 
-def test_train_transfer_not_available(tmp_path):
-    with pytest.raises(InputError, match="not available yet"):
-        train("human", "transfer", tmp_path / "m")
+def test_transfer_model_round_trip_on_real_tables(human, mouse_visp, tmp_path):
+    """``--model transfer``: human cells + mouse source cells -> model directory -> same predictions.
+
+    Quick version on a stratified share of both tables (``train`` uses them whole).
+    """
+    human_x = human.features.groupby(human.labels, group_keys=False).apply(lambda t: t.iloc[::4])
+    mouse_x = mouse_visp.features.iloc[::8]
+    fitted = fit_reference_model(human_x, human.labels.loc[human_x.index], species="human",
+                                 model="transfer", n_splits=2, max_epochs=2, random_state=0,
+                                 source=(mouse_x, mouse_visp.labels.loc[mouse_x.index]))
+    assert fitted.record["source_cells"] == len(mouse_x)
+    path = save_reference_model(fitted, tmp_path / "transfer",
+                                checksums={**human.checksums, **mouse_visp.checksums})
+    meta = json.loads((path / "model.json").read_text())
+    assert meta["kind"] == "torch" and meta["estimator_class"].endswith("MouseHumanTransferClassifier")
+    assert set(meta["training_checksums"]) == set(human.checksums) | set(mouse_visp.checksums)
+    loaded = load_reference_model(path)
+    sample = human.features.iloc[::5]
+    pd.testing.assert_frame_equal(loaded.predict_frame(sample), fitted.predict_frame(sample),
+                                  check_exact=True)
+    np.testing.assert_array_equal(loaded.estimator.embed(sample), fitted.estimator.embed(sample))
+
+
+def test_transfer_needs_source_cells(human):
+    with pytest.raises(InputError, match="needs the mouse source cells"):
+        fit_reference_model(human.features, human.labels, species="human", model="transfer")
+
+
+@pytest.mark.slow
+def test_train_transfer_on_the_full_tables(data_dir, tmp_path):
+    result = train("human", "transfer", tmp_path / "m", data_dir=data_dir, n_splits=3)
+    assert result.model.record["source_cells"] > 3000
+    assert result.model.record["cv"]["macro_f1"] > 0.6
+    ref = reference_data("human", data_dir)
+    pd.testing.assert_frame_equal(load_reference_model(result.path).predict_frame(ref.features),
+                                  result.model.predict_frame(ref.features), check_exact=True)
+
+
+def test_train_rejects_before_loading_anything(tmp_path):
+    with pytest.raises(InputError, match="transfer predicts human"):
+        train("mouse", "transfer", tmp_path / "m", data_dir=tmp_path / "no_data")
+    with pytest.raises(InputError, match="unknown calibration"):
+        train("human", "forest", tmp_path / "m", calibration="platt", data_dir=tmp_path / "no_data")
     assert not (tmp_path / "m").exists()

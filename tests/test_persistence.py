@@ -19,12 +19,7 @@ from ephys2tx.models.persistence import load_model, read_model_metadata, save_mo
 FAST = dict(max_epochs=8, patience=4, batch_size=64, token_dim=8, hidden_size=8, embedding_dim=8)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +149,29 @@ def test_existing_directory_needs_overwrite_and_is_replaced_whole(fitted, table,
 def test_unfitted_model_is_refused(tmp_path):
     with pytest.raises(InputError, match="not fitted"):
         save_model(AttentionBiLSTMClassifier(), tmp_path / "model")
+
+
+@pytest.mark.parametrize("design", ["harmonised", "adapters"])
+def test_transfer_round_trip_is_exact(design, human, mouse_visp, tmp_path):
+    """Mouse -> human transfer network: JSON + safetensors, same outputs after loading.
+
+    Design (a) shares one tokenizer between the species (tensors under two keys).
+    """
+    from ephys2tx.models.transfer import MouseHumanTransferClassifier
+
+    X, Xs = human.features.iloc[::3], mouse_visp.features.iloc[::10]
+    model = MouseHumanTransferClassifier(design, random_state=0, max_epochs=2, patience=2,
+                                         token_dim=4, hidden_size=4, embedding_dim=4).fit(
+        X, human.labels.loc[X.index], X_source=Xs, y_source=mouse_visp.labels.loc[Xs.index])
+    out = save_model(model, tmp_path / "transfer")
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "weights.safetensors"]
+    loaded = load_model(out)
+    assert isinstance(loaded, MouseHumanTransferClassifier)
+    assert loaded.get_params() == model.get_params()
+    np.testing.assert_array_equal(loaded.classes_, model.classes_)
+    np.testing.assert_array_equal(loaded.predict_proba(human.features), model.predict_proba(human.features))
+    np.testing.assert_array_equal(loaded.embed(Xs, species="mouse"), model.embed(Xs, species="mouse"))
+    pd.testing.assert_frame_equal(loaded.explain(X), model.explain(X))
+    rng_state = torch.get_rng_state()
+    load_model(out)
+    assert torch.equal(torch.get_rng_state(), rng_state)  # loading leaves torch's RNG alone

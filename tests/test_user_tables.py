@@ -36,7 +36,7 @@ def test_id_detection_order_and_override():
     frame = pd.DataFrame({"name": ["a"], "specimen_id": [1], "x": [1.0]})
     assert detect_id_column(frame) == "specimen_id"
     assert detect_id_column(frame, id_column="name") == "name"
-    with pytest.raises(InputError, match="no column 'nope'"):
+    with pytest.raises(InputError, match="no id column .nope."):
         detect_id_column(frame, id_column="nope")
 
 
@@ -79,3 +79,12 @@ def test_missing_id_value(tmp_path):
     pd.DataFrame({"cell_id": ["a", None], "tau": [0.01, 0.02]}).to_csv(path, index=False)
     with pytest.raises(InputError, match="empty on data row 2"):
         read_user_table(path)
+
+
+def test_parquet_with_a_named_index(tmp_path):
+    """``ephys2tx extract`` writes the cell ids as the parquet index."""
+    path = tmp_path / "features.parquet"
+    _frame().set_index("Cell ID").rename_axis("cell_id").to_parquet(path)
+    table = read_user_table(path)
+    assert table.id_column == "cell_id" and list(table.data.index) == ["101", "102", "103"]
+    assert list(table.data.columns) == ["tau", "v_baseline"]

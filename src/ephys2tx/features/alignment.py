@@ -52,7 +52,7 @@ def quantile_align(query: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame
 
 
 def ot_align(query: pd.DataFrame, reference: pd.DataFrame, *, max_reference: int = 3000,
-             random_state=0) -> pd.DataFrame:
+             max_query: int = 3000, random_state=0) -> pd.DataFrame:
     """Barycentric optimal-transport mapping of the query cells onto the reference cells.
 
     Parameters
@@ -60,8 +60,11 @@ def ot_align(query: pd.DataFrame, reference: pd.DataFrame, *, max_reference: int
     query, reference : DataFrame
         Same feature names; NaN is imputed with the reference median for the
         transport and restored afterwards.
-    max_reference : int
-        Reference cells used (random subset above this), to bound the cost.
+    max_reference, max_query : int
+        Cells of each side the transport plan is computed on (random subsets
+        above these), to bound memory and time (the plan is
+        ``max_query x max_reference``). Query cells outside the subset move
+        like their nearest subset cell (POT's out-of-sample mapping).
     random_state : int or RandomState
     """
     import ot
@@ -84,8 +87,9 @@ def ot_align(query: pd.DataFrame, reference: pd.DataFrame, *, max_reference: int
     # centre and scale the query on its own first, so the transport matches shapes, not offsets
     q_sd = zs.std(axis=0)
     zs = (zs - zs.mean(axis=0)) / np.where(q_sd > 0, q_sd, 1.0)
+    fit_rows = rng.choice(len(zs), max_query, replace=False) if len(zs) > max_query else slice(None)
     mapping = ot.da.EMDTransport()
-    mapping.fit(Xs=zs, Xt=zt)
+    mapping.fit(Xs=zs[fit_rows], Xt=zt)
     moved = mapping.transform(Xs=zs) * sd + mean
     moved = np.where(q_missing, np.nan, moved)
     return pd.DataFrame(moved, index=query.index, columns=cols)

@@ -20,8 +20,15 @@ import pandas as pd
 from ephys2tx.errors import InputError
 from ephys2tx.features.families import HUMAN_IPFX_SCHEMA
 
-__all__ = ["CANONICAL_FEATURES", "CanonicalFeature", "UNITS", "check_units", "unit_factor",
-           "canonical_names", "UnitIssue"]
+__all__ = [
+    "CANONICAL_FEATURES",
+    "UNITS",
+    "CanonicalFeature",
+    "UnitIssue",
+    "canonical_names",
+    "check_units",
+    "unit_factor",
+]
 
 #: unit -> (dimension, factor to the dimension's SI-like base unit).
 UNITS: dict[str, tuple[str, float]] = {
@@ -145,7 +152,7 @@ def require_canonical(name: str, *, where: str = "column map") -> CanonicalFeatu
     close = difflib.get_close_matches(name, CANONICAL_FEATURES, n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise InputError(f"{where}: unknown canonical feature name {name!r}{hint}; see "
-                     "docs/map_your_cells.md for the list of IPFX names.")
+                     "docs/mapping.md for the list of IPFX names.")
 
 
 @dataclass(frozen=True)

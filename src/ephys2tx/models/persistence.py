@@ -5,13 +5,16 @@ Directory format (``format_version`` 1)::
     model_dir/
       model.json            # kind, estimator class + params, features, families,
                             # preprocessing arrays, classes, temperature,
-                            # package version, training checksums, weights sha256
+                            # package version, training checksums, weights sha256,
+                            # free "extra" metadata (e.g. ephys2tx.mapping's calibrator)
       weights.safetensors   # kind "torch": the network's state dict
       model.joblib          # kind "sklearn-joblib": a pickled scikit-learn estimator
 
 ``kind`` tells the loader how to rebuild the estimator: ``"torch"`` for the
-classifiers of :mod:`ephys2tx.models.bilstm` (no pickle: plain JSON + tensors),
-``"sklearn-joblib"`` for any other scikit-learn estimator such as a random
+classifiers of :mod:`ephys2tx.models.bilstm` and the mouse -> human
+:class:`~ephys2tx.models.transfer.MouseHumanTransferClassifier` (no pickle:
+plain JSON + tensors; the transfer model stores per-species columns and
+preprocessing), ``"sklearn-joblib"`` for any other scikit-learn estimator such as a random
 forest (a pickle: only load directories you trust; the sha256 check guards
 against corruption, not against a malicious author). New kinds can be added
 without changing the others.
@@ -37,16 +40,18 @@ import numpy as np
 import ephys2tx
 from ephys2tx.errors import InputError
 
-__all__ = ["FORMAT_VERSION", "load_model", "save_model", "sha256_file"]
+__all__ = ["FORMAT_VERSION", "load_model", "read_model_metadata", "save_model", "sha256_file"]
 
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 TORCH_WEIGHTS = "weights.safetensors"
 JOBLIB_FILE = "model.joblib"
-#: Torch estimators the loader may rebuild (class path -> kind).
+_TRANSFER_CLASS = "ephys2tx.models.transfer.MouseHumanTransferClassifier"
+#: Torch estimators the loader may rebuild.
 _TORCH_CLASSES = {
     "ephys2tx.models.bilstm.AttentionBiLSTMClassifier",
     "ephys2tx.models.bilstm.FlatMLPClassifier",
+    _TRANSFER_CLASS,
 }
 
 
@@ -88,6 +93,10 @@ def _major(version: str) -> int:
         raise InputError(f"model.json has an unreadable package_version {version!r}.") from exc
 
 
+def _floats(values) -> list[float]:
+    return [float(v) for v in values]
+
+
 def _torch_payload(estimator) -> tuple[dict, dict]:
     """(json fields, state dict) of a fitted torch classifier."""
     params = estimator.get_params(deep=False)
@@ -98,17 +107,27 @@ def _torch_payload(estimator) -> tuple[dict, dict]:
         "params": _jsonable(params),
         "n_features_in": int(estimator.n_features_in_),
         "feature_names": None if names is None else [str(n) for n in names],
-        "families": {k: [int(i) for i in v] for k, v in estimator.families_.items()},
-        "preprocessing": {
-            "impute_values": [float(v) for v in estimator.impute_values_],
-            "scale_mean": [float(v) for v in estimator.scale_mean_],
-            "scale_scale": [float(v) for v in estimator.scale_scale_],
-        },
         "classes": _jsonable(estimator.classes_.tolist()),
         "classes_dtype": estimator.classes_.dtype.str if estimator.classes_.dtype != object else "object",
         "temperature": float(estimator.temperature_),
     }
-    state = {k: v.detach().cpu().contiguous() for k, v in estimator.module_.state_dict().items()}
+    if _class_path(estimator) == _TRANSFER_CLASS:
+        fields.update(
+            human_columns=list(estimator.human_columns_), mouse_columns=list(estimator.mouse_columns_),
+            families={k: list(v) for k, v in estimator.families_.items()},
+            preprocessing={sp: {"impute_values": _floats(fill), "scale_mean": _floats(mean),
+                                "scale_scale": _floats(scale)}
+                           for sp, (fill, mean, scale) in (("human", estimator.human_scaling_),
+                                                           ("mouse", estimator.mouse_scaling_))})
+    else:
+        fields.update(
+            families={k: [int(i) for i in v] for k, v in estimator.families_.items()},
+            preprocessing={"impute_values": _floats(estimator.impute_values_),
+                           "scale_mean": _floats(estimator.scale_mean_),
+                           "scale_scale": _floats(estimator.scale_scale_)})
+    # clone: a tokenizer shared by both species (transfer design a) appears under two keys,
+    # and safetensors refuses tensors that share memory
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in estimator.module_.state_dict().items()}
     return fields, state
 
 
@@ -231,6 +250,19 @@ def _check_weights(directory: Path, meta: dict) -> Path:
     return weights
 
 
+def _scaling(prep: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return tuple(np.asarray(prep[k], dtype=np.float64)
+                 for k in ("impute_values", "scale_mean", "scale_scale"))
+
+
+def _transfer_module(est):
+    """The untrained network of a transfer classifier whose fitted attributes are set."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave torch's RNG alone
+        return est._build_module(len(est.classes_)).double()
+
+
 def _load_torch(meta: dict, weights: Path):
     from safetensors.torch import load_file
 
@@ -240,26 +272,33 @@ def _load_torch(meta: dict, weights: Path):
                          f"torch model ({sorted(_TORCH_CLASSES)}).")
     module_name, class_name = class_path.rsplit(".", 1)
     cls = getattr(importlib.import_module(module_name), class_name)
-    params = dict(meta["params"])
-    est = cls(**params)
+    est = cls(**dict(meta["params"]))
     est.n_features_in_ = int(meta["n_features_in"])
     if meta.get("feature_names") is not None:
         est.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
-    est.families_ = OrderedDict((k, [int(i) for i in v]) for k, v in meta["families"].items())
-    prep = meta["preprocessing"]
-    est.impute_values_ = np.asarray(prep["impute_values"], dtype=np.float64)
-    est.scale_mean_ = np.asarray(prep["scale_mean"], dtype=np.float64)
-    est.scale_scale_ = np.asarray(prep["scale_scale"], dtype=np.float64)
     dtype = object if meta["classes_dtype"] == "object" else np.dtype(meta["classes_dtype"])
     est.classes_ = np.asarray(meta["classes"], dtype=dtype)
     est.temperature_ = float(meta["temperature"])
-    module = est._build_module(len(est.classes_))
+    prep = meta["preprocessing"]
+    if class_path == _TRANSFER_CLASS:
+        est.human_columns_ = list(meta["human_columns"])
+        est.mouse_columns_ = list(meta["mouse_columns"])
+        est.families_ = OrderedDict((k, list(v)) for k, v in meta["families"].items())
+        est.human_scaling_, est.mouse_scaling_ = _scaling(prep["human"]), _scaling(prep["mouse"])
+        module = _transfer_module(est)
+    else:
+        est.families_ = OrderedDict((k, [int(i) for i in v]) for k, v in meta["families"].items())
+        est.impute_values_, est.scale_mean_, est.scale_scale_ = _scaling(prep)
+        module = est._build_module(len(est.classes_))
     try:
         module.load_state_dict(load_file(str(weights)), strict=True)
     except (RuntimeError, KeyError) as exc:
-        raise InputError(f"{weights} does not fit the network described in model.json ({exc}).") from exc
-    device = est._device()
-    est.module_ = module.to(device).eval()
+        first = str(exc).splitlines()[0]
+        raise InputError(f"{weights} does not fit the network described in model.json ({first}).") from exc
+    if class_path == _TRANSFER_CLASS:
+        est.module_ = module.eval()
+    else:
+        est.module_ = module.to(est._device()).eval()
     return est
 
 

@@ -308,6 +308,18 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         X = np.where(np.isnan(X), fill, X)
         return np.clip((X - mean) / scale, -_CLIP, _CLIP).astype(np.float32)
 
+    def _build_module(self, n_classes: int) -> TwoSpeciesNet:
+        """The untrained network for the fitted ``human_columns_`` and ``mouse_columns_``."""
+        _, human_tokens, _, mouse_tokens = species_inputs(self.design)
+        hpos = {c: i for i, c in enumerate(self.human_columns_)}
+        mpos = {c: i for i, c in enumerate(self.mouse_columns_)}
+        return TwoSpeciesNet([[hpos[c] for c in cols] for cols in human_tokens.values()],
+                             [[mpos[c] for c in mouse_tokens[f]] for f in human_tokens],
+                             n_classes, shared_tokenizer=self.design == "harmonised",
+                             token_dim=int(self.token_dim), hidden_size=int(self.hidden_size),
+                             embedding_dim=int(self.embedding_dim), dropout=float(self.dropout),
+                             scale=float(self.arcface_scale))
+
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, *, X_source=None, y_source=None):
         """Joint mouse + human training, then human fine-tuning.
@@ -329,7 +341,7 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
             raise InputError(f"alignment must be None or 'mmd', got {self.alignment!r}.")
         if X_source is None or y_source is None:
             raise InputError("the transfer model needs mouse cells: fit(X, y, X_source=..., y_source=...).")
-        human_cols, human_tokens, mouse_cols, mouse_tokens = species_inputs(self.design)
+        human_cols, human_tokens, mouse_cols, _ = species_inputs(self.design)
         self.human_columns_, self.mouse_columns_ = list(human_cols), list(mouse_cols)
         self.families_ = OrderedDict((f, list(c)) for f, c in human_tokens.items())
         Xh = self._human_matrix(X)
@@ -362,17 +374,9 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
             k = min(5, int(np.bincount(yh_tr).min()) - 1)
             if k >= 1:
                 Xh_tr, yh_tr = SMOTE(k_neighbors=k, random_state=seed).fit_resample(Xh_tr, yh_tr)
-        positions = {c: i for i, c in enumerate(self.human_columns_)}
-        human_pos = [[positions[c] for c in cols] for cols in human_tokens.values()]
-        mpos = {c: i for i, c in enumerate(self.mouse_columns_)}
-        mouse_pos = [[mpos[c] for c in mouse_tokens[f]] for f in human_tokens]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = TwoSpeciesNet(human_pos, mouse_pos, len(self.classes_),
-                                shared_tokenizer=self.design == "harmonised",
-                                token_dim=int(self.token_dim), hidden_size=int(self.hidden_size),
-                                embedding_dim=int(self.embedding_dim), dropout=float(self.dropout),
-                                scale=float(self.arcface_scale))
+            net = self._build_module(len(self.classes_))
             gen = torch.Generator().manual_seed(seed)
             data = dict(xh=torch.as_tensor(np.asarray(Xh_tr, np.float32)),
                         yh=torch.as_tensor(np.asarray(yh_tr), dtype=torch.long),

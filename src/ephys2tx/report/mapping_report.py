@@ -1,10 +1,10 @@
 """Outputs of ``ephys2tx map``: predictions, a short report and its figures.
 
-Also the measured figures of ``docs/map_your_cells.md``: run
+Also the measured figures of ``docs/mapping.md``: run
 ``python -m ephys2tx.report.mapping_report --out docs/figures`` to recompute,
 on the real data, the calibration (ECE before/after, reliability diagrams) per
-species, the OOD AUROC on the mouse held-out subclasses and the shift
-experiment, and to redraw the figures.
+species, the OOD AUROC on the mouse held-out subclasses (with a histogram) and
+the shift experiment (mean and SD over seeds), and to redraw the figures.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ephys2tx.data.user_tables import umask, write_csv  # noqa: E402
 from ephys2tx.errors import InputError  # noqa: E402
 
-__all__ = ["embedding_onto_reference", "ood_evaluation", "proportions_figure",
+__all__ = ["embedding_onto_reference", "ood_evaluation", "ood_figure", "proportions_figure",
            "reliability_figure", "shift_figure", "write_mapping_report"]
 
 CLASS_COLOURS = {"Lamp5": "#DA808C", "Pvalb": "#D93137", "Sst": "#F2A93B", "Vip": "#9C60B5"}
@@ -103,6 +104,11 @@ def proportions_figure(proportions: pd.DataFrame, title: str):
     return fig
 
 
+def _save(fig, path: Path) -> None:
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def write_mapping_report(out_dir, predictions: pd.DataFrame, *, query_features: pd.DataFrame,
                          reference, model, align, column_map: str, input_path: Path,
                          from_cache: bool, warnings: list, overwrite: bool = False) -> Path:
@@ -113,33 +119,26 @@ def write_mapping_report(out_dir, predictions: pd.DataFrame, *, query_features: 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o777 & ~mask)
-        predictions.to_csv(tmp / "predictions.csv", index=False)
+        os.chmod(tmp, 0o777 & ~umask())
+        write_csv(predictions, tmp / "predictions.csv")
         feats = model.features
         ref_xy, q_xy = embedding_onto_reference(reference.features[feats], query_features[feats])
         has_pred = predictions["predicted_subclass"].to_numpy() != ""
-        fig = _embedding_figure(ref_xy, reference.labels.to_numpy(), q_xy[has_pred],
+        _save(_embedding_figure(ref_xy, reference.labels.to_numpy(), q_xy[has_pred],
                                 predictions["predicted_subclass"].to_numpy()[has_pred],
                                 f"query cells on the {reference.species} reference "
-                                f"({len(feats)} features)")
-        fig.savefig(tmp / "embedding.png", dpi=130)
-        plt.close(fig)
+                                f"({len(feats)} features)"), tmp / "embedding.png")
         pred = predictions.loc[has_pred, "predicted_subclass"]
         proportions = pd.DataFrame({
             "query": pred.value_counts(normalize=True).reindex(model.classes, fill_value=0.0),
             "reference": reference.labels.value_counts(normalize=True).reindex(model.classes,
                                                                                fill_value=0.0),
             "query_cells": pred.value_counts().reindex(model.classes, fill_value=0).astype(int)})
-        fig = proportions_figure(proportions, "class proportions")
-        fig.savefig(tmp / "proportions.png", dpi=130)
-        plt.close(fig)
+        _save(proportions_figure(proportions, "class proportions"), tmp / "proportions.png")
         calib = model.record.get("calibration")
         if calib:
-            fig = reliability_figure(calib, f"{reference.species} reference, cross-validated")
-            fig.savefig(tmp / "reliability.png", dpi=130)
-            plt.close(fig)
+            _save(reliability_figure(calib, f"{reference.species} reference, cross-validated"),
+                  tmp / "reliability.png")
         (tmp / "report.md").write_text(_report_markdown(
             predictions, proportions, model, align, column_map, input_path, from_cache, warnings,
             reference.species), encoding="utf-8")
@@ -214,27 +213,69 @@ def ood_evaluation(model, held_out_features: pd.DataFrame, held_out_labels: pd.S
     return result
 
 
-def shift_figure(table: pd.DataFrame, title: str):
-    """Bars of macro F1 per shift/alignment condition."""
-    fig, ax = plt.subplots(figsize=(5.4, 3.2))
+def shift_figure(summary: pd.DataFrame, title: str):
+    """Macro F1 (mean ± SD over seeds) per alignment condition, one panel per query mix.
+
+    Parameters
+    ----------
+    summary : DataFrame
+        :func:`ephys2tx.mapping.summarise_shift` output.
+    title : str
+    """
+    queries = list(dict.fromkeys(summary["query"]))
+    fig, axes = plt.subplots(1, len(queries), figsize=(4.2 * len(queries), 3.0), sharey=True,
+                             squeeze=False)
     colours = ["#4c72b0", "#c44e52", "#55a868", "#8172b2"]
-    ax.barh(table["condition"][::-1], table["macro_f1"][::-1], color=colours[: len(table)][::-1])
-    for y, v in enumerate(table["macro_f1"][::-1]):
-        ax.text(v + 0.01, y, f"{v:.3f}", va="center", fontsize=8)
-    ax.set_xlim(0, 1.1)
-    ax.set_xlabel("macro F1 on the held-out 30%")
+    for ax, query in zip(axes[0], queries):
+        part = summary[summary["query"] == query].iloc[::-1]
+        y = np.arange(len(part))
+        ax.barh(y, part["macro_f1_mean"], xerr=part["macro_f1_std"].fillna(0.0),
+                color=colours[: len(part)][::-1], capsize=3)
+        for k, (v, sd) in enumerate(zip(part["macro_f1_mean"], part["macro_f1_std"].fillna(0.0))):
+            ax.text(v + sd + 0.02, k, f"{v:.3f}", va="center", fontsize=8)
+        ax.set_yticks(y, part["condition"])
+        ax.set_xlim(0, 1.15)
+        ax.set_xlabel("macro F1 on the held-out cells")
+        ax.set_title(f"{query} (n seeds = {int(part['n_seeds'].iloc[0])})", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def ood_figure(model, held_out_features: pd.DataFrame, held_out_labels: pd.Series,
+               reference_oof_scores: np.ndarray, title: str):
+    """Histograms of the OOD score: reference cells (out of fold) vs each held-out subclass."""
+    scores = model.predict_frame(held_out_features)["ood_score"].to_numpy()
+    fig, ax = plt.subplots(figsize=(5.0, 3.2))
+    bins = np.linspace(min(reference_oof_scores.min(), np.nanmin(scores)),
+                       np.quantile(np.r_[reference_oof_scores, scores[np.isfinite(scores)]], 0.995), 40)
+    ax.hist(reference_oof_scores, bins=bins, density=True, alpha=0.5, color="grey",
+            label=f"reference subclasses, out of fold (n={len(reference_oof_scores)})")
+    for cls, colour in zip(sorted(held_out_labels.unique()), ("#1f77b4", "#d62728", "#2ca02c")):
+        mask = held_out_labels.to_numpy() == cls
+        ax.hist(scores[mask], bins=bins, density=True, histtype="step", lw=1.6, color=colour,
+                label=f"held-out {cls} (n={int(mask.sum())})")
+    ax.axvline(model.ood_norm["threshold"], color="black", ls="--", lw=1,
+               label=f"flag threshold ({model.ood_norm['false_alarm_rate']:.0%} false alarms)")
+    ax.set_xlabel("OOD score (z distance + z uncertainty)")
+    ax.set_ylabel("density")
     ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=6.5, frameon=False)
     fig.tight_layout()
     return fig
 
 
 def main(argv=None) -> int:
-    """Recompute the figures of docs/map_your_cells.md on the real data and print them."""
-    from ephys2tx.mapping import fit_reference_model, reference_data, shift_experiment
+    """Recompute the figures of docs/mapping.md on the real data and print the measured figures."""
+    from ephys2tx.mapping import (fit_reference_model, reference_data, shift_experiment,
+                                  summarise_shift)
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--out", default="docs/figures")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--seeds", type=int, default=5, help="Seeds of the shift experiment.")
+    parser.add_argument("--networks", action="store_true",
+                        help="Also calibrate the BiLSTM and the transfer model on the human reference.")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -242,23 +283,40 @@ def main(argv=None) -> int:
         ref = reference_data(species, args.data_dir)
         model = fit_reference_model(ref.features, ref.labels, species=species, groups=ref.groups)
         cal, cv = model.record["calibration"], model.record["cv"]
-        print(f"{species}: forest ({len(model.features)} features, {len(ref.labels)} cells), "
-              f"CV accuracy {cv['accuracy']:.3f}, macro F1 {cv['macro_f1']:.3f}; "
-              f"ECE before {cal['ece_before']:.4f}, after ({cal['method']}) {cal['ece_after']:.4f}")
-        fig = reliability_figure(cal, f"{species} reference ({'donor-grouped ' if cv['grouped_by_donor'] else ''}5-fold CV)")
-        fig.savefig(out / f"map_reliability_{species}.png", dpi=130)
-        plt.close(fig)
+        print(_fit_line(model))
+        grouped = "donor-grouped " if cv["grouped_by_donor"] else ""
+        _save(reliability_figure(cal, f"{species} reference ({grouped}{cv['n_splits']}-fold CV)"),
+              out / f"map_reliability_{species}.png")
         if ref.held_out_features is not None:
-            res = ood_evaluation(model, ref.held_out_features, ref.held_out_labels,
-                                 model.diagnostics["oof_ood_scores"])
+            oof = model.diagnostics["oof_ood_scores"]
+            res = ood_evaluation(model, ref.held_out_features, ref.held_out_labels, oof)
             print(f"{species} OOD (held-out {', '.join(sorted(ref.held_out_labels.unique()))}, "
                   f"{len(ref.held_out_labels)} cells): " + ", ".join(f"{k} {v:.3f}" for k, v in res.items()))
-        table = shift_experiment(species, args.data_dir, reference=ref)
-        print(f"{species} shift experiment:\n{table.to_string(index=False, float_format='%.3f')}")
-        fig = shift_figure(table, f"{species}: held-out 30%, per-feature gain 1.4 + offset 0.8 SD")
-        fig.savefig(out / f"map_shift_{species}.png", dpi=130)
-        plt.close(fig)
+            _save(ood_figure(model, ref.held_out_features, ref.held_out_labels, oof,
+                             f"{species}: OOD score, AUROC {res['auroc']:.3f}"),
+                  out / f"map_ood_{species}.png")
+        table = shift_experiment(species, args.data_dir, reference=ref, seeds=range(args.seeds))
+        summary = summarise_shift(table)
+        print(f"{species} shift experiment ({args.seeds} seeds, mean and SD):\n"
+              f"{summary.to_string(index=False, float_format='%.3f')}")
+        _save(shift_figure(summary, f"{species}: held-out 30%, per-feature gain 1.4 + offset 0.8 SD"),
+              out / f"map_shift_{species}.png")
+    if args.networks:
+        from ephys2tx.data.datasets import load_dataset
+
+        ref = reference_data("human", args.data_dir)
+        mouse = load_dataset("mouse_visp", args.data_dir)
+        for name, extra in (("bilstm", {}), ("transfer", {"source": (mouse.features, mouse.labels)})):
+            print(_fit_line(fit_reference_model(ref.features, ref.labels, species="human", model=name,
+                                                groups=ref.groups, **extra)))
     return 0
+
+
+def _fit_line(model) -> str:
+    cal, cv = model.record["calibration"], model.record["cv"]
+    return (f"{model.species}: {model.model} ({len(model.features)} features, {model.record['n_cells']} "
+            f"cells), CV accuracy {cv['accuracy']:.3f}, macro F1 {cv['macro_f1']:.3f}; ECE before "
+            f"{cal['ece_before']:.4f}, after ({cal['method']}) {cal['ece_after']:.4f}")
 
 
 if __name__ == "__main__":  # pragma: no cover
