@@ -65,7 +65,7 @@ def test_registry_builds_unfitted_models(name, human):
     seeds = {v for k, v in params.items() if k.endswith("random_state")}
     assert seeds == {0}
     if "forest__n_estimators" in params:
-        assert params["forest__n_estimators"] == 200
+        assert params["forest__n_estimators"] == 100
 
 
 def test_registry_unknown_model(human):

@@ -45,7 +45,7 @@ def _progress() -> Progress:
 def run(
     data_dir: DataDirOption = None,
     out: Annotated[Path, typer.Option("--out", help="Results folder (replaced when the run succeeds).")] = Path("results"),
-    quick: Annotated[bool, typer.Option("--quick", help="A fast look: one repeat of 3 folds, smaller models.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="A fast look: one repeat of 3 folds, the main models only, fewer trees and epochs.")] = False,
     species: Annotated[Optional[list[str]], typer.Option("--species", help="mouse and/or human (repeatable).")] = None,
     models: Annotated[Optional[list[str]], typer.Option("--model", help="Model names (repeatable; default: all).")] = None,
     n_splits: Annotated[Optional[int], typer.Option(help="Folds per repeat (default 5; 3 with --quick).")] = None,

@@ -6,7 +6,6 @@ layer (:mod:`ephys2tx.report`) turns a :class:`StudyResult` into files.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,8 @@ from ephys2tx.errors import InputError
 from ephys2tx.models.registry import (
     BASELINE_MODELS,
     BILSTM_MODELS,
+    QUICK_MODELS,
+    QUICK_TRANSFER_MODELS,
     TRANSFER_MODELS,
     TRANSFER_TWINS,
     make_model,
@@ -39,14 +40,11 @@ def is_neural(model_name: str) -> bool:
     return model_name in BILSTM_MODELS or model_name in TRANSFER_MODELS
 
 
-def bilstm_available() -> bool:
-    """Whether the BiLSTM models are installed in this build."""
-    return importlib.util.find_spec("ephys2tx.models.bilstm") is not None
-
-
-def default_models() -> tuple[str, ...]:
-    """Baselines, plus the BiLSTM ablations when available."""
-    return BASELINE_MODELS + (BILSTM_MODELS if bilstm_available() else ())
+def default_models(quick: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Single-species models and transfer designs run when ``--model`` is not given."""
+    if quick:
+        return QUICK_MODELS, QUICK_TRANSFER_MODELS
+    return BASELINE_MODELS + BILSTM_MODELS, TRANSFER_MODELS
 
 
 @dataclass
@@ -60,7 +58,8 @@ class StudyConfig:
     species : tuple of str
         ``mouse`` and/or ``human``.
     models : tuple of str or None
-        Model names (None: :func:`default_models`).
+        Model names (None: :func:`default_models`, with the transfer designs
+        when ``transfer`` and human cells are studied).
     n_splits, n_repeats : int
         Repeated k-fold settings.
     split_schemes : tuple of str
@@ -70,7 +69,8 @@ class StudyConfig:
     seed : int
         Seed of folds, models and bootstraps.
     quick : bool
-        Fewer repeats and smaller forests.
+        The main models only, smaller forests and fewer epochs (see
+        :meth:`quick_config` for the folds).
     verify : bool
         Verify the data files' sha256.
     max_missing : float
@@ -165,8 +165,6 @@ def _check_config(config: StudyConfig, models: Sequence[str]) -> None:
     for m in models:
         if m not in known:
             raise InputError(f"unknown model {m!r}; choose from {', '.join(known)}.")
-        if m in BILSTM_MODELS and not bilstm_available():
-            raise InputError(f"model {m!r} needs ephys2tx.models.bilstm, which this build lacks.")
     if config.n_splits < 2 or config.n_repeats < 1:
         raise InputError("need --n-splits >= 2 and --n-repeats >= 1.")
     if config.feature_table is not None:
@@ -211,13 +209,17 @@ def run_study(config: StudyConfig, *,
     StudyResult
     """
     start = time.perf_counter()
-    models = tuple(config.models) if config.models else default_models()
-    _check_config(config, models)
-    transfer_models = tuple(m for m in models if m in TRANSFER_MODELS)
-    if (config.transfer and not config.models and "human" in config.species
-            and config.feature_table is None):
-        transfer_models = TRANSFER_MODELS
-    single_models = tuple(m for m in models if m not in TRANSFER_MODELS)
+    if config.models:
+        models = tuple(config.models)
+        _check_config(config, models)
+        transfer_models = tuple(m for m in models if m in TRANSFER_MODELS)
+        single_models = tuple(m for m in models if m not in TRANSFER_MODELS)
+    else:
+        single_models, transfer_models = default_models(config.quick)
+        _check_config(config, single_models)
+        if (not config.transfer or "human" not in config.species
+                or config.feature_table is not None):
+            transfer_models = ()
     loaded = dict(datasets or {})
     if config.feature_table is not None and config.species[0] not in loaded:
         from ephys2tx.features.nwb.dataset import as_dataset
@@ -348,7 +350,8 @@ def shared_embedding(mouse: PatchSeqDataset, human: PatchSeqDataset, seed: int,
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    model = make_model("transfer_b", human.families, list(human.features.columns), random_state=seed)
+    model = make_model("transfer_b", human.families, list(human.features.columns), random_state=seed,
+                       quick=quick)
     model.fit(human.features, human.labels.to_numpy(), X_source=mouse.features,
               y_source=mouse.labels.to_numpy())
     emb = np.vstack([model.embed(mouse.features, species="mouse"), model.embed(human.features)])

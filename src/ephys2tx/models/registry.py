@@ -16,6 +16,11 @@ BILSTM_MODELS = ("bilstm", "bilstm_nosmote", "bilstm_softmax", "bilstm_meanpool"
 TRANSFER_MODELS = ("transfer_a", "transfer_b", "transfer_c", "transfer_d", "transfer_a_human",
                    "transfer_b_human")
 
+#: A quick look runs the main models only: no BiLSTM ablations, and of the transfer designs
+#: the neural one with all features (b), its twin, and the stacking one (d).
+QUICK_MODELS = ("spca_rf", "rf", "hgb", "logreg", "bilstm", "mlp")
+QUICK_TRANSFER_MODELS = ("transfer_b", "transfer_d", "transfer_b_human")
+
 #: Transfer model -> its same-architecture human-only baseline.
 TRANSFER_TWINS = {"transfer_a": "transfer_a_human", "transfer_b": "transfer_b_human",
                   "transfer_c": "transfer_b_human", "transfer_d": "hgb"}
@@ -52,7 +57,7 @@ def family_positions(families: Mapping[str, Sequence[str]], columns: Sequence[st
 
 
 #: Epoch cap of the neural models in quick mode.
-QUICK_MAX_EPOCHS = 15
+QUICK_MAX_EPOCHS = 10
 
 
 def _quick_epochs(estimator, quick: bool):
@@ -75,14 +80,16 @@ def make_model(name: str, families: Mapping[str, Sequence[str]], columns: Sequen
         Column order of the input table.
     random_state : int
     quick : bool
-        Smaller forests, for a fast look.
+        A fast look: 100 trees per forest, 75 boosting iterations, at most
+        :data:`QUICK_MAX_EPOCHS` epochs.
     """
     positions = family_positions(families, columns)
-    n_trees = 200 if quick else 500
+    n_trees = 100 if quick else 500
+    boosting = {"max_iter": 75} if quick else {}
     factories: dict[str, Callable[[], object]] = {
         "spca_rf": lambda: make_spca_rf(positions, n_estimators=n_trees, random_state=random_state),
         "rf": lambda: make_rf(n_estimators=n_trees, random_state=random_state),
-        "hgb": lambda: make_hgb(random_state=random_state),
+        "hgb": lambda: make_hgb(random_state=random_state, **boosting),
         "logreg": lambda: make_logreg(random_state=random_state),
     }
     if name in factories:
