@@ -38,6 +38,7 @@ from torch.nn import functional as F
 from ephys2tx.errors import InputError
 
 __all__ = [
+    "EarlyStopping",
     "AttentionBiLSTMClassifier",
     "FamilyTokenBiLSTM",
     "FlatMLP",
@@ -258,6 +259,46 @@ def resolve_families(families, n_features: int, feature_names=None) -> OrderedDi
 # --------------------------------------------------------------------------- estimators
 
 
+class EarlyStopping:
+    """Keep the weights of the best epoch; say stop after ``patience`` epochs without progress.
+
+    Parameters
+    ----------
+    patience : int
+        Epochs without an improvement larger than ``min_delta`` before stopping.
+    min_delta : float
+        Smallest change of the score that counts as an improvement.
+
+    Attributes
+    ----------
+    best_score : float
+        Best score so far (higher is better; pass a negated loss).
+    best_epoch : int
+    """
+
+    def __init__(self, patience: int, min_delta: float = 1e-4):
+        self.patience = int(patience)
+        self.min_delta = min_delta
+        self.best_score, self.best_epoch = -math.inf, 0
+        self._best_state, self._stale = None, 0
+
+    def update(self, score: float, module: nn.Module, epoch: int) -> bool:
+        """Record an epoch's validation score; True when training should stop."""
+        if score > self.best_score + self.min_delta:
+            self.best_score, self.best_epoch, self._stale = score, epoch, 0
+            self._best_state = copy.deepcopy(module.state_dict())
+            return False
+        self._stale += 1
+        return self._stale >= self.patience
+
+    def restore(self, module: nn.Module) -> bool:
+        """Load the best epoch's weights into ``module``; False if no epoch was scored."""
+        if self._best_state is None:
+            return False
+        module.load_state_dict(self._best_state)
+        return True
+
+
 def _fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """Temperature minimising the negative log-likelihood of ``softmax(logits / T)``."""
 
@@ -414,7 +455,7 @@ class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
         xv = torch.as_tensor(X_va, device=device)
         yv = torch.as_tensor(y_va, dtype=torch.long, device=device)
         has_val = len(y_va) > 0
-        best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
+        stopper = EarlyStopping(self.patience)
         train_losses, val_losses = [], []
         bs = int(self.batch_size)
         for epoch in range(int(self.max_epochs)):
@@ -439,17 +480,9 @@ class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
             val_losses.append(val_loss)
             if self.verbose:
                 print(f"epoch {epoch:3d} train {train_losses[-1]:.4f} val {val_loss:.4f}")
-            if val_loss < best_loss - 1e-4:
-                best_loss, best_epoch, stale = val_loss, epoch, 0
-                best_state = copy.deepcopy(module.state_dict())
-            else:
-                stale += 1
-                if stale >= int(self.patience):
-                    break
-        if best_state is not None:
-            module.load_state_dict(best_state)
-        else:
-            best_epoch = len(train_losses) - 1
+            if stopper.update(-val_loss, module, epoch):
+                break
+        best_epoch = stopper.best_epoch if stopper.restore(module) else len(train_losses) - 1
         return {"train_loss": train_losses, "validation_loss": val_losses, "best_epoch": best_epoch}
 
     # ---- predict

@@ -45,7 +45,6 @@ parameters (mouse cells are always training data)::
 
 from __future__ import annotations
 
-import copy
 from collections import OrderedDict
 
 import numpy as np
@@ -65,7 +64,7 @@ from torch.nn import functional as F
 from ephys2tx.errors import InputError
 from ephys2tx.features.families import HUMAN_IPFX_SCHEMA, MOUSE_VISP_SCHEMA
 from ephys2tx.features.harmonise import HARMONISED_FEATURES, convert_mouse
-from ephys2tx.models.bilstm import _fit_temperature
+from ephys2tx.models.bilstm import EarlyStopping, _fit_temperature
 
 _CLIP = 10.0
 
@@ -397,8 +396,8 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         scale, margin = float(self.arcface_scale), float(self.arcface_margin)
         n_classes = len(self.classes_)
         bs = int(self.batch_size)
-        best, best_state, stale, scores = -1.0, None, 0, []
-        for _epoch in range(int(self.max_epochs)):
+        stopper, scores = EarlyStopping(self.patience), []
+        for epoch in range(int(self.max_epochs)):
             net.train()
             order = torch.randperm(len(d["yh"]), generator=gen)
             for start in range(0, len(order), bs):
@@ -424,15 +423,10 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
                 pred = net.logits(emb_v, "human").argmax(1).numpy()
             score = f1_score(d["yv"], pred, average="macro", labels=range(n_classes), zero_division=0)
             scores.append(float(score))
-            if score > best + 1e-4:
-                best, best_state, stale = score, copy.deepcopy(net.state_dict()), 0
-            else:
-                stale += 1
-                if stale >= int(self.patience):
-                    break
-        if best_state is not None:
-            net.load_state_dict(best_state)
-        return {"validation_macro_f1": scores, "best": best}
+            if stopper.update(score, net, epoch):
+                break
+        stopper.restore(net)
+        return {"validation_macro_f1": scores, "best": stopper.best_score}
 
     # ------------------------------------------------------------------ predict
     def _logits(self, Z: np.ndarray, species: str = "human") -> np.ndarray:
