@@ -61,7 +61,8 @@ def run(
         "--label-column", help="Label column of --labels (or of --features itself).")] = None,
 ) -> None:
     """Run the whole study on the real data and write metrics.json, figures and report.md."""
-    from ephys2tx.report.writer import results_markdown_table, write_results
+    from ephys2tx.report.writer import (results_markdown_table, transfer_comparison_markdown,
+                                        write_results)
     from ephys2tx.study import StudyConfig, run_study
 
     overrides = dict(data_dir=None if data_dir is None else str(data_dir), seed=seed,
@@ -87,6 +88,9 @@ def run(
         result = run_study(config, progress=progress)
     path = write_results(result, out)
     typer.echo(results_markdown_table(result))
+    transfer = transfer_comparison_markdown(result)
+    if transfer:
+        typer.echo("\n" + transfer)
     console.print(f"[green]wrote[/green] {path}/report.md, metrics.json and figures "
                   f"in {result.seconds:.0f} s")
 

@@ -106,6 +106,14 @@ def transfer_table(result: StudyResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def transfer_comparison_markdown(result: StudyResult) -> str:
+    """The transfer designs' rows of :func:`transfer_table` (empty without transfer designs)."""
+    table = transfer_table(result)
+    if table.empty:
+        return ""
+    return table[table["kind"] == "transfer"].to_markdown(index=False)
+
+
 def _transfer_section(result: StudyResult, fold_table: pd.DataFrame, fig_dir: Path) -> str:
     from ephys2tx.models.registry import TRANSFER_MODELS
 
