@@ -1,7 +1,7 @@
 """Train, save, predict and reference-map: the library behind ``ephys2tx train/predict/map``.
 
 A *reference model* is a classifier (random forest, attention BiLSTM, or the
-mouse -> human transfer network) on canonical IPFX features plus
+mouse -> human transfer model) on canonical IPFX features plus
 
 * a probability calibrator (temperature or isotonic) fitted on the
   out-of-fold probabilities of a k-fold cross-validation of the reference
@@ -61,8 +61,9 @@ FALSE_ALARM_RATE = 0.05
 #: zeros) it reached ECE 0.021 (human) / 0.0075 (mouse) in reference CV, temperature 0.067 / 0.014.
 CALIBRATIONS = ("isotonic", "temperature")
 DEFAULT_CALIBRATION = "isotonic"
-#: Registry name of the transfer network behind ``--model transfer``.
-TRANSFER_DESIGN = "transfer_b"
+#: Registry name of the transfer model behind ``--model transfer``: design (d), mouse-view
+#: stacking, the best transfer design of the study (README results, docs/transfer.md).
+TRANSFER_DESIGN = "transfer_d"
 _PROB_PREFIX = "prob_"
 
 
@@ -158,16 +159,15 @@ def _make_estimator(model: str, features: list[str], *, random_state: int, n_est
     if model == "transfer":
         from ephys2tx.models.registry import make_model
 
-        # design (b): per-species family adapters into a shared encoder, all human features
         est = make_model(TRANSFER_DESIGN, {}, [], random_state=random_state)
-        if max_epochs is not None:
+        if max_epochs is not None and "max_epochs" in est.get_params():  # the neural designs
             est.set_params(max_epochs=int(max_epochs), patience=min(est.patience, int(max_epochs)))
         return est
     raise InputError(f"unknown model {model!r}; choose from {', '.join(MODELS)}.")
 
 
 def _model_input(model: str, values: np.ndarray, features: list[str]):
-    """What the estimator reads: named columns for the transfer network, the bare array otherwise."""
+    """What the estimator reads: named columns for the transfer model, the bare array otherwise."""
     return pd.DataFrame(values, columns=features) if model == "transfer" else values
 
 
@@ -291,7 +291,7 @@ def fit_reference_model(X: pd.DataFrame, y: pd.Series, *, species: str, model: s
     species : str
         Recorded in the model.
     model : {"forest", "bilstm", "transfer"}
-        ``transfer`` is the mouse -> human network; ``X`` are then human cells
+        ``transfer`` is the mouse -> human model; ``X`` are then human cells
         (all IPFX features) and ``source`` the mouse cells.
     groups : array-like, optional
         Donor per cell (folds never split a donor).
@@ -303,7 +303,7 @@ def fit_reference_model(X: pd.DataFrame, y: pd.Series, *, species: str, model: s
     n_estimators : int
         Trees of the forest.
     max_epochs : int, optional
-        Epochs of the BiLSTM or transfer network (default: the model's own).
+        Epochs of the BiLSTM (default: its own; the transfer model has no epochs).
     random_state : int
     source : (DataFrame, Series), optional
         Mouse VISp cells (original column names) and their subclasses: the

@@ -15,7 +15,7 @@ def train_command(
     calibration: str = typer.Option("isotonic", help="isotonic or temperature."),
     n_splits: int = typer.Option(5, help="Cross-validation folds (metrics, calibration, OOD threshold)."),
     n_estimators: int = typer.Option(100, help="Trees of the forest."),
-    max_epochs: Optional[int] = typer.Option(None, help="BiLSTM/transfer epochs (default: the model's)."),
+    max_epochs: Optional[int] = typer.Option(None, help="BiLSTM epochs (default: the model's)."),
     seed: int = typer.Option(0, help="Seed of folds and model."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model directory."),
