@@ -16,7 +16,6 @@ from ephys2tx.features.nwb import (
     read_feature_table,
 )
 from ephys2tx.features.nwb.adapter import CellFailure, inspect_file
-from ephys2tx.features.nwb.cache import replace_atomically
 from ephys2tx.features.nwb.vectors import block_average, extract_cell
 
 
@@ -142,18 +141,7 @@ def test_input_errors(tmp_path, nwb_set):
         load_feature_table(precious)
 
 
-def test_outputs_replaced_atomically(extracted, tmp_path):
-    target = tmp_path / "t.bin"
-    replace_atomically(target, lambda fh: fh.write(b"old"))
-
-    def broken(fh):
-        fh.write(b"partial")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        replace_atomically(target, broken)
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["t.bin"]  # no temporary file left
+def test_outputs_replaced_atomically(extracted):
     out_dir = extracted[0].features_path.parent
     assert not [p for p in out_dir.rglob("*.tmp")]
 

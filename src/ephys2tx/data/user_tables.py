@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from ephys2tx.atomic import replace_atomically
 from ephys2tx.errors import InputError
 
 __all__ = ["ID_CANDIDATES", "UserTable", "detect_id_column", "read_table", "read_user_table",
@@ -153,14 +153,18 @@ def umask() -> int:
     return mask
 
 
-def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``frame`` (without its index) as a UTF-8 CSV; missing values are empty fields."""
+def _write_csv_to(frame: pd.DataFrame, handle) -> None:
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
+    pa_csv.write_csv(table, handle, pa_csv.WriteOptions(quoting_style="needed"))
+
+
+def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``frame`` (without its index) as a UTF-8 CSV; missing values are empty fields."""
     with open(path, "wb") as handle:
-        pa_csv.write_csv(table, handle, pa_csv.WriteOptions(quoting_style="needed"))
+        _write_csv_to(frame, handle)
         handle.flush()
         os.fsync(handle.fileno())
     return Path(path)
@@ -170,13 +174,4 @@ def write_csv_atomic(frame: pd.DataFrame, out: str | os.PathLike) -> Path:
     """:func:`write_csv` to a temporary sibling of ``out``, renamed onto it when complete."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~umask())
-        write_csv(frame, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return replace_atomically(out, lambda handle: _write_csv_to(frame, handle))

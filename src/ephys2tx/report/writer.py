@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ephys2tx.atomic import replace_atomically
 from ephys2tx.report import figures
 from ephys2tx.study import REFERENCE_MODEL, StudyResult, config_dict
 from ephys2tx.models.registry import DESCRIPTIONS
@@ -32,9 +33,8 @@ def _json_default(obj):
 
 def dump_json(data, path: Path) -> None:
     """Write JSON to ``path`` atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default, ensure_ascii=False))
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, default=_json_default, ensure_ascii=False)
+    replace_atomically(path, lambda handle: handle.write(text.encode()))
 
 
 def results_markdown_table(result: StudyResult) -> str:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
-import secrets
 from pathlib import Path
-from typing import BinaryIO, Callable
+
+from ephys2tx.atomic import replace_atomically
+
+__all__ = ["CACHE_VERSION", "cell_key", "read", "replace_atomically", "write_atomic"]
 
 CACHE_VERSION = 1
 
@@ -23,40 +24,6 @@ def cell_key(path: str | Path, settings: dict) -> str:
         identity = [str(path), None, None]
     blob = json.dumps([CACHE_VERSION, identity, settings], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def replace_atomically(target: Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Write ``target`` through ``write(handle)`` into a temporary sibling, then ``os.replace`` it.
-
-    Readers see either the old file or the complete new one, never a partial
-    file; the temporary file is removed if ``write`` fails or is interrupted.
-
-    Parameters
-    ----------
-    target : Path
-        File to create or replace; its directory must exist.
-    write : callable
-        Called with a binary file handle open for writing.
-
-    Returns
-    -------
-    Path
-        ``target``.
-    """
-    target = Path(target)
-    # A unique name opened with O_EXCL and mode 0666 (the umask applies, as for any new file).
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
 
 
 def write_atomic(cache_dir: Path, key: str, record: dict) -> Path:

@@ -1,0 +1,31 @@
+"""Atomic writes: the old file survives a failed write, and no temporary file is left."""
+
+from __future__ import annotations
+
+import pytest
+
+from ephys2tx.atomic import replace_atomically
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "t.bin"
+    replace_atomically(target, lambda fh: fh.write(b"old"))
+
+    def broken(fh):
+        fh.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        replace_atomically(target, broken)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["t.bin"]
+
+
+def test_new_file_gets_the_content_and_usual_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    target = replace_atomically(tmp_path / "new.txt", lambda fh: fh.write(b"hello"))
+    assert target.read_bytes() == b"hello"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
