@@ -29,3 +29,20 @@ def test_new_file_gets_the_content_and_usual_permissions(tmp_path):
     target = replace_atomically(tmp_path / "new.txt", lambda fh: fh.write(b"hello"))
     assert target.read_bytes() == b"hello"
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_staged_directory_replaces_the_folder_whole_or_not_at_all(tmp_path):
+    from ephys2tx.atomic import staged_directory
+
+    target = tmp_path / "out"
+    with staged_directory(target) as folder:
+        (folder / "a.txt").write_text("first")
+    with pytest.raises(RuntimeError):
+        with staged_directory(target) as folder:
+            (folder / "b.txt").write_text("half")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
+    with staged_directory(target) as folder:
+        (folder / "c.txt").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == ["c.txt"]  # replaced, not merged
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folder left

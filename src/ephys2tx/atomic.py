@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,3 +44,36 @@ def replace_atomically(target: Path, write: Callable[[BinaryIO], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+@contextmanager
+def staged_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """An empty folder beside ``target`` that replaces ``target`` whole when the block succeeds.
+
+    Build the new content inside the yielded folder. When the ``with`` block
+    ends without error, an existing ``target`` is moved aside, the new folder
+    is renamed into place and the old one deleted; on any error (or an
+    interrupt) the new folder is deleted and ``target`` is left as it was.
+
+    Parameters
+    ----------
+    target : path-like
+        Folder to create or replace; its parent is created if needed.
+
+    Yields
+    ------
+    Path
+        The staging folder, on the same file system as ``target``.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    content = staging / "content"
+    try:
+        content.mkdir()  # the umask applies, as for any new folder (mkdtemp's is private)
+        yield content
+        if target.exists():
+            os.replace(target, staging / "previous")
+        os.replace(content, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -22,7 +22,7 @@ from ephys2tx.atomic import replace_atomically
 from ephys2tx.errors import InputError
 
 __all__ = ["ID_CANDIDATES", "UserTable", "detect_id_column", "read_table", "read_user_table",
-           "umask", "write_csv", "write_csv_atomic"]
+           "write_csv", "write_csv_atomic"]
 
 #: Id column names tried in order (compared case-insensitively, ignoring spaces/underscores).
 ID_CANDIDATES = ("cell_id", "cell id", "cell_specimen_id", "specimen_id", "specimen_id_x",
@@ -144,13 +144,6 @@ def read_user_table(path: str | os.PathLike, *, id_column: str | None = None) ->
     data = table.drop(columns=[col])
     data.index = pd.Index(ids.to_numpy(), name=col)
     return UserTable(path=path, id_column=col, data=data)
-
-
-def umask() -> int:
-    """The process umask (read without changing it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _write_csv_to(frame: pd.DataFrame, handle) -> None:

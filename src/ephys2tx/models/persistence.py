@@ -29,8 +29,6 @@ import hashlib
 import importlib
 import json
 import os
-import shutil
-import tempfile
 from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 import ephys2tx
+from ephys2tx.atomic import staged_directory
 from ephys2tx.errors import InputError
 
 __all__ = ["FORMAT_VERSION", "load_model", "read_model_metadata", "save_model", "sha256_file"]
@@ -164,7 +163,6 @@ def save_model(estimator, directory, *, training_checksums=None, extra=None, ove
     if target.exists() and not overwrite:
         raise InputError(f"model directory {target} already exists; choose another path or pass "
                          "overwrite=True.")
-    target.parent.mkdir(parents=True, exist_ok=True)
     class_path = _class_path(estimator)
     meta = {
         "format": "ephys2tx-model",
@@ -175,8 +173,7 @@ def save_model(estimator, directory, *, training_checksums=None, extra=None, ove
         "training_checksums": _jsonable(dict(training_checksums or {})),
         "extra": _jsonable(dict(extra or {})),
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with staged_directory(target) as tmp:
         if class_path in _TORCH_CLASSES:
             from safetensors.torch import save_file
 
@@ -202,17 +199,6 @@ def save_model(estimator, directory, *, training_checksums=None, extra=None, ove
             json.dump(meta, handle, indent=1)
             handle.flush()
             os.fsync(handle.fileno())
-        if target.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.rmdir(backup)
-            os.rename(target, backup)
-            os.rename(tmp, target)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -10,9 +10,6 @@ the shift experiment (mean and SD over seeds), and to redraw the figures.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ephys2tx.data.user_tables import umask, write_csv  # noqa: E402
+from ephys2tx.data.user_tables import write_csv  # noqa: E402
+from ephys2tx.atomic import staged_directory  # noqa: E402
 from ephys2tx.errors import InputError  # noqa: E402
 
 __all__ = ["embedding_onto_reference", "ood_evaluation", "ood_figure", "proportions_figure",
@@ -116,10 +114,7 @@ def write_mapping_report(out_dir, predictions: pd.DataFrame, *, query_features: 
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise InputError(f"output {out_dir} already exists; choose another path or pass --overwrite.")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~umask())
+    with staged_directory(out_dir) as tmp:
         write_csv(predictions, tmp / "predictions.csv")
         feats = model.features
         ref_xy, q_xy = embedding_onto_reference(reference.features[feats], query_features[feats])
@@ -142,12 +137,6 @@ def write_mapping_report(out_dir, predictions: pd.DataFrame, *, query_features: 
         (tmp / "report.md").write_text(_report_markdown(
             predictions, proportions, model, align, column_map, input_path, from_cache, warnings,
             reference.species), encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ephys2tx.atomic import replace_atomically
+from ephys2tx.atomic import replace_atomically, staged_directory
 from ephys2tx.report import figures
 from ephys2tx.study import REFERENCE_MODEL, StudyResult, config_dict
 from ephys2tx.models.registry import DESCRIPTIONS
@@ -232,14 +230,6 @@ def write_results(result: StudyResult, out_dir: str | os.PathLike, *, overwrite:
         from ephys2tx.errors import InputError
 
         raise InputError(f"output folder {out} exists; pass --overwrite or choose another --out.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    try:
-        build_report(result, staging / "content")
-        if out.exists():
-            old = staging / "previous"
-            os.replace(out, old)
-        os.replace(staging / "content", out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with staged_directory(out) as staging:
+        build_report(result, staging)
     return out
