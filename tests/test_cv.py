@@ -176,3 +176,17 @@ def test_cv_result_shapes_and_summary(human_subset):
     assert lo <= summary["macro_f1"]["mean"] <= hi
     assert np.sum(summary["confusion_matrix"]) == 2 * len(y)
     assert summary["macro_f1"]["mean"] > 0.5  # far above chance (0.25) on real cells
+
+
+def test_parallel_folds_give_the_same_results(human_subset):
+    """Folds in joblib worker processes (as `ephys2tx run` fits them) change nothing."""
+    ds = human_subset
+    X, y = ds.features, ds.labels.to_numpy()
+    folds = make_splits(y, n_splits=3, n_repeats=1, random_state=0)
+    model = make_spca_rf(family_positions(ds.families, list(X.columns)), n_estimators=20,
+                         random_state=0)
+    serial = cross_validate(model, X, y, folds, classes=CLASSES, n_jobs=1)
+    parallel = cross_validate(model, X, y, folds, classes=CLASSES, n_jobs=2)
+    np.testing.assert_array_equal(serial.oof, parallel.oof)
+    np.testing.assert_array_equal(serial.oof_proba, parallel.oof_proba)
+    assert serial.macro_f1_per_fold == parallel.macro_f1_per_fold

@@ -140,3 +140,16 @@ def test_run_on_an_extracted_feature_table(nwb_set, tmp_path, capsys):
     assert main(base + ["--out", str(tmp_path / "unlabelled")]) == 2
     assert "no labels to learn from" in capsys.readouterr().err
     assert not (tmp_path / "unlabelled").exists()
+
+
+def test_donor_species_limits_the_donor_grouped_folds(human, mouse_visp):
+    """The quick look scores donor-grouped folds on human cells only."""
+    config = StudyConfig.quick_config(models=("logreg",), n_splits=2, n_boot=20, transfer=False)
+    assert config.donor_species == ("human",)
+    result = run_study(config, datasets={"human": human, "mouse": mouse_visp})
+    assert {(r["species"], r["split"]) for r in result.records} == {
+        ("mouse", "stratified"), ("human", "stratified"), ("human", "donor")}
+    full = StudyConfig(models=("logreg",), n_splits=2, n_repeats=1, n_boot=20, transfer=False)
+    result = run_study(full, datasets={"human": human, "mouse": mouse_visp})
+    assert {(r["species"], r["split"]) for r in result.records} == {
+        (sp, s) for sp in ("mouse", "human") for s in ("stratified", "donor")}

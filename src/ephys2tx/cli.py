@@ -45,13 +45,13 @@ def _progress() -> Progress:
 def run(
     data_dir: DataDirOption = None,
     out: Annotated[Path, typer.Option("--out", help="Results folder (replaced when the run succeeds).")] = Path("results"),
-    quick: Annotated[bool, typer.Option("--quick", help="A fast look: one repeat of 3 folds, the main models only, fewer trees and epochs.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="A fast look: one repeat of 3 folds, the main models only, fewer trees and epochs, donor-grouped folds for human cells only.")] = False,
     species: Annotated[Optional[list[str]], typer.Option("--species", help="mouse and/or human (repeatable).")] = None,
     models: Annotated[Optional[list[str]], typer.Option("--model", help="Model names (repeatable; default: all).")] = None,
     n_splits: Annotated[Optional[int], typer.Option(help="Folds per repeat (default 5; 3 with --quick).")] = None,
     n_repeats: Annotated[Optional[int], typer.Option(help="Repeats (default 3; 1 with --quick).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of folds, models and bootstraps.")] = 0,
-    jobs: Annotated[int, typer.Option("--jobs", help="Folds of the neural models fitted in parallel.")] = 2,
+    jobs: Annotated[int, typer.Option("--jobs", help="Folds fitted in parallel (worker processes).")] = 2,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the data files' sha256.")] = True,
     features: Annotated[Optional[Path], typer.Option(
         "--features", help="Study a table from `ephys2tx extract` instead of a shared table.")] = None,

@@ -67,9 +67,12 @@ def _run_fold(estimator, X: pd.DataFrame, y: np.ndarray, fold: Fold, classes: li
               fit_params: dict | None, families: dict | None, n_permutations: int,
               seed: int, torch_threads: int | None) -> dict:
     """Fit a clone on one fold's training rows; predict, score and explain its test rows."""
-    if torch_threads is not None:
-        import torch
+    # Load torch even for a forest: joblib reuses its worker processes across models and
+    # restarts any whose memory grew by 300 MB after its first task, as a first network
+    # fit (torch import included) would; a restart costs the imports again.
+    import torch
 
+    if torch_threads is not None:
         torch.set_num_threads(torch_threads)
     model = clone(estimator)
     start = time.perf_counter()

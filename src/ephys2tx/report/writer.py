@@ -52,6 +52,12 @@ def _qc_markdown(result: StudyResult) -> str:
     return "\n\n".join(parts)
 
 
+def _donor_scope(cfg) -> str:
+    if cfg.donor_species is None or set(cfg.species) <= set(cfg.donor_species):
+        return ""
+    return "; donor-grouped folds for " + " and ".join(cfg.donor_species) + " cells only"
+
+
 def _methods(result: StudyResult) -> str:
     cfg = result.config
     return (
@@ -60,7 +66,7 @@ def _methods(result: StudyResult) -> str:
         "summary features only; Cre line, t-type and assignment probabilities are never inputs. "
         f"Each model is evaluated by {cfg.n_repeats}× repeated {cfg.n_splits}-fold cross-validation, "
         "stratified by subclass and, separately, grouped by donor (no donor in both training and "
-        "test). Every split scheme uses the same folds for every model. Median imputation, "
+        f"test{_donor_scope(cfg)}). Every split scheme uses the same folds for every model. Median imputation, "
         "standardisation, per-family sparse PCA and SMOTE are fitted on the training rows of each "
         "fold only (they are steps of the estimator that is cloned and fitted per fold). "
         "Scores are mean ± sd over folds; the 95% CI is a percentile bootstrap "
