@@ -38,7 +38,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 import ephys2tx
 from ephys2tx import CLASSES
-from ephys2tx.data.user_tables import write_csv_atomic
+from ephys2tx.data.user_tables import write_csv
 from ephys2tx.errors import InputError
 from ephys2tx.models.calibration import (calibrator_from_dict, cross_fitted_calibration,
                                          expected_calibration_error, make_calibrator,
@@ -621,7 +621,7 @@ def predict(model_dir, input_path, out, *, column_map=None, id_column: str | Non
     predictions = ref.predict_frame(query.features)
     notes = _prediction_warnings(query, ref, predictions)
     frame = _assemble_output(query, predictions)
-    write_csv_atomic(frame, out)
+    write_csv(frame, out)
     return PredictResult(path=out, predictions=frame, warnings=notes, model=ref)
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ephys2tx.atomic import replace_atomically
 from ephys2tx.data.registry import DATASET_FILES, DataFile
 from ephys2tx.errors import InputError
 
@@ -41,35 +41,33 @@ def _download(url: str, destination: Path, expected_sha256: str, timeout: float,
               on_bytes: Callable[[int], None] | None) -> int:
     """Download ``url`` to ``destination`` atomically, verifying the checksum."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
     n_bytes = 0
-    fd, tmp_name = tempfile.mkstemp(prefix=".part-", dir=destination.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (https/http only)
-            except (urllib.error.URLError, OSError) as exc:
-                raise InputError(
-                    f"cannot download {url}: {exc}. Check the network, or pass --mirror "
-                    "with a reachable copy of the files."
-                ) from exc
-            with response:
-                for block in iter(lambda: response.read(_CHUNK), b""):
-                    out.write(block)
-                    digest.update(block)
-                    n_bytes += len(block)
-                    if on_bytes is not None:
-                        on_bytes(len(block))
+
+    def write(out) -> None:
+        nonlocal n_bytes
+        digest = hashlib.sha256()
+        try:
+            response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (https/http only)
+        except (urllib.error.URLError, OSError) as exc:
+            raise InputError(
+                f"cannot download {url}: {exc}. Check the network, or pass --mirror "
+                "with a reachable copy of the files."
+            ) from exc
+        with response:
+            for block in iter(lambda: response.read(_CHUNK), b""):
+                out.write(block)
+                digest.update(block)
+                n_bytes += len(block)
+                if on_bytes is not None:
+                    on_bytes(len(block))
         if digest.hexdigest() != expected_sha256:
             raise InputError(
                 f"checksum mismatch for {url}: got sha256 {digest.hexdigest()}, expected "
                 f"{expected_sha256}. The source changed or the download was corrupted; "
                 "retry, or report it if it persists."
             )
-        os.replace(tmp_name, destination)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+
+    replace_atomically(destination, write)
     return n_bytes
 
 

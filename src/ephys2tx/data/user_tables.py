@@ -4,9 +4,9 @@ The table must have one row per cell and one id column whose values are
 unique. Every problem is an :class:`~ephys2tx.errors.InputError` whose one-line
 message names the file (and column) and says how to fix it.
 
-Output tables (predictions) are written with :func:`write_csv` (pyarrow, ten
-times faster than ``DataFrame.to_csv``; booleans as ``true``/``false``,
-missing values empty) or atomically with :func:`write_csv_atomic`.
+Output tables (predictions) are written atomically with :func:`write_csv` (pyarrow,
+ten times faster than ``DataFrame.to_csv``; booleans as ``true``/``false``,
+missing values empty).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ephys2tx.atomic import replace_atomically
 from ephys2tx.errors import InputError
 
 __all__ = ["ID_CANDIDATES", "UserTable", "detect_id_column", "read_table", "read_user_table",
-           "write_csv", "write_csv_atomic"]
+           "write_csv"]
 
 #: Id column names tried in order (compared case-insensitively, ignoring spaces/underscores).
 ID_CANDIDATES = ("cell_id", "cell id", "cell_specimen_id", "specimen_id", "specimen_id_x",
@@ -146,25 +146,13 @@ def read_user_table(path: str | os.PathLike, *, id_column: str | None = None) ->
     return UserTable(path=path, id_column=col, data=data)
 
 
-def _write_csv_to(frame: pd.DataFrame, handle) -> None:
+def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``frame`` (without its index) as a UTF-8 CSV, atomically; missing values are empty."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    pa_csv.write_csv(table, handle, pa_csv.WriteOptions(quoting_style="needed"))
-
-
-def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``frame`` (without its index) as a UTF-8 CSV; missing values are empty fields."""
-    with open(path, "wb") as handle:
-        _write_csv_to(frame, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return Path(path)
-
-
-def write_csv_atomic(frame: pd.DataFrame, out: str | os.PathLike) -> Path:
-    """:func:`write_csv` to a temporary sibling of ``out``, renamed onto it when complete."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return replace_atomically(out, lambda handle: _write_csv_to(frame, handle))
+    return replace_atomically(path, lambda handle: pa_csv.write_csv(
+        table, handle, pa_csv.WriteOptions(quoting_style="needed")))

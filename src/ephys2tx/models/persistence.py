@@ -25,7 +25,6 @@ renamed onto the target only when complete.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -37,6 +36,7 @@ import numpy as np
 
 import ephys2tx
 from ephys2tx.atomic import staged_directory
+from ephys2tx.data.fetch import sha256_file
 from ephys2tx.errors import InputError
 
 __all__ = ["FORMAT_VERSION", "load_model", "read_model_metadata", "save_model", "sha256_file"]
@@ -53,14 +53,6 @@ _TORCH_CLASSES = {
     _TRANSFER_CLASS,
 }
 
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _class_path(obj) -> str:

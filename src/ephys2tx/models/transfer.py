@@ -569,8 +569,6 @@ class MousePriorClassifier(ClassifierMixin, BaseEstimator):
             raise InputError(f"source_model must be 'logreg' or 'rf', got {self.source_model!r}.")
         if X_source is None or y_source is None:
             raise InputError("the transfer model needs mouse cells: fit(X, y, X_source=..., y_source=...).")
-        if not isinstance(X, pd.DataFrame):
-            raise InputError("X (human cells) must be a pandas DataFrame with named feature columns.")
         shared = list(HARMONISED_FEATURES)
         Xh_shared = _named_columns(X, shared, "X (human cells)")
         Xm = _named_columns(convert_mouse(X_source), shared, "X_source (mouse cells)")

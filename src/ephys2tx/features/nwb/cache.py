@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ephys2tx.atomic import replace_atomically
 
-__all__ = ["CACHE_VERSION", "cell_key", "read", "replace_atomically", "write_atomic"]
+__all__ = ["CACHE_VERSION", "cell_key", "read", "write_atomic"]
 
 CACHE_VERSION = 1
 

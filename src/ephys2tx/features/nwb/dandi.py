@@ -21,9 +21,8 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ephys2tx.atomic import replace_atomically
 from ephys2tx.errors import InputError
-
-from .cache import replace_atomically
 
 #: ipfx release manifests mapping ``cell_specimen_id`` to NWB file names.
 IPFX_MANIFESTS = ("2020-06-26_mouse_file_manifest.csv", "2020-06-26_human_file_manifest.csv")

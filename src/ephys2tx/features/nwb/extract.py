@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ephys2tx.atomic import replace_atomically
 from ephys2tx.errors import InputError
 
 from . import cache
@@ -477,7 +478,7 @@ def _write_parquet(table: pd.DataFrame, out: Path, settings: dict) -> None:
     meta[META_SUMMARY] = json.dumps(summary).encode()
     meta[META_SETTINGS] = json.dumps(settings).encode()
     arrow = arrow.replace_schema_metadata(meta)
-    cache.replace_atomically(out, lambda fh: pq.write_table(arrow, fh))
+    replace_atomically(out, lambda fh: pq.write_table(arrow, fh))
 
 
 def _write_failures(failures: list[dict], path: Path) -> None:
@@ -489,7 +490,7 @@ def _write_failures(failures: list[dict], path: Path) -> None:
         text.flush()
         text.detach()  # leave the binary handle open for replace_atomically
 
-    cache.replace_atomically(path, write)
+    replace_atomically(path, write)
 
 
 @dataclasses.dataclass(frozen=True)
