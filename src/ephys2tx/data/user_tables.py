@@ -1,7 +1,11 @@
 """Read a user's feature table (CSV, TSV, Parquet or Excel) and find its cell-id column; write CSV.
 
 The table must have one row per cell and one id column whose values are
-unique. Every problem is an :class:`~ephys2tx.errors.InputError` whose one-line
+unique. Every row must have as many fields as the header (a row cut short, e.g.
+a file truncated mid-row, is an error, never padded with missing values), and
+every number must be finite and at most :data:`MAX_ABS_VALUE` in magnitude: an
+``inf``, ``-inf`` or ``1e300`` is an error naming the file, column and cell
+(policy: fix the value, or leave the cell empty for missing). Every problem is an :class:`~ephys2tx.errors.InputError` whose one-line
 message names the file (and column) and says how to fix it.
 
 Output tables (predictions) are written atomically with :func:`write_csv` (pyarrow,
@@ -21,8 +25,12 @@ import pandas as pd
 from ephys2tx.atomic import replace_atomically
 from ephys2tx.errors import InputError
 
-__all__ = ["ID_CANDIDATES", "UserTable", "detect_id_column", "read_table", "read_user_table",
-           "write_csv"]
+__all__ = ["ID_CANDIDATES", "MAX_ABS_VALUE", "UserTable", "check_complete_rows", "check_finite",
+           "detect_id_column", "read_table", "read_user_table", "write_csv"]
+
+#: Largest magnitude accepted for a feature value; larger values (and inf/-inf) are errors.
+#: No electrophysiology feature in any unit comes near it, and squares of it stay finite.
+MAX_ABS_VALUE = 1e15
 
 #: Id column names tried in order (compared case-insensitively, ignoring spaces/underscores).
 ID_CANDIDATES = ("cell_id", "cell id", "cell_specimen_id", "specimen_id", "specimen_id_x",
@@ -34,6 +42,70 @@ _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet",
 
 def _norm(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", str(name).strip().lower())
+
+
+def check_complete_rows(path: str | os.PathLike, *, sep: str = ",", encoding: str = "utf-8-sig") -> None:
+    """Refuse a delimited text file with a row shorter than its header (cut off or ragged).
+
+    Raises
+    ------
+    InputError
+        Naming the line, the number of fields found and expected.
+    """
+    import csv
+
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding=encoding) as handle:
+            reader = csv.reader(handle, delimiter=sep)
+            header = next(reader, None)
+            if header is None:
+                return
+            width = len(header)
+            for row in reader:
+                if row and len(row) < width and any(field.strip() for field in row):
+                    raise InputError(
+                        f"{path} line {reader.line_num} has {len(row)} of the {width} fields of "
+                        "its header: the row is incomplete (a file cut off, or a missing "
+                        "separator); restore the complete file, or fill the row.")
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read {path} as delimited text: {exc}".replace("\n", " ")) from exc
+
+
+def check_finite(frame: pd.DataFrame, *, where: str, sources: dict | None = None) -> None:
+    """Refuse inf, -inf and values beyond :data:`MAX_ABS_VALUE` in the numeric columns of ``frame``.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Index: cell ids (named in the message).
+    where : str
+        The file (or table) the values come from.
+    sources : dict, optional
+        ``column -> column name in the file`` (for converted columns).
+
+    Raises
+    ------
+    InputError
+        Naming the file, column and cell, and saying how to fix it.
+    """
+    import numpy as np
+
+    for col in frame.columns:
+        values = frame[col]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        array = values.to_numpy(dtype=float, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            bad = np.isinf(array) | (np.abs(array) > MAX_ABS_VALUE)
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            name = (sources or {}).get(col, col)
+            raise InputError(
+                f"column {name!r} of {where} has the value {array[pos]!r} (cell "
+                f"{frame.index[pos]}, {int(bad.sum())} such value(s)); values must be finite "
+                f"numbers of magnitude <= {MAX_ABS_VALUE:g}: fix it, or leave the cell empty for "
+                "missing.")
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
@@ -71,6 +143,8 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     if table.shape[0] == 0 or table.shape[1] == 0:
         raise InputError(f"input table {path} is empty ({table.shape[0]} rows, {table.shape[1]} "
                          "columns); it needs a header and one row per cell.")
+    if kind in ("csv", "tsv"):
+        check_complete_rows(path, sep="\t" if kind == "tsv" else ",")
     return table
 
 
@@ -143,6 +217,7 @@ def read_user_table(path: str | os.PathLike, *, id_column: str | None = None) ->
                          f"({int(dup.sum())} rows share an id); keep one row per cell.")
     data = table.drop(columns=[col])
     data.index = pd.Index(ids.to_numpy(), name=col)
+    check_finite(data, where=str(path))
     return UserTable(path=path, id_column=col, data=data)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from ephys2tx.errors import InputError
@@ -20,6 +21,39 @@ class Fold:
     fold: int
     train: np.ndarray
     test: np.ndarray
+
+
+def check_foldable(y, groups=None, *, scheme: str = "stratified", n_splits: int = 5,
+                   where: str = "the training set") -> None:
+    """Refuse, before any fit, labels that the k-fold scheme cannot split into ``n_splits`` folds.
+
+    Raises
+    ------
+    InputError
+        Fewer than two classes, a class with fewer cells than folds, or (for
+        ``scheme="donor"``) fewer donors than folds.
+    """
+    labels = pd.Series(np.asarray(y, dtype=object)).dropna()
+    counts = labels.value_counts()
+    if len(counts) < 2:
+        found = f"only class {counts.index[0]!r}" if len(counts) else "no labelled cell"
+        raise InputError(f"{where} has {found}; a classifier needs at least two classes with "
+                         "labelled cells: add cells of another class.")
+    if int(n_splits) < 2:
+        raise InputError(f"--n-splits must be at least 2, got {n_splits}.")
+    smallest = counts.idxmin()
+    if counts.min() < n_splits:
+        raise InputError(f"{where} has {int(counts.min())} cell(s) of class {smallest!r}, fewer "
+                         f"than the {n_splits} folds asked for; lower --n-splits to at most "
+                         f"{int(counts.min())} or add cells of that class." if counts.min() >= 2 else
+                         f"{where} has {int(counts.min())} cell of class {smallest!r}; every class "
+                         "needs at least 2 cells for cross-validation: add cells or drop that class.")
+    if scheme == "donor" and groups is not None:
+        n_groups = pd.Series(np.asarray(groups, dtype=object)).nunique()
+        if n_groups < n_splits:
+            raise InputError(f"{where} has {n_groups} donor(s), fewer than the {n_splits} "
+                             f"donor-grouped folds asked for; lower --n-splits to at most "
+                             f"{n_groups}.")
 
 
 def make_splits(y, groups=None, *, scheme: str = "stratified", n_splits: int = 5,
@@ -50,6 +84,7 @@ def make_splits(y, groups=None, *, scheme: str = "stratified", n_splits: int = 5
         raise InputError(f"unknown split scheme {scheme!r}; choose from {', '.join(SCHEMES)}.")
     if scheme == "donor" and groups is None:
         raise InputError("the donor-grouped split needs donor ids; this dataset has none.")
+    check_foldable(y, groups, scheme=scheme, n_splits=n_splits)
     folds: list[Fold] = []
     placeholder = np.zeros((len(y), 1))
     for repeat in range(n_repeats):
