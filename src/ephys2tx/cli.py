@@ -114,6 +114,7 @@ def fetch(
     dataset: Annotated[Optional[list[str]], typer.Option("--dataset", help="Dataset name (repeatable; default: all).")] = None,
     mirror: Annotated[Optional[str], typer.Option(help="Base URL of a mirror of the data folder.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Download even if a verified copy exists.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace data files whose content differs from the published ones.")] = False,
     dandiset: Annotated[Optional[str], typer.Option(
         "--dandiset", help="Download the raw NWB files of --cells from this DANDI dandiset (e.g. 000020) instead.")] = None,
     cells: Annotated[Optional[list[str]], typer.Option(
@@ -136,7 +137,7 @@ def fetch(
     with _progress() as bar:
         task = bar.add_task("fetching", total=None)
         records = fetch_datasets(
-            root, dataset, mirror=mirror, force=force,
+            root, dataset, mirror=mirror, force=force, overwrite=overwrite,
             on_file=lambda spec: bar.update(task, description=spec.relpath),
             on_bytes=lambda n: bar.advance(task, n))
     for rec in records:

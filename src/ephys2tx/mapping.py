@@ -571,7 +571,7 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
     cmap = None if column_map is None else resolve_column_map(column_map, ())
     if id_column is None and cmap is not None:
         id_column = cmap.id_column
-    table = read_user_table(input_path, id_column=id_column)
+    table = read_user_table(input_path, id_column=id_column, id_hint="name it with --id-column")
     cmap = cmap or resolve_column_map(None, table.data.columns)
     canonical, sources = apply_column_map(cmap, table.data, where=str(input_path))
     check_finite(canonical, where=str(input_path), sources=sources)
@@ -723,6 +723,8 @@ def cached_reference_model(ref: Reference, features: list[str], *, cache_dir=Non
     key = cache_key(ref.species, features, ref.checksums, n_estimators=n_estimators,
                     random_state=random_state)
     path = cache / f"{ref.species}-{key}"
+    check_foldable(ref.labels.to_numpy(), n_splits=5, where=f"the {ref.species} reference",
+                   folds_option=None)
     rebuild = False
     if path.is_dir() and not path.is_symlink():
         try:

@@ -86,7 +86,7 @@ def write_marker(folder: Path, kind: str, **details) -> Path:
     return path
 
 
-def check_writable_dir(folder: PathLike, *, what: str) -> Path:
+def check_writable_dir(folder: PathLike, *, what: str, target: PathLike | None = None) -> Path:
     """Check that files can be created in ``folder`` or, if absent, in its first existing parent.
 
     A probe folder is created and removed: this finds read-only file systems
@@ -99,19 +99,20 @@ def check_writable_dir(folder: PathLike, *, what: str) -> Path:
         A path component is a file, or the location is not writable.
     """
     folder = Path(folder).expanduser()
+    named = folder if target is None else Path(target)
     probe_in = folder
     while not probe_in.exists() and not probe_in.is_symlink():
         if probe_in.parent == probe_in:
             break
         probe_in = probe_in.parent
     if probe_in.exists() and not probe_in.is_dir():
-        raise InputError(f"cannot create {what} {folder}: {probe_in} is a file, not a folder; "
+        raise InputError(f"cannot create {what} {named}: {probe_in} is a file, not a folder; "
                          "choose another location or move that file away.")
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".ephys2tx-probe-", dir=probe_in))
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise InputError(f"cannot write {what} {folder}: {probe_in} is not writable ({reason}); "
+        raise InputError(f"cannot write {what} {named}: {probe_in} is not writable ({reason}); "
                          "choose a writable location.") from exc
     return folder
 
@@ -194,7 +195,7 @@ def check_output_dir(path: PathLike, *, kind: str, overwrite: bool = False, opti
             raise InputError(f"{option} {path} holds ephys2tx {marker.get('kind')!r} output, not "
                              f"{kind!r}; --overwrite replaces only output of the same kind: choose "
                              "another path.")
-    check_writable_dir(path.parent, what=f"{option} folder")
+    check_writable_dir(path.parent, what=option, target=path)
     return path
 
 
@@ -225,7 +226,7 @@ def check_output_file(path: PathLike, *, overwrite: bool = False, option: str = 
             raise InputError(f"{option} {path} exists and was not written by {written_by}, so "
                              "--overwrite does not replace it; choose another path or remove it "
                              "yourself.")
-    check_writable_dir(path.parent, what=f"{option} file")
+    check_writable_dir(path.parent, what=option, target=path)
     return path
 
 

@@ -149,12 +149,12 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def detect_id_column(table: pd.DataFrame, *, id_column: str | None = None,
-                     where: str = "table") -> str:
+                     where: str = "table", hint: str = "rename your id column to cell_id") -> str:
     """The id column: ``id_column`` if given, else the first of :data:`ID_CANDIDATES` present."""
     if id_column is not None:
         if id_column not in table.columns:
-            raise InputError(f"{where} has no id column {id_column!r} (named by --id-column or the "
-                             f"column map); columns start with {list(table.columns[:5])}.")
+            raise InputError(f"{where} has no id column {id_column!r}; columns start with "
+                             f"{list(table.columns[:5])}.")
         return id_column
     by_norm = {}
     for col in table.columns:
@@ -163,7 +163,7 @@ def detect_id_column(table: pd.DataFrame, *, id_column: str | None = None,
         if _norm(cand) in by_norm:
             return by_norm[_norm(cand)]
     raise InputError(f"{where} has no cell id column (looked for {', '.join(ID_CANDIDATES[:6])}, "
-                     "...); add one or name it with --id-column.")
+                     f"...); add one, or {hint}.")
 
 
 @dataclass(frozen=True)
@@ -199,11 +199,16 @@ def _id_strings(ids: pd.Series) -> pd.Series:
     return ids.map(lambda v: str(int(v)) if isinstance(v, float) and float(v).is_integer() else str(v))
 
 
-def read_user_table(path: str | os.PathLike, *, id_column: str | None = None) -> UserTable:
-    """Read a table, find and validate its id column (present, no empty value, unique)."""
+def read_user_table(path: str | os.PathLike, *, id_column: str | None = None,
+                    id_hint: str = "rename your id column to cell_id") -> UserTable:
+    """Read a table, find and validate its id column (present, no empty value, unique).
+
+    ``id_hint`` ends the message when no id column is found (e.g. the option
+    that names one, for commands that have it).
+    """
     path = Path(path)
     table = read_table(path)
-    col = detect_id_column(table, id_column=id_column, where=str(path))
+    col = detect_id_column(table, id_column=id_column, where=str(path), hint=id_hint)
     ids = table[col]
     if ids.isna().any():
         row = int(ids.isna().to_numpy().nonzero()[0][0])

@@ -24,8 +24,10 @@ class Fold:
 
 
 def check_foldable(y, groups=None, *, scheme: str = "stratified", n_splits: int = 5,
-                   where: str = "the training set") -> None:
+                   where: str = "the training set", folds_option: str | None = "--n-splits") -> None:
     """Refuse, before any fit, labels that the k-fold scheme cannot split into ``n_splits`` folds.
+
+    ``folds_option`` is the option that sets the folds (None: the command has none).
 
     Raises
     ------
@@ -41,19 +43,19 @@ def check_foldable(y, groups=None, *, scheme: str = "stratified", n_splits: int 
                          "labelled cells: add cells of another class.")
     if int(n_splits) < 2:
         raise InputError(f"--n-splits must be at least 2, got {n_splits}.")
-    smallest = counts.idxmin()
-    if counts.min() < n_splits:
-        raise InputError(f"{where} has {int(counts.min())} cell(s) of class {smallest!r}, fewer "
-                         f"than the {n_splits} folds asked for; lower --n-splits to at most "
-                         f"{int(counts.min())} or add cells of that class." if counts.min() >= 2 else
-                         f"{where} has {int(counts.min())} cell of class {smallest!r}; every class "
-                         "needs at least 2 cells for cross-validation: add cells or drop that class.")
+    smallest, fewest = counts.idxmin(), int(counts.min())
+    if fewest < n_splits:
+        lower = (f"lower {folds_option} to at most {fewest}, or " if folds_option and fewest >= 2
+                 else "")
+        raise InputError(f"{where} has {fewest} cell(s) of class {smallest!r}, fewer than the "
+                         f"{n_splits} cross-validation folds; {lower}add cells of that class or "
+                         "drop it.")
     if scheme == "donor" and groups is not None:
         n_groups = pd.Series(np.asarray(groups, dtype=object)).nunique()
         if n_groups < n_splits:
+            lower = f"lower {folds_option} to at most {n_groups}, or " if folds_option else ""
             raise InputError(f"{where} has {n_groups} donor(s), fewer than the {n_splits} "
-                             f"donor-grouped folds asked for; lower --n-splits to at most "
-                             f"{n_groups}.")
+                             f"donor-grouped folds; {lower}add cells of other donors.")
 
 
 def make_splits(y, groups=None, *, scheme: str = "stratified", n_splits: int = 5,
