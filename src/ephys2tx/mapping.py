@@ -344,6 +344,7 @@ def fit_reference_model(X: pd.DataFrame, y: pd.Series, *, species: str, model: s
     """
     say = progress or (lambda msg: None)
     features = [str(c) for c in X.columns]
+    check_foldable(np.asarray(y, dtype=object), n_splits=n_splits, where=f"the {species} reference")
     classes = [c for c in CLASSES if c in set(y)]
     if len(classes) < 2:
         raise InputError(f"the reference has {len(classes)} class(es); need at least two.")
@@ -351,7 +352,6 @@ def fit_reference_model(X: pd.DataFrame, y: pd.Series, *, species: str, model: s
     if np.isnan(codes.astype(float)).any():
         raise InputError(f"reference labels outside {classes}; keep only {', '.join(CLASSES)}.")
     codes = codes.astype(int)
-    check_foldable(codes, n_splits=n_splits, where=f"the {species} reference")
     values = X.to_numpy(dtype=float)
     fit_params = {}
     if model == "transfer":
@@ -435,6 +435,9 @@ def load_reference_model(directory) -> ReferenceModel:
     from ephys2tx.models.persistence import load_model, read_model_metadata
 
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"model directory {directory} is a file; give the folder written by "
+                         "`ephys2tx train --out DIR`.")
     if not directory.is_dir():
         raise InputError(f"model directory {directory} does not exist; train one with "
                          "`ephys2tx train --out DIR`.")

@@ -102,7 +102,7 @@ def check_finite(frame: pd.DataFrame, *, where: str, sources: dict | None = None
             pos = int(np.flatnonzero(bad)[0])
             name = (sources or {}).get(col, col)
             raise InputError(
-                f"column {name!r} of {where} has the value {array[pos]!r} (cell "
+                f"column {name!r} of {where} has the value {float(array[pos])!r} (cell "
                 f"{frame.index[pos]}, {int(bad.sum())} such value(s)); values must be finite "
                 f"numbers of magnitude <= {MAX_ABS_VALUE:g}: fix it, or leave the cell empty for "
                 "missing.")
@@ -117,6 +117,9 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         Missing file, unknown suffix, unparsable or empty table.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"input table {path} is a folder; give a table file (CSV, TSV, Parquet or "
+                         "Excel).")
     if not path.is_file():
         raise InputError(f"input table {path} does not exist; check the path.")
     kind = _SUFFIXES.get(path.suffix.lower())
