@@ -455,6 +455,51 @@ def _few_lamp5(path):
     table.to_csv(path, index=False)
 
 
+def _feature_table(sb, edit=lambda t: t, n=30):
+    """A table in the layout of `ephys2tx extract` (family map in the schema metadata)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ephys2tx.features.nwb.extract import META_FAMILIES
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(n, 4)), columns=["a_0", "a_1", "b_0", "b_1"],
+                         index=pd.Index([f"cell{i}" for i in range(n)], name="cell_id"))
+    frame["subclass"] = np.resize(["Pvalb", "Sst", "Vip"], n)
+    frame = edit(frame)
+    table = pa.Table.from_pandas(frame)
+    meta = {**(table.schema.metadata or {}),
+            META_FAMILIES: json.dumps({"fam_a": ["a_0", "a_1"], "fam_b": ["b_0", "b_1"]}).encode()}
+    path = sb.root / "features.parquet"
+    pq.write_table(table.replace_schema_metadata(meta), path)
+    return path
+
+
+def _with_features(sb, path, *extra):
+    return ["run", "--features", path, "--label-column", "subclass", "--species", "mouse",
+            "--model", "logreg", "--out", sb.root / "results", *extra]
+
+
+def _inf_feature(t):
+    t.iloc[4, 1] = np.inf
+    return t
+
+
+FEATURE_TABLES = {
+    "run --features, inf value": (lambda sb: _with_features(sb, _feature_table(sb, _inf_feature)),
+                                  r"column 'a_1' of .*features\.parquet has the value inf \(cell cell4"),
+    "run --features, a single class": (
+        lambda sb: _with_features(sb, _feature_table(sb, lambda t: t.assign(subclass="Sst"))),
+        r"has only class 'Sst'"),
+    "run --features, fewer cells of a class than folds": (
+        lambda sb: _with_features(sb, _feature_table(sb), "--n-splits", "20"),
+        r"10 cell\(s\) of class '\w+', fewer than the 20 .*lower --n-splits to at most 10"),
+    "run --features, output is the feature table": (
+        lambda sb: _with_features(sb, _feature_table(sb))[:-2] + ["--out", sb.root / "features.parquet"],
+        r"is an existing file|is the input"),
+}
+
+
 ARGUMENTS = {
     "run --n-splits 1": (lambda sb: run(sb, "--n-splits", "1"), r"--n-splits.*greater than or equal to 2"),
     "run --n-splits 10000": (lambda sb: run(sb, "--n-splits", "10000"), r"--n-splits.*less than or equal to 100"),
@@ -511,7 +556,7 @@ for _name, (_make, _pattern) in TABLES.items():
 for _name, (_make, _pattern) in COLUMN_MAPS.items():
     CASES[f"predict: {_name}"] = _map_case(_make, _pattern, "predict")
     CASES[f"map: {_name}"] = _map_case(_make, _pattern, "map")
-for _group in (MODELS, OUTPUTS, ARGUMENTS):
+for _group in (MODELS, OUTPUTS, ARGUMENTS, FEATURE_TABLES):
     for _name, (_make, _pattern) in _group.items():
         CASES[_name] = (lambda make, pattern: lambda sb: (make(sb), pattern))(_make, _pattern)
 
