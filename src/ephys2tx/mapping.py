@@ -708,7 +708,8 @@ def cache_key(species: str, features, checksums: dict, *, model: str = "forest",
                "version": ephys2tx.__version__, "model": model, "n_estimators": n_estimators,
                "max_samples": FOREST_MAX_SAMPLES, "min_samples_leaf": FOREST_MIN_LEAF,
                "random_state": random_state, "mapping_format": MAPPING_FORMAT,
-               "calibration": DEFAULT_CALIBRATION, "false_alarm_rate": FALSE_ALARM_RATE}
+               "calibration": DEFAULT_CALIBRATION, "false_alarm_rate": FALSE_ALARM_RATE,
+               "weights": "skops"}  # entries of the pickle format get other keys: never read
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
