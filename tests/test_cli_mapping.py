@@ -181,7 +181,7 @@ def _edit_json(model: Path, **changes):
 
 
 def _flip_weights_byte(model: Path):
-    weights = model / "model.joblib"
+    weights = model / "model.skops"
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0x01
     weights.write_bytes(bytes(data))
@@ -192,8 +192,8 @@ MODEL_CASES = {
                                      r"saved by ephys2tx 99\.0\.0, incompatible .*major version"),
     "incompatible format version": (lambda m: _edit_json(m, format_version=99),
                                     r"format_version 99"),
-    "corrupted weights": (_flip_weights_byte, r"model\.joblib is corrupted: sha256"),
-    "missing weights": (lambda m: (m / "model.joblib").unlink(), r"model\.joblib is missing"),
+    "corrupted weights": (_flip_weights_byte, r"model\.skops is corrupted: sha256"),
+    "missing weights": (lambda m: (m / "model.skops").unlink(), r"model\.skops is missing"),
     "not a model directory": (lambda m: (m / "model.json").unlink(), r"model\.json is missing"),
     "model without calibration": (lambda m: _edit_json(m, extra={}), r"without calibration/OOD"),
 }
@@ -297,11 +297,16 @@ def test_all_nan_rows_are_reported_and_kept_without_prediction(command, human_ce
 
 
 def test_overwrite_replaces_the_output(human_cells, model_dir, tmp_path, capsys):
+    """--overwrite replaces an earlier predictions table, never a file ephys2tx did not write."""
     table = _write(human_cells, tmp_path / "cells.csv")
     out = tmp_path / "p.csv"
     out.write_text("old")
-    code, _, stderr = _run(["predict", "--model", model_dir, "--input", table, "--out", out,
-                            "--overwrite"], capsys)
+    args = ["predict", "--model", model_dir, "--input", table, "--out", out, "--overwrite"]
+    _assert_clean_failure(*_run(args, capsys), r"not written by ephys2tx predict")
+    assert out.read_text() == "old"
+    _write(human_cells.head(3).assign(predicted_subclass="Sst", confidence=1.0, ood_score=0.0,
+                                      ood_flag=False, n_features=1), out)
+    code, _, stderr = _run(args, capsys)
     assert code == 0, stderr
     assert pd.read_csv(out, dtype={"cell_id": str})["cell_id"].tolist() == human_cells["cell_id"].tolist()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.csv", "p.csv"]

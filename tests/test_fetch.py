@@ -68,13 +68,17 @@ def test_force_downloads_again(mirror, tmp_path):
     assert {r.status for r in again} == {"downloaded"}
 
 
-def test_modified_local_file_is_replaced(mirror, tmp_path):
+def test_modified_local_file_is_kept_unless_overwrite(mirror, tmp_path):
     url, _ = mirror
     dest = tmp_path / "fetched"
     fetch_datasets(dest, ["human"], mirror=url)
     spec = DATASET_FILES["human"]["donors"]
-    (dest / spec.relpath).write_text("tampered\n")
-    records = {r.relpath: r.status for r in fetch_datasets(dest, ["human"], mirror=url)}
+    (dest / spec.relpath).write_text("my edit\n")
+    with pytest.raises(InputError, match="differs from the published file.*--overwrite"):
+        fetch_datasets(dest, ["human"], mirror=url)
+    assert (dest / spec.relpath).read_text() == "my edit\n"
+    records = {r.relpath: r.status for r in fetch_datasets(dest, ["human"], mirror=url,
+                                                           overwrite=True)}
     assert records[spec.relpath] == "downloaded"
     assert sha256_file(dest / spec.relpath) == spec.sha256
 

@@ -194,3 +194,42 @@ def test_train_rejects_before_loading_anything(tmp_path):
     with pytest.raises(InputError, match="unknown calibration"):
         train("human", "forest", tmp_path / "m", calibration="platt", data_dir=tmp_path / "no_data")
     assert not (tmp_path / "m").exists()
+
+
+def test_same_seed_gives_byte_identical_predictions(data_dir, human, tmp_path):
+    """Two maps with fresh caches (all fitting redone) write the same predictions.csv bytes."""
+    cells = human.features[["tau", "sag", "input_resistance", "v_baseline", "width_rheo"]]
+    path = tmp_path / "query.csv"
+    cells.iloc[::3].rename_axis("cell_id").reset_index().to_csv(path, index=False)
+    outputs = []
+    for k in range(2):
+        map_cells(path, "human", tmp_path / f"out{k}", data_dir=data_dir,
+                  cache_dir=tmp_path / f"cache{k}", n_estimators=30)
+        outputs.append((tmp_path / f"out{k}" / "predictions.csv").read_bytes())
+    assert outputs[0] == outputs[1]
+    warm = map_cells(path, "human", tmp_path / "out_warm", data_dir=data_dir,
+                     cache_dir=tmp_path / "cache0", n_estimators=30)
+    assert warm.from_cache
+    assert (tmp_path / "out_warm" / "predictions.csv").read_bytes() == outputs[0]
+
+
+def test_forest_probabilities_do_not_depend_on_threads(human_forest, human_ref):
+    """Large inputs are predicted in row blocks on threads; every row equals the serial result."""
+    from ephys2tx.mapping import _stable_predict_proba
+
+    X = np.tile(human_ref.features.to_numpy(float), (15, 1))  # > 8192 rows: the threaded path
+    est = human_forest.estimator
+    threaded = _stable_predict_proba(est, X, "forest")
+    serial = np.vstack([est.predict_proba(X[i:i + 1000]) for i in range(0, len(X), 1000)])
+    assert est.get_params()["forest__n_jobs"] == 1
+    assert threaded.tobytes() == serial.tobytes()
+
+
+def test_non_finite_features_never_reach_the_model(human_forest, human_ref):
+    X = human_ref.features.iloc[:5].copy()
+    X.iloc[2, 0] = np.inf
+    with pytest.raises(InputError, match="has the value inf"):
+        human_forest.predict_frame(X)
+    X.iloc[2, 0] = 1e300
+    with pytest.raises(InputError, match="1e\\+300"):
+        human_forest.predict_frame(X)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,7 @@ def test_round_trip_is_exact(fitted, table, tmp_path):
     X, _ = table
     out = save_model(fitted, tmp_path / "model", training_checksums={"x.csv": "ab12"},
                      extra={"dataset": "synthetic"})
-    assert sorted(p.name for p in out.iterdir()) == ["model.json", "weights.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [".ephys2tx-output.json", "model.json", "weights.safetensors"]
     meta = read_model_metadata(out)
     assert meta["kind"] == "torch"
     assert meta["package_version"] == ephys2tx.__version__
@@ -75,7 +76,8 @@ def test_forest_uses_the_same_directory_format(table, tmp_path):
     X, y = table
     forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(X.fillna(0), y)
     out = save_model(forest, tmp_path / "rf")
-    assert read_model_metadata(out)["kind"] == "sklearn-joblib"
+    assert read_model_metadata(out)["kind"] == "sklearn-skops"
+    assert sorted(p.name for p in out.iterdir()) == [".ephys2tx-output.json", "model.json", "model.skops"]
     np.testing.assert_array_equal(load_model(out).predict_proba(X.fillna(0)),
                                   forest.predict_proba(X.fillna(0)))
 
@@ -164,7 +166,7 @@ def test_transfer_round_trip_is_exact(design, human, mouse_visp, tmp_path):
                                          token_dim=4, hidden_size=4, embedding_dim=4).fit(
         X, human.labels.loc[X.index], X_source=Xs, y_source=mouse_visp.labels.loc[Xs.index])
     out = save_model(model, tmp_path / "transfer")
-    assert sorted(p.name for p in out.iterdir()) == ["model.json", "weights.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [".ephys2tx-output.json", "model.json", "weights.safetensors"]
     loaded = load_model(out)
     assert isinstance(loaded, MouseHumanTransferClassifier)
     assert loaded.get_params() == model.get_params()
@@ -175,3 +177,70 @@ def test_transfer_round_trip_is_exact(design, human, mouse_visp, tmp_path):
     rng_state = torch.get_rng_state()
     load_model(out)
     assert torch.equal(torch.get_rng_state(), rng_state)  # loading leaves torch's RNG alone
+
+
+# ------------------------------------------------------------------ a model folder is data, never code
+
+
+def _forest_dir(table, tmp_path):
+    X, y = table
+    forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(X.fillna(0), y)
+    return save_model(forest, tmp_path / "rf")
+
+
+def _rewrite_meta(out, **fields):
+    meta = json.loads((out / "model.json").read_text())
+    meta.update(fields)
+    (out / "model.json").write_text(json.dumps(meta))
+
+
+def test_untrusted_type_in_a_skops_file_is_refused_before_loading(table, tmp_path):
+    """A skops file naming a type outside the allow-list is never rebuilt."""
+    import skops.io as sio
+    from sklearn.preprocessing import FunctionTransformer
+
+    out = _forest_dir(table, tmp_path)
+    evil = FunctionTransformer(func=os.system)  # would run a shell command if rebuilt and used
+    sio.dump(evil, out / "model.skops")
+    _rewrite_meta(out, weights_sha256=persistence.sha256_file(out / "model.skops"))
+    with pytest.raises(InputError, match="does not trust"):
+        load_model(out)
+
+
+def test_old_pickle_format_is_refused_with_a_retrain_hint(table, tmp_path):
+    import pickle
+
+    out = _forest_dir(table, tmp_path)
+    (out / "model.skops").unlink()
+    (out / "model.joblib").write_bytes(pickle.dumps({"never": "loaded"}))
+    _rewrite_meta(out, kind="sklearn-joblib", weights_file="model.joblib",
+                  weights_sha256=persistence.sha256_file(out / "model.joblib"))
+    with pytest.raises(InputError, match="old pickle format.*ephys2tx train --out"):
+        load_model(out)
+
+
+@pytest.mark.parametrize("name", ["../outside.skops", "/etc/passwd", "sub/model.skops", "..", ""])
+def test_weights_path_must_stay_in_the_folder(name, table, tmp_path):
+    out = _forest_dir(table, tmp_path)
+    _rewrite_meta(out, weights_file=name)
+    with pytest.raises(InputError, match="inside the model folder"):
+        load_model(out)
+
+
+def test_weights_symlink_out_of_the_folder_is_refused(table, tmp_path):
+    out = _forest_dir(table, tmp_path)
+    outside = tmp_path / "elsewhere.skops"
+    (out / "model.skops").rename(outside)
+    (out / "model.skops").symlink_to(outside)
+    with pytest.raises(InputError, match="symbolic link pointing outside"):
+        load_model(out)
+
+
+def test_model_json_not_utf8_or_not_an_object(table, tmp_path):
+    out = _forest_dir(table, tmp_path)
+    (out / "model.json").write_bytes("{\"format\": \"caf\xe9\"}".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8"):
+        load_model(out)
+    (out / "model.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match="JSON list"):
+        load_model(out)

@@ -15,9 +15,9 @@ from ephys2tx.study import REFERENCE_MODEL, StudyConfig, run_study
 MODELS = ("logreg", "spca_rf")
 
 
-def _run_cli(data_dir, out, n_splits):
+def _run_cli(data_dir, out, n_splits, *extra):
     args = ["run", "--data-dir", str(data_dir), "--quick", "--species", "human",
-            "--model", MODELS[0], "--model", MODELS[1], "--out", str(out)]
+            "--model", MODELS[0], "--model", MODELS[1], "--out", str(out), *extra]
     if n_splits is not None:
         args += ["--n-splits", str(n_splits)]
     return main(args)
@@ -66,10 +66,14 @@ def test_quick_run_end_to_end(data_dir, human, tmp_path):
 @pytest.mark.slow
 def test_quick_run_end_to_end_default_folds(data_dir, human, tmp_path):
     """The exact documented quick command (3 folds by default)."""
+    from ephys2tx.safety import MARKER
+
     out = tmp_path / "results"
     out.mkdir()
     (out / "stale.txt").write_text("from a previous run")
-    assert _run_cli(data_dir, out, None) == 0
+    (out / MARKER).write_text('{"created_by": "ephys2tx", "kind": "study"}')  # a run's own folder
+    assert _run_cli(data_dir, out, None) == 2  # exists: refused up front without --overwrite
+    assert _run_cli(data_dir, out, None, "--overwrite") == 0
     _check_results(out, human, 3)
     assert not (out / "stale.txt").exists()  # the folder was replaced, not merged
 

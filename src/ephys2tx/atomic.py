@@ -47,7 +47,8 @@ def replace_atomically(target: Path, write: Callable[[BinaryIO], None]) -> Path:
 
 
 @contextmanager
-def staged_directory(target: str | os.PathLike) -> Iterator[Path]:
+def staged_directory(target: str | os.PathLike, *,
+                     before_replace: Callable[[], None] | None = None) -> Iterator[Path]:
     """An empty folder beside ``target`` that replaces ``target`` whole when the block succeeds.
 
     Build the new content inside the yielded folder. When the ``with`` block
@@ -59,6 +60,10 @@ def staged_directory(target: str | os.PathLike) -> Iterator[Path]:
     ----------
     target : path-like
         Folder to create or replace; its parent is created if needed.
+    before_replace : callable, optional
+        Called after the block, just before the swap; an exception it raises
+        leaves ``target`` as it was (e.g. a last check that the target may be
+        replaced, see :func:`ephys2tx.safety.staged_output_dir`).
 
     Yields
     ------
@@ -72,6 +77,8 @@ def staged_directory(target: str | os.PathLike) -> Iterator[Path]:
     try:
         content.mkdir()  # the umask applies, as for any new folder (mkdtemp's is private)
         yield content
+        if before_replace is not None:
+            before_replace()
         if target.exists():
             os.replace(target, staging / "previous")
         os.replace(content, target)

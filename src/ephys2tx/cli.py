@@ -5,6 +5,8 @@ Bad input (:class:`ephys2tx.errors.InputError`) prints one line and exits with c
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -17,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ephys2tx import __version__
 from ephys2tx.errors import InputError
+from ephys2tx.safety import check_output_dir, interrupts_raise
 
 app = typer.Typer(
     name="ephys2tx",
@@ -27,6 +30,13 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
+
+#: Bounds of the numeric options (data-dependent limits, e.g. cells per class >= folds, are
+#: checked by the library before any fit).
+MAX_SPLITS = 100
+MAX_REPEATS = 100
+MAX_JOBS = 256
+MAX_SEED = 2**32 - 1
 
 DataDirOption = Annotated[
     Optional[Path],
@@ -44,14 +54,15 @@ def _progress() -> Progress:
 @app.command()
 def run(
     data_dir: DataDirOption = None,
-    out: Annotated[Path, typer.Option("--out", help="Results folder (replaced when the run succeeds).")] = Path("results"),
+    out: Annotated[Path, typer.Option("--out", help="Results folder to create (checked before the run starts).")] = Path("results"),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it is a results folder written by ephys2tx run.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="A fast look: one repeat of 3 folds, the main models only, fewer trees and epochs, donor-grouped folds for human cells only.")] = False,
     species: Annotated[Optional[list[str]], typer.Option("--species", help="mouse and/or human (repeatable).")] = None,
     models: Annotated[Optional[list[str]], typer.Option("--model", help="Model names (repeatable; default: all).")] = None,
-    n_splits: Annotated[Optional[int], typer.Option(help="Folds per repeat (default 5; 3 with --quick).")] = None,
-    n_repeats: Annotated[Optional[int], typer.Option(help="Repeats (default 3; 1 with --quick).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of folds, models and bootstraps.")] = 0,
-    jobs: Annotated[int, typer.Option("--jobs", help="Folds fitted in parallel (worker processes).")] = 2,
+    n_splits: Annotated[Optional[int], typer.Option(min=2, max=MAX_SPLITS, help="Folds per repeat (default 5; 3 with --quick).")] = None,
+    n_repeats: Annotated[Optional[int], typer.Option(min=1, max=MAX_REPEATS, help="Repeats (default 3; 1 with --quick).")] = None,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of folds, models and bootstraps.")] = 0,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, max=MAX_JOBS, help="Folds fitted in parallel (worker processes).")] = 2,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the data files' sha256.")] = True,
     features: Annotated[Optional[Path], typer.Option(
         "--features", help="Study a table from `ephys2tx extract` instead of a shared table.")] = None,
@@ -63,7 +74,8 @@ def run(
     """Run the whole study on the real data and write metrics.json, figures and report.md."""
     from ephys2tx.report.writer import (results_markdown_table, transfer_comparison_markdown,
                                         write_results)
-    from ephys2tx.study import StudyConfig, run_study
+    from ephys2tx.study import STUDY_OUTPUT_KIND, StudyConfig, run_study, study_inputs
+
 
     overrides = dict(data_dir=None if data_dir is None else str(data_dir), seed=seed,
                      verify=verify, n_jobs=jobs)
@@ -79,6 +91,7 @@ def run(
     if n_repeats is not None:
         overrides["n_repeats"] = n_repeats
     config = StudyConfig.quick_config(**overrides) if quick else StudyConfig(**overrides)
+    check_output_dir(out, kind=STUDY_OUTPUT_KIND, overwrite=overwrite, inputs=study_inputs(config))
     with _progress() as bar:
         task = bar.add_task("loading data", total=None)
 
@@ -86,7 +99,7 @@ def run(
             bar.update(task, description=description, completed=done, total=total)
 
         result = run_study(config, progress=progress)
-    path = write_results(result, out)
+    path = write_results(result, out, overwrite=overwrite)
     typer.echo(results_markdown_table(result))
     transfer = transfer_comparison_markdown(result)
     if transfer:
@@ -101,6 +114,7 @@ def fetch(
     dataset: Annotated[Optional[list[str]], typer.Option("--dataset", help="Dataset name (repeatable; default: all).")] = None,
     mirror: Annotated[Optional[str], typer.Option(help="Base URL of a mirror of the data folder.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Download even if a verified copy exists.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace data files whose content differs from the published ones.")] = False,
     dandiset: Annotated[Optional[str], typer.Option(
         "--dandiset", help="Download the raw NWB files of --cells from this DANDI dandiset (e.g. 000020) instead.")] = None,
     cells: Annotated[Optional[list[str]], typer.Option(
@@ -123,7 +137,7 @@ def fetch(
     with _progress() as bar:
         task = bar.add_task("fetching", total=None)
         records = fetch_datasets(
-            root, dataset, mirror=mirror, force=force,
+            root, dataset, mirror=mirror, force=force, overwrite=overwrite,
             on_file=lambda spec: bar.update(task, description=spec.relpath),
             on_bytes=lambda n: bar.advance(task, n))
     for rec in records:
@@ -182,22 +196,66 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
         raise typer.Exit()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point; returns the exit code (2 for bad input)."""
+def _error_line(message: str) -> None:
+    console.print(f"[red]error:[/red] {escape(' '.join(str(message).split()))}", highlight=False,
+                  soft_wrap=True)
+
+
+def _invoke(argv: list[str] | None) -> int:
+    """Run the command; every failure becomes one line on stderr and an exit code."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="ephys2tx")
+        rv = app(args=argv, standalone_mode=False, prog_name="ephys2tx")
     except InputError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _error_line(str(exc))
         return 2
     except (click.exceptions.Exit, typer.Exit) as exc:
         return exc.exit_code
-    except (click.ClickException, typer.TyperException) as exc:  # typer >= 0.2x vendors click
-        exc.show()
-        return 2
     except (click.exceptions.Abort, typer.Abort):
-        console.print("aborted")
         return 130
-    return 0
+    except (click.ClickException, typer.TyperException) as exc:  # typer >= 0.2x vendors click
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _error_line(f"{message}{where}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:  # the environment: disk full, permissions, a vanished file
+        if os.environ.get("EPHYS2TX_DEBUG"):
+            raise
+        target = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        _error_line(f"{exc.strerror or exc}{target}; check the path, its permissions and the free "
+                    "disk space, then run the command again.")
+        return 2
+    except Exception as exc:  # a bug: one line, the traceback only on request
+        if os.environ.get("EPHYS2TX_DEBUG"):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        _error_line(f"internal error ({type(exc).__name__}: {first}); nothing was written. Please "
+                    "report it, with the traceback shown by EPHYS2TX_DEBUG=1.")
+        return 1
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code.
+
+    0 success; 2 bad input or environment (one ``error:`` line, nothing
+    written); 130 after Ctrl-C and 143 after SIGTERM (``aborted``; staged
+    outputs are removed, the targets are left as they were); 1 an internal
+    error (one line; ``EPHYS2TX_DEBUG=1`` shows the traceback).
+    """
+    with interrupts_raise() as received:
+        try:
+            code = _invoke(argv)
+        except KeyboardInterrupt:  # a signal during the error report itself
+            code = 130
+    signum = received["signum"]
+    if signum is not None or code == 130:
+        name = "" if signum in (None, signal.SIGINT) else f" ({signal.Signals(signum).name})"
+        console.print(f"aborted{name}", highlight=False)
+        return 128 + int(signum or signal.SIGINT)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -38,12 +37,16 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 import ephys2tx
 from ephys2tx import CLASSES
+from ephys2tx.data.paths import resolve_data_dir
 from ephys2tx.data.user_tables import write_csv
 from ephys2tx.errors import InputError
+from ephys2tx.evaluation.splits import check_foldable
 from ephys2tx.models.calibration import (calibrator_from_dict, cross_fitted_calibration,
                                          expected_calibration_error, make_calibrator,
                                          reliability_curve)
 from ephys2tx.models.ood import make_ood, ood_from_dict
+from ephys2tx.models.persistence import MODEL_OUTPUT_KIND
+from ephys2tx.safety import check_output_dir, check_output_file, check_writable_dir, is_own_output
 
 __all__ = ["MODELS", "SPECIES", "MapResult", "PredictResult", "Reference", "ReferenceModel",
            "TrainResult", "fit_reference_model", "load_reference_model", "map_cells", "predict",
@@ -52,6 +55,8 @@ __all__ = ["MODELS", "SPECIES", "MapResult", "PredictResult", "Reference", "Refe
 SPECIES = ("mouse", "human", "both")
 MODELS = ("forest", "bilstm", "transfer")
 MAPPING_FORMAT = 1
+#: Kind of a ``map`` output folder in its ownership marker (:mod:`ephys2tx.safety`).
+MAPPING_OUTPUT_KIND = "mapping"
 #: Forest used by ``map`` and by default in ``train``: fast to fit and to predict.
 FOREST_TREES = 100
 FOREST_MAX_SAMPLES = 0.5
@@ -171,6 +176,29 @@ def _model_input(model: str, values: np.ndarray, features: list[str]):
     return pd.DataFrame(values, columns=features) if model == "transfer" else values
 
 
+def _stable_predict_proba(estimator, X, model: str) -> np.ndarray:
+    """``predict_proba`` that does not depend on thread timing: same input, same bytes.
+
+    A forest's threaded ``predict_proba`` adds the trees' votes in whatever order
+    its threads finish; with one job per forest the order is fixed. Large
+    inputs are split into row blocks predicted in parallel threads instead
+    (each row's result does not depend on its block).
+    """
+    fixed = {k: 1 for k, v in estimator.get_params().items() if k.endswith("n_jobs") and v != 1}
+    if fixed:
+        estimator.set_params(**fixed)
+    n_threads = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                    else (os.cpu_count() or 1), 8)
+    if model != "forest" or n_threads < 2 or len(X) < 8192:
+        return estimator.predict_proba(X)
+    from concurrent.futures import ThreadPoolExecutor
+
+    blocks = np.array_split(np.arange(len(X)), n_threads)
+    with ThreadPoolExecutor(n_threads) as pool:
+        parts = list(pool.map(lambda rows: estimator.predict_proba(X[rows]), blocks))
+    return np.vstack(parts)
+
+
 def _softmax_safe(proba: np.ndarray) -> np.ndarray:
     proba = np.clip(np.asarray(proba, float), 0.0, 1.0)
     total = proba.sum(axis=1, keepdims=True)
@@ -225,7 +253,10 @@ class ReferenceModel:
             ``ood_flag`` and ``n_features``; rows with no feature value get
             empty values (NaN / ``""``).
         """
+        from ephys2tx.data.user_tables import check_finite
+
         X = X.reindex(columns=self.features).astype(float)
+        check_finite(X, where="the features to predict")
         n_present = X.notna().sum(axis=1).to_numpy()
         ok = n_present > 0
         n = len(X)
@@ -233,8 +264,8 @@ class ReferenceModel:
         score = np.full(n, np.nan)
         if ok.any():
             values = X.to_numpy()[ok]
-            raw = _softmax_safe(self.estimator.predict_proba(
-                _model_input(self.model, values, self.features)))
+            raw = _softmax_safe(_stable_predict_proba(
+                self.estimator, _model_input(self.model, values, self.features), self.model))
             cal = self.calibrator.transform(raw)
             proba[ok] = cal
             score[ok] = self._ood_score(values, cal)
@@ -313,6 +344,7 @@ def fit_reference_model(X: pd.DataFrame, y: pd.Series, *, species: str, model: s
     """
     say = progress or (lambda msg: None)
     features = [str(c) for c in X.columns]
+    check_foldable(np.asarray(y, dtype=object), n_splits=n_splits, where=f"the {species} reference")
     classes = [c for c in CLASSES if c in set(y)]
     if len(classes) < 2:
         raise InputError(f"the reference has {len(classes)} class(es); need at least two.")
@@ -339,7 +371,8 @@ def fit_reference_model(X: pd.DataFrame, y: pd.Series, *, species: str, model: s
         say(f"cross-validation fold {k + 1}/{n_splits}")
         train, test = fold_ids != k, fold_ids == k
         est = clone(base).fit(_model_input(model, values[train], features), codes[train], **fit_params)
-        proba[test] = _softmax_safe(est.predict_proba(_model_input(model, values[test], features)))
+        proba[test] = _softmax_safe(_stable_predict_proba(
+            est, _model_input(model, values[test], features), model))
         det = make_ood("mahalanobis", false_alarm_rate=FALSE_ALARM_RATE).fit(values[train], codes[train])
         distance[test] = det.score_samples(values[test])
     calibrated = cross_fitted_calibration(proba, codes, fold_ids, calibration)
@@ -402,6 +435,9 @@ def load_reference_model(directory) -> ReferenceModel:
     from ephys2tx.models.persistence import load_model, read_model_metadata
 
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"model directory {directory} is a file; give the folder written by "
+                         "`ephys2tx train --out DIR`.")
     if not directory.is_dir():
         raise InputError(f"model directory {directory} does not exist; train one with "
                          "`ephys2tx train --out DIR`.")
@@ -411,12 +447,19 @@ def load_reference_model(directory) -> ReferenceModel:
         raise InputError(f"{directory} holds a model without calibration/OOD information (not "
                          "written by `ephys2tx train`); re-train it with `ephys2tx train`.")
     estimator = load_model(directory)
-    return ReferenceModel(estimator=estimator, features=list(mapping["features"]),
-                          classes=list(mapping["classes"]), species=mapping["species"],
-                          model=mapping["model"],
-                          calibrator=calibrator_from_dict(mapping["calibrator"]),
-                          ood=ood_from_dict(mapping["ood"]), ood_norm=dict(mapping["ood_norm"]),
-                          record=dict(mapping.get("record", {})))
+    try:
+        return ReferenceModel(estimator=estimator, features=[str(f) for f in mapping["features"]],
+                              classes=[str(c) for c in mapping["classes"]],
+                              species=str(mapping["species"]), model=str(mapping["model"]),
+                              calibrator=calibrator_from_dict(mapping["calibrator"]),
+                              ood=ood_from_dict(mapping["ood"]), ood_norm=dict(mapping["ood_norm"]),
+                              record=dict(mapping.get("record", {})))
+    except InputError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise InputError(f"{directory / 'model.json'} has a missing or bad calibration/OOD field "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                         "re-train the model with `ephys2tx train`.") from exc
 
 
 # --------------------------------------------------------------------------- train
@@ -471,8 +514,8 @@ def train(species: str, model: str, out, *, data_dir=None, n_splits: int = 5,
                          f"as source data), not {species}; use --species human.")
     if calibration not in CALIBRATIONS:
         raise InputError(f"unknown calibration {calibration!r}; use {' or '.join(CALIBRATIONS)}.")
-    if out.exists() and not overwrite:
-        raise InputError(f"output {out} already exists; choose another path or pass --overwrite.")
+    check_output_dir(out, kind=MODEL_OUTPUT_KIND, overwrite=overwrite,
+                     inputs=[resolve_data_dir(data_dir)])
     ref = reference_data(species, data_dir, verify=verify)
     checksums, source = dict(ref.checksums), None
     if model == "transfer":
@@ -524,16 +567,17 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
     InputError
         Any bad input; a unit/range issue unless ``force``.
     """
-    from ephys2tx.data.user_tables import read_user_table
+    from ephys2tx.data.user_tables import check_finite, read_user_table
     from ephys2tx.features.canonical import check_units
     from ephys2tx.features.column_map import apply_column_map, resolve_column_map
 
     cmap = None if column_map is None else resolve_column_map(column_map, ())
     if id_column is None and cmap is not None:
         id_column = cmap.id_column
-    table = read_user_table(input_path, id_column=id_column)
+    table = read_user_table(input_path, id_column=id_column, id_hint="name it with --id-column")
     cmap = cmap or resolve_column_map(None, table.data.columns)
     canonical, sources = apply_column_map(cmap, table.data, where=str(input_path))
+    check_finite(canonical, where=str(input_path), sources=sources)
     notes = []
     for issue in check_units(canonical, sources):
         if not force:
@@ -543,11 +587,29 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
                  sources=sources, column_map=cmap.name, warnings=notes)
 
 
-def _check_out_file(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise InputError(f"output {out} already exists; choose another path or pass --overwrite.")
-    if out.exists() and out.is_dir():
-        raise InputError(f"output {out} is a directory; give a file path for the predictions.")
+def _is_predictions_table(path: Path) -> bool:
+    """Whether ``path`` looks like a predictions CSV written by ``ephys2tx predict`` (its header)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            header = handle.readline(65536)
+    except (OSError, UnicodeDecodeError):
+        return False
+    names = {c.strip().strip('"') for c in header.rstrip("\r\n").split(",")}
+    return {"predicted_subclass", "confidence", "ood_score", "ood_flag", "n_features"} <= names
+
+
+def _input_paths(*paths) -> list:
+    """The given paths that name files or folders (a shipped column map name does not)."""
+    return [p for p in paths if isinstance(p, (str, os.PathLike)) and Path(p).exists()]
+
+
+def check_cache_dir(cache: Path, out_dir: Path) -> None:
+    """The reference-model cache must be a writable folder outside the output folder."""
+    real_cache, real_out = Path(os.path.abspath(cache)), Path(os.path.abspath(out_dir))
+    if real_cache == real_out or real_out in real_cache.parents:
+        raise InputError(f"--cache-dir {cache} is inside the output folder {out_dir}; put the cache "
+                         "elsewhere.")
+    check_writable_dir(cache, what="reference-model cache (--cache-dir or $EPHYS2TX_CACHE)")
 
 
 def _assemble_output(query: Query, predictions: pd.DataFrame) -> pd.DataFrame:
@@ -610,8 +672,9 @@ def predict(model_dir, input_path, out, *, column_map=None, id_column: str | Non
         corrupted model directory; any bad table or column map; no model
         feature in the table. Nothing is written then.
     """
-    out = Path(out)
-    _check_out_file(out, overwrite)
+    out = check_output_file(out, overwrite=overwrite, recognise=_is_predictions_table,
+                            inputs=_input_paths(model_dir, input_path, column_map),
+                            written_by="ephys2tx predict (no predictions header)")
     ref = load_reference_model(model_dir)
     query = read_query(input_path, column_map=column_map, id_column=id_column, force=force)
     if not set(ref.features) & set(query.features.columns):
@@ -645,7 +708,8 @@ def cache_key(species: str, features, checksums: dict, *, model: str = "forest",
                "version": ephys2tx.__version__, "model": model, "n_estimators": n_estimators,
                "max_samples": FOREST_MAX_SAMPLES, "min_samples_leaf": FOREST_MIN_LEAF,
                "random_state": random_state, "mapping_format": MAPPING_FORMAT,
-               "calibration": DEFAULT_CALIBRATION, "false_alarm_rate": FALSE_ALARM_RATE}
+               "calibration": DEFAULT_CALIBRATION, "false_alarm_rate": FALSE_ALARM_RATE,
+               "weights": "skops"}  # entries of the pickle format get other keys: never read
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -663,17 +727,26 @@ def cached_reference_model(ref: Reference, features: list[str], *, cache_dir=Non
     key = cache_key(ref.species, features, ref.checksums, n_estimators=n_estimators,
                     random_state=random_state)
     path = cache / f"{ref.species}-{key}"
-    if path.is_dir():
+    check_foldable(ref.labels.to_numpy(), n_splits=5, where=f"the {ref.species} reference",
+                   folds_option=None)
+    rebuild = False
+    if path.is_dir() and not path.is_symlink():
         try:
             return load_reference_model(path), True
-        except InputError:
-            shutil.rmtree(path, ignore_errors=True)  # stale or corrupted entry: rebuild it
+        except InputError as exc:
+            if not is_own_output(path, MODEL_OUTPUT_KIND):
+                raise InputError(f"the reference-model cache entry {path} was not written by "
+                                 f"ephys2tx and cannot be used ({exc}); remove it, or pass another "
+                                 "--cache-dir.") from exc
+            rebuild = True  # a stale or damaged entry of ours: replaced once the new one is complete
+    elif path.exists() or path.is_symlink():
+        raise InputError(f"the reference-model cache entry {path} is a file or link, not a model "
+                         "folder; remove it, or pass another --cache-dir.")
     fitted = fit_reference_model(ref.features[features], ref.labels, species=ref.species,
                                  model="forest", groups=ref.groups, n_estimators=n_estimators,
                                  random_state=random_state, progress=progress)
-    cache.mkdir(parents=True, exist_ok=True)
     try:
-        save_reference_model(fitted, path, checksums=ref.checksums)
+        save_reference_model(fitted, path, checksums=ref.checksums, overwrite=rebuild)
     except InputError:  # another process wrote it meanwhile
         pass
     return fitted, False
@@ -748,8 +821,10 @@ def map_cells(input_path, species: str, out_dir, *, column_map=None, align: str 
         raise InputError(f"map --species must be mouse or human, got {species!r}.")
     if align is not None and align not in ALIGN_METHODS:
         raise InputError(f"unknown --align {align!r}; use one of {', '.join(ALIGN_METHODS)}.")
-    if out_dir.exists() and not overwrite:
-        raise InputError(f"output {out_dir} already exists; choose another path or pass --overwrite.")
+    check_output_dir(out_dir, kind=MAPPING_OUTPUT_KIND, overwrite=overwrite,
+                     inputs=_input_paths(input_path, column_map, resolve_data_dir(data_dir)))
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    check_cache_dir(cache, out_dir)
     query = read_query(input_path, column_map=column_map, id_column=id_column, force=force)
     ref = reference_data(species, data_dir, verify=verify)
     features = [f for f in ref.features.columns
@@ -758,7 +833,7 @@ def map_cells(input_path, species: str, out_dir, *, column_map=None, align: str 
         raise InputError(f"no feature of {input_path} (after column map {query.column_map!r}) is in "
                          f"the {species} reference ({', '.join(list(ref.features.columns)[:4])}, ...); "
                          "check the column map.")
-    model, from_cache = cached_reference_model(ref, features, cache_dir=cache_dir,
+    model, from_cache = cached_reference_model(ref, features, cache_dir=cache,
                                                n_estimators=n_estimators,
                                                random_state=random_state, progress=progress)
     X = query.features[features]

@@ -16,7 +16,7 @@ import pandas as pd
 from ephys2tx import __version__
 from ephys2tx.data.datasets import DEFAULT_MAX_MISSING, PatchSeqDataset, load_dataset
 from ephys2tx.evaluation.cv import CVResult, cross_validate, summarise_cv
-from ephys2tx.evaluation.splits import make_splits
+from ephys2tx.evaluation.splits import check_foldable, make_splits
 from ephys2tx.evaluation.stats import encode, paired_difference
 from ephys2tx.errors import InputError
 from ephys2tx.models.registry import (
@@ -30,6 +30,9 @@ from ephys2tx.models.registry import (
 )
 
 SPECIES_DATASETS = {"mouse": "mouse_visp", "human": "human"}
+
+#: Kind of the results folder in its ownership marker (:mod:`ephys2tx.safety`).
+STUDY_OUTPUT_KIND = "study"
 
 #: The reference every other model is paired against (Gouwens 2020 replication).
 REFERENCE_MODEL = "spca_rf"
@@ -184,6 +187,16 @@ def _check_config(config: StudyConfig, models: Sequence[str]) -> None:
             raise InputError("the transfer designs read the shared tables; drop them with --features.")
 
 
+def study_inputs(config: StudyConfig) -> list:
+    """Files and folders a study reads (an output may not replace or sit inside them)."""
+    from ephys2tx.data.paths import resolve_data_dir
+
+    inputs = [config.feature_table, config.label_table]
+    if config.feature_table is None:
+        inputs.append(resolve_data_dir(config.data_dir))
+    return [i for i in inputs if i is not None]
+
+
 def _embedding(dataset: PatchSeqDataset, seed: int, quick: bool) -> tuple[pd.DataFrame, str]:
     """2-D view of the sPCA space of all cells (for display only, not evaluation)."""
     from sklearn.decomposition import PCA
@@ -254,6 +267,11 @@ def run_study(config: StudyConfig, *,
                 continue
             sp_models = single_models + (transfer_models if sp == "human" else ())
             plan.append((sp, scheme, sp_models))
+            # every split is checked before the first fit of any model
+            check_foldable(loaded[sp].labels.to_numpy(),
+                           None if loaded[sp].groups is None else loaded[sp].groups.to_numpy(),
+                           scheme=scheme, n_splits=config.n_splits,
+                           where=f"the {sp} cells ({loaded[sp].name})")
     total = sum(config.n_splits * config.n_repeats * len(m) for *_, m in plan)
     done = 0
     records: list[dict] = []

@@ -16,15 +16,17 @@ def map_command(
     align: Optional[str] = typer.Option(None, "--align", help="Align the query to the reference first: quantile or ot."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Cell id column (default: detected)."),
     force: bool = typer.Option(False, "--force", help="Continue despite unit/range warnings."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace --out if it is a folder written by ephys2tx map."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the data files' sha256."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Reference model cache (default: user cache)."),
 ) -> None:
     """Train (or reuse) a reference model on the query's features, predict, and write a report."""
     from ephys2tx.mapping import map_cells
 
     result = map_cells(input, species, out, column_map=column_map, align=align, id_column=id_column,
-                       force=force, overwrite=overwrite, data_dir=data_dir, cache_dir=cache_dir,
+                       force=force, overwrite=overwrite, data_dir=data_dir, cache_dir=cache_dir, verify=verify,
                        progress=lambda msg: typer.echo(msg, err=True))
     for note in result.warnings:
         typer.echo(f"warning: {note}", err=True)

@@ -15,7 +15,8 @@ def predict_command(
     column_map: Optional[str] = typer.Option(None, "--column-map", help="YAML column map, or allen_celltypes / ipfx."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Cell id column (default: detected)."),
     force: bool = typer.Option(False, "--force", help="Continue despite unit/range warnings."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace --out if it is a predictions table written by ephys2tx."),
 ) -> None:
     """Predict the subclass of every cell of a table with a saved model."""
     from ephys2tx.mapping import predict

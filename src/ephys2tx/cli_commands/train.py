@@ -13,19 +13,23 @@ def train_command(
     species: str = typer.Option("mouse", "--species", help="mouse, human or both."),
     model: str = typer.Option("forest", "--model", help="forest, bilstm or transfer."),
     calibration: str = typer.Option("isotonic", help="isotonic or temperature."),
-    n_splits: int = typer.Option(5, help="Cross-validation folds (metrics, calibration, OOD threshold)."),
-    n_estimators: int = typer.Option(100, help="Trees of the forest."),
-    max_epochs: Optional[int] = typer.Option(None, help="BiLSTM epochs (default: the model's)."),
-    seed: int = typer.Option(0, help="Seed of folds and model."),
+    n_splits: int = typer.Option(5, min=2, max=100,
+                                 help="Cross-validation folds (metrics, calibration, OOD threshold)."),
+    n_estimators: int = typer.Option(100, min=1, max=5000, help="Trees of the forest."),
+    max_epochs: Optional[int] = typer.Option(None, min=1, max=100000,
+                                             help="BiLSTM epochs (default: the model's)."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Seed of folds and model."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model directory."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the data files' sha256."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace --out if it is a model directory written by ephys2tx."),
 ) -> None:
     """Train on the full reference, record CV metrics, calibration and OOD threshold, and save."""
     from ephys2tx.mapping import train
 
     result = train(species, model, out, data_dir=data_dir, n_splits=n_splits,
                    calibration=calibration, n_estimators=n_estimators, max_epochs=max_epochs,
-                   random_state=seed, overwrite=overwrite,
+                   random_state=seed, overwrite=overwrite, verify=verify,
                    progress=lambda msg: typer.echo(msg, err=True))
     rec = result.model.record
     cv, cal = rec["cv"], rec["calibration"]

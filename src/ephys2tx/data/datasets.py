@@ -123,6 +123,11 @@ class PatchSeqDataset:
 
 
 def _check_data_dir(data_dir: Path) -> None:
+    if data_dir.exists() and not data_dir.is_dir():
+        raise InputError(
+            f"data directory {data_dir} is a file, not a folder; point --data-dir (or ${ENV_VAR}) "
+            "at the folder that holds the data files."
+        )
     if not data_dir.is_dir():
         raise InputError(
             f"data directory {data_dir} does not exist; run `ephys2tx fetch --data-dir {data_dir}` "
@@ -151,10 +156,17 @@ def _checked_file(data_dir: Path, spec: DataFile, dataset: str, verify: bool,
 
 
 def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
+    """Read a data file: parsable, at least one row, every row complete (also with --no-verify)."""
+    from ephys2tx.data.user_tables import check_complete_rows
+
     try:
         table = pd.read_csv(path, encoding="utf-8-sig", low_memory=False, **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot parse {path} as CSV: {exc}".replace("\n", " ")) from exc
+    if len(table) == 0:
+        raise InputError(f"{path} has a header but no rows; restore the published file "
+                         "(`ephys2tx fetch --force`).")
+    check_complete_rows(path)
     return table
 
 
@@ -168,7 +180,9 @@ def _require_columns(table: pd.DataFrame, columns, path: Path) -> None:
 
 
 def _numeric(table: pd.DataFrame, columns, path: Path, id_column: str) -> pd.DataFrame:
-    """Columns as float; a non-numeric value is an InputError naming the cell."""
+    """Columns as float; a non-numeric or non-finite value is an InputError naming the cell."""
+    from ephys2tx.data.user_tables import check_finite
+
     out = {}
     for col in columns:
         values = pd.to_numeric(table[col], errors="coerce")
@@ -180,7 +194,9 @@ def _numeric(table: pd.DataFrame, columns, path: Path, id_column: str) -> pd.Dat
                 f"(cell {row[id_column]}); fix it or leave the cell empty for missing."
             )
         out[col] = values.astype(float)
-    return pd.DataFrame(out, index=table.index)
+    frame = pd.DataFrame(out, index=table.index)
+    check_finite(frame.set_axis(table[id_column].astype(str), axis=0), where=str(path))
+    return frame
 
 
 def _map_labels(raw: pd.Series, mapping: Mapping[str, str], path: Path, column: str,
@@ -229,8 +245,18 @@ def _apply_qc(features: pd.DataFrame, labels: pd.Series, report: list[dict],
 
 def _assemble(name, species, features, labels, groups, metadata, families, report,
               checksums, max_missing) -> PatchSeqDataset:
+    from ephys2tx.data.user_tables import check_finite
+
     validate_families(families, list(features.columns), where=f"dataset {name}")
+    files = ", ".join(checksums) or f"dataset {name}"
+    if len(features) == 0:
+        raise InputError(f"{files} has no cells; it needs a header and one row per cell.")
+    check_finite(features, where=files)
     kept, other = _apply_qc(features, labels, report, max_missing)
+    if len(kept) == 0 and labels.notna().any():
+        raise InputError(f"no cell of {files} is left after QC with one of the classes "
+                         f"{', '.join(CLASSES)} (dropped: {report[-1]['detail'] or 'all'}); check the "
+                         "labels and the missing values.")
     held = None
     if len(other):
         held = PatchSeqDataset(

@@ -71,12 +71,45 @@ def _download(url: str, destination: Path, expected_sha256: str, timeout: float,
     return n_bytes
 
 
+def _check_targets(root: Path, specs: list[DataFile], *, overwrite: bool) -> set[str]:
+    """Check every destination before the first download; return the verified ones present.
+
+    Raises
+    ------
+    InputError
+        The data directory or a sub-folder is a file or not writable; a
+        destination is a folder or a link; a file at a destination differs
+        from the published file and ``overwrite`` is not set.
+    """
+    from ephys2tx.safety import check_writable_dir
+
+    if root.exists() and not root.is_dir():
+        raise InputError(f"data directory {root} is a file, not a folder; choose another --data-dir.")
+    present = set()
+    for spec in specs:
+        target = root / spec.relpath
+        check_writable_dir(target.parent, what="data folder")
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            raise InputError(f"{target} is a folder or a link, not a data file; move it away or "
+                             "choose another --data-dir.")
+        if not target.exists():
+            continue
+        if sha256_file(target) == spec.sha256:
+            present.add(spec.relpath)
+        elif not overwrite:
+            raise InputError(f"{target} exists and differs from the published file (sha256); it may "
+                             "be your own edit, so it is kept: move it away, or pass --overwrite to "
+                             "replace it with the published file.")
+    return present
+
+
 def fetch_datasets(
     data_dir: str | os.PathLike,
     datasets: Iterable[str] | None = None,
     *,
     mirror: str | None = None,
     force: bool = False,
+    overwrite: bool = False,
     timeout: float = 60.0,
     on_file: Callable[[DataFile], None] | None = None,
     on_bytes: Callable[[int], None] | None = None,
@@ -98,6 +131,10 @@ def fetch_datasets(
         instead of the public addresses.
     force : bool
         Download even if a verified copy is present.
+    overwrite : bool
+        Replace a file at a registered path whose content differs from the
+        published file (without it, such a file is refused before any download:
+        it may be the user's own edit).
     timeout : float
         Socket timeout in seconds.
     on_file, on_bytes : callable, optional
@@ -114,6 +151,8 @@ def fetch_datasets(
             f"unknown dataset {unknown[0]!r}; choose from {', '.join(DATASET_FILES)}."
         )
     root = Path(data_dir)
+    present = _check_targets(root, [spec for name in names for spec in DATASET_FILES[name].values()],
+                             overwrite=overwrite)
     records: list[FetchRecord] = []
     for name in names:
         for spec in DATASET_FILES[name].values():
@@ -121,7 +160,7 @@ def fetch_datasets(
             url = spec.url if mirror is None else mirror.rstrip("/") + "/" + spec.relpath
             if on_file is not None:
                 on_file(spec)
-            if target.exists() and not force and sha256_file(target) == spec.sha256:
+            if spec.relpath in present and not force:
                 records.append(FetchRecord(spec.relpath, url, "present", spec.sha256,
                                            target.stat().st_size))
                 continue

@@ -1,7 +1,11 @@
 """Read a user's feature table (CSV, TSV, Parquet or Excel) and find its cell-id column; write CSV.
 
 The table must have one row per cell and one id column whose values are
-unique. Every problem is an :class:`~ephys2tx.errors.InputError` whose one-line
+unique. Every row must have as many fields as the header (a row cut short, e.g.
+a file truncated mid-row, is an error, never padded with missing values), and
+every number must be finite and at most :data:`MAX_ABS_VALUE` in magnitude: an
+``inf``, ``-inf`` or ``1e300`` is an error naming the file, column and cell
+(policy: fix the value, or leave the cell empty for missing). Every problem is an :class:`~ephys2tx.errors.InputError` whose one-line
 message names the file (and column) and says how to fix it.
 
 Output tables (predictions) are written atomically with :func:`write_csv` (pyarrow,
@@ -21,8 +25,12 @@ import pandas as pd
 from ephys2tx.atomic import replace_atomically
 from ephys2tx.errors import InputError
 
-__all__ = ["ID_CANDIDATES", "UserTable", "detect_id_column", "read_table", "read_user_table",
-           "write_csv"]
+__all__ = ["ID_CANDIDATES", "MAX_ABS_VALUE", "UserTable", "check_complete_rows", "check_finite",
+           "detect_id_column", "read_table", "read_user_table", "write_csv"]
+
+#: Largest magnitude accepted for a feature value; larger values (and inf/-inf) are errors.
+#: No electrophysiology feature in any unit comes near it, and squares of it stay finite.
+MAX_ABS_VALUE = 1e15
 
 #: Id column names tried in order (compared case-insensitively, ignoring spaces/underscores).
 ID_CANDIDATES = ("cell_id", "cell id", "cell_specimen_id", "specimen_id", "specimen_id_x",
@@ -36,6 +44,70 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", str(name).strip().lower())
 
 
+def check_complete_rows(path: str | os.PathLike, *, sep: str = ",", encoding: str = "utf-8-sig") -> None:
+    """Refuse a delimited text file with a row shorter than its header (cut off or ragged).
+
+    Raises
+    ------
+    InputError
+        Naming the line, the number of fields found and expected.
+    """
+    import csv
+
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding=encoding) as handle:
+            reader = csv.reader(handle, delimiter=sep)
+            header = next(reader, None)
+            if header is None:
+                return
+            width = len(header)
+            for row in reader:
+                if row and len(row) < width and any(field.strip() for field in row):
+                    raise InputError(
+                        f"{path} line {reader.line_num} has {len(row)} of the {width} fields of "
+                        "its header: the row is incomplete (a file cut off, or a missing "
+                        "separator); restore the complete file, or fill the row.")
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read {path} as delimited text: {exc}".replace("\n", " ")) from exc
+
+
+def check_finite(frame: pd.DataFrame, *, where: str, sources: dict | None = None) -> None:
+    """Refuse inf, -inf and values beyond :data:`MAX_ABS_VALUE` in the numeric columns of ``frame``.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Index: cell ids (named in the message).
+    where : str
+        The file (or table) the values come from.
+    sources : dict, optional
+        ``column -> column name in the file`` (for converted columns).
+
+    Raises
+    ------
+    InputError
+        Naming the file, column and cell, and saying how to fix it.
+    """
+    import numpy as np
+
+    for col in frame.columns:
+        values = frame[col]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        array = values.to_numpy(dtype=float, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            bad = np.isinf(array) | (np.abs(array) > MAX_ABS_VALUE)
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            name = (sources or {}).get(col, col)
+            raise InputError(
+                f"column {name!r} of {where} has the value {float(array[pos])!r} (cell "
+                f"{frame.index[pos]}, {int(bad.sum())} such value(s)); values must be finite "
+                f"numbers of magnitude <= {MAX_ABS_VALUE:g}: fix it, or leave the cell empty for "
+                "missing.")
+
+
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read CSV/TSV, Parquet or Excel (first sheet) by file suffix.
 
@@ -45,6 +117,9 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         Missing file, unknown suffix, unparsable or empty table.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"input table {path} is a folder; give a table file (CSV, TSV, Parquet or "
+                         "Excel).")
     if not path.is_file():
         raise InputError(f"input table {path} does not exist; check the path.")
     kind = _SUFFIXES.get(path.suffix.lower())
@@ -71,16 +146,18 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     if table.shape[0] == 0 or table.shape[1] == 0:
         raise InputError(f"input table {path} is empty ({table.shape[0]} rows, {table.shape[1]} "
                          "columns); it needs a header and one row per cell.")
+    if kind in ("csv", "tsv"):
+        check_complete_rows(path, sep="\t" if kind == "tsv" else ",")
     return table
 
 
 def detect_id_column(table: pd.DataFrame, *, id_column: str | None = None,
-                     where: str = "table") -> str:
+                     where: str = "table", hint: str = "rename your id column to cell_id") -> str:
     """The id column: ``id_column`` if given, else the first of :data:`ID_CANDIDATES` present."""
     if id_column is not None:
         if id_column not in table.columns:
-            raise InputError(f"{where} has no id column {id_column!r} (named by --id-column or the "
-                             f"column map); columns start with {list(table.columns[:5])}.")
+            raise InputError(f"{where} has no id column {id_column!r}; columns start with "
+                             f"{list(table.columns[:5])}.")
         return id_column
     by_norm = {}
     for col in table.columns:
@@ -89,7 +166,7 @@ def detect_id_column(table: pd.DataFrame, *, id_column: str | None = None,
         if _norm(cand) in by_norm:
             return by_norm[_norm(cand)]
     raise InputError(f"{where} has no cell id column (looked for {', '.join(ID_CANDIDATES[:6])}, "
-                     "...); add one or name it with --id-column.")
+                     f"...); add one, or {hint}.")
 
 
 @dataclass(frozen=True)
@@ -125,11 +202,16 @@ def _id_strings(ids: pd.Series) -> pd.Series:
     return ids.map(lambda v: str(int(v)) if isinstance(v, float) and float(v).is_integer() else str(v))
 
 
-def read_user_table(path: str | os.PathLike, *, id_column: str | None = None) -> UserTable:
-    """Read a table, find and validate its id column (present, no empty value, unique)."""
+def read_user_table(path: str | os.PathLike, *, id_column: str | None = None,
+                    id_hint: str = "rename your id column to cell_id") -> UserTable:
+    """Read a table, find and validate its id column (present, no empty value, unique).
+
+    ``id_hint`` ends the message when no id column is found (e.g. the option
+    that names one, for commands that have it).
+    """
     path = Path(path)
     table = read_table(path)
-    col = detect_id_column(table, id_column=id_column, where=str(path))
+    col = detect_id_column(table, id_column=id_column, where=str(path), hint=id_hint)
     ids = table[col]
     if ids.isna().any():
         row = int(ids.isna().to_numpy().nonzero()[0][0])
@@ -143,6 +225,7 @@ def read_user_table(path: str | os.PathLike, *, id_column: str | None = None) ->
                          f"({int(dup.sum())} rows share an id); keep one row per cell.")
     data = table.drop(columns=[col])
     data.index = pd.Index(ids.to_numpy(), name=col)
+    check_finite(data, where=str(path))
     return UserTable(path=path, id_column=col, data=data)
 
 

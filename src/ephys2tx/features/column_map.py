@@ -201,6 +201,9 @@ def _load_yaml_map(path: Path, text: str) -> ColumnMap:
     except yaml.YAMLError as exc:
         first = str(exc).replace("\n", " ")
         raise InputError(f"column map {path} is not valid YAML: {first}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"column map {path} is not UTF-8 text (byte {exc.start}); save it as "
+                         "UTF-8.") from exc
     return column_map_from_dict(spec, source=str(path))
 
 

@@ -8,16 +8,25 @@ Directory format (``format_version`` 1)::
                             # package version, training checksums, weights sha256,
                             # free "extra" metadata (e.g. ephys2tx.mapping's calibrator)
       weights.safetensors   # kind "torch": the network's state dict
-      model.joblib          # kind "sklearn-joblib": a pickled scikit-learn estimator
+      model.skops           # kind "sklearn-skops": a scikit-learn estimator (skops.io)
+      .ephys2tx-output.json # ownership marker (ephys2tx.safety): --overwrite replaces only such folders
 
 ``kind`` tells the loader how to rebuild the estimator: ``"torch"`` for the
 classifiers of :mod:`ephys2tx.models.bilstm` and the mouse -> human
-:class:`~ephys2tx.models.transfer.MouseHumanTransferClassifier` (no pickle:
-plain JSON + tensors; the transfer model stores per-species columns and
-preprocessing), ``"sklearn-joblib"`` for any other scikit-learn estimator such as a random
-forest (a pickle: only load directories you trust; the sha256 check guards
-against corruption, not against a malicious author). New kinds can be added
-without changing the others.
+:class:`~ephys2tx.models.transfer.MouseHumanTransferClassifier` (plain JSON +
+tensors; the transfer model stores per-species columns and preprocessing),
+``"sklearn-skops"`` for any other scikit-learn estimator such as a random
+forest or the stacking transfer model.
+
+**A model folder is data, never code.** No file is unpickled: safetensors and
+JSON cannot execute code, and ``skops.io`` rebuilds only the object types of
+:data:`TRUSTED_TYPES` (beside skops' own default list of scikit-learn and numpy
+types); a file naming any other type is refused before it is loaded. Every file
+named in ``model.json`` must lie inside the model folder (no absolute path, no
+``..``, no symbolic link pointing out). The sha256 in ``model.json`` detects a
+corrupted or truncated file, but it is not a security boundary: whoever crafts
+a folder can write a matching checksum. A folder of the first format
+(``model.joblib``, a pickle) is refused with a line saying how to retrain.
 
 Writes are atomic: everything goes to a temporary sibling directory that is
 renamed onto the target only when complete.
@@ -35,16 +44,32 @@ from pathlib import Path
 import numpy as np
 
 import ephys2tx
-from ephys2tx.atomic import staged_directory
 from ephys2tx.data.fetch import sha256_file
 from ephys2tx.errors import InputError
 
-__all__ = ["FORMAT_VERSION", "load_model", "read_model_metadata", "save_model", "sha256_file"]
+__all__ = ["FORMAT_VERSION", "MODEL_OUTPUT_KIND", "TRUSTED_TYPES", "load_model",
+           "read_model_metadata", "save_model", "sha256_file"]
+
+#: Kind of a model folder in its ownership marker (:mod:`ephys2tx.safety`).
+MODEL_OUTPUT_KIND = "model"
 
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 TORCH_WEIGHTS = "weights.safetensors"
-JOBLIB_FILE = "model.joblib"
+SKOPS_FILE = "model.skops"
+#: The pickle file of the first format: refused, never loaded.
+LEGACY_PICKLE_FILES = ("model.joblib", "model.pkl", "model.pickle")
+#: Types that skops does not trust by default and that ephys2tx models contain; nothing else
+#: is rebuilt from a ``model.skops`` file.
+TRUSTED_TYPES = (
+    "numpy.dtype",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "ephys2tx.models.baselines.QuantileBinner",
+    "ephys2tx.models.spca.FamilySparsePCA",
+    "ephys2tx.models.transfer.MousePriorClassifier",
+)
 _TRANSFER_CLASS = "ephys2tx.models.transfer.MouseHumanTransferClassifier"
 #: Torch estimators the loader may rebuild.
 _TORCH_CLASSES = {
@@ -129,7 +154,8 @@ def save_model(estimator, directory, *, training_checksums=None, extra=None, ove
     ----------
     estimator : fitted estimator
         An :mod:`ephys2tx.models.bilstm` classifier (stored as JSON +
-        safetensors) or any fitted scikit-learn estimator (stored with joblib).
+        safetensors) or a fitted scikit-learn estimator made of trusted types
+        (stored with ``skops.io``).
     directory : path
         Target directory; its parent is created if needed.
     training_checksums : dict, optional
@@ -137,7 +163,7 @@ def save_model(estimator, directory, *, training_checksums=None, extra=None, ove
     extra : dict, optional
         Free JSON-serialisable metadata (e.g. dataset name, CV figures).
     overwrite : bool, default=False
-        Replace an existing directory.
+        Replace an existing directory, if it is a model folder written by ephys2tx.
 
     Returns
     -------
@@ -152,9 +178,9 @@ def save_model(estimator, directory, *, training_checksums=None, extra=None, ove
     except Exception as exc:  # NotFittedError or a non-estimator
         raise InputError(f"cannot save {type(estimator).__name__} to {target}: it is not fitted; "
                          "call fit first.") from exc
-    if target.exists() and not overwrite:
-        raise InputError(f"model directory {target} already exists; choose another path or pass "
-                         "overwrite=True.")
+    from ephys2tx.safety import check_output_dir, staged_output_dir
+
+    check_output_dir(target, kind=MODEL_OUTPUT_KIND, overwrite=overwrite, option="model directory")
     class_path = _class_path(estimator)
     meta = {
         "format": "ephys2tx-model",
@@ -165,7 +191,8 @@ def save_model(estimator, directory, *, training_checksums=None, extra=None, ove
         "training_checksums": _jsonable(dict(training_checksums or {})),
         "extra": _jsonable(dict(extra or {})),
     }
-    with staged_directory(target) as tmp:
+    with staged_output_dir(target, MODEL_OUTPUT_KIND, overwrite=overwrite,
+                           option="model directory") as tmp:
         if class_path in _TORCH_CLASSES:
             from safetensors.torch import save_file
 
@@ -174,14 +201,12 @@ def save_model(estimator, directory, *, training_checksums=None, extra=None, ove
             meta.update(kind="torch", weights_file=TORCH_WEIGHTS,
                         weights_sha256=sha256_file(tmp / TORCH_WEIGHTS), **fields)
         else:
-            import joblib
-
-            joblib.dump(estimator, tmp / JOBLIB_FILE)
+            _dump_skops(estimator, tmp / SKOPS_FILE)
             names = getattr(estimator, "feature_names_in_", None)
             classes = getattr(estimator, "classes_", None)
             meta.update(
-                kind="sklearn-joblib", weights_file=JOBLIB_FILE,
-                weights_sha256=sha256_file(tmp / JOBLIB_FILE),
+                kind="sklearn-skops", weights_file=SKOPS_FILE,
+                weights_sha256=sha256_file(tmp / SKOPS_FILE),
                 params=_jsonable(estimator.get_params(deep=False)),
                 n_features_in=_jsonable(getattr(estimator, "n_features_in_", None)),
                 feature_names=None if names is None else [str(n) for n in names],
@@ -194,16 +219,93 @@ def save_model(estimator, directory, *, training_checksums=None, extra=None, ove
     return target
 
 
+def _dump_skops(estimator, path: Path) -> None:
+    """Write ``estimator`` with skops; refuse types outside :data:`TRUSTED_TYPES` (a bug, not input)."""
+    import skops.io as sio
+
+    sio.dump(estimator, path)
+    unknown = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    if unknown:
+        path.unlink()
+        raise TypeError(f"{type(estimator).__name__} contains types outside TRUSTED_TYPES "
+                        f"({', '.join(unknown)}); add them to ephys2tx.models.persistence.TRUSTED_TYPES "
+                        "only if they cannot run code when rebuilt.")
+
+
+def _load_skops(path: Path):
+    """Rebuild an estimator from a skops file, refusing any type outside :data:`TRUSTED_TYPES`."""
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # noqa: BLE001 - a damaged zip/JSON of any kind
+        raise InputError(f"{path} is not a readable skops file ({type(exc).__name__}); the model "
+                         "directory is damaged: train the model again.") from exc
+    unknown = [t for t in untrusted if t not in TRUSTED_TYPES]
+    if unknown:
+        raise InputError(f"{path} contains the type {unknown[0]!r}, which ephys2tx does not trust "
+                         "(a model file is data, never code); use a model folder written by "
+                         "`ephys2tx train`.")
+    try:
+        return sio.load(path, trusted=[t for t in untrusted if t in TRUSTED_TYPES])
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"cannot rebuild the estimator of {path} ({type(exc).__name__}); the model "
+                         "directory is damaged or from another version: train the model again."
+                         ) from exc
+
+
+def _retrain_hint(directory: Path) -> str:
+    return (f"retrain it with `ephys2tx train --out NEW_DIR` (same --species/--model as before), "
+            f"then use NEW_DIR instead of {directory}")
+
+
+def _confined(directory: Path, name, field: str) -> Path:
+    """``directory / name`` if ``name`` is a plain file name that stays inside ``directory``."""
+    if not isinstance(name, str) or not name or name in (".", "..") or Path(name).name != name \
+            or Path(name).is_absolute() or "\\" in name:
+        raise InputError(f"{directory / MODEL_JSON} field {field!r} is {name!r}; it must be the name "
+                         "of a file inside the model folder (no path, no '..'): use a model folder "
+                         "written by `ephys2tx train`.")
+    path = directory / name
+    if path.is_symlink() and not _inside(path.resolve(), directory.resolve()):
+        raise InputError(f"{path} is a symbolic link pointing outside the model folder; model files "
+                         "must lie inside it: use a model folder written by `ephys2tx train`.")
+    return path
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
 def _read_meta(directory: Path) -> dict:
     path = directory / MODEL_JSON
     if not path.is_file():
+        legacy = [n for n in LEGACY_PICKLE_FILES if (directory / n).exists()]
+        if legacy:
+            raise InputError(f"{directory} is a model in an old pickle format ({legacy[0]}), which "
+                             f"ephys2tx no longer loads (a pickle can run code); {_retrain_hint(directory)}.")
         raise InputError(f"{directory} is not a saved model: {MODEL_JSON} is missing; "
-                         "point to a directory written by save_model.")
+                         "point to a directory written by `ephys2tx train`.")
     try:
+        if path.stat().st_size > 256 * 2**20:
+            raise InputError(f"{path} is larger than 256 MiB; it is not a model file of ephys2tx.")
         meta = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text (byte {exc.start}); it is not a model file of "
+                         "ephys2tx: use a model folder written by `ephys2tx train`.") from exc
     except json.JSONDecodeError as exc:
         raise InputError(f"{path} is not valid JSON ({exc}); the model directory is corrupted, "
-                         "save the model again.") from exc
+                         "train the model again.") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {path} ({exc.strerror or exc}); check the model folder.") from exc
+    if not isinstance(meta, dict):
+        raise InputError(f"{path} holds a JSON {type(meta).__name__}, not a model description; use a "
+                         "model folder written by `ephys2tx train`.")
+    if meta.get("kind") == "sklearn-joblib" or str(meta.get("weights_file", "")).endswith(
+            (".joblib", ".pkl", ".pickle")):
+        raise InputError(f"{directory} is a model in the old pickle format ({meta.get('weights_file')}), "
+                         f"which ephys2tx no longer loads (a pickle can run code); "
+                         f"{_retrain_hint(directory)}.")
     if meta.get("format") != "ephys2tx-model":
         raise InputError(f"{path} is not an ephys2tx model file (format={meta.get('format')!r}).")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -218,7 +320,7 @@ def _read_meta(directory: Path) -> dict:
 
 
 def _check_weights(directory: Path, meta: dict) -> Path:
-    weights = directory / meta["weights_file"]
+    weights = _confined(directory, meta.get("weights_file"), "weights_file")
     if not weights.is_file():
         raise InputError(f"{weights} is missing; the model directory is incomplete, save it again.")
     actual = sha256_file(weights)
@@ -291,16 +393,21 @@ def load_model(directory):
     """
     directory = Path(directory)
     meta = _read_meta(directory)
-    weights = _check_weights(directory, meta)
     kind = meta.get("kind")
-    if kind == "torch":
+    if kind not in ("torch", "sklearn-skops"):
+        raise InputError(f"{directory / MODEL_JSON} has unknown kind {kind!r}; expected 'torch' or "
+                         "'sklearn-skops': use a model folder written by `ephys2tx train`.")
+    weights = _check_weights(directory, meta)
+    if kind == "sklearn-skops":
+        return _load_skops(weights)
+    try:
         return _load_torch(meta, weights)
-    if kind == "sklearn-joblib":
-        import joblib
-
-        return joblib.load(weights)
-    raise InputError(f"{directory / MODEL_JSON} has unknown kind {kind!r}; "
-                     "expected 'torch' or 'sklearn-joblib'.")
+    except InputError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise InputError(f"{directory / MODEL_JSON} lacks or has a bad field ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}); use a model folder "
+                         "written by `ephys2tx train`.") from exc
 
 
 def read_model_metadata(directory) -> dict:

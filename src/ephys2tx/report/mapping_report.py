@@ -20,7 +20,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ephys2tx.data.user_tables import write_csv  # noqa: E402
-from ephys2tx.atomic import staged_directory  # noqa: E402
 from ephys2tx.errors import InputError  # noqa: E402
 
 __all__ = ["embedding_onto_reference", "ood_evaluation", "ood_figure", "proportions_figure",
@@ -111,10 +110,11 @@ def write_mapping_report(out_dir, predictions: pd.DataFrame, *, query_features: 
                          reference, model, align, column_map: str, input_path: Path,
                          from_cache: bool, warnings: list, overwrite: bool = False) -> Path:
     """Write predictions.csv, report.md and figures to ``out_dir`` atomically (temp dir + rename)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise InputError(f"output {out_dir} already exists; choose another path or pass --overwrite.")
-    with staged_directory(out_dir) as tmp:
+    from ephys2tx.mapping import MAPPING_OUTPUT_KIND
+    from ephys2tx.safety import check_output_dir, staged_output_dir
+
+    out_dir = check_output_dir(out_dir, kind=MAPPING_OUTPUT_KIND, overwrite=overwrite)
+    with staged_output_dir(out_dir, MAPPING_OUTPUT_KIND, overwrite=overwrite, command="map") as tmp:
         write_csv(predictions, tmp / "predictions.csv")
         feats = model.features
         ref_xy, q_xy = embedding_onto_reference(reference.features[feats], query_features[feats])

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ephys2tx.atomic import replace_atomically, staged_directory
+from ephys2tx.atomic import replace_atomically
 from ephys2tx.report import figures
 from ephys2tx.study import REFERENCE_MODEL, StudyResult, config_dict
 from ephys2tx.models.registry import DESCRIPTIONS
@@ -220,22 +220,23 @@ def build_report(result: StudyResult, out: Path) -> None:
     (out / "report.md").write_text(report + "\n")
 
 
-def write_results(result: StudyResult, out_dir: str | os.PathLike, *, overwrite: bool = True) -> Path:
+def write_results(result: StudyResult, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write the results folder atomically and return its path.
 
     Parameters
     ----------
     result : StudyResult
     out_dir : path-like
-        Destination folder. An existing folder is replaced only once the new
-        one is complete (and only if ``overwrite``).
+        Destination folder (checked with :func:`ephys2tx.safety.check_output_dir`).
+        An existing folder is replaced, once the new one is complete, only if
+        ``overwrite`` and only if it is a results folder written by ephys2tx.
     overwrite : bool
     """
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        from ephys2tx.errors import InputError
+    from ephys2tx.safety import check_output_dir, staged_output_dir
+    from ephys2tx.study import STUDY_OUTPUT_KIND, study_inputs
 
-        raise InputError(f"output folder {out} exists; pass --overwrite or choose another --out.")
-    with staged_directory(out) as staging:
+    out = check_output_dir(out_dir, kind=STUDY_OUTPUT_KIND, overwrite=overwrite,
+                           inputs=study_inputs(result.config))
+    with staged_output_dir(out, STUDY_OUTPUT_KIND, overwrite=overwrite, command="run") as staging:
         build_report(result, staging)
     return out

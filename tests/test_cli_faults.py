@@ -1,0 +1,594 @@
+"""Fault suite: every command, fed bad input or a bad environment, fails cleanly and harms nothing.
+
+Each case builds a sandbox (a good cell table, a copy of a small trained model,
+and whatever the fault needs), hashes the whole sandbox tree, runs the CLI
+in-process and checks the contract of issue 11:
+
+* exit code 2;
+* exactly one line on stderr, ``error: ...``, matching the case's pattern
+  (what is wrong, where, how to fix it); nothing on stdout; no traceback;
+* no partial output and no change at all to the sandbox: the tree (paths,
+  file contents, links) is identical afterwards.
+
+Cases cover bad tables (non-finite values, truncated and ragged rows, header
+only, encodings, ids), bad column maps, bad model folders (old pickle format,
+paths escaping the folder, untrusted types, broken JSON), unsafe or blocked
+outputs for run/train/predict/map/fetch, bad numeric arguments and data
+directories, and tampered data files read with ``--no-verify``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ephys2tx.cli import main
+from ephys2tx.data.registry import DATASET_FILES
+from ephys2tx.safety import MARKER
+
+from conftest import copy_data_dir
+
+FEATURES = ["tau", "input_resistance", "v_baseline", "sag", "rheobase_i", "width_rheo",
+            "upstroke_downstroke_ratio_rheo", "threshold_v_rheo", "fi_fit_slope"]
+HUMAN = DATASET_FILES["human"]
+
+
+# ------------------------------------------------------------------ sandbox
+
+
+@pytest.fixture(scope="module")
+def cells(human) -> pd.DataFrame:
+    """30 real human cells, IPFX names, ``cell_id`` first."""
+    return human.features[FEATURES].iloc[::20].iloc[:30].rename_axis("cell_id").reset_index()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(data_dir, tmp_path_factory) -> Path:
+    """A 5-tree human forest trained once through ``ephys2tx train``."""
+    out = tmp_path_factory.mktemp("fault_models") / "model"
+    assert main(["train", "--species", "human", "--n-estimators", "5", "--n-splits", "2",
+                 "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    return out
+
+
+@dataclass
+class Sandbox:
+    root: Path
+    data: Path       # the real (shared) data directory
+    model: Path      # a copy of the tiny model, inside the sandbox
+    cells: Path      # a good cell table, inside the sandbox
+    frame: pd.DataFrame
+
+    def write(self, name: str, text: str | bytes) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+        return path
+
+    def table(self, frame: pd.DataFrame, name: str = "bad.csv") -> Path:
+        path = self.root / name
+        frame.to_csv(path, index=False)
+        return path
+
+    def model_json(self, **fields) -> dict:
+        meta = json.loads((self.model / "model.json").read_text())
+        meta.update(fields)
+        (self.model / "model.json").write_text(json.dumps(meta))
+        return meta
+
+    def data_copy(self) -> Path:
+        return copy_data_dir(self.data, self.root / "data")
+
+    def own_folder(self, name: str, kind: str) -> Path:
+        """A folder as ephys2tx would have written it (marker of ``kind``)."""
+        folder = self.root / name
+        folder.mkdir()
+        (folder / MARKER).write_text(json.dumps({"created_by": "ephys2tx", "kind": kind}))
+        (folder / "result.txt").write_text("earlier result")
+        return folder
+
+    def foreign_folder(self, name: str) -> Path:
+        folder = self.root / name
+        folder.mkdir()
+        (folder / "thesis.tex").write_text("my own work")
+        return folder
+
+
+def snapshot(root: Path) -> dict:
+    """Every path under ``root``: file sha256, link target, or folder."""
+    tree = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            tree[rel] = "link:" + os.readlink(path)
+        elif path.is_dir():
+            tree[rel] = "dir"
+        else:
+            tree[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return tree
+
+
+def predict(sb: Sandbox, *extra, input=None, out=None):
+    return ["predict", "--model", sb.model, "--input", input or sb.cells,
+            "--out", out or sb.root / "out" / "p.csv", *extra]
+
+
+def mapping(sb: Sandbox, *extra, input=None, out=None, cache=None):
+    return ["map", "--species", "human", "--input", input or sb.cells, "--data-dir", sb.data,
+            "--cache-dir", cache or sb.root / "cache", "--out", out or sb.root / "mapped", *extra]
+
+
+def train(sb: Sandbox, *extra, out=None, data=None):
+    return ["train", "--species", "human", "--n-estimators", "5", "--data-dir", data or sb.data,
+            "--out", out or sb.root / "model_out", *extra]
+
+
+def run(sb: Sandbox, *extra, out=None, data=None):
+    return ["run", "--quick", "--species", "human", "--model", "logreg", "--data-dir",
+            data or sb.data, "--out", out or sb.root / "results", *extra]
+
+
+def fetch(sb: Sandbox, *extra, data=None):
+    return ["fetch", "--data-dir", data or sb.root / "fetched", "--dataset", "human",
+            "--mirror", "http://127.0.0.1:9", *extra]
+
+
+# ------------------------------------------------------------------ cases: tables
+
+def _cell(sb, column, value):
+    frame = sb.frame.astype({column: object})
+    frame.loc[3, column] = value
+    return sb.table(frame)
+
+
+def _truncated(sb):
+    text = sb.cells.read_text()
+    return sb.write("cut.csv", text[: text.rindex(",", 0, len(text) - 20)])
+
+
+def _ragged_middle(sb):
+    lines = sb.cells.read_text().splitlines()
+    lines[5] = ",".join(lines[5].split(",")[:4])
+    return sb.write("ragged.csv", "\n".join(lines) + "\n")
+
+
+def _tsv_short_row(sb):
+    lines = sb.frame.to_csv(sep="\t", index=False).splitlines()
+    lines[-1] = "\t".join(lines[-1].split("\t")[:3])
+    return sb.write("cells.tsv", "\n".join(lines) + "\n")
+
+
+def _parquet_with_inf(sb):
+    path = sb.root / "cells.parquet"
+    sb.frame.assign(sag=lambda t: t["sag"].where(t.index != 2, np.inf)).to_parquet(path)
+    return path
+
+
+TABLES: dict[str, tuple[Callable, str]] = {
+    "inf value": (lambda sb: _cell(sb, "sag", "inf"), r"column 'sag' of .*bad\.csv has the value inf \(cell \d+"),
+    "-inf value": (lambda sb: _cell(sb, "tau", "-inf"), r"column 'tau' .*value -inf \(cell \d+"),
+    "1e300 value": (lambda sb: _cell(sb, "rheobase_i", "1e300"), r"column 'rheobase_i' .*1e\+300 .*finite numbers"),
+    "1e400 overflow": (lambda sb: _cell(sb, "width_rheo", "1e400"),
+                       r"column 'width_rheo' .*(value inf|non-numeric value '1e400')"),
+    "Infinity spelled out": (lambda sb: _cell(sb, "v_baseline", "Infinity"), r"column 'v_baseline' .*inf"),
+    "inf in parquet": (_parquet_with_inf, r"column 'sag' of .*cells\.parquet has the value inf"),
+    "table cut mid-row": (_truncated, r"cut\.csv line 31 has \d+ of the 10 fields .*incomplete"),
+    "ragged row in the middle": (_ragged_middle, r"ragged\.csv line 6 has 4 of the 10 fields"),
+    "TSV row cut short": (_tsv_short_row, r"cells\.tsv line 31 has 3 of the 10 fields"),
+    "header only": (lambda sb: sb.write("h.csv", ",".join(sb.frame.columns) + "\n"), r"h\.csv is empty"),
+    "zero bytes": (lambda sb: sb.write("z.csv", ""), r"z\.csv is empty"),
+    "UTF-16 table": (lambda sb: sb.write("u16.csv", sb.cells.read_text().encode("utf-16")), r"cannot read .*u16\.csv"),
+    "Excel file renamed .csv": (lambda sb: sb.write("x.csv", b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)) * 4),
+                                r"cannot read .*x\.csv"),
+    "unknown suffix": (lambda sb: sb.write("cells.dat", sb.cells.read_text()), r"suffix '\.dat'"),
+    "input is a folder": (lambda sb: (sb.root / "folder.csv").mkdir() or sb.root / "folder.csv", r"is a folder"),
+    "missing input": (lambda sb: sb.root / "nope.csv", r"nope\.csv does not exist"),
+    "no id column": (lambda sb: sb.table(sb.frame.drop(columns="cell_id")), r"no cell id column .*--id-column"),
+    "duplicated ids": (lambda sb: sb.table(sb.frame.assign(cell_id=[1, 1, *sb.frame["cell_id"][2:]])),
+                       r"duplicated id '1'"),
+    "empty id": (lambda sb: _cell(sb, "cell_id", None), r"id column 'cell_id' .* is empty on data row 4"),
+    "non-numeric value": (lambda sb: _cell(sb, "sag", "n/a?"), r"column 'sag' .*non-numeric value 'n/a\?'"),
+    "tau in ms under an IPFX name": (lambda sb: sb.table(sb.frame.assign(tau=sb.frame["tau"] * 1000)),
+                                     r"column 'tau' .*unit: ms.*--force"),
+}
+
+
+def _table_case(make, pattern, command):
+    def case(sb):
+        path = make(sb)
+        return (predict if command == "predict" else mapping)(sb, input=path), pattern
+    return case
+
+
+# ------------------------------------------------------------------ cases: column maps
+
+
+def _map_file(sb, text: str | bytes, name="map.yaml"):
+    return sb.write(name, text)
+
+
+COLUMN_MAPS = {
+    "column map not UTF-8": (lambda sb: _map_file(sb, "name: caf\xe9\ncolumns: []\n".encode("latin-1")),
+                             r"column map .*map\.yaml is not UTF-8"),
+    "column map invalid YAML": (lambda sb: _map_file(sb, "columns: [unclosed"), r"not valid YAML"),
+    "column map with a python tag": (lambda sb: _map_file(sb, "columns: !!python/object/apply:os.system ['echo x']\n"),
+                                     r"not valid YAML"),
+    "column map missing": (lambda sb: sb.root / "nomap.yaml", r"column map .*nomap\.yaml does not exist"),
+    "column map names a missing column": (
+        lambda sb: _map_file(sb, "columns:\n  - {column: 'Tau (ms)', name: tau, unit: ms}\n"),
+        r"'Tau \(ms\)'"),
+    "column map unknown canonical name": (
+        lambda sb: _map_file(sb, "columns:\n  - {column: tau, name: tau_m, unit: s}\n"),
+        r"unknown canonical feature name 'tau_m'"),
+    "column map unit of the wrong kind": (
+        lambda sb: _map_file(sb, "columns:\n  - {column: tau, name: tau, unit: pA}\n"),
+        r"unit 'pA' \(current\) cannot be converted"),
+}
+
+
+def _map_case(make, pattern, command):
+    def case(sb):
+        cmap = make(sb)
+        return (predict if command == "predict" else mapping)(sb, "--column-map", cmap), pattern
+    return case
+
+
+# ------------------------------------------------------------------ cases: model folders
+
+
+def _old_pickle_format(sb):
+    import pickle
+
+    (sb.model / "model.skops").unlink()
+    (sb.model / "model.joblib").write_bytes(pickle.dumps({"would run": "code"}))
+    sb.model_json(kind="sklearn-joblib", weights_file="model.joblib")
+    return predict(sb)
+
+
+def _untrusted_type(sb):
+    import skops.io as sio
+    from sklearn.preprocessing import FunctionTransformer
+
+    sio.dump(FunctionTransformer(func=os.system), sb.model / "model.skops")
+    from ephys2tx.data.fetch import sha256_file
+
+    sb.model_json(weights_sha256=sha256_file(sb.model / "model.skops"))
+    return predict(sb)
+
+
+def _symlink_out(sb):
+    outside = sb.root / "elsewhere.skops"
+    shutil.move(sb.model / "model.skops", outside)
+    (sb.model / "model.skops").symlink_to(outside)
+    return predict(sb)
+
+
+def _drop_calibrator(sb):
+    meta = json.loads((sb.model / "model.json").read_text())
+    del meta["extra"]["mapping"]["calibrator"]
+    (sb.model / "model.json").write_text(json.dumps(meta))
+    return predict(sb)
+
+
+def _flip_byte(sb):
+    path = sb.model / "model.skops"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    return predict(sb)
+
+
+MODELS = {
+    "old pickle model folder": (_old_pickle_format, r"old pickle format .*retrain it with `ephys2tx train --out"),
+    "weights path with ..": (lambda sb: sb.model_json(weights_file="../model.skops") and predict(sb),
+                             r"weights_file.*inside the model folder"),
+    "weights path absolute": (lambda sb: sb.model_json(weights_file=str(sb.model / "model.skops")) and predict(sb),
+                              r"weights_file.*inside the model folder"),
+    "weights path in a sub-folder": (lambda sb: sb.model_json(weights_file="x/model.skops") and predict(sb),
+                                     r"inside the model folder"),
+    "weights symlink out of the folder": (_symlink_out, r"symbolic link pointing outside the model folder"),
+    "untrusted type in the weights": (_untrusted_type, r"does not trust"),
+    "corrupted weights": (_flip_byte, r"model\.skops is corrupted: sha256"),
+    "missing weights": (lambda sb: (sb.model / "model.skops").unlink() or predict(sb), r"model\.skops is missing"),
+    "model.json not UTF-8": (lambda sb: (sb.model / "model.json").write_bytes(b"{\"format\": \"\xff\xfe\"}") and predict(sb),
+                             r"model\.json is not UTF-8"),
+    "model.json not JSON": (lambda sb: (sb.model / "model.json").write_text("{format: ") and predict(sb),
+                            r"model\.json is not valid JSON"),
+    "model.json a list": (lambda sb: (sb.model / "model.json").write_text("[]") and predict(sb), r"JSON list"),
+    "model.json without calibrator": (_drop_calibrator, r"missing or bad calibration/OOD field"),
+    "model of another major version": (lambda sb: sb.model_json(package_version="99.0.0") and predict(sb),
+                                       r"incompatible .*major version"),
+    "model folder missing": (lambda sb: predict(sb)[:2] + [sb.root / "none"] + predict(sb)[3:],
+                             r"model directory .*none does not exist"),
+    "model path is a file": (lambda sb: predict(sb)[:2] + [sb.cells] + predict(sb)[3:], r"cells\.csv is a file"),
+}
+
+
+# ------------------------------------------------------------------ cases: outputs
+
+
+def _home(sb):
+    home = sb.root / "home"
+    home.mkdir(exist_ok=True)
+    return home
+
+
+def _blocked(sb):
+    sb.write("blocker", "a file")
+    return sb.root / "blocker" / "sub"
+
+
+def _link_to_folder(sb, name):
+    target = sb.foreign_folder("real")
+    (sb.root / name).symlink_to(target)
+    return sb.root / name
+
+
+OUTPUTS = {
+    # predict: one file
+    "predict --out exists": (lambda sb: predict(sb, out=sb.write("p.csv", "mine")), r"already exists; .*--overwrite"),
+    "predict --overwrite of a foreign file": (lambda sb: predict(sb, "--overwrite", out=sb.write("p.csv", "mine")),
+                                              r"not written by ephys2tx predict"),
+    "predict --out is a folder": (lambda sb: predict(sb, out=sb.foreign_folder("pdir")), r"is a folder; give a file path"),
+    "predict --out is the input": (lambda sb: predict(sb, "--overwrite", out=sb.cells), r"is the input"),
+    "predict --out inside the model folder": (lambda sb: predict(sb, out=sb.model / "p.csv"),
+                                              r"inside the input folder"),
+    "predict --out blocked by a file": (lambda sb: predict(sb, out=_blocked(sb) / "p.csv"), r"blocker is a file"),
+    "predict --out unwritable": (lambda sb: predict(sb, out=Path("/proc/ephys2tx-test/p.csv")), r"not writable"),
+    "predict --out is a link": (lambda sb: predict(sb, "--overwrite", out=_link_to_file(sb)), r"symbolic link"),
+    "predict --out is the current folder": (lambda sb: predict(sb, out=Path(".")), r"is the current folder"),
+    # map: one folder
+    "map --out exists": (lambda sb: mapping(sb, out=sb.foreign_folder("m")), r"already exists; .*--overwrite"),
+    "map --overwrite of a foreign folder": (lambda sb: mapping(sb, "--overwrite", out=sb.foreign_folder("m")),
+                                            r"not written by ephys2tx \(no \.ephys2tx-output\.json"),
+    "map --overwrite of another kind of output": (lambda sb: mapping(sb, "--overwrite", out=sb.own_folder("m", "model")),
+                                                  r"holds ephys2tx 'model' output, not 'mapping'"),
+    "map --out is a file": (lambda sb: mapping(sb, out=sb.write("m", "x")), r"is an existing file"),
+    "map --out .": (lambda sb: mapping(sb, out=Path(".")), r"is the current folder"),
+    "map --out ~": (lambda sb: mapping(sb, out=Path("~")), r"is your home folder"),
+    "map --out a parent of the current folder": (lambda sb: mapping(sb, out=Path("..")), r"parent of the current folder"),
+    "map --out inside the data folder": (lambda sb: mapping(sb, out=sb.data / "mapped"), r"inside the input folder"),
+    "map --out blocked by a file": (lambda sb: mapping(sb, out=_blocked(sb)), r"blocker is a file"),
+    "map --out is a link": (lambda sb: mapping(sb, "--overwrite", out=_link_to_folder(sb, "m")), r"symbolic link"),
+    "map --cache-dir is a file": (lambda sb: mapping(sb, cache=sb.write("cachefile", "x")), r"cachefile is a file"),
+    "map --cache-dir unwritable": (lambda sb: mapping(sb, cache=Path("/proc/ephys2tx-test")), r"cache .*not writable"),
+    "map --cache-dir inside --out": (lambda sb: mapping(sb, cache=sb.root / "mapped" / "c"),
+                                     r"--cache-dir .* is inside the output folder"),
+    # train: one folder
+    "train --out exists": (lambda sb: train(sb, out=sb.foreign_folder("t")), r"already exists; .*--overwrite"),
+    "train --overwrite of a foreign folder": (lambda sb: train(sb, "--overwrite", out=sb.foreign_folder("t")),
+                                              r"not written by ephys2tx"),
+    "train --overwrite of study results": (lambda sb: train(sb, "--overwrite", out=sb.own_folder("t", "study")),
+                                           r"holds ephys2tx 'study' output, not 'model'"),
+    "train --out is a file": (lambda sb: train(sb, out=sb.write("t", "x")), r"is an existing file"),
+    "train --out .": (lambda sb: train(sb, out=Path(".")), r"is the current folder"),
+    "train --out ~": (lambda sb: train(sb, out=_home(sb)), r"is your home folder"),
+    "train --out inside the data folder": (lambda sb: train(sb, out=sb.data / "m"), r"inside the input folder"),
+    "train --out blocked by a file": (lambda sb: train(sb, out=_blocked(sb)), r"blocker is a file"),
+    "train --out unwritable": (lambda sb: train(sb, out=Path("/proc/ephys2tx-test/m")), r"not writable"),
+    # run: one folder
+    "run --out .": (lambda sb: run(sb, out=Path(".")), r"is the current folder"),
+    "run --out ~": (lambda sb: run(sb, out=Path("~")), r"is your home folder"),
+    "run --out home, overwrite": (lambda sb: run(sb, "--overwrite", out=_home(sb)), r"is your home folder"),
+    "run --out an existing file": (lambda sb: run(sb, out=sb.write("results", "x")), r"is an existing file"),
+    "run --out a folder of the user": (lambda sb: run(sb, out=sb.foreign_folder("results")), r"already exists"),
+    "run --overwrite of a folder of the user": (lambda sb: run(sb, "--overwrite", out=sb.foreign_folder("results")),
+                                                r"not written by ephys2tx"),
+    "run --out holding the data folder": (lambda sb: run(sb, out=sb.data.parent), r"contains the input"),
+    "run --out is the data folder": (lambda sb: run(sb, out=sb.data), r"is the input"),
+    "run --out is a link": (lambda sb: run(sb, "--overwrite", out=_link_to_folder(sb, "results")), r"symbolic link"),
+    "run --out blocked by a file": (lambda sb: run(sb, out=_blocked(sb)), r"blocker is a file"),
+    "run --out unwritable": (lambda sb: run(sb, out=Path("/proc/ephys2tx-test/r")), r"not writable"),
+    # fetch: files in the data folder
+    "fetch --data-dir is a file": (lambda sb: fetch(sb, data=sb.write("datafile", "x")), r"datafile is a file"),
+    "fetch over a modified data file": (lambda sb: fetch(sb, data=_modified_fetch_target(sb)),
+                                        r"differs from the published file .*--overwrite"),
+    "fetch with a dataset folder blocked by a file": (lambda sb: fetch(sb, data=_blocked_dataset(sb)),
+                                                      r"human_gaba_leedalley2023 is a file"),
+    "fetch --data-dir unwritable": (lambda sb: fetch(sb, data=Path("/proc/ephys2tx-test")), r"not writable"),
+}
+
+
+def _link_to_file(sb):
+    (sb.root / "p.csv").symlink_to(sb.write("target.csv", "mine"))
+    return sb.root / "p.csv"
+
+
+def _modified_fetch_target(sb):
+    root = sb.root / "fetched"
+    sb.write(f"fetched/{HUMAN['ephys'].relpath}", "my edited copy\n")
+    return root
+
+
+def _blocked_dataset(sb):
+    sb.write("fetched/human_gaba_leedalley2023", "a file where a folder should be")
+    return sb.root / "fetched"
+
+
+# ------------------------------------------------------------------ cases: arguments and data folders
+
+
+def _tampered(sb, relpath, edit):
+    root = sb.data_copy()
+    path = root / relpath
+    edit(path)
+    return root
+
+
+def _cut(path):
+    """Cut the file just before a separator in its middle: the last row lacks fields."""
+    text = path.read_text(encoding="utf-8-sig")
+    path.write_text(text[: text.index(",", len(text) // 2)], encoding="utf-8")
+
+
+def _header_only(path):
+    path.write_text(path.read_text(encoding="utf-8-sig").splitlines()[0] + "\n", encoding="utf-8")
+
+
+def _inf_in_table(path):
+    table = pd.read_csv(path, encoding="utf-8-sig", low_memory=False)
+    table.loc[7, "tau"] = np.inf
+    table.to_csv(path, index=False)
+
+
+def _one_class(path):
+    table = pd.read_csv(path, encoding="utf-8-sig", low_memory=False)
+    table["Revised_subclass_label"] = table["Revised_subclass_label"].where(
+        table["Revised_subclass_label"].isna(), "PVALB")
+    table.to_csv(path, index=False)
+
+
+def _few_lamp5(path):
+    table = pd.read_csv(path, encoding="utf-8-sig", low_memory=False)
+    lamp5 = table.index[table["Revised_subclass_label"] == "LAMP5/PAX6/Other"]
+    table.loc[lamp5[2:], "Revised_subclass_label"] = "PVALB"
+    table.to_csv(path, index=False)
+
+
+def _feature_table(sb, edit=lambda t: t, n=30):
+    """A table in the layout of `ephys2tx extract` (family map in the schema metadata)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ephys2tx.features.nwb.extract import META_FAMILIES
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(n, 4)), columns=["a_0", "a_1", "b_0", "b_1"],
+                         index=pd.Index([f"cell{i}" for i in range(n)], name="cell_id"))
+    frame["subclass"] = np.resize(["Pvalb", "Sst", "Vip"], n)
+    frame = edit(frame)
+    table = pa.Table.from_pandas(frame)
+    meta = {**(table.schema.metadata or {}),
+            META_FAMILIES: json.dumps({"fam_a": ["a_0", "a_1"], "fam_b": ["b_0", "b_1"]}).encode()}
+    path = sb.root / "features.parquet"
+    pq.write_table(table.replace_schema_metadata(meta), path)
+    return path
+
+
+def _with_features(sb, path, *extra):
+    return ["run", "--features", path, "--label-column", "subclass", "--species", "mouse",
+            "--model", "logreg", "--out", sb.root / "results", *extra]
+
+
+def _inf_feature(t):
+    t.iloc[4, 1] = np.inf
+    return t
+
+
+FEATURE_TABLES = {
+    "run --features, inf value": (lambda sb: _with_features(sb, _feature_table(sb, _inf_feature)),
+                                  r"column 'a_1' of .*features\.parquet has the value inf \(cell cell4"),
+    "run --features, a single class": (
+        lambda sb: _with_features(sb, _feature_table(sb, lambda t: t.assign(subclass="Sst"))),
+        r"has only class 'Sst'"),
+    "run --features, fewer cells of a class than folds": (
+        lambda sb: _with_features(sb, _feature_table(sb), "--n-splits", "20"),
+        r"10 cell\(s\) of class '\w+', fewer than the 20 .*lower --n-splits to at most 10"),
+    "run --features, output is the feature table": (
+        lambda sb: _with_features(sb, _feature_table(sb))[:-2] + ["--out", sb.root / "features.parquet"],
+        r"is an existing file|is the input"),
+}
+
+
+ARGUMENTS = {
+    "run --n-splits 1": (lambda sb: run(sb, "--n-splits", "1"), r"--n-splits.*greater than or equal to 2"),
+    "run --n-splits 10000": (lambda sb: run(sb, "--n-splits", "10000"), r"--n-splits.*less than or equal to 100"),
+    "run --n-splits above the smallest class": (lambda sb: run(sb, "--n-splits", "99"),
+                                                r"human cells .* cell\(s\) of class 'Lamp5', fewer than the 99 .*lower --n-splits"),
+    "run --n-repeats 0": (lambda sb: run(sb, "--n-repeats", "0"), r"--n-repeats.*greater than or equal to 1"),
+    "run --jobs 0": (lambda sb: run(sb, "--jobs", "0"), r"--jobs.*greater than or equal to 1"),
+    "run --jobs -3": (lambda sb: run(sb, "--jobs", "-3"), r"--jobs"),
+    "run --seed -1": (lambda sb: run(sb, "--seed", "-1"), r"--seed"),
+    "run --n-splits not a number": (lambda sb: run(sb, "--n-splits", "many"), r"--n-splits.*not a valid integer|--n-splits"),
+    "run unknown option": (lambda sb: run(sb, "--no-such-option"), r"No such option"),
+    "run unknown species": (lambda sb: run(sb)[:3] + ["cat"] + run(sb)[4:], r"unknown species 'cat'"),
+    "run unknown model": (lambda sb: run(sb)[:5] + ["svm"] + run(sb)[6:], r"unknown model 'svm'"),
+    "train --n-estimators 0": (lambda sb: train(sb)[:4] + ["0"] + train(sb)[5:], r"--n-estimators.*greater than or equal to 1"),
+    "train --n-estimators -5": (lambda sb: train(sb)[:4] + ["-5"] + train(sb)[5:], r"--n-estimators"),
+    "train --n-estimators absurd": (lambda sb: train(sb)[:4] + ["10000000"] + train(sb)[5:], r"--n-estimators.*less than"),
+    "train --n-splits 1": (lambda sb: train(sb, "--n-splits", "1"), r"--n-splits"),
+    "train --max-epochs 0": (lambda sb: train(sb, "--max-epochs", "0"), r"--max-epochs"),
+    "train --seed -1": (lambda sb: train(sb, "--seed", "-1"), r"--seed"),
+    "map --align magic": (lambda sb: mapping(sb, "--align", "magic"), r"unknown --align 'magic'"),
+    "run --data-dir is a file": (lambda sb: run(sb, data=sb.write("datafile", "x")), r"datafile is a file"),
+    "run --data-dir missing": (lambda sb: run(sb, data=sb.root / "nodata"), r"nodata does not exist; run `ephys2tx fetch"),
+    "run --data-dir empty": (lambda sb: run(sb, data=(sb.root / "empty").mkdir() or sb.root / "empty"),
+                             r"missing file .*empty"),
+    "train --data-dir is a file": (lambda sb: train(sb, data=sb.write("datafile", "x")), r"datafile is a file"),
+    "map --data-dir empty": (lambda sb: mapping(sb)[:6] + [(sb.root / "e").mkdir() or sb.root / "e"] + mapping(sb)[7:],
+                             r"missing file"),
+    "run --no-verify, data file cut off": (lambda sb: run(sb, "--no-verify", data=_tampered(sb, HUMAN["ephys"].relpath, _cut)),
+                                           r"LeeDalley_ephys_fx\.csv line \d+ has \d+ of the \d+ fields"),
+    "run, data file cut off": (lambda sb: run(sb, data=_tampered(sb, HUMAN["ephys"].relpath, _cut)),
+                               r"checksum mismatch .*--no-verify"),
+    "train --no-verify, header-only data file": (
+        lambda sb: train(sb, "--no-verify", data=_tampered(sb, HUMAN["ephys"].relpath, _header_only)),
+        r"has a header but no rows"),
+    "map --no-verify, inf in a data file": (
+        lambda sb: mapping(sb, "--no-verify")[:6] + [_tampered(sb, HUMAN["ephys"].relpath, _inf_in_table)]
+        + mapping(sb, "--no-verify")[7:], r"column 'tau' of .*LeeDalley_ephys_fx\.csv has the value inf"),
+    "train --no-verify, a single class": (
+        lambda sb: train(sb, "--no-verify", data=_tampered(sb, HUMAN["meta"].relpath, _one_class)),
+        r"has only class 'Pvalb'; a classifier needs at least two classes"),
+    "run --no-verify, fewer cells of a class than folds": (
+        lambda sb: run(sb, "--no-verify", data=_tampered(sb, HUMAN["meta"].relpath, _few_lamp5)),
+        r"cell\(s\) of class 'Lamp5', fewer than the 3 cross-validation folds"),
+    "fetch --cells without --dandiset": (lambda sb: fetch(sb, "--cells", "1,2"), r"--cells needs --dandiset"),
+}
+
+
+# ------------------------------------------------------------------ the test
+
+CASES: dict[str, Callable] = {}
+for _name, (_make, _pattern) in TABLES.items():
+    CASES[f"predict: {_name}"] = _table_case(_make, _pattern, "predict")
+    CASES[f"map: {_name}"] = _table_case(_make, _pattern, "map")
+for _name, (_make, _pattern) in COLUMN_MAPS.items():
+    CASES[f"predict: {_name}"] = _map_case(_make, _pattern, "predict")
+    CASES[f"map: {_name}"] = _map_case(_make, _pattern, "map")
+for _group in (MODELS, OUTPUTS, ARGUMENTS, FEATURE_TABLES):
+    for _name, (_make, _pattern) in _group.items():
+        CASES[_name] = (lambda make, pattern: lambda sb: (make(sb), pattern))(_make, _pattern)
+
+
+def test_the_suite_is_large_enough():
+    assert len(CASES) >= 60
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_fault_fails_cleanly_and_changes_nothing(name, cells, tiny_model, data_dir, tmp_path,
+                                                 monkeypatch, capsys):
+    root = tmp_path / "sandbox"
+    root.mkdir()
+    (root / "work").mkdir()
+    monkeypatch.chdir(root / "work")  # `.` and `..` are the sandbox's
+    monkeypatch.setenv("HOME", str(root / "home"))
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "matplotlib"))  # its font cache is not ours
+    monkeypatch.delenv("EPHYS2TX_CACHE", raising=False)
+    sb = Sandbox(root=root, data=data_dir, model=Path(shutil.copytree(tiny_model, root / "model")),
+                 cells=root / "cells.csv", frame=cells)
+    cells.to_csv(sb.cells, index=False)
+    args, pattern = CASES[name](sb)
+    before = snapshot(root)
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert "Traceback" not in text
+    assert code == 2, text
+    assert captured.out == ""
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: "), lines[0]
+    assert re.search(pattern, lines[0]), lines[0]
+    assert snapshot(root) == before  # nothing created, changed or deleted

@@ -1,0 +1,129 @@
+"""Output-location checks, ownership markers and staged output folders (ephys2tx.safety)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from ephys2tx.errors import InputError
+from ephys2tx.safety import (MARKER, Interrupted, check_output_dir, check_output_file,
+                             check_writable_dir, interrupts_raise, is_own_output, read_marker,
+                             staged_output_dir)
+
+
+@pytest.fixture(autouse=True)
+def _sandbox_cwd(tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def test_new_folder_is_accepted_and_written_with_its_marker(tmp_path):
+    target = check_output_dir(tmp_path / "a" / "b", kind="study")
+    with staged_output_dir(target, "study", command="run") as staging:
+        (staging / "x.txt").write_text("x")
+    assert read_marker(target)["kind"] == "study"
+    assert read_marker(target)["command"] == "run"
+    assert is_own_output(target, "study") and not is_own_output(target, "model")
+    assert sorted(p.name for p in target.iterdir()) == [MARKER, "x.txt"]
+
+
+def test_overwrite_replaces_only_own_output_of_the_same_kind(tmp_path):
+    target = tmp_path / "out"
+    with staged_output_dir(target, "study") as staging:
+        (staging / "old.txt").write_text("old")
+    with pytest.raises(InputError, match="already exists"):
+        check_output_dir(target, kind="study")
+    with pytest.raises(InputError, match="'study' output, not 'model'"):
+        check_output_dir(target, kind="model", overwrite=True)
+    check_output_dir(target, kind="study", overwrite=True)
+    with staged_output_dir(target, "study", overwrite=True) as staging:
+        (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == [MARKER, "new.txt"]
+
+
+@pytest.mark.parametrize("marker", [None, "not json", json.dumps({"kind": "study"}),
+                                    json.dumps({"created_by": "someone", "kind": "study"})])
+def test_a_folder_without_a_valid_marker_is_never_replaced(marker, tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "mine.txt").write_text("mine")
+    if marker is not None:
+        (target / MARKER).write_text(marker)
+    with pytest.raises(InputError, match="not written by ephys2tx"):
+        check_output_dir(target, kind="study", overwrite=True)
+
+
+def test_target_appearing_during_the_work_is_not_replaced(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(InputError, match="appeared meanwhile"):
+        with staged_output_dir(target, "study") as staging:
+            (staging / "x.txt").write_text("x")
+            target.mkdir()
+            (target / "theirs.txt").write_text("theirs")
+    assert sorted(p.name for p in target.iterdir()) == ["theirs.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "work"]  # no staging left
+
+
+@pytest.mark.parametrize("path, pattern", [
+    (".", "is the current folder"),
+    ("..", "a parent of the current folder"),
+    ("~", "is your home folder"),
+    ("/", "parent of the current folder|file system root"),
+    ("", "is empty|current folder"),
+])
+def test_protected_locations(path, pattern):
+    with pytest.raises(InputError, match=pattern):
+        check_output_dir(path, kind="study", overwrite=True)
+
+
+def test_inputs_are_never_outputs(tmp_path):
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    table = tmp_path / "cells.csv"
+    table.write_text("a\n1\n")
+    with pytest.raises(InputError, match="is the input"):
+        check_output_file(table, overwrite=True, inputs=[table], recognise=lambda p: True)
+    with pytest.raises(InputError, match="contains the input"):
+        check_output_dir(tmp_path / "d2", kind="study", inputs=[tmp_path / "d2" / "cells.csv"])
+    with pytest.raises(InputError, match="inside the input folder"):
+        check_output_dir(data / "results", kind="study", inputs=[data])
+
+
+def test_files_blocked_paths_and_links(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InputError, match="is an existing file"):
+        check_output_dir(tmp_path / "f", kind="study", overwrite=True)
+    with pytest.raises(InputError, match="f is a file, not a folder"):
+        check_output_dir(tmp_path / "f" / "g" / "h", kind="study")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "d")
+    with pytest.raises(InputError, match="symbolic link"):
+        check_output_dir(tmp_path / "link", kind="study", overwrite=True)
+    with pytest.raises(InputError, match="is a folder; give a file path"):
+        check_output_file(tmp_path / "d")
+    with pytest.raises(InputError, match="not written by"):
+        check_output_file(tmp_path / "f", overwrite=True, recognise=lambda p: False)
+    assert check_output_file(tmp_path / "f", overwrite=True, recognise=lambda p: True)
+
+
+def test_unwritable_location_is_found_by_a_probe(tmp_path):
+    with pytest.raises(InputError, match="not writable"):
+        check_writable_dir("/proc/ephys2tx-nowhere/x", what="--out")
+    check_writable_dir(tmp_path / "new" / "deeper", what="--out")
+    assert not (tmp_path / "new").exists()  # the probe creates nothing that stays
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ephys2tx-probe")] == []
+
+
+def test_signals_raise_once_and_handlers_are_restored():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as info:
+        with interrupts_raise() as received:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs between bytecodes
+                pass
+    assert info.value.signum == signal.SIGTERM == received["signum"]
+    assert signal.getsignal(signal.SIGTERM) == before
