@@ -69,7 +69,9 @@ def extract_command(
     except KeyboardInterrupt:
         console.print("aborted: no table written; finished cells are kept in the cache, rerun the same "
                       "command to resume")
-        raise typer.Exit(130) from None
+        # SystemExit rather than typer.Exit: the exit code must not depend on how the
+        # caller maps typer's return value (cli.main is shared by every command).
+        raise SystemExit(130) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     typer.echo(f"{result.n_cells} cells -> {result.features_path}; {result.n_failed} failed -> "
