@@ -4,6 +4,8 @@ Quick: the small fixtures (fast-spiking, adapting, an adapting cell that never f
 Slow: Allen-sized cells (2.52 s sweeps, float64, 50 kHz and 200 kHz) in both NWB layouts.
 """
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -14,8 +16,40 @@ from ephys2tx.features.nwb.vectors import extract_cell
 pytestmark = pytest.mark.filterwarnings("ignore:.*(default|metadata).*")
 
 
+@contextlib.contextmanager
+def pristine_ipfx():
+    """ipfx exactly as installed: undo ephys2tx's process-wide speed-ups (they are under test here) for the block."""
+    import ipfx.stim_features as stf
+    import ipfx.time_series_utils as tsu
+    import scipy.signal
+
+    from ephys2tx.features.nwb.adapter import _ORIGINALS
+
+    saved = {name: getattr(tsu, name) for name in _ORIGINALS}
+    saved_signal, saved_minmax = tsu.signal, (stf.__dict__.get("max"), stf.__dict__.get("min"))
+    try:
+        for name, original in _ORIGINALS.items():
+            setattr(tsu, name, original)
+        tsu.signal = scipy.signal
+        for name in ("max", "min"):
+            stf.__dict__.pop(name, None)
+        yield
+    finally:
+        for name, fast in saved.items():
+            setattr(tsu, name, fast)
+        tsu.signal = saved_signal
+        for name, value in zip(("max", "min"), saved_minmax):
+            if value is not None:
+                setattr(stf, name, value)
+
+
 def ipfx_reference(path):
     """ipfx 2.1.2's feature vectors (its batch script's per-cell function) and its cell record, from the file."""
+    with pristine_ipfx():
+        return _ipfx_reference(path)
+
+
+def _ipfx_reference(path):
     import ipfx.bin.run_feature_vector_extraction as rfv
     import ipfx.feature_record as fr
     import ipfx.json_utilities as ju
@@ -42,9 +76,9 @@ def ipfx_reference(path):
 
 
 def assert_matches_ipfx(path):
+    ours = extract_cell(path)  # installs the speed-ups; the reference below runs without them
     ref_vectors, ref_record = ipfx_reference(path)
     assert "error" not in ref_vectors, ref_vectors.get("error")
-    ours = extract_cell(path)
     for name in IPFX_FAMILIES:
         a, b = ours["vectors"][name], np.asarray(ref_vectors[name], dtype=np.float64).ravel()
         assert a.shape == b.shape, name

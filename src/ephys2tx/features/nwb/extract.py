@@ -582,8 +582,6 @@ def extract_features(
 
 def _remove_stale_temporaries(cache_dir: Path) -> None:
     """Remove temporary cache files left by workers that were killed while writing them."""
-    import psutil
-
     if not cache_dir.is_dir():
         return
     for tmp in cache_dir.glob(f".*{cache.SUFFIX}.*.tmp"):
@@ -592,8 +590,12 @@ def _remove_stale_temporaries(cache_dir: Path) -> None:
             pid = int(parts[-3])
         except (ValueError, IndexError):
             continue
-        if not psutil.pid_exists(pid):
+        try:
+            os.kill(pid, 0)  # is the writer still alive? (signal 0 only checks)
+        except ProcessLookupError:
             tmp.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's process
+            pass
 
 
 def _run(cells, cache_dir, workers, client, progress, n_skipped: int = 0) -> dict:
