@@ -11,7 +11,7 @@ Compares, on the same files and the same number of worker processes:
   the 13 vector families, no summary).
 
 Each ``--sizes`` entry is a file set of its own (``ephys2tx.testing.nwb_fixtures.PROTOCOLS``):
-``small`` (the test fixtures: 1.55 s sweeps, 18 sweeps, float32, gzip, ~1.5 MB per cell),
+``small`` (the test fixtures: 1.55 s sweeps, 18 sweeps, float32, gzip, ~3 MB per cell),
 ``allen50k`` (Allen-sized: 2.52 s sweeps at 50 kHz, 24-30 sweeps, float64, uncompressed,
 45-60 MB per cell) and ``allen200k`` (the same at 200 kHz, four times larger).
 

@@ -22,6 +22,16 @@ def _inputs(nwb_set, n=None):
     return good[:n] if n else good
 
 
+def _many_cells(nwb_set, tmp_path, n=24):
+    """``n`` cells (links with their own names to the fixture files): long enough a run to interrupt."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    good = _inputs(nwb_set)
+    for k in range(n):
+        (folder / f"cell_{k:02d}.nwb").symlink_to(good[k % len(good)])
+    return sorted(str(p) for p in folder.iterdir())
+
+
 def _start(args, tmp_path, prelude=""):
     """Run ``ephys2tx.cli.main(args)`` in a new process group; ``prelude`` runs first (e.g. a patch)."""
     script = textwrap.dedent(prelude) + textwrap.dedent(f"""
@@ -59,7 +69,7 @@ def _gone(processes, timeout=15):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_stops_promptly_exits_130_and_keeps_cache(sig, nwb_set, tmp_path):
-    inputs = _inputs(nwb_set) * 1  # 8 cells, 2 workers
+    inputs = _many_cells(nwb_set, tmp_path)  # 24 cells, 2 workers
     out, cache_dir = tmp_path / "f.parquet", tmp_path / "cache"
     proc = _start(["extract", *inputs, "-o", out, "--cache-dir", cache_dir, "-j", "2"], tmp_path)
     workers = _workers(proc, 2)
@@ -77,12 +87,14 @@ def test_interrupt_stops_promptly_exits_130_and_keeps_cache(sig, nwb_set, tmp_pa
     assert not list(cache_dir.glob(".*.tmp"))
     result = extract_features(inputs, out, cache_dir=cache_dir)  # resumes from the cache
     assert result.n_from_cache == n_cached and result.n_cells == len(inputs)
+    assert sorted(read_feature_table(out).frame.index) == sorted(Path(p).stem for p in inputs)
 
 
 def test_sigint_to_the_whole_process_group(nwb_set, tmp_path):
     """Ctrl-C in a terminal signals every process of the group: workers ignore it, the parent cleans up."""
     out, cache_dir = tmp_path / "f.parquet", tmp_path / "cache"
-    proc = _start(["extract", *_inputs(nwb_set), "-o", out, "--cache-dir", cache_dir, "-j", "2"], tmp_path)
+    proc = _start(["extract", *_many_cells(nwb_set, tmp_path), "-o", out, "--cache-dir", cache_dir, "-j", "2"],
+                  tmp_path)
     workers = _workers(proc, 2)
     _wait_cached(cache_dir, 1)
     os.killpg(proc.pid, signal.SIGINT)
@@ -93,7 +105,8 @@ def test_sigint_to_the_whole_process_group(nwb_set, tmp_path):
 
 def test_sigkill_of_the_main_process_kills_the_workers(nwb_set, tmp_path):
     out, cache_dir = tmp_path / "f.parquet", tmp_path / "cache"
-    proc = _start(["extract", *_inputs(nwb_set), "-o", out, "--cache-dir", cache_dir, "-j", "2"], tmp_path)
+    proc = _start(["extract", *_many_cells(nwb_set, tmp_path), "-o", out, "--cache-dir", cache_dir, "-j", "2"],
+                  tmp_path)
     workers = _workers(proc, 2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import zipfile
 from pathlib import Path
 
@@ -27,12 +28,12 @@ _STATUSES = ("ok", "failed")
 
 
 def cell_key(path: str | Path, settings: dict) -> str:
-    """Key of a cell result: file identity (path, size, mtime) plus extraction settings."""
-    path = Path(path)
-    try:
-        path = path.resolve()
-    except (OSError, RuntimeError):  # symlink loop (RuntimeError before Python 3.13)
-        path = path.absolute()
+    """Key of a cell result: file identity (path, size, mtime) plus extraction settings.
+
+    The path is made absolute but symbolic links are not resolved: two links
+    to one file are two cells (with their own ids), each with its own entry.
+    """
+    path = Path(os.path.abspath(path))
     try:
         stat = path.stat()
         identity = [str(path), stat.st_size, stat.st_mtime_ns]
