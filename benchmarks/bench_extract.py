@@ -1,14 +1,19 @@
 """Throughput of `ephys2tx extract` vs ipfx's run_feature_vector_extraction on generated NWB files.
 
-Run:  .venv/bin/python benchmarks/bench_extract.py [--cells 12] [--repeats 3] [--workers 1 2]
-          [--max-load 0.5] [--max-wait 1200]
+Run:  .venv/bin/python benchmarks/bench_extract.py [--sizes small allen50k] [--cells 12] [--repeats 3]
+          [--workers 1 2] [--max-load 0.5] [--max-wait 1200]
 
 Compares, on the same files and the same number of worker processes:
 
-* ``ephys2tx``     -- ``extract_features`` (12 families + IPFX summary features),
-* ``ephys2tx-fv``  -- ``extract_features(summary=False)`` (12 families only),
-* ``ipfx``         -- ``ipfx.bin.run_feature_vector_extraction`` (its own path;
-  it computes 12 vector families, incl. psth/subthresh_depol_norm, no summary).
+* ``ephys2tx``     -- ``extract_features`` (ipfx's 13 families + inst_freq_norm + IPFX summary features),
+* ``ephys2tx-fv``  -- ``extract_features(summary=False)`` (the 14 families only),
+* ``ipfx``         -- ``ipfx.bin.run_feature_vector_extraction`` (its own path:
+  the 13 vector families, no summary).
+
+Each ``--sizes`` entry is a file set of its own (``ephys2tx.testing.nwb_fixtures.PROTOCOLS``):
+``small`` (the test fixtures: 1.55 s sweeps, 18 sweeps, float32, gzip, ~3 MB per cell),
+``allen50k`` (Allen-sized: 2.52 s sweeps at 50 kHz, 24-30 sweeps, float64, uncompressed,
+45-60 MB per cell) and ``allen200k`` (the same at 200 kHz, four times larger).
 
 Fairness: every measurement runs in a fresh interpreter that imports ipfx and
 ephys2tx *before* the clock starts (so neither path pays import warm-up, and
@@ -160,7 +165,9 @@ def _load() -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", type=int, default=12)
+    parser.add_argument("--sizes", nargs="+", default=["small", "allen50k"],
+                        choices=["small", "allen50k", "allen200k"], help="file sets to measure, one table each")
+    parser.add_argument("--cells", type=int, default=12, help="cells per file set")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--max-load", type=float, default=0.5, help="start when the 1-min load is at most this")
@@ -174,18 +181,29 @@ def main():
         print(json.dumps(_measure(args._measure, args._workers, args._files, Path(args._work_dir))))
         return
 
+    from ephys2tx.testing.nwb_fixtures import PROTOCOLS
+
+    print(f"{datetime.datetime.now().isoformat(timespec='seconds')}  python {sys.version.split()[0]}  "
+          f"cpu_count={os.cpu_count()}", flush=True)
+    for size in args.sizes:
+        bench_size(PROTOCOLS[size], args)
+
+
+def bench_size(protocol, args) -> None:
+    """Generate one file set and print its table."""
     from ephys2tx.testing.nwb_fixtures import generate_cells
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         t0 = time.perf_counter()
         labels = ["Pvalb", "Sst"] * (args.cells // 2)
-        files = [str(p) for p, _ in generate_cells(tmp / "nwb", labels, seed=7)]
+        files = [str(p) for p, _ in generate_cells(tmp / "nwb", labels, seed=7, protocol=protocol)]
         for f in files:  # warm the OS file cache for every path alike
             Path(f).read_bytes()
-        print(f"{datetime.datetime.now().isoformat(timespec='seconds')}  python {sys.version.split()[0]}  "
-              f"cpu_count={os.cpu_count()}", flush=True)
-        print(f"generated {len(files)} cells in {time.perf_counter() - t0:.1f} s", flush=True)
+        mb = sum(Path(f).stat().st_size for f in files) / len(files) / 1e6
+        print(f"\n== {protocol.name}: {protocol.sampling_rate / 1e3:g} kHz, {protocol.dtype}, "
+              f"{'gzip' if protocol.compress else 'uncompressed'}, {mb:.1f} MB per cell; generated "
+              f"{len(files)} cells in {time.perf_counter() - t0:.1f} s", flush=True)
         quiet = wait_for_quiet_machine(args.max_load, args.max_wait)
         print(f"load average (1/5/15 min) before: {_load()}" + ("" if quiet else
               f"  -- still above {args.max_load} after {args.max_wait:.0f} s: wall-clock figures are pessimistic"),
@@ -205,7 +223,8 @@ def main():
         def med(config, key):
             return statistics.median(r[key] for r in runs[config])
 
-        print(f"\nmedian of {args.repeats} repeats, {len(files)} cells; load average (1/5/15 min) after: {_load()}")
+        print(f"\n{protocol.name}: median of {args.repeats} repeats, {len(files)} cells; load average "
+              f"(1/5/15 min) after: {_load()}")
         other = [r["other_load"] for rs in runs.values() for r in rs]
         print(f"CPU used by other processes during the runs: median {statistics.median(other):.2f} cores, "
               f"max {max(other):.2f} (wall-clock figures are trustworthy only near 0)")

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from ephys2tx.cli import main
-from ephys2tx.features.nwb import COMPACT_LAYOUT, FAMILIES, read_feature_table
+from ephys2tx.features.nwb import COMPACT_FAMILIES, COMPACT_LAYOUT, read_feature_table
 
 
 @pytest.fixture
@@ -26,13 +26,17 @@ def _bad_arguments(tmp_path, good):
         "ap window": [good, "--ap-window", "0.5"],
         "workers": [good, "--workers", "0"],
         "not an integer": [good, "--workers", "many"],
+        "existing failures list": [good, "-o", str(tmp_path / "g.parquet")],
+        "missing protocol map": [good, "-o", str(tmp_path / "g.parquet"), "--protocol-map",
+                                 str(tmp_path / "nope.yaml")],
     }
 
 
 @pytest.mark.parametrize("case", ["missing input", "no nwb files", "out is a directory", "out is another file",
                                   "malformed scheduler", "unknown scheme", "ap window", "workers",
-                                  "not an integer"])
+                                  "not an integer", "existing failures list", "missing protocol map"])
 def test_bad_input_exits_2_with_one_line(case, tmp_path, nwb_set, capsys):
+    (tmp_path / "g.parquet.failures.csv").write_text("my own notes\n")
     args = _bad_arguments(tmp_path, str(nwb_set["good"][0][0]))[case]
     assert main(["extract", *args, *([] if "-o" in args else ["-o", str(tmp_path / "f.parquet")])]) == 2
     captured = capsys.readouterr()
@@ -41,8 +45,10 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path, nwb_set, capsys):
     assert lines and "rror" in lines[-1]
     if case != "not an integer":  # click prints usage lines before its own error line
         assert len(lines) == 1, lines
-    assert not (tmp_path / "f.parquet").exists()
+    assert not (tmp_path / "f.parquet").exists() and not (tmp_path / "g.parquet").exists()
+    assert not (tmp_path / "f.parquet.cache").exists() and not (tmp_path / "g.parquet.cache").exists()
     assert (tmp_path / "notes.parquet").read_text() == "keep me"
+    assert (tmp_path / "g.parquet.failures.csv").read_text() == "my own notes\n"
 
 
 def test_compact_run_progress_and_resume(two_cells, tmp_path, capsys):
@@ -54,12 +60,17 @@ def test_compact_run_progress_and_resume(two_cells, tmp_path, capsys):
     assert "2 cells" in captured.out and "(0 from cache)" in captured.out
     table = read_feature_table(out)
     assert table.settings["compact"] is True
-    assert list(table.families) == list(FAMILIES)
+    assert list(table.families) == list(COMPACT_FAMILIES)  # the documented subset: 12 families
     assert {k: len(v) for k, v in table.families.items()} == {k: n * m for k, (n, m) in COMPACT_LAYOUT.items()}
     assert len(table.feature_columns) == 498
     assert list(pd.read_csv(f"{out}.failures.csv")["cell_id"]) == ["nwb1_cell"]
 
-    assert main(args) == 0  # rerun: everything from the cache, output rewritten
+    before = out.read_bytes(), (tmp_path / "f.parquet.failures.csv").read_bytes()
+    assert main(args) == 2  # an existing output is refused ...
+    err = capsys.readouterr().err
+    assert "exists" in err and "--overwrite" in err and "Traceback" not in err
+    assert (out.read_bytes(), (tmp_path / "f.parquet.failures.csv").read_bytes()) == before
+    assert main(args + ["--overwrite"]) == 0  # ... unless --overwrite: everything from the cache, rewritten
     assert "(3 from cache)" in capsys.readouterr().out
     pd.testing.assert_frame_equal(read_feature_table(out).frame, table.frame)
 

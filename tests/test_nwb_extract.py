@@ -72,7 +72,7 @@ def test_fast_spiking_vs_adapting_direction(extracted, nwb_set):
 def test_failures_recorded_with_reason(extracted):
     failures = pd.read_csv(extracted[0].failures_path).set_index("cell_id")
     assert set(failures.index) == {"no_ramp", "nwb1_cell", "truncated", "unreadable"}
-    assert "no ramp sweep" in failures.loc["no_ramp", "reason"]
+    assert "no ramp sweeps" in failures.loc["no_ramp", "reason"].lower()
     assert "NWB 1" in failures.loc["nwb1_cell", "reason"]
     assert "truncated" in failures.loc["truncated", "reason"]
     assert "unreadable HDF5" in failures.loc["unreadable", "reason"]
@@ -111,7 +111,7 @@ def test_missing_file_is_cell_failure(tmp_path):
 
 def test_input_errors(tmp_path, nwb_set):
     good = nwb_set["good"][0][0]
-    with pytest.raises(InputError, match="no .nwb files"):
+    with pytest.raises(InputError, match="no .nwb or .abf files"):
         extract_features([tmp_path], tmp_path / "o.parquet")
     with pytest.raises(InputError, match="does not exist"):
         extract_features([tmp_path / "typo.nwb"], tmp_path / "o.parquet")
@@ -262,7 +262,7 @@ def test_h5py_reader_matches_ipfx_pynwb_reader(nwb_set):
             assert fast._data.get_sweep_metadata(number) == slow._data.get_sweep_metadata(number)
         close_data_set(fast)
         a, b = extract_cell(path, reader="h5py"), extract_cell(path, reader="pynwb")
-        assert a["summary"] == b["summary"]
+        np.testing.assert_equal(a["summary"], b["summary"])
         for name in FAMILIES:
             np.testing.assert_array_equal(a["vectors"][name], b["vectors"][name], err_msg=name)
 
@@ -305,9 +305,15 @@ def test_summary_matches_full_as_dict_record(nwb_set):
         "short_squares": ssq_an.as_dict(ssq_features, extra(ssq_sweeps)),
         "ramps": ramp_an.as_dict(ramp_features, extra(ramp_sweeps)),
     })
-    assert len(light) >= 20
+    from ephys2tx.features.nwb import SUMMARY_FEATURES
+
+    # the fixed schema is every numeric key of ipfx's record (sweep numbers excluded) ...
+    assert list(light) == list(SUMMARY_FEATURES) and len(SUMMARY_FEATURES) == 45
+    assert set(full) - {"rheobase_sweep_num", "thumbnail_sweep_num"} == set(SUMMARY_FEATURES)
+    # ... with ipfx's values, NaN where ipfx gives None
+    assert any(full[key] is None for key in SUMMARY_FEATURES)
     for key, value in light.items():
-        np.testing.assert_equal(value, float(full[key]), err_msg=key)
+        np.testing.assert_equal(value, np.nan if full[key] is None else float(full[key]), err_msg=key)
 
 
 def test_memoised_ipfx_helpers_are_transparent():
@@ -363,10 +369,15 @@ def test_ipfx_speed_ups_change_no_result(nwb_set, monkeypatch):
     monkeypatch.delattr(stf, "max", raising=False)
     monkeypatch.delattr(stf, "min", raising=False)
     monkeypatch.setattr(tsu, "signal", scipy.signal)
+    from ephys2tx.features.nwb.adapter import _ORIGINALS
+
+    assert set(_ORIGINALS) == {"find_time_index", "has_fixed_dt", "flatnotnan"}
+    for name, original in _ORIGINALS.items():
+        monkeypatch.setattr(tsu, name, original)
     plain_ontology = StimulusOntology([s.tag_sets for s in vectors.default_ontology().stimuli])
     for path, a in zip(paths, fast):
         b = extract_cell(path, ontology=plain_ontology)
-        assert a["summary"] == b["summary"]
+        np.testing.assert_equal(a["summary"], b["summary"])
         for name in FAMILIES:
             np.testing.assert_array_equal(a["vectors"][name], b["vectors"][name], err_msg=name)
 
@@ -380,3 +391,40 @@ def test_summary_can_be_switched_off(nwb_set, tmp_path):
     vectors_only, _ = load_feature_table(without.features_path, include_summary=True)
     assert not any(c.startswith("summary__") for c in vectors_only.columns)
     pd.testing.assert_frame_equal(vectors_only, full[vectors_only.columns])
+
+
+def test_fast_time_series_helpers_equal_ipfx():
+    """The replacements of find_time_index / has_fixed_dt / flatnotnan return ipfx's values, ties included."""
+    import ipfx.time_series_utils as tsu
+
+    from ephys2tx.features.nwb.adapter import (_ORIGINALS, _find_time_index, _flatnotnan, _has_fixed_dt,
+                                               install_ipfx_memoization)
+
+    install_ipfx_memoization()
+    find, fixed, notnan = (_ORIGINALS[k] for k in ("find_time_index", "has_fixed_dt", "flatnotnan"))
+    rng = np.random.default_rng(0)
+    for rate in (50_000.0, 200_000.0, 10_000.0):
+        t_full = np.arange(int(2.52 * rate)) / rate
+        for t in (t_full, t_full[1000:-3], t_full[::2]):
+            queries = np.r_[t[0], t[-1], t[[1, 2, 3, -2]], rng.uniform(t[0], t[-1], 300),
+                            (t[10:300:7] + t[11:301:7]) / 2,  # exact midpoints: ties between two samples
+                            np.round(rng.uniform(t[0], t[-1], 100), 3), 1.02, 2.02]
+            for q in queries:
+                if t[0] <= q <= t[-1]:
+                    assert _find_time_index(t, q) == find(t, q), (rate, q)
+            assert _has_fixed_dt(t) == fixed(t)
+    odd = [np.r_[0.0, 1.0, 1.0, 2.0], np.r_[3.0, 2.0, 1.0], np.r_[0.0, np.nan, 2.0], np.linspace(0, 1, 7)]
+    for t in odd:  # not strictly increasing or tiny: same answers (through ipfx's own function where needed)
+        for q in np.linspace(np.nanmin(t), np.nanmax(t), 9):
+            if t[0] <= q <= t[-1]:
+                assert _find_time_index(t, q) == find(t, q)
+        assert _has_fixed_dt(t) == fixed(t)
+    jitter = np.arange(1000) / 1e4 + rng.normal(0, 1e-9, 1000)
+    stepped = np.r_[np.arange(100) * 1e-4, 0.0101 + np.arange(100) * 2e-4]
+    for t in (jitter, stepped, np.r_[0.0, np.inf], np.arange(10, dtype=np.float32)):
+        assert _has_fixed_dt(t) == fixed(t)
+    for a in (np.r_[1.0, np.nan, 3.0, np.nan], np.zeros(5), np.full(3, np.nan), np.ones((3, 2))):
+        np.testing.assert_array_equal(_flatnotnan(a), notnan(a))
+    with pytest.raises(AssertionError):
+        _find_time_index(np.arange(5.0), 7.0)
+    assert tsu.find_time_index is _find_time_index

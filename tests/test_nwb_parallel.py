@@ -27,12 +27,12 @@ def test_resume_after_killed_run(nwb_set, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and len(list(cache_dir.glob("*.pkl"))) < 2:
+        while time.time() < deadline and len(list(cache_dir.glob("*.npz"))) < 2:
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
-    n_cached = len(list(cache_dir.glob("*.pkl")))
+    n_cached = len(list(cache_dir.glob("*.npz")))
     assert 2 <= n_cached < len(inputs), "the run must be killed mid-way"
     assert not out.exists()
 

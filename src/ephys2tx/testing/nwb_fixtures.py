@@ -174,38 +174,84 @@ def simulate(params: Sequence[NeuronParams], current_pa: np.ndarray, dt_ms: floa
     return out
 
 
-def _with_test_pulse(n_samples: int) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """Stimulus protocol and file format of simulated cells.
+
+    The default (:data:`SMALL`) keeps the test fixtures small: 1.55 s sweeps,
+    a few long squares around rheobase, float32, gzip.  :data:`ALLEN_50K` and
+    :data:`ALLEN_200K` are Allen-sized: 2.52 s long-square sweeps with the
+    stimulus at 1.02 s, every long square from -110 pA to 160 pA above
+    rheobase in 20 pA steps, short squares, three ramps, float64, no
+    compression (about 55-70 MB per cell at 50 kHz, four times that at 200 kHz).
+    """
+
+    name: str = "small"
+    sampling_rate: float = SAMPLING_RATE
+    test_pulse_start: float = TEST_PULSE_START
+    stim_start: float = STIM_START
+    post_stim: float = POST_STIM
+    long_square_duration: float = LONG_SQUARE_DURATION
+    ls_amps: tuple = tuple(float(a) for a in np.arange(-90.0, 351.0, 20.0))
+    keep_all_long_squares: bool = False  # False: hyperpolarising + last subthreshold + rheobase..+120 pA
+    n_above_rheobase: int = 6
+    ss_amps: tuple = tuple(float(a) for a in np.arange(100.0, 2001.0, 100.0))
+    ss_repeats: int = 3
+    ramp_slope: float = RAMP_SLOPE  # pA/s
+    ramp_duration: float = RAMP_DURATION
+    n_ramps: int = 1
+    ramp_peak_x_rheobase: float | None = None  # ramp peak as a multiple of rheobase (overrides ramp_slope)
+    dtype: str = "float32"
+    compress: bool = True
+
+    @property
+    def dt_ms(self) -> float:
+        return 1000.0 / self.sampling_rate
+
+
+SMALL = Protocol()
+ALLEN_50K = Protocol(name="allen50k", stim_start=1.02, post_stim=0.5, ls_amps=tuple(float(a) for a in
+                     np.arange(-110.0, 611.0, 20.0)), keep_all_long_squares=True, n_above_rheobase=8,
+                     n_ramps=3, dtype="float64", compress=False)
+ALLEN_200K = dataclasses.replace(ALLEN_50K, name="allen200k", sampling_rate=200_000.0)
+PROTOCOLS = {p.name: p for p in (SMALL, ALLEN_50K, ALLEN_200K)}
+
+
+def _with_test_pulse(n_samples: int, protocol: Protocol = SMALL) -> np.ndarray:
     i = np.zeros(n_samples)
-    a = int(TEST_PULSE_START * SAMPLING_RATE)
-    i[a:a + int(TEST_PULSE_DURATION * SAMPLING_RATE)] = TEST_PULSE_AMP
+    a = int(protocol.test_pulse_start * protocol.sampling_rate)
+    i[a:a + int(TEST_PULSE_DURATION * protocol.sampling_rate)] = TEST_PULSE_AMP
     return i
 
 
-def long_square_current(amp: float) -> np.ndarray:
+def long_square_current(amp: float, protocol: Protocol = SMALL) -> np.ndarray:
     """Current (pA) of a coarse long-square sweep with test pulse."""
-    n = int((STIM_START + LONG_SQUARE_DURATION + POST_STIM) * SAMPLING_RATE)
-    i = _with_test_pulse(n)
-    a = int(STIM_START * SAMPLING_RATE)
-    i[a:a + int(LONG_SQUARE_DURATION * SAMPLING_RATE)] = amp
+    rate = protocol.sampling_rate
+    n = int((protocol.stim_start + protocol.long_square_duration + protocol.post_stim) * rate)
+    i = _with_test_pulse(n, protocol)
+    a = int(protocol.stim_start * rate)
+    i[a:a + int(protocol.long_square_duration * rate)] = amp
     return i
 
 
-def short_square_current(amp: float) -> np.ndarray:
+def short_square_current(amp: float, protocol: Protocol = SMALL) -> np.ndarray:
     """Current (pA) of a 3 ms short-square sweep with test pulse."""
-    n = int((STIM_START + SHORT_SQUARE_DURATION + POST_STIM) * SAMPLING_RATE)
-    i = _with_test_pulse(n)
-    a = int(STIM_START * SAMPLING_RATE)
-    i[a:a + int(round(SHORT_SQUARE_DURATION * SAMPLING_RATE))] = amp
+    rate = protocol.sampling_rate
+    n = int((protocol.stim_start + SHORT_SQUARE_DURATION + protocol.post_stim) * rate)
+    i = _with_test_pulse(n, protocol)
+    a = int(protocol.stim_start * rate)
+    i[a:a + int(round(SHORT_SQUARE_DURATION * rate))] = amp
     return i
 
 
-def ramp_current(slope_pa_per_s: float, duration: float) -> np.ndarray:
+def ramp_current(slope_pa_per_s: float, duration: float, protocol: Protocol = SMALL) -> np.ndarray:
     """Current (pA) of a ramp sweep with test pulse."""
-    n = int((STIM_START + duration + POST_STIM) * SAMPLING_RATE)
-    i = _with_test_pulse(n)
-    a = int(STIM_START * SAMPLING_RATE)
-    k = int(duration * SAMPLING_RATE)
-    i[a:a + k] = slope_pa_per_s * (np.arange(1, k + 1) / SAMPLING_RATE)
+    rate = protocol.sampling_rate
+    n = int((protocol.stim_start + duration + protocol.post_stim) * rate)
+    i = _with_test_pulse(n, protocol)
+    a = int(protocol.stim_start * rate)
+    k = int(duration * rate)
+    i[a:a + k] = slope_pa_per_s * (np.arange(1, k + 1) / rate)
     return i
 
 
@@ -215,16 +261,25 @@ def _count_spikes(v: np.ndarray) -> int:
 
 @dataclasses.dataclass
 class CellRecording:
-    """Sweeps of one simulated cell: list of (stimulus code, current pA, voltage mV)."""
+    """Sweeps of one simulated cell: list of (stimulus code, current pA, voltage mV); ``protocol`` used."""
 
     cell_id: str
     label: str
     sweeps: list
+    protocol: Protocol = SMALL
+
+
+def simulate_traces(params: Sequence[NeuronParams], currents: Sequence[np.ndarray], dt_ms: float) -> list:
+    """Simulate each (parameter set, current) pair in one batch; voltages (float32) of each current's length."""
+    n_max = max(len(i) for i in currents)
+    padded = np.stack([np.pad(np.asarray(i, dtype=np.float64), (0, n_max - len(i))) for i in currents])
+    v = simulate(list(params), padded, dt_ms=dt_ms)
+    return [v[k, :len(i)] for k, i in enumerate(currents)]
 
 
 def simulate_cells(labels: Sequence[str], seed: int = 0, include_ramp: bool = True,
-                   noise_mv: float = 0.05) -> list[CellRecording]:
-    """Simulate the Allen-like protocol for several cells at once.
+                   noise_mv: float = 0.05, protocol: Protocol = SMALL) -> list[CellRecording]:
+    """Simulate an Allen-like protocol for several cells at once.
 
     Parameters
     ----------
@@ -236,60 +291,78 @@ def simulate_cells(labels: Sequence[str], seed: int = 0, include_ramp: bool = Tr
         If False, cells get no ramp sweep (extraction must then fail).
     noise_mv : float
         Standard deviation of additive recording noise (mV).
+    protocol : Protocol
+        Timing, amplitudes, sampling rate and data type (default :data:`SMALL`).
     """
     rng = np.random.default_rng(seed)
     cells = [jitter_params(CELL_TYPES[label], rng) for label in labels]
     n_cells = len(cells)
 
-    # One batch for all sweeps of all cells (the time loop dominates cost):
-    # long squares on a 20 pA grid, short squares on a 100 pA grid, one ramp.
-    ls_amps = np.arange(-90.0, 351.0, 20.0)
-    ss_amps = np.arange(100.0, 2001.0, 100.0)
-    protocol = ([(LONG_SQUARE_CODE, long_square_current(a)) for a in ls_amps]
-                + [(SHORT_SQUARE_CODE, short_square_current(a)) for a in ss_amps]
-                + [(RAMP_CODE, ramp_current(RAMP_SLOPE, RAMP_DURATION))])
-    n_max = max(len(i) for _, i in protocol)
-    padded = np.stack([np.pad(i, (0, n_max - len(i))) for _, i in protocol])
-    v_all = simulate([c for c in cells for _ in protocol], np.tile(padded, (n_cells, 1)))
-    v_all = v_all.reshape(n_cells, len(protocol), n_max)
+    # One batch for the long and short squares of all cells (the time loop dominates cost),
+    # then one for the ramps (whose slope may depend on each cell's rheobase).
+    ls_amps, ss_amps = np.asarray(protocol.ls_amps), np.asarray(protocol.ss_amps)
+    steps = ([(LONG_SQUARE_CODE, long_square_current(a, protocol)) for a in ls_amps]
+             + [(SHORT_SQUARE_CODE, short_square_current(a, protocol)) for a in ss_amps])
+    v_steps = simulate_traces([c for c in cells for _ in steps], [i for _ in cells for _, i in steps],
+                              protocol.dt_ms)
     n_ls, n_ss = len(ls_amps), len(ss_amps)
+    rheobase_index = []
+    for k in range(n_cells):
+        ls_v = v_steps[k * len(steps):k * len(steps) + n_ls]
+        spiking = [j for j, v in enumerate(ls_v) if _count_spikes(v) > 0]
+        if not spiking:
+            raise RuntimeError(f"simulated cell {k} ({labels[k]}) does not spike; adjust parameters")
+        rheobase_index.append(spiking[0])
+    ramps = []
+    if include_ramp:
+        for k in range(n_cells):
+            slope = protocol.ramp_slope
+            if protocol.ramp_peak_x_rheobase is not None:
+                slope = protocol.ramp_peak_x_rheobase * ls_amps[rheobase_index[k]] / protocol.ramp_duration
+            ramps.append((RAMP_CODE, ramp_current(slope, protocol.ramp_duration, protocol)))
+        v_ramps = simulate_traces(cells, [i for _, i in ramps], protocol.dt_ms)
 
     recordings = []
     for k, label in enumerate(labels):
-        traces = [(code, i, v_all[k, j, :len(i)]) for j, (code, i) in enumerate(protocol)]
-        ls, ss, ramp = traces[:n_ls], traces[n_ls:n_ls + n_ss], traces[-1]
-        ls_spiking = [j for j, (_, _, v) in enumerate(ls) if _count_spikes(v) > 0]
+        block = v_steps[k * len(steps):(k + 1) * len(steps)]
+        traces = [(code, i, v) for (code, i), v in zip(steps, block)]
+        ls, ss = traces[:n_ls], traces[n_ls:]
         ss_spiking = [j for j, (_, _, v) in enumerate(ss) if _count_spikes(v) > 0]
-        if not ls_spiking or not ss_spiking:
-            raise RuntimeError(f"simulated cell {k} ({label}) does not spike; adjust parameters")
-        # Keep hyperpolarising sweeps, the last subthreshold one and rheobase .. +120 pA.
-        r = ls_spiking[0]
-        sweeps = [ls[j] for j, a in enumerate(ls_amps) if a < 0 or j == r - 1 or r <= j <= r + 6]
+        if not ss_spiking:
+            raise RuntimeError(f"simulated cell {k} ({label}) does not spike on short squares; adjust parameters")
+        r = rheobase_index[k]
+        last = r + protocol.n_above_rheobase
+        if protocol.keep_all_long_squares:
+            sweeps = ls[:last + 1]
+        else:  # hyperpolarising sweeps, the last subthreshold one and rheobase .. +120 pA
+            sweeps = [ls[j] for j, a in enumerate(ls_amps) if a < 0 or j == r - 1 or r <= j <= last]
         j = ss_spiking[0]
-        sweeps += ([ss[j - 1]] if j > 0 else []) + [ss[j]] * 3
+        sweeps += ([ss[j - 1]] if j > 0 else []) + [ss[j]] * protocol.ss_repeats
         if include_ramp:
-            sweeps.append(ramp)
-        noisy = [(code, i, (v + rng.normal(0.0, noise_mv, v.shape)).astype(np.float32))
+            sweeps += [(ramps[k][0], ramps[k][1], v_ramps[k])] * protocol.n_ramps
+        noisy = [(code, i, (v + rng.normal(0.0, noise_mv, v.shape)).astype(protocol.dtype))
                  for code, i, v in sweeps]
-        recordings.append(CellRecording(cell_id=f"cell{seed:03d}_{k:03d}", label=label, sweeps=noisy))
+        recordings.append(CellRecording(cell_id=f"cell{seed:03d}_{k:03d}", label=label, sweeps=noisy,
+                                        protocol=protocol))
     return recordings
 
 
-def _make_series(sweep_number: int, code: str, i_pa: np.ndarray, v_mv: np.ndarray, electrode, compress: bool):
+def _make_series(sweep_number: int, code: str, i_pa: np.ndarray, v_mv: np.ndarray, electrode, compress: bool,
+                 protocol: Protocol = SMALL):
     from hdmf.backends.hdf5.h5_utils import H5DataIO
     from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries
 
     def wrap(x):
-        x = np.asarray(x, dtype=np.float32)
+        x = np.asarray(x, dtype=protocol.dtype)
         return H5DataIO(x, compression="gzip", compression_opts=4, shuffle=True) if compress else x
 
     stim = CurrentClampStimulusSeries(
-        name=f"data_{sweep_number:05d}_DA0", data=wrap(i_pa), rate=SAMPLING_RATE,
+        name=f"data_{sweep_number:05d}_DA0", data=wrap(i_pa), rate=protocol.sampling_rate,
         starting_time=0.0, electrode=electrode, gain=1.0, conversion=1e-12,
         stimulus_description=f"{code}_DA_0", sweep_number=np.uint32(sweep_number),
     )
     resp = CurrentClampSeries(
-        name=f"data_{sweep_number:05d}_AD0", data=wrap(v_mv), rate=SAMPLING_RATE,
+        name=f"data_{sweep_number:05d}_AD0", data=wrap(v_mv), rate=protocol.sampling_rate,
         starting_time=0.0, electrode=electrode, gain=1.0, conversion=1e-3,
         stimulus_description=f"{code}_DA_0", sweep_number=np.uint32(sweep_number),
         bias_current=0.0, bridge_balance=0.0, capacitance_compensation=0.0,
@@ -308,8 +381,15 @@ def _new_sweep_table(nwbfile):
 
 
 def write_cell_nwb(path: str | Path, recording: CellRecording, layout: str = "sweep_table",
-                   compress: bool = True) -> Path:
-    """Write one simulated cell as an NWB 2 file in the requested layout."""
+                   compress: bool | None = None) -> Path:
+    """Write one simulated cell as an NWB 2 file in the requested layout.
+
+    ``compress`` defaults to the recording protocol's (gzip for the small
+    fixtures, none for Allen-sized cells); data are written in the protocol's
+    dtype (float32 or float64) at its sampling rate.
+    """
+    protocol = recording.protocol
+    compress = protocol.compress if compress is None else compress
     from pynwb import NWBHDF5IO, NWBFile
 
     if layout not in LAYOUTS:
@@ -325,7 +405,7 @@ def write_cell_nwb(path: str | Path, recording: CellRecording, layout: str = "sw
     electrode = nwbfile.create_icephys_electrode(name="electrode_0", description="synthetic", device=device)
     table = _new_sweep_table(nwbfile) if layout == "sweep_table" else None
     for sweep_number, (code, i_pa, v_mv) in enumerate(recording.sweeps):
-        stim, resp = _make_series(sweep_number, code, i_pa, v_mv, electrode, compress)
+        stim, resp = _make_series(sweep_number, code, i_pa, v_mv, electrode, compress, protocol)
         if layout == "sweep_table":
             nwbfile.add_stimulus(stim)
             nwbfile.add_acquisition(resp)
@@ -373,7 +453,7 @@ def write_truncated_copy(source: str | Path, target: str | Path, fraction: float
 
 
 def generate_cells(out_dir: str | Path, labels: Iterable[str], layout: str = "sweep_table",
-                   seed: int = 0, include_ramp: bool = True) -> list[tuple[Path, str]]:
+                   seed: int = 0, include_ramp: bool = True, protocol: Protocol = SMALL) -> list[tuple[Path, str]]:
     """Simulate cells and write one NWB file per cell.
 
     Returns
@@ -382,7 +462,7 @@ def generate_cells(out_dir: str | Path, labels: Iterable[str], layout: str = "sw
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    recordings = simulate_cells(list(labels), seed=seed, include_ramp=include_ramp)
+    recordings = simulate_cells(list(labels), seed=seed, include_ramp=include_ramp, protocol=protocol)
     return [(write_cell_nwb(out_dir / f"{rec.cell_id}_{rec.label}_{layout}.nwb", rec, layout=layout), rec.label)
             for rec in recordings]
 
@@ -391,13 +471,14 @@ def standard_fixture_set(root: str | Path, n_per_type: int = 3, seed: int = 0) -
     """Write (once; reused if present) the NWB fixture set used by the tests.
 
     ``n_per_type`` Pvalb and Sst cells in the Allen layout plus one of each in
-    the IntracellularRecordingsTable layout, one cell without a ramp, an NWB 1
-    file and a truncated file.
+    the IntracellularRecordingsTable layout, one cell without a ramp, an
+    adapting cell that does not fire on its ramp, an NWB 1 file and a
+    truncated file.
 
     Returns
     -------
     dict
-        ``good`` (list of (path, label)), ``no_ramp``, ``nwb1``, ``truncated`` paths.
+        ``good`` (list of (path, label)), ``no_ramp``, ``no_ramp_spike``, ``nwb1``, ``truncated`` paths.
     """
     import json
 
@@ -417,11 +498,49 @@ def standard_fixture_set(root: str | Path, n_per_type: int = 3, seed: int = 0) -
                      rec.label))
     no_ramp_rec = dataclasses.replace(recs[-1], cell_id="no_ramp",
                                       sweeps=[s for s in recs[-1].sweeps if s[0] != RAMP_CODE])
+    # An adapting cell whose ramp stays below rheobase: ipfx accepts it (ramp AP waveform = zeros).
+    quiet = simulate_cells(["Sst"], seed=seed + 100,
+                           protocol=dataclasses.replace(SMALL, ramp_peak_x_rheobase=0.5))[0]
     paths = {
         "no_ramp": write_cell_nwb(root / "no_ramp.nwb", no_ramp_rec),
+        "no_ramp_spike": write_cell_nwb(root / "adapting_no_ramp_spike.nwb", quiet),
         "nwb1": write_nwb1_file(root / "nwb1_cell.nwb"),
         "truncated": write_truncated_copy(good[0][0], root / "truncated.nwb"),
     }
     manifest.write_text(json.dumps({"good": [(str(p), lab) for p, lab in good],
                                     **{k: str(v) for k, v in paths.items()}}))
     return {"good": good, **paths}
+
+
+def allen_fixture_set(root: str | Path, protocol: Protocol = ALLEN_50K, seed: int = 7,
+                      layouts: Sequence[str] = LAYOUTS) -> dict:
+    """Write (once; reused if present) Allen-sized simulated cells in each layout.
+
+    Three cells: fast-spiking (Pvalb-like), adapting (Sst-like) and an adapting
+    cell whose ramp peaks at half its rheobase (so it never fires on the ramp),
+    each written in every layout of ``layouts``.
+
+    Returns
+    -------
+    dict
+        ``{layout: [(path, kind), ...]}`` with kind ``fast_spiking``,
+        ``adapting`` or ``adapting_no_ramp_spike``.
+    """
+    import json
+
+    root = Path(root)
+    manifest = root / f"manifest_{protocol.name}.json"
+    if manifest.is_file():
+        data = json.loads(manifest.read_text())
+        return {layout: [(Path(p), kind) for p, kind in cells] for layout, cells in data.items()}
+    root.mkdir(parents=True, exist_ok=True)
+    spiking = simulate_cells(["Pvalb", "Sst"], seed=seed, protocol=protocol)
+    quiet = simulate_cells(["Sst"], seed=seed + 1,
+                           protocol=dataclasses.replace(protocol, ramp_peak_x_rheobase=0.5))
+    recordings = list(zip(["fast_spiking", "adapting", "adapting_no_ramp_spike"], spiking + quiet))
+    out = {}
+    for layout in layouts:
+        out[layout] = [(write_cell_nwb(root / f"{protocol.name}_{kind}_{layout}.nwb", rec, layout=layout), kind)
+                       for kind, rec in recordings]
+    manifest.write_text(json.dumps({k: [(str(p), kind) for p, kind in v] for k, v in out.items()}))
+    return out

@@ -478,6 +478,76 @@ _FAST_MAX = _array_aware(max, np.max)
 _FAST_MIN = _array_aware(min, np.min)
 
 
+_ORIGINALS: dict = {}
+_INCREASING: dict = {}  # id(owner array) -> (weakref to it, strictly increasing?)
+
+
+def _strictly_increasing(t) -> bool:
+    """Whether the 1-d float64 array ``t`` is strictly increasing, cached per owning array.
+
+    ipfx passes each sweep's time array (``np.arange(n) / rate``, never
+    modified in place) as views (``sweep.t``) hundreds of times; the check is
+    done once per owning array and is valid for every positive-step view of it.
+    """
+    import weakref
+
+    if not (isinstance(t, np.ndarray) and t.ndim == 1 and t.dtype == np.float64 and t.size >= 2):
+        return False
+    owner = t if t.base is None else t.base
+    if not (isinstance(owner, np.ndarray) and owner.ndim == 1 and owner.dtype == np.float64
+            and owner.strides[0] > 0 and t.strides[0] > 0 and t.strides[0] % owner.strides[0] == 0):
+        return False
+    key = id(owner)
+    entry = _INCREASING.get(key)
+    if entry is not None and entry[0]() is owner:
+        return entry[1]
+    flag = bool(np.all(np.diff(owner) > 0))  # False with NaNs
+    _INCREASING[key] = (weakref.ref(owner, lambda _, key=key: _INCREASING.pop(key, None)), flag)
+    return flag
+
+
+def _find_time_index(t, t_0):
+    """``ipfx.time_series_utils.find_time_index`` (``argmin(abs(t - t_0))``) by bisection where exact.
+
+    For a strictly increasing float64 ``t``, ``t - t_0`` (rounded) is
+    non-decreasing, so ``abs(t - t_0)`` falls then rises and its first minimum
+    lies next to the insertion point of ``t_0``; the same ``argmin`` is taken
+    on a 4-point window there. A tie at the window's left edge (a plateau that
+    might start further left) and every other case go to ipfx's function.
+    """
+    assert t[0] <= t_0 <= t[-1], "Given time ({:f}) is outside of time range ({:f}, {:f})".format(t_0, t[0], t[-1])
+    if _strictly_increasing(t):
+        i = int(np.searchsorted(t, t_0))
+        lo, hi = max(i - 2, 0), min(i + 2, t.size)
+        window = abs(t[lo:hi] - t_0)
+        k = int(np.argmin(window))
+        if not (lo > 0 and window[0] == window[k]):
+            return np.intp(lo + k)
+    return _ORIGINALS["find_time_index"](t, t_0)
+
+
+def _has_fixed_dt(t):
+    """``ipfx.time_series_utils.has_fixed_dt`` (``np.allclose(dt, dt[0])``) in three passes instead of ten.
+
+    For float64 ``dt`` and finite ``dt[0]``, ``isclose(x, y)`` is exactly
+    ``abs(x - y) <= 1e-08 + 1e-05 * abs(y)`` (NaN and inf give False either
+    way); other inputs go to ipfx's function.
+    """
+    dt = np.diff(t)
+    if dt.dtype != np.float64 or dt.size == 0 or not np.isfinite(dt[0]):
+        return _ORIGINALS["has_fixed_dt"](t)
+    d0 = dt[0]
+    return bool(np.all(np.abs(dt - d0) <= 1e-08 + 1e-05 * np.abs(d0)))
+
+
+def _flatnotnan(a):
+    """``ipfx.time_series_utils.flatnotnan`` without the (n, 1) index array of ``argwhere`` for 1-d input."""
+    a = np.asarray(a)
+    if a.ndim != 1:
+        return _ORIGINALS["flatnotnan"](a)
+    return np.flatnonzero(~np.isnan(a))
+
+
 def install_ipfx_memoization() -> None:
     """Remove repeated or needlessly slow work inside ipfx, in this process (idempotent).
 
@@ -488,6 +558,12 @@ def install_ipfx_memoization() -> None:
       with Python's builtin ``max``/``min``, element by element; module-level
       ``max``/``min`` that use numpy for NaN-free arrays (same values) shadow
       the builtins in that module only.
+    * ``ipfx.time_series_utils``: ``find_time_index`` (called hundreds of times
+      per cell, each a full pass over the sweep), ``has_fixed_dt`` (in every
+      ``calculate_dvdt``) and ``flatnotnan`` are replaced by functions that
+      return the same values with less work (:func:`_find_time_index`,
+      :func:`_has_fixed_dt`, :func:`_flatnotnan`); ipfx's modules call them
+      through the module, so every caller gets them.
     """
     import ipfx.stim_features as stf
     import ipfx.time_series_utils as tsu
@@ -496,3 +572,9 @@ def install_ipfx_memoization() -> None:
     if tsu.signal is scipy.signal:
         tsu.signal = _SignalWithCachedBessel(scipy.signal)
     stf.max, stf.min = _FAST_MAX, _FAST_MIN
+    for name, fast in (("find_time_index", _find_time_index), ("has_fixed_dt", _has_fixed_dt),
+                       ("flatnotnan", _flatnotnan)):
+        current = getattr(tsu, name)
+        if current is not fast:
+            _ORIGINALS.setdefault(name, current)
+            setattr(tsu, name, fast)

@@ -1,23 +1,25 @@
-"""Parallel, resumable extraction of IPFX feature vectors from NWB 2 files.
+"""Parallel, resumable extraction of IPFX feature vectors from NWB 2 and Axon ABF files.
 
 Each cell is processed by :func:`ephys2tx.features.nwb.vectors.extract_cell`
-in a worker (local process pool, or a Dask distributed cluster) which writes
-its result -- features or failure reason -- to a per-cell cache file at once
-(atomic rename).  The table is assembled from the cache at the end, so a
-killed run restarted with the same arguments recomputes only the missing
-cells.
+(NWB) or :func:`ephys2tx.features.nwb.abf.extract_abf_cell` (ABF) in a worker
+(local process pool, or a Dask distributed cluster) which writes its result
+-- features or failure reason -- to a per-cell cache file at once (atomic
+rename; ``.npz`` arrays + JSON, never pickle).  The table is assembled from
+the cache at the end, so a killed or interrupted run restarted with the same
+arguments recomputes only the missing cells.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import io
 import json
 import os
 import resource
+import stat
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -28,13 +30,16 @@ from ephys2tx.atomic import replace_atomically
 from ephys2tx.errors import InputError
 
 from . import cache
+from .abf import is_abf
 from .adapter import CellFailure
-from .vectors import FAMILIES
+from .vectors import COMPACT_FAMILIES, FAMILIES, SUMMARY_FEATURES
 
 META_FAMILIES = b"ephys2tx.families"
 META_SUMMARY = b"ephys2tx.summary_columns"
 META_SETTINGS = b"ephys2tx.settings"
+META_NOTES = b"ephys2tx.notes"
 SUMMARY_PREFIX = "summary__"
+FAILURE_COLUMNS = ("cell_id", "path", "reason")
 #: How long ``--scheduler`` waits for the Dask scheduler to answer.
 SCHEDULER_TIMEOUT = "30s"
 
@@ -50,11 +55,14 @@ class ExtractionResult:
     features_path, failures_path : Path
         The parquet feature table and the failures CSV (``cell_id,path,reason``).
     n_cells, n_failed : int
-        Rows of each.
+        Rows of each (skipped input entries count as failed).
     n_computed, n_from_cache : int
         Cells extracted by this run and cells taken from the per-cell cache.
     max_worker_rss_mb : float
         Largest peak resident memory reported by a worker that computed a cell.
+    notes : dict
+        Cell id -> what could not be computed for an accepted cell and why
+        (e.g. an ABF cell without a ramp protocol).
     """
 
     features_path: Path
@@ -64,56 +72,138 @@ class ExtractionResult:
     n_computed: int
     n_from_cache: int
     max_worker_rss_mb: float
+    notes: dict = dataclasses.field(default_factory=dict)
 
 
-def find_nwb_files(paths: Iterable[str | Path] | str | Path) -> list[Path]:
-    """Expand files and directories into the list of NWB files to extract.
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """Recordings found in the inputs.
+
+    Attributes
+    ----------
+    nwb, abf : list of Path
+        NWB files and ABF files, in input order (directories sorted).
+    skipped : list of dict
+        Entries that cannot be read (symlink loops, dangling links,
+        unreadable folders, special files), with ``cell_id, path, reason``.
+    """
+
+    nwb: list
+    abf: list
+    skipped: list
+
+
+def _entry_problem(path: Path) -> str | None:
+    """Why ``path`` (named like a recording) cannot be read as a file, or None if it can."""
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "skipped: symbolic link loop"
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            return f"skipped: dangling symbolic link to {os.readlink(path)}"
+        return f"skipped: cannot read ({exc.strerror or exc})"
+    except RuntimeError:  # pragma: no cover - loops reported as RuntimeError by some Pythons
+        return "skipped: symbolic link loop"
+    if stat.S_ISDIR(mode):
+        return None  # the caller decides what a folder means
+    if not stat.S_ISREG(mode):
+        return "skipped: not a regular file (FIFO, socket or device)"
+    if not os.access(path, os.R_OK):
+        return "skipped: no permission to read the file"
+    return None
+
+
+def _walk(root: Path, suffixes: tuple, skipped: list) -> list[Path]:
+    """Files under ``root`` with one of ``suffixes`` (any case); problems go to ``skipped``."""
+    found = []
+
+    def on_error(exc: OSError):
+        where = Path(exc.filename) if exc.filename else root
+        skipped.append({"cell_id": where.name, "path": str(where),
+                        "reason": f"skipped folder: cannot list it ({exc.strerror or exc})"})
+
+    for folder, dirs, names in os.walk(root, onerror=on_error, followlinks=False):
+        dirs.sort()
+        for name in sorted(names + [d for d in dirs if os.path.islink(os.path.join(folder, d))]):
+            path = Path(folder) / name
+            if path.suffix.lower() not in suffixes:
+                continue
+            problem = _entry_problem(path)
+            if problem is None and path.is_file():
+                found.append(path)
+            elif problem is not None:
+                skipped.append({"cell_id": path.stem, "path": str(path), "reason": problem})
+    return found
+
+
+def find_inputs(paths: Iterable[str | Path] | str | Path) -> Inputs:
+    """Expand files and directories into the recordings to extract.
+
+    Directories are searched recursively for ``*.nwb`` and ``*.abf`` files
+    (symbolic links to folders are not followed). Entries that cannot be
+    read (symlink loops, dangling links, unreadable folders) are skipped and
+    recorded with their reason; they never stop the run.
 
     Parameters
     ----------
     paths : path or iterable of paths
-        Files (taken as given, whatever their suffix) and directories
-        (searched recursively for ``*.nwb``).
+        Files (taken as given: ``.abf`` files are read as ABF, any other as
+        NWB) and directories.
 
     Returns
     -------
-    list of Path
-        Files in the order given, each directory's files sorted.
+    Inputs
 
     Raises
     ------
     InputError
-        A path does not exist, no NWB file is found, or two files share a
-        stem (the stem is the cell id).
+        A path given does not exist or is unreadable, or no recording is found.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     paths = [Path(p) for p in paths]
-    files: list[Path] = []
+    nwb: list[Path] = []
+    abf: list[Path] = []
+    skipped: list[dict] = []
     for p in paths:
+        problem = _entry_problem(p)
+        if problem is not None and not p.is_dir():
+            if not os.path.lexists(p):
+                raise InputError(f"input path {p} does not exist; pass NWB/ABF files or directories containing them")
+            raise InputError(f"input path {p} cannot be read ({problem.removeprefix('skipped: ')}); "
+                             "pass NWB/ABF files or directories containing them")
         if p.is_dir():
-            files.extend(sorted(p.rglob("*.nwb")))
-        elif p.is_file():
-            files.append(p)
+            for f in _walk(p, (".nwb", ".abf"), skipped):
+                (abf if is_abf(f) else nwb).append(f)
         else:
-            raise InputError(f"input path {p} does not exist; pass NWB files or directories containing them")
-    if not files:
-        raise InputError(f"no .nwb files found in {', '.join(map(str, paths)) or 'the inputs'}; "
-                         "pass NWB files or directories containing them")
-    stems = Counter(f.stem for f in files)
+            (abf if is_abf(p) else nwb).append(p)
+    if not nwb and not abf:
+        raise InputError(f"no .nwb or .abf files found in {', '.join(map(str, paths)) or 'the inputs'}; "
+                         "pass NWB/ABF files or directories containing them")
+    return Inputs(nwb=nwb, abf=abf, skipped=skipped)
+
+
+def find_nwb_files(paths: Iterable[str | Path] | str | Path) -> list[Path]:
+    """The NWB files of :func:`find_inputs` (kept for callers that read NWB only)."""
+    return find_inputs(paths).nwb
+
+
+def _unique_ids(cells: list[tuple[str, Path]]) -> None:
+    stems = Counter(cid for cid, _ in cells)
     dup = sorted(s for s, n in stems.items() if n > 1)
     if dup:
-        raise InputError(f"cell ids (file stems) must be unique; duplicated: {dup[:5]}; rename the files "
-                         "or pass each file once")
-    return files
+        raise InputError(f"cell ids (file stems, or folder names for ABF folders) must be unique; duplicated: "
+                         f"{dup[:5]}; rename the files or pass each file once")
 
 
-def check_output(out: str | Path, cache_dir: str | Path | None = None) -> tuple[Path, Path]:
-    """Validate the output table and cache paths before any work starts.
+def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite: bool = False) -> tuple[Path, Path]:
+    """Validate every output location before any work starts.
 
-    An existing ``out`` is replaced only if it is a feature table written by
-    :func:`extract_features` (rerunning a command resumes and rewrites it);
-    anything else there is refused rather than overwritten.
+    ``out`` and ``<out>.failures.csv`` must not exist, unless ``overwrite``;
+    even then, only files that ``ephys2tx extract`` wrote are replaced (a
+    parquet table carrying the ephys2tx family map; a CSV whose header is
+    ``cell_id,path,reason``). Nothing is created here.
 
     Parameters
     ----------
@@ -121,6 +211,8 @@ def check_output(out: str | Path, cache_dir: str | Path | None = None) -> tuple[
         Parquet feature table to write.
     cache_dir : path, optional
         Per-cell cache directory (default ``<out>.cache``).
+    overwrite : bool
+        Replace outputs of an earlier ``ephys2tx extract`` run.
 
     Returns
     -------
@@ -130,27 +222,44 @@ def check_output(out: str | Path, cache_dir: str | Path | None = None) -> tuple[
     Raises
     ------
     InputError
-        ``out`` is a directory or a file that is not an ephys2tx feature
-        table, its directory cannot be created or written, or ``cache_dir``
-        is a file.
+        An output exists (without ``overwrite``) or is not ephys2tx's, a
+        location is a directory or not writable, or ``cache_dir`` is a file.
     """
     out = Path(out)
     cache_dir = Path(cache_dir) if cache_dir is not None else out.with_name(out.name + ".cache")
+    failures = failures_path_for(out)
     if out.is_dir():
         raise InputError(f"--out {out} is a directory; give a file name such as {out / 'features.parquet'}")
-    if out.exists() and not _is_feature_table(out):
-        raise InputError(f"--out {out} exists and is not a feature table written by `ephys2tx extract`; "
-                         "refusing to overwrite it: choose another --out or remove the file")
-    if cache_dir.exists() and not cache_dir.is_dir():
+    for path, ours, what in ((out, _is_feature_table, "a feature table"),
+                             (failures, _is_failures_table, "a failures list")):
+        if not os.path.lexists(path):
+            continue
+        if path.is_dir():
+            raise InputError(f"{path} is a directory; choose another --out")
+        if not overwrite:
+            raise InputError(f"{path} exists; refusing to overwrite it: pass --overwrite to replace the output "
+                             "of an earlier `ephys2tx extract` run, or choose another --out")
+        if not ours(path):
+            raise InputError(f"{path} exists and is not {what} written by `ephys2tx extract`; refusing to "
+                             "overwrite it even with --overwrite: choose another --out or remove the file")
+    if os.path.lexists(cache_dir) and not cache_dir.is_dir():
         raise InputError(f"cache directory {cache_dir} exists and is not a directory; "
                          "pass another --cache-dir or remove the file")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the output directory {out.parent}: {exc.strerror or exc}") from exc
-    if not os.access(out.parent, os.W_OK):
-        raise InputError(f"cannot write to the output directory {out.parent}; choose another --out")
+    for target, what in ((out.parent, "output directory"), (cache_dir, "cache directory")):
+        existing = target
+        while not os.path.lexists(existing) and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise InputError(f"cannot create the {what} {target}: {existing} is not a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise InputError(f"cannot write to the {what} {target} ({existing} is not writable); "
+                             "choose another location")
     return out, cache_dir
+
+
+def failures_path_for(out: Path) -> Path:
+    """``<out>.failures.csv``."""
+    return out.with_name(out.name + ".failures.csv")
 
 
 def _is_feature_table(path: Path) -> bool:
@@ -159,6 +268,14 @@ def _is_feature_table(path: Path) -> bool:
     try:
         return META_FAMILIES in (pq.read_schema(path).metadata or {})
     except Exception:  # not parquet, unreadable, ...
+        return False
+
+
+def _is_failures_table(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            return fh.readline().rstrip("\r\n") == ",".join(FAILURE_COLUMNS)
+    except (OSError, UnicodeDecodeError):
         return False
 
 
@@ -187,9 +304,10 @@ def process_cell(path: str, settings: dict, cache_dir: str) -> dict:
     Parameters
     ----------
     path : str
-        NWB file of the cell.
+        NWB file, ABF file or folder of ABF files (one cell).
     settings : dict
-        ``ap_window``, ``compact`` and optionally ``summary`` (part of the cache key).
+        ``ap_window``, ``compact``, optionally ``summary`` and, for ABF cells,
+        ``abf`` (the protocol map). Part of the cache key.
     cache_dir : str
         Per-cell cache directory.
 
@@ -204,12 +322,18 @@ def process_cell(path: str, settings: dict, cache_dir: str) -> dict:
     record = cache.read(cache_path, key)
     from_cache = record is not None
     if record is None:
-        record = {"cell_id": Path(path).stem, "path": str(path)}
+        record = {"cell_id": _cell_id(Path(path)), "path": str(path)}
         try:
-            from .vectors import extract_cell
+            options = dict(ap_window=settings["ap_window"], compact=settings["compact"],
+                           summary=settings.get("summary", True))
+            if "abf" in settings:
+                from .abf import extract_abf_cell
 
-            out = extract_cell(path, ap_window=settings["ap_window"], compact=settings["compact"],
-                               summary=settings.get("summary", True))
+                out = extract_abf_cell(path, settings["abf"], **options)
+            else:
+                from .vectors import extract_cell
+
+                out = extract_cell(path, **options)
             record.update(status="ok", reason="", **out)
         except CellFailure as exc:
             record.update(status="failed", reason=str(exc))
@@ -217,6 +341,10 @@ def process_cell(path: str, settings: dict, cache_dir: str) -> dict:
             record.update(status="failed", reason=f"unexpected {type(exc).__name__}: {exc}")
         cache.write_atomic(cache_path, key, record)
     return _status(record, from_cache, peak_rss_mb())
+
+
+def _cell_id(path: Path) -> str:
+    return path.name if path.is_dir() else path.stem
 
 
 def _status(record: dict, from_cache: bool, rss_mb: float) -> dict:
@@ -227,9 +355,9 @@ def _status(record: dict, from_cache: bool, rss_mb: float) -> dict:
 def warm_up_worker(limit_blas_threads: bool = False) -> None:
     """Import ipfx and parse the stimulus ontology once in this process.
 
-    Used as the process-pool initializer (and called in the parent before a
-    fork-based pool starts, so forked workers inherit the imports instead of
-    each paying the ~2 s of CPU they take).
+    Used as the worker initializer (and called in the parent before the
+    workers are forked, so they inherit the imports instead of each paying
+    the ~2 s of CPU they take).
 
     Parameters
     ----------
@@ -258,18 +386,24 @@ def _warm_up_dask_worker(client_pid: int) -> None:
     warm_up_worker(limit_blas_threads=os.getpid() != client_pid)
 
 
-def _run_local(files, settings, cache_dir, workers, on_done):
+def _run_local(cells, cache_dir, workers, on_done, on_lost):
+    """Process ``cells`` (``(path, settings)`` pairs) in this process or in worker processes.
+
+    Worker processes die with this one; a cell whose worker dies is retried
+    once in a fresh worker and then reported through ``on_lost``.
+    """
+    from .workers import run_tasks
+
     warm_up_worker()
     if workers <= 1:
-        for f in files:
-            on_done(process_cell(str(f), settings, str(cache_dir)))
+        for path, settings in cells:
+            on_done(process_cell(str(path), settings, str(cache_dir)))
         return
-    # Cells are handed out one at a time (each takes ~0.5 s of CPU, so queueing overhead
-    # is negligible and the load stays balanced across workers).
-    with ProcessPoolExecutor(max_workers=workers, initializer=warm_up_worker, initargs=(True,)) as pool:
-        futures = [pool.submit(process_cell, str(f), settings, str(cache_dir)) for f in files]
-        for fut in as_completed(futures):
-            on_done(fut.result())
+    # Cells are handed out one at a time (each takes ~0.5-2 s of CPU, so queueing
+    # overhead is negligible and the load stays balanced across workers).
+    run_tasks(process_cell, [(str(path), settings, str(cache_dir)) for path, settings in cells], workers,
+              on_result=on_done, on_lost=lambda lost: on_lost(lost.task[0], lost.task[1], lost.describe()),
+              initializer=warm_up_worker, initargs=(True,))
 
 
 def connect_scheduler(address: str):
@@ -310,14 +444,18 @@ def connect_scheduler(address: str):
                          "`dask scheduler` (and workers with `dask worker ADDRESS`) or check the address") from exc
 
 
-def _run_dask(files, settings, cache_dir, client, on_done):
+def _run_dask(cells, cache_dir, client, on_done):
     from distributed import as_completed as dask_as_completed
 
     client.run(_warm_up_dask_worker, os.getpid())
-    futures = client.map(process_cell, [str(f) for f in files], settings=settings,
-                         cache_dir=str(cache_dir), pure=False)
-    for fut in dask_as_completed(futures):
-        on_done(fut.result())
+    futures = [client.submit(process_cell, str(path), settings, str(cache_dir), pure=False)
+               for path, settings in cells]
+    try:
+        for fut in dask_as_completed(futures):
+            on_done(fut.result())
+    except BaseException:  # Ctrl-C or an error: queued cells are cancelled, not run
+        client.cancel(futures)
+        raise
 
 
 def available_cores() -> int:
@@ -339,20 +477,25 @@ def extract_features(
     scheduler=None,
     cache_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
+    protocol_map: str | Path | dict | None = None,
+    overwrite: bool = False,
 ) -> ExtractionResult:
     """Compute IPFX feature vectors and summary features for every cell and write a parquet table.
 
     Parameters
     ----------
     paths : path or sequence of paths
-        NWB 2 files (one cell each) or directories searched recursively for ``*.nwb``.
+        NWB 2 files (one cell each), ABF files, or directories searched
+        recursively for ``*.nwb`` and ``*.abf``.
     out : path
         Output parquet file; failures go to ``<out>.failures.csv``. Both are
-        written atomically (temporary file, then ``os.replace``).
+        written atomically (temporary file, then ``os.replace``) and neither
+        may exist unless ``overwrite``.
     ap_window : float
         AP waveform window after threshold, seconds (ipfx default 0.003).
     compact : bool
-        Resample families to 498 values in total (see ``vectors.COMPACT_LAYOUT``).
+        The 12 families of the seed study, each resampled (498 values in total;
+        see ``vectors.COMPACT_LAYOUT``).
     summary : bool
         Also compute the ``summary__*`` IPFX summary features (from the same
         spike analyses as the vectors, so they add little time; see docs/nwb.md).
@@ -367,6 +510,12 @@ def extract_features(
     progress : callable, optional
         Called as ``progress(done, failed, remaining)`` once all arguments are
         validated (``done = 0``) and after each cell.
+    protocol_map : path or dict, optional
+        YAML protocol map for ABF files (required when there are any; see
+        :mod:`ephys2tx.features.nwb.abf`).
+    overwrite : bool
+        Replace ``out`` and ``<out>.failures.csv`` if an earlier run of
+        ``ephys2tx extract`` wrote them (other files are never replaced).
 
     Returns
     -------
@@ -375,44 +524,84 @@ def extract_features(
     Raises
     ------
     InputError
-        Bad arguments or paths (see :func:`find_nwb_files`, :func:`check_output`,
+        Bad arguments or paths (see :func:`find_inputs`, :func:`check_output`,
         :func:`connect_scheduler`), checked before any cell is processed.
         A failing cell is never an error: it is recorded in the failures table.
+    KeyboardInterrupt
+        On Ctrl-C: queued cells are not started, workers are stopped, finished
+        cells stay in the cache and no output is written.
     """
+    from .abf import load_protocol_map, validate_protocol_map
+
     if not 0 < ap_window <= 0.05:
         raise InputError(f"ap_window={ap_window} s is outside (0, 0.05]; use e.g. 0.003")
     if int(workers) < 1:
         raise InputError(f"workers={workers} must be >= 1")
-    files = find_nwb_files(paths)
-    out, cache_dir = check_output(out, cache_dir)
+    inputs = find_inputs(paths)
     settings = {"ap_window": float(ap_window), "compact": bool(compact)}
     if not summary:  # only then, so caches written with summaries stay valid
         settings["summary"] = False
+    cells = [(f, settings) for f in inputs.nwb]
+    if inputs.abf:
+        if protocol_map is None:
+            raise InputError(f"{len(inputs.abf)} ABF file(s) found (e.g. {inputs.abf[0]}); ABF files need a "
+                             "protocol map: --protocol-map map.yaml naming the long-square protocol and the "
+                             "liquid junction potential (see docs/nwb.md)")
+        pmap = (validate_protocol_map(protocol_map) if isinstance(protocol_map, dict)
+                else load_protocol_map(protocol_map))
+        abf_settings = {**settings, "abf": pmap}
+        units = inputs.abf if pmap["cells"] == "file" else list(dict.fromkeys(f.parent for f in inputs.abf))
+        cells += [(u, abf_settings) for u in units]
+    elif protocol_map is not None and not isinstance(protocol_map, dict):
+        load_protocol_map(protocol_map)  # still validated: a bad map is an error whatever the inputs
+    _unique_ids([(_cell_id(p), p) for p, _ in cells])
+    out, cache_dir = check_output(out, cache_dir, overwrite=overwrite)
 
     client = connect_scheduler(scheduler) if isinstance(scheduler, str) else scheduler
     try:
-        state = _run(files, settings, cache_dir, workers, client, progress)
+        state = _run(cells, cache_dir, workers, client, progress, n_skipped=len(inputs.skipped))
     finally:
-        if client is not scheduler:
+        if client is not None and client is not scheduler:
             client.close()
+        _remove_stale_temporaries(cache_dir)
 
-    records = [cache.read(cache_dir, cache.cell_key(f, settings)) for f in files]
-    missing = [str(f) for f, r in zip(files, records) if r is None]
+    records = [cache.read(cache_dir, cache.cell_key(p, s)) or state["lost"].get(str(p)) for p, s in cells]
+    missing = [str(p) for (p, _), r in zip(cells, records) if r is None]
     if missing:
         raise InputError(f"no result in the cache {cache_dir} for {len(missing)} cells (e.g. {missing[0]}); "
                          "Dask workers must see the cache directory at the same path (shared filesystem)")
-    table, failures = _assemble_table(records)
-    failures_path = out.with_name(out.name + ".failures.csv")
-    _write_parquet(table, out, settings)
+    table, failures, notes = _assemble_table(records, compact=compact, summary=summary)
+    failures += inputs.skipped
+    failures_path = failures_path_for(out)
+    _write_parquet(table, out, settings, notes)
     _write_failures(failures, failures_path)
     return ExtractionResult(out, failures_path, n_cells=len(table), n_failed=len(failures),
                             n_computed=state["computed"], n_from_cache=state["cached"],
-                            max_worker_rss_mb=state["rss"])
+                            max_worker_rss_mb=state["rss"], notes=notes)
 
 
-def _run(files, settings, cache_dir, workers, client, progress) -> dict:
+def _remove_stale_temporaries(cache_dir: Path) -> None:
+    """Remove temporary cache files left by workers that were killed while writing them."""
+    if not cache_dir.is_dir():
+        return
+    for tmp in cache_dir.glob(f".*{cache.SUFFIX}.*.tmp"):
+        parts = tmp.name.split(".")
+        try:
+            pid = int(parts[-3])
+        except (ValueError, IndexError):
+            continue
+        try:
+            os.kill(pid, 0)  # is the writer still alive? (signal 0 only checks)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's process
+            pass
+
+
+def _run(cells, cache_dir, workers, client, progress, n_skipped: int = 0) -> dict:
     """Process every cell not yet in the cache; return the counts."""
-    state = {"done": 0, "failed": 0, "computed": 0, "cached": 0, "rss": 0.0}
+    state = {"done": n_skipped, "failed": n_skipped, "computed": 0, "cached": 0, "rss": 0.0, "lost": {}}
+    total = len(cells) + n_skipped
 
     def on_done(status):
         state["done"] += 1
@@ -420,71 +609,82 @@ def _run(files, settings, cache_dir, workers, client, progress) -> dict:
         state["cached" if status["from_cache"] else "computed"] += 1
         state["rss"] = max(state["rss"], status["max_rss_mb"])
         if progress is not None:
-            progress(state["done"], state["failed"], len(files) - state["done"])
+            progress(state["done"], state["failed"], total - state["done"])
+
+    def on_lost(path, settings, reason):
+        record = {"cell_id": _cell_id(Path(path)), "path": str(path), "status": "failed", "reason": reason}
+        state["lost"][str(path)] = record  # not cached: a later run tries the cell again
+        on_done(_status(record, from_cache=False, rss_mb=0.0))
 
     if progress is not None:  # everything is validated: the run starts
-        progress(0, 0, len(files))
+        progress(n_skipped, n_skipped, total - n_skipped)
     pending = []
-    for f in files:  # cached cells are counted at once; no worker starts for them
-        record = cache.read(cache_dir, cache.cell_key(f, settings))
+    for path, settings in cells:  # cached cells are counted at once; no worker starts for them
+        record = cache.read(cache_dir, cache.cell_key(path, settings))
         if record is None:
-            pending.append(f)
+            pending.append((path, settings))
         else:
             on_done(_status(record, from_cache=True, rss_mb=0.0))
     if pending and client is not None:
-        _run_dask(pending, settings, cache_dir, client, on_done)
+        _run_dask(pending, cache_dir, client, on_done)
     elif pending:
-        _run_local(pending, settings, cache_dir, min(int(workers), len(pending)), on_done)
+        _run_local(pending, cache_dir, min(int(workers), len(pending)), on_done, on_lost)
     return state
 
 
-def _assemble_table(records):
+def _assemble_table(records, compact: bool = False, summary: bool = True):
+    families = COMPACT_FAMILIES if compact else FAMILIES
     ok = [r for r in records if r["status"] == "ok"]
     failures = [{"cell_id": r["cell_id"], "path": r["path"], "reason": r["reason"]}
                 for r in records if r["status"] != "ok"]
     # Family lengths depend on the protocol (e.g. stimulus duration); cells that
     # differ from the majority cannot share columns and are recorded as failures.
     expected = {name: Counter(r["vectors"][name].size for r in ok).most_common(1)[0][0]
-                for name in FAMILIES} if ok else {}
-    rows, index = [], []
-    summary_names = sorted({k for r in ok for k in r["summary"]})
+                for name in families} if ok else {}
+    summary_names = list(SUMMARY_FEATURES) if summary else []  # a fixed schema, whatever the batch
+    rows, index, notes = [], [], {}
     for r in ok:
         bad = [f"{n} has {r['vectors'][n].size} values, expected {expected[n]}"
-               for n in FAMILIES if r["vectors"][n].size != expected[n]]
+               for n in families if r["vectors"][n].size != expected[n]]
         if bad:
             failures.append({"cell_id": r["cell_id"], "path": r["path"],
                              "reason": "feature-vector length differs from other cells (different protocol?): "
                                        + "; ".join(bad)})
             continue
-        rows.append(np.concatenate([r["vectors"][n] for n in FAMILIES]
+        rows.append(np.concatenate([r["vectors"][n] for n in families]
                                    + [np.array([r["summary"].get(k, np.nan) for k in summary_names])]))
         index.append(r["cell_id"])
-    columns = [f"{n}__{k:04d}" for n in FAMILIES for k in range(expected.get(n, 0))]
+        if r.get("notes"):
+            notes[r["cell_id"]] = list(r["notes"])
+    columns = [f"{n}__{k:04d}" for n in families for k in range(expected.get(n, 0))]
     columns += [SUMMARY_PREFIX + k for k in summary_names]
     table = pd.DataFrame(np.vstack(rows) if rows else np.empty((0, len(columns))),
-                         index=pd.Index(index, name="cell_id"), columns=columns, dtype=np.float64)
-    return table, failures
+                         index=pd.Index(index, name="cell_id", dtype=object), columns=columns, dtype=np.float64)
+    return table, failures, notes
 
 
-def _write_parquet(table: pd.DataFrame, out: Path, settings: dict) -> None:
+def _write_parquet(table: pd.DataFrame, out: Path, settings: dict, notes: dict | None = None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     families = {n: [c for c in table.columns if c.startswith(n + "__")] for n in FAMILIES}
+    families = {n: cols for n, cols in families.items() if cols}
     summary = [c for c in table.columns if c.startswith(SUMMARY_PREFIX)]
     arrow = pa.Table.from_pandas(table, preserve_index=True)
     meta = dict(arrow.schema.metadata or {})
     meta[META_FAMILIES] = json.dumps(families).encode()
     meta[META_SUMMARY] = json.dumps(summary).encode()
     meta[META_SETTINGS] = json.dumps(settings).encode()
+    meta[META_NOTES] = json.dumps(notes or {}).encode()
     arrow = arrow.replace_schema_metadata(meta)
+    out.parent.mkdir(parents=True, exist_ok=True)
     replace_atomically(out, lambda fh: pq.write_table(arrow, fh))
 
 
 def _write_failures(failures: list[dict], path: Path) -> None:
     def write(fh):
         text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
-        writer = csv.DictWriter(text, fieldnames=["cell_id", "path", "reason"])
+        writer = csv.DictWriter(text, fieldnames=list(FAILURE_COLUMNS))
         writer.writeheader()
         writer.writerows(sorted(failures, key=lambda r: r["cell_id"]))
         text.flush()
@@ -503,7 +703,7 @@ class FeatureTable:
         Every column of the file (index: cell id as str): the family columns,
         the ``summary__*`` columns and any column added later (e.g. labels).
     families : dict
-        Ordered family name -> column names (the 12 families).
+        Ordered family name -> column names (14 families; 12 for a compact table).
     summary_columns : list of str
         The IPFX summary feature columns (in no family).
     settings : dict
@@ -566,7 +766,7 @@ def load_feature_table(path: str | Path, include_summary: bool = False) -> tuple
     features : DataFrame
         Index cell id, float columns.
     families : dict
-        Ordered family name -> column names (the 12 families).
+        Ordered family name -> column names (14 families; 12 for a compact table).
     """
     table = read_feature_table(path)
     columns = table.feature_columns + (table.summary_columns if include_summary else [])

@@ -1,0 +1,422 @@
+"""Axon ABF (1 and 2) current-clamp recordings -> the same IPFX features as NWB cells.
+
+An ABF file holds one protocol run: a series of sweeps and, in its header,
+the protocol's epoch table, from which ``pyabf`` rebuilds each sweep's DAC
+command waveform (``sweepC``).  That waveform gives every sweep's stimulus
+amplitude and timing.  What the file cannot say comes from a small YAML
+*protocol map* (:func:`load_protocol_map`): which protocol(s) are the
+long-square series (and, if recorded, short squares and ramps), the liquid
+junction potential, and optionally the voltage channel and how files group
+into cells::
+
+    name: my_rig
+    long_square: [IC_steps, "IV_*"]       # protocol names (the .pro file stem), glob patterns allowed
+    short_square: [IC_3ms]                # optional
+    ramp: []                              # optional
+    liquid_junction_potential_mv: 13.0    # subtracted from every recorded voltage; 0 = no correction
+    channel: 0                            # optional: ADC channel of the membrane potential (default: first in mV)
+    cells: file                           # optional: file (one ABF = one cell) or folder (one folder = one cell)
+
+The sweeps are handed to ipfx exactly as NWB sweeps are (an ipfx
+``EphysDataInterface``), the long-square, short-square and ramp analyses are
+ipfx's, and the vectors and summary features come from the same functions as
+for NWB cells (:func:`ephys2tx.features.nwb.vectors.feature_vectors`).  The
+one difference: ipfx's NWB path assumes every sweep begins with a test pulse
+(it skips the first two changes of the stimulus); ABF protocols often have
+none, so the stimulus window is found with ipfx's own
+``get_stim_characteristics`` told whether this sweep has a test pulse.
+Families that need a protocol the cell lacks (ramp, short square) are NaN
+and listed in the cell's notes; the rest goes on.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ephys2tx.errors import InputError
+
+from .adapter import CellFailure, default_ontology, install_ipfx_memoization
+
+__all__ = ["ROLES", "load_protocol_map", "validate_protocol_map", "extract_abf_cell", "abf_cell_files",
+           "is_abf"]
+
+#: Stimulus roles a protocol can play, and an ipfx ontology code for each.
+ROLES = {"long_square": "C1LSCOARSE150216", "short_square": "C1SSCOARSE150112", "ramp": "C1RP25PR1S141203"}
+_KEYS = {"name", "description", "long_square", "short_square", "ramp", "liquid_junction_potential_mv",
+         "channel", "cells"}
+_CELL_MODES = ("file", "folder")
+_MAX_LJP_MV = 50.0
+
+
+def is_abf(path: Path) -> bool:
+    """True for an ``.abf`` file name (any case)."""
+    return path.suffix.lower() == ".abf"
+
+
+def validate_protocol_map(raw, where: str = "protocol map") -> dict:
+    """Check a parsed protocol map and return it normalised (a JSON-serialisable dict).
+
+    Raises
+    ------
+    InputError
+        One line naming the key and how to fix it.
+    """
+    hint = "see docs/nwb.md (Axon ABF files)"
+    if not isinstance(raw, dict):
+        raise InputError(f"{where} must be a YAML mapping with at least long_square and "
+                         f"liquid_junction_potential_mv; {hint}")
+    unknown = sorted(str(k) for k in raw if k not in _KEYS)
+    if unknown:
+        raise InputError(f"{where} has unknown key(s) {unknown}; known: {sorted(_KEYS)}")
+    out = {"name": str(raw.get("name", Path(where).stem))}
+    for role in ROLES:
+        value = raw.get(role, [])
+        if value is None:
+            value = []
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise InputError(f"{where}: {role} must be a protocol name or a list of protocol names (strings)")
+        out[role] = [v.strip() for v in value]
+    if not out["long_square"]:
+        raise InputError(f"{where}: long_square is required: the protocol name(s) of the long-square "
+                         f"(current step) series, as in the .pro file name; {hint}")
+    seen = {}
+    for role in ROLES:
+        for name in out[role]:
+            if name.lower() in seen and seen[name.lower()] != role:
+                raise InputError(f"{where}: protocol {name!r} is listed as both {seen[name.lower()]} and {role}")
+            seen[name.lower()] = role
+    if "liquid_junction_potential_mv" not in raw:
+        raise InputError(f"{where}: liquid_junction_potential_mv is required (in mV; it is subtracted from "
+                         "every recorded voltage; give 0 for no correction)")
+    ljp = raw["liquid_junction_potential_mv"]
+    if isinstance(ljp, bool) or not isinstance(ljp, (int, float)) or not math.isfinite(ljp) \
+            or abs(ljp) > _MAX_LJP_MV:
+        raise InputError(f"{where}: liquid_junction_potential_mv must be a number of mV between "
+                         f"-{_MAX_LJP_MV:g} and {_MAX_LJP_MV:g}, got {ljp!r}")
+    out["liquid_junction_potential_mv"] = float(ljp)
+    channel = raw.get("channel")
+    if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
+        raise InputError(f"{where}: channel must be an ADC channel number (0, 1, ...), got {channel!r}")
+    out["channel"] = channel
+    cells = raw.get("cells", "file")
+    if cells not in _CELL_MODES:
+        raise InputError(f"{where}: cells must be 'file' (each ABF file is one cell) or 'folder' (the ABF "
+                         f"files of one folder are one cell), got {cells!r}")
+    out["cells"] = cells
+    return out
+
+
+def load_protocol_map(path: str | Path) -> dict:
+    """Read and validate a YAML protocol map (safe YAML: plain data only, no tags that build objects).
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, not UTF-8, not YAML, or an invalid map.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise InputError(f"protocol map {path} not found; write one as in docs/nwb.md (Axon ABF files)") from None
+    except IsADirectoryError:
+        raise InputError(f"protocol map {path} is a directory; give the YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"protocol map {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise InputError(f"cannot read protocol map {path}: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = " ".join(str(exc).split())
+        raise InputError(f"protocol map {path} is not valid (safe) YAML: {first[:200]}") from None
+    return validate_protocol_map(raw, where=f"protocol map {path}")
+
+
+def abf_cell_files(path: Path) -> list[Path]:
+    """The ABF files of a cell: the file itself, or the ``.abf`` files directly in a folder (sorted)."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if is_abf(p) and p.is_file())
+    return [path]
+
+
+def _role_of(protocol: str, protocol_map: dict) -> str | None:
+    for role in ROLES:
+        for pattern in protocol_map[role]:
+            if fnmatch.fnmatchcase(protocol.lower(), pattern.lower()):
+                return role
+    return None
+
+
+def _open_abf(path: Path):
+    import pyabf
+
+    try:
+        return pyabf.ABF(str(path), loadData=True)
+    except Exception as exc:  # pyabf raises many types on broken files
+        raise CellFailure(f"cannot read ABF file {path.name}: {type(exc).__name__}: {exc}") from exc
+
+
+def _voltage_channel(abf, channel: int | None, name: str) -> int:
+    units = [str(u).strip() for u in abf.adcUnits]
+    if channel is not None:
+        if channel >= len(units):
+            raise CellFailure(f"{name}: channel {channel} asked by the protocol map, but the file has "
+                              f"{len(units)} ADC channel(s) ({units})")
+        if units[channel] not in ("mV", "V"):
+            raise CellFailure(f"{name}: ADC channel {channel} is in {units[channel]!r}, not mV: not a current-clamp "
+                              "voltage recording; set channel in the protocol map")
+        return channel
+    for k, unit in enumerate(units):
+        if unit in ("mV", "V"):
+            return k
+    raise CellFailure(f"{name}: no ADC channel in mV (units {units}): not a current-clamp recording "
+                      "(voltage clamp?)")
+
+
+_CURRENT_SCALE = {"pA": 1.0, "nA": 1e3, "uA": 1e6, "µA": 1e6, "A": 1e12}
+
+
+class _AbfRun:
+    """Sweeps of one ABF file in one role, as arrays (pA, mV)."""
+
+    def __init__(self, path: Path, role: str, protocol_map: dict):
+        abf = _open_abf(path)
+        self.path, self.role = path, role
+        self.version = int(abf.abfVersion["major"])
+        channel = _voltage_channel(abf, protocol_map["channel"], path.name)
+        v_scale = 1e3 if str(abf.adcUnits[channel]).strip() == "V" else 1.0
+        dac = min(channel, len(abf.dacUnits) - 1) if len(abf.dacUnits) else 0
+        dac_unit = str(abf.dacUnits[dac]).strip() if len(abf.dacUnits) else "pA"
+        if dac_unit not in _CURRENT_SCALE:
+            raise CellFailure(f"{path.name}: the command (DAC {dac}) is in {dac_unit!r}, not a current: "
+                              "not a current-clamp protocol")
+        i_scale = _CURRENT_SCALE[dac_unit]
+        self.rate = float(abf.dataRate)
+        ljp = protocol_map["liquid_junction_potential_mv"]
+        self.sweeps = []
+        for number in abf.sweepList:
+            abf.setSweep(number, channel=channel)
+            command = np.asarray(abf.sweepC, dtype=np.float64) * i_scale
+            if command.size != abf.sweepY.size or not np.all(np.isfinite(command)):
+                raise CellFailure(f"{path.name}: pyabf cannot rebuild the command waveform of sweep {number} "
+                                  f"({abf.stimulusByChannel[channel].text or 'no epoch table'}); ephys2tx needs "
+                                  "the stimulus from the protocol's epoch table")
+            voltage = np.asarray(abf.sweepY, dtype=np.float64) * v_scale - ljp
+            self.sweeps.append((command, voltage))
+
+
+def _data_set(runs: list[_AbfRun], ontology):
+    """An ipfx ``EphysDataSet`` over the sweeps of all runs (numbered consecutively)."""
+    from ipfx.dataset.ephys_data_interface import EphysDataInterface
+    from ipfx.dataset.ephys_data_set import EphysDataSet
+
+    table = {}
+    for run in runs:
+        for command, voltage in run.sweeps:
+            table[len(table)] = (run, command, voltage)
+
+    class AbfSweepData(EphysDataInterface):
+        """ipfx data interface over ABF sweeps (current clamp, pA and mV)."""
+
+        @property
+        def sweep_numbers(self):
+            return np.array(sorted(table))
+
+        def get_sweep_data(self, sweep_number):
+            run, command, voltage = table[int(sweep_number)]
+            return {"stimulus": command.copy(), "response": voltage.copy(), "stimulus_unit": "Amps",
+                    "sampling_rate": run.rate}
+
+        def get_sweep_attrs(self, sweep_number):
+            return {"sweep_number": sweep_number, "clamp_mode": "CurrentClamp",
+                    "stimulus_description": self.get_stimulus_code(sweep_number)}
+
+        def get_stimulus_code(self, sweep_number):
+            return ROLES[table[int(sweep_number)][0].role]
+
+        def get_stimulus_code_ext(self, sweep_number):
+            return self.get_stimulus_code(sweep_number)
+
+        def get_full_recording_date(self):
+            return None
+
+        def get_stimulus_unit(self, sweep_number):
+            return "Amps"
+
+        def get_clamp_mode(self, sweep_number):
+            return "CurrentClamp"
+
+        def get_sweep_metadata(self, sweep_number):
+            code = self.get_stimulus_code(sweep_number)
+            return {"sweep_number": int(sweep_number), "stimulus_units": "Amps", "bridge_balance_mohm": None,
+                    "leak_pa": None, "stimulus_scale_factor": None, "stimulus_code": code,
+                    "stimulus_code_ext": code, "clamp_mode": "CurrentClamp",
+                    "stimulus_name": self.get_stimulus_name(code)}
+
+    return EphysDataSet(data=AbfSweepData(ontology=ontology, validate_stim=True))
+
+
+def _has_test_pulse(i: np.ndarray) -> bool:
+    """True when the stimulus begins with a pulse that returns to the starting level before the stimulus."""
+    changes = np.flatnonzero(np.diff(i))
+    return len(changes) > 2 and i[changes[1] + 1] == i[0]
+
+
+def _stim_characteristics(sweep):
+    import ipfx.stim_features as stf
+
+    return stf.get_stim_characteristics(sweep.i, sweep.t, test_pulse=_has_test_pulse(sweep.i))
+
+
+def _validate_sweeps(data_set, sweep_numbers, extra_dur=0.2):
+    """``ipfx.script_utils.validate_sweeps``, with the test pulse detected per sweep."""
+    import ipfx.time_series_utils as tsu
+    from ipfx.sweep import SweepSet
+
+    check = data_set.sweep_set(sweep_numbers)
+    valid, start, dur = [], None, None
+    for swp in check.sweeps:
+        if len(swp.t) == 0:
+            valid.append(False)
+            continue
+        swp_start, swp_dur, _, _, _ = _stim_characteristics(swp)
+        if swp_start is None:
+            valid.append(False)
+        else:
+            start, dur = swp_start, swp_dur
+            valid.append(True)
+    if start is None:
+        return SweepSet([]), None, None
+    end = start + dur
+    good = [s for s, ok in zip(check.sweeps, valid)
+            if ok and s.t[-1] >= end + extra_dur
+            and not np.all(s.v[tsu.find_time_index(s.t, end) - 100:tsu.find_time_index(s.t, end)] == 0)]
+    return SweepSet(good), start, end
+
+
+def _preprocess(kind: str, data_set, numbers):
+    """ipfx's ``preprocess_{long_square,short_square,ramp}_sweeps`` with per-sweep test-pulse detection."""
+    import ipfx.data_set_features as dsf
+    import ipfx.error as er
+    import ipfx.stimulus_protocol_analysis as spa
+    from ipfx.stimulus import StimulusType
+
+    if kind == "ramp":
+        sweeps = data_set.sweep_set(numbers)
+        start, _, _, _, _ = _stim_characteristics(sweeps.sweeps[0])
+        spx, spfx = dsf.extractors_for_sweeps(sweeps, start=start, **dsf.detection_parameters(StimulusType.RAMP))
+        analysis = spa.RampAnalysis(spx, spfx)
+        return sweeps, analysis.analyze(sweeps), analysis
+    sweeps, start, end = _validate_sweeps(data_set, numbers)
+    what = kind.replace("_", " ")
+    if len(sweeps.sweeps) == 0:
+        raise er.FeatureError(f"No {what} sweeps were long enough (200 ms after the stimulus) or did not end early")
+    if kind == "long_square":
+        spx, spfx = dsf.extractors_for_sweeps(sweeps, start=start, end=end, min_peak=-25,
+                                              **dsf.detection_parameters(StimulusType.LONG_SQUARE))
+        analysis = spa.LongSquareAnalysis(spx, spfx, subthresh_min_amp=-100.0)
+        return sweeps, analysis.analyze(sweeps), analysis, start, end
+    spx, spfx = dsf.extractors_for_sweeps(sweeps, est_window=[start, start + 0.001], start=start, end=end + 0.05,
+                                          reject_at_stim_start_interval=0.0002,
+                                          **dsf.detection_parameters(StimulusType.SHORT_SQUARE))
+    analysis = spa.ShortSquareAnalysis(spx, spfx)
+    return sweeps, analysis.analyze(sweeps), analysis
+
+
+def extract_abf_cell(path, protocol_map: dict, ap_window: float = 0.003, compact: bool = False,
+                     summary: bool = True, ontology=None) -> dict:
+    """Feature vectors and IPFX summary features of one ABF cell.
+
+    Parameters
+    ----------
+    path : path
+        An ABF file (``cells: file``) or a folder of ABF files (``cells: folder``).
+    protocol_map : dict
+        Validated protocol map (:func:`validate_protocol_map`).
+    ap_window, compact, summary
+        As for :func:`ephys2tx.features.nwb.vectors.extract_cell`.
+
+    Returns
+    -------
+    dict
+        ``vectors``, ``summary`` and ``layout`` as for NWB cells, plus
+        ``notes``: what could not be computed and why (e.g. no ramp).
+
+    Raises
+    ------
+    CellFailure
+        No long-square series, unreadable file, not current clamp, or ipfx
+        rejects the long squares.
+    """
+    from .vectors import _stage, _summary, compact_vectors, feature_vectors
+
+    install_ipfx_memoization()
+    ontology = ontology if ontology is not None else default_ontology()
+    path = Path(path)
+    if not path.exists():
+        raise CellFailure(f"file not found: {path}")
+    files = abf_cell_files(path)
+    if not files:
+        raise CellFailure(f"no .abf file in folder {path}")
+    runs, ignored = [], []
+    for f in files:
+        import pyabf
+
+        try:
+            protocol = str(pyabf.ABF(str(f), loadData=False).protocol)
+        except Exception as exc:
+            raise CellFailure(f"cannot read ABF file {f.name}: {type(exc).__name__}: {exc}") from exc
+        role = _role_of(protocol, protocol_map)
+        if role is None:
+            ignored.append(f"{f.name} ({protocol})")
+            continue
+        runs.append(_AbfRun(f, role, protocol_map))
+    roles = {run.role for run in runs}
+    if "long_square" not in roles:
+        seen = "; ".join(ignored) or "none"
+        raise CellFailure(f"no long-square series: no ABF file of this cell has a protocol listed under long_square "
+                          f"in protocol map {protocol_map['name']!r} {protocol_map['long_square']} (protocols seen: "
+                          f"{seen})")
+    data_set = _data_set(runs, ontology)
+
+    def numbers(role):
+        return [n for n, (run, _, _) in enumerate((r, c, v) for r in runs for c, v in r.sweeps) if run.role == role]
+
+    notes = []
+    if ignored:
+        notes.append("ignored (protocol not in the map): " + ", ".join(ignored))
+    lsq_sweeps, lsq_features, lsq_an, lsq_start, lsq_end = _stage(
+        "long square analysis", _preprocess, "long_square", data_set, numbers("long_square"))
+    optional = {}
+    for role in ("short_square", "ramp"):
+        label = role.replace("_", " ")
+        if role not in roles:
+            notes.append(f"no {label} protocol: the {label} part of first_ap_v/first_ap_dv and the "
+                         f"*_{role} summary features are NaN")
+            optional[role] = (None, None)
+            continue
+        try:
+            out = _preprocess(role, data_set, numbers(role))
+            optional[role] = (out[0], out[1])
+        except Exception as exc:  # the protocol is there but ipfx cannot use it: say so and go on
+            notes.append(f"{label} analysis failed ({type(exc).__name__}: {exc}): its features are NaN")
+            optional[role] = (None, None)
+    (ssq_sweeps, ssq_features), (ramp_sweeps, ramp_features) = optional["short_square"], optional["ramp"]
+    vectors = _stage("feature vectors", feature_vectors, lsq_sweeps, lsq_features, lsq_start, lsq_end,
+                     ssq_sweeps, ssq_features, ramp_sweeps, ramp_features, ap_window)
+    if compact:
+        vectors = _stage("compact resampling", compact_vectors, vectors)
+    summary_features = _stage("summary features", _summary, lsq_sweeps, lsq_features, lsq_an, ssq_features,
+                              ramp_features) if summary else {}
+    versions = sorted({run.version for run in runs})
+    return {"vectors": vectors, "summary": summary_features, "layout": "+".join(f"abf{v}" for v in versions),
+            "notes": notes}

@@ -1,0 +1,212 @@
+"""Axon ABF 1/2 files: protocol maps, the epoch-table stimulus, NWB twins, and the route to `ephys2tx map`."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ephys2tx.cli import main
+from ephys2tx.errors import InputError
+from ephys2tx.features.nwb import SUMMARY_FEATURES, extract_features, read_feature_table
+from ephys2tx.features.nwb.abf import extract_abf_cell, load_protocol_map, validate_protocol_map
+from ephys2tx.features.nwb.adapter import CellFailure
+from ephys2tx.features.nwb.vectors import FAMILIES, extract_cell
+from ephys2tx.testing import abf_fixtures as af
+
+
+@pytest.fixture(scope="session")
+def abf_cells():
+    """Two simulated cells (fast-spiking, adapting), each with a test pulse, plus an adapting one without."""
+    with_pulse = af.simulate_abf_cells(["Pvalb", "Sst"], seed=1)
+    without = af.simulate_abf_cells(["Pvalb", "Sst"], seed=1, test_pulse=False)  # the same two cells
+    return with_pulse, without
+
+
+@pytest.fixture(scope="session")
+def abf_root(abf_cells, tmp_path_factory):
+    """Both cells as ABF 1 and ABF 2 folders (three protocols each), their NWB twins, and LS-only files."""
+    root = tmp_path_factory.mktemp("abf")
+    cells, _ = abf_cells
+    out = {"twins": {}, "v1": [], "v2": [], "files": []}
+    for cell in cells:
+        out["twins"][cell.cell_id] = af.write_nwb_twin(root / f"{cell.cell_id}.nwb", cell)
+        for version in (1, 2):
+            out[f"v{version}"].append(af.write_abf_cell(root / f"abf{version}", cell, version=version))
+        out["files"].append(af.write_abf_cell(root / "ls_only", cell, version=1, layout="file"))
+    (root / "map.yaml").write_text(json.dumps({**af.PROTOCOL_MAP, "cells": "folder"}))
+    (root / "map_files.yaml").write_text(json.dumps(af.PROTOCOL_MAP))
+    out["root"] = root
+    return out
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_written_files_read_back_with_pyabf(abf_cells, tmp_path, version):
+    """The writers store the epoch table pyabf rebuilds into exactly the simulated commands."""
+    import pyabf
+
+    cell = abf_cells[0][0]
+    folder = af.write_abf_cell(tmp_path, cell, version=version)
+    for run in cell.runs.values():
+        abf = pyabf.ABF(str(folder / f"{run.protocol}.abf"))
+        assert abf.abfVersion["major"] == version and abf.protocol == run.protocol
+        assert abf.sweepCount == run.n_sweeps and abf.dataRate == cell.rate and abf.adcUnits[0] == "mV"
+        for k in range(run.n_sweeps):
+            abf.setSweep(k)
+            np.testing.assert_array_equal(abf.sweepC, run.commands[k])
+            np.testing.assert_array_equal(abf.sweepY, run.voltages[k])
+
+
+def _assert_same_features(got, ref, rtol=1e-6):
+    for name in SUMMARY_FEATURES:
+        a, b = got["summary"][name], ref["summary"][name]
+        assert np.isnan(a) == np.isnan(b), name
+        if not np.isnan(b):
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-9, err_msg=name)
+    for name in FAMILIES:
+        np.testing.assert_array_equal(np.isnan(got["vectors"][name]), np.isnan(ref["vectors"][name]), err_msg=name)
+        np.testing.assert_allclose(got["vectors"][name], ref["vectors"][name], rtol=rtol, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_abf_cell_equals_its_nwb_twin(abf_root, abf_cells, version):
+    """Same sweeps in ABF and NWB -> the same summary features and vectors (to float rounding)."""
+    pmap = load_protocol_map(abf_root["root"] / "map.yaml")
+    for cell, folder in zip(abf_cells[0], abf_root[f"v{version}"]):
+        got = extract_abf_cell(folder, pmap)
+        ref = extract_cell(abf_root["twins"][cell.cell_id])
+        assert got["layout"] == f"abf{version}" and got["notes"] == []
+        assert np.isfinite([got["summary"][k] for k in ("ri", "tau", "vrest", "threshold_v_ramp",
+                                                        "threshold_v_short_square")]).all()
+        _assert_same_features(got, ref)
+
+
+def test_long_square_only_file_goes_on_without_ramp_and_short_square(abf_root, abf_cells):
+    pmap = load_protocol_map(abf_root["root"] / "map_files.yaml")
+    cell = abf_cells[0][1]
+    got = extract_abf_cell(abf_root["files"][1], pmap)
+    ref = extract_cell(abf_root["twins"][cell.cell_id])
+    assert len(got["notes"]) == 2 and "no short square protocol" in got["notes"][0] and "no ramp" in got["notes"][1]
+    for name in SUMMARY_FEATURES:  # long-square features as with every protocol; the others NaN
+        if name.endswith(("_ramp", "_short_square")):
+            assert np.isnan(got["summary"][name]), name
+        elif not np.isnan(ref["summary"][name]):
+            np.testing.assert_allclose(got["summary"][name], ref["summary"][name], rtol=1e-6, err_msg=name)
+    n = 150  # the short-square and ramp thirds of the AP waveforms are NaN (not zeros)
+    assert np.isnan(got["vectors"]["first_ap_v"][:n]).all() and np.isnan(got["vectors"]["first_ap_v"][-n:]).all()
+    np.testing.assert_allclose(got["vectors"]["first_ap_v"][n:2 * n], ref["vectors"]["first_ap_v"][n:2 * n],
+                               rtol=1e-6)
+    for name in ("inst_freq", "psth", "subthresh_norm", "step_subthresh", "spiking_width"):
+        np.testing.assert_allclose(got["vectors"][name], ref["vectors"][name], rtol=1e-6, atol=1e-9, err_msg=name)
+
+
+def test_protocol_without_test_pulse(abf_cells, tmp_path):
+    """Clampex protocols often have no test pulse: the stimulus window is still found from the command."""
+    with_pulse, without = abf_cells[0][1], abf_cells[1][1]
+    pmap = validate_protocol_map({**af.PROTOCOL_MAP, "cells": "folder"})
+    a = extract_abf_cell(af.write_abf_cell(tmp_path / "a", with_pulse), pmap)
+    b = extract_abf_cell(af.write_abf_cell(tmp_path / "b", without), pmap)
+    assert a["summary"]["threshold_i_long_square"] == b["summary"]["threshold_i_long_square"]  # same rheobase
+    assert a["summary"]["threshold_i_short_square"] == b["summary"]["threshold_i_short_square"]
+    for name in ("ri", "tau", "vrest", "sag", "threshold_v_long_square", "threshold_v_ramp"):
+        np.testing.assert_allclose(b["summary"][name], a["summary"][name], rtol=0.03, err_msg=name)
+
+
+def test_extract_cli_on_abf_folders_then_map(abf_root, data_dir, tmp_path, capsys):
+    """ABF folder -> `ephys2tx extract` -> `ephys2tx map --column-map ipfx_record`: the README's two commands."""
+    out = tmp_path / "abf.parquet"
+    code = main(["extract", str(abf_root["root"] / "abf2"), "--protocol-map", str(abf_root["root"] / "map.yaml"),
+                 "-o", str(out), "-j", "1"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    table = read_feature_table(out)
+    assert sorted(table.frame.index) == sorted(p.name for p in abf_root["v2"])
+    assert table.summary_columns == ["summary__" + k for k in SUMMARY_FEATURES]
+    mapping = tmp_path / "mapping"
+    code = main(["map", "--input", str(out), "--species", "mouse", "--column-map", "ipfx_record",
+                 "--out", str(mapping), "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "ref")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    predictions = pd.read_csv(mapping / "predictions.csv")
+    assert len(predictions) == 2 and predictions["predicted_subclass"].notna().all()
+    assert (predictions["n_features"] >= 15).all()
+
+
+def test_extract_cli_file_mode_notes_and_unlisted_protocol(abf_root, tmp_path, capsys):
+    """cells: file -> one cell per ABF; what is missing is said plainly; unlisted protocols fail the cell."""
+    inputs = [str(p) for p in abf_root["files"]] + [str(abf_root["v1"][0] / f"{af.RAMP_PROTOCOL}.abf")]
+    out = tmp_path / "f.parquet"
+    assert main(["extract", *inputs, "--protocol-map", str(abf_root["root"] / "map_files.yaml"), "-o", str(out),
+                 "-j", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "note: 2 cell(s)" in captured.out and "no ramp protocol" in captured.out
+    failures = pd.read_csv(f"{out}.failures.csv")
+    assert list(failures["cell_id"]) == [af.RAMP_PROTOCOL] and "no long-square series" in failures["reason"][0]
+    notes = read_feature_table(out).frame
+    assert notes["summary__threshold_v_ramp"].isna().all() and notes["summary__ri"].notna().all()
+
+
+def test_abf_failures(tmp_path):
+    pmap = validate_protocol_map(af.PROTOCOL_MAP)
+    junk = tmp_path / "junk.abf"
+    junk.write_bytes(b"not an abf file at all")
+    with pytest.raises(CellFailure, match="cannot read ABF file junk.abf"):
+        extract_abf_cell(junk, pmap)
+    with pytest.raises(CellFailure, match="not found"):
+        extract_abf_cell(tmp_path / "missing.abf", pmap)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CellFailure, match="no .abf file"):
+        extract_abf_cell(tmp_path / "empty", pmap)
+
+
+def test_abf_needs_a_protocol_map(abf_root, tmp_path):
+    with pytest.raises(InputError, match="--protocol-map"):
+        extract_features([abf_root["files"][0]], tmp_path / "f.parquet")
+    assert not (tmp_path / "f.parquet").exists() and not (tmp_path / "f.parquet.cache").exists()
+
+
+BAD_MAPS = {
+    "not a mapping": ("- a\n- b\n", "must be a YAML mapping"),
+    "unknown key": ("long_square: x\nliquid_junction_potential_mv: 0\nljp: 3\n", r"unknown key\(s\) \['ljp'\]"),
+    "no long square": ("liquid_junction_potential_mv: 0\n", "long_square is required"),
+    "no ljp": ("long_square: IV\n", "liquid_junction_potential_mv is required"),
+    "ljp not a number": ("long_square: IV\nliquid_junction_potential_mv: ten\n", "must be a number"),
+    "ljp out of range": ("long_square: IV\nliquid_junction_potential_mv: 130\n", "between -50 and 50"),
+    "ljp boolean": ("long_square: IV\nliquid_junction_potential_mv: true\n", "must be a number"),
+    "role not strings": ("long_square: [1, 2]\nliquid_junction_potential_mv: 0\n", "list of protocol names"),
+    "two roles": ("long_square: IV\nramp: iv\nliquid_junction_potential_mv: 0\n", "both long_square and ramp"),
+    "bad channel": ("long_square: IV\nliquid_junction_potential_mv: 0\nchannel: -1\n", "ADC channel number"),
+    "bad cells": ("long_square: IV\nliquid_junction_potential_mv: 0\ncells: sweep\n", "'file'"),
+    "python tag": ("long_square: !!python/object/apply:os.system ['touch pwned']\n"
+                   "liquid_junction_potential_mv: 0\n", "not valid \\(safe\\) YAML"),
+    "broken yaml": ("long_square: [IV\n", "not valid \\(safe\\) YAML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MAPS))
+def test_bad_protocol_map_is_one_line_exit_2(case, abf_root, tmp_path, capsys, monkeypatch):
+    text, pattern = BAD_MAPS[case]
+    path = tmp_path / "map.yaml"
+    path.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=pattern):
+        load_protocol_map(path)
+    out = tmp_path / "f.parquet"
+    assert main(["extract", str(abf_root["files"][0]), "--protocol-map", str(path), "-o", str(out)]) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in captured.err
+    assert not out.exists() and not (tmp_path / "pwned").exists()
+
+
+def test_protocol_map_file_problems(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_protocol_map(tmp_path / "nope.yaml")
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("long_square: Strom\xe4nderung\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8"):
+        load_protocol_map(latin)
+    with pytest.raises(InputError, match="is a directory"):
+        load_protocol_map(tmp_path)
+    ok = validate_protocol_map({"long_square": "IV*", "liquid_junction_potential_mv": 13})
+    assert ok["long_square"] == ["IV*"] and ok["ramp"] == [] and ok["cells"] == "file" and ok["channel"] is None
