@@ -494,6 +494,9 @@ FEATURE_TABLES = {
     "run --features, fewer cells of a class than folds": (
         lambda sb: _with_features(sb, _feature_table(sb), "--n-splits", "20"),
         r"10 cell\(s\) of class '\w+', fewer than the 20 .*lower --n-splits to at most 10"),
+    "run --features, header-only table": (
+        lambda sb: _with_features(sb, _feature_table(sb, lambda t: t.iloc[:0])),
+        r"features\.parquet holds no cells"),
     "run --features, output is the feature table": (
         lambda sb: _with_features(sb, _feature_table(sb))[:-2] + ["--out", sb.root / "features.parquet"],
         r"is an existing file|is the input"),

@@ -129,6 +129,9 @@ def as_dataset(path: str | os.PathLike, labels: LabelSource = None, *, label_col
         raise InputError(f"species must be one of {', '.join(SPECIES)}, got {species!r}")
     path = Path(path)
     table = read_feature_table(path)
+    if len(table.frame) == 0:
+        raise InputError(f"{path} holds no cells (a header without rows); extract cells into it with "
+                         "`ephys2tx extract`, or pass a table with at least one row")
     features = table.frame[table.feature_columns].astype(float)
     name = name or path.stem
     checksums = {str(path): sha256_file(path)}
