@@ -46,7 +46,7 @@ def run(
     data_dir: DataDirOption = None,
     out: Annotated[Path, typer.Option("--out", help="Results folder (replaced when the run succeeds).")] = Path("results"),
     quick: Annotated[bool, typer.Option("--quick", help="A fast look: one repeat of 3 folds, the main models only, fewer trees and epochs, donor-grouped folds for human cells only.")] = False,
-    species: Annotated[Optional[list[str]], typer.Option("--species", help="mouse and/or human (repeatable).")] = None,
+    species: Annotated[Optional[list[str]], typer.Option("--species", help="mouse, human and/or mouse_5class (Sncg as a fifth class; repeatable).")] = None,
     models: Annotated[Optional[list[str]], typer.Option("--model", help="Model names (repeatable; default: all).")] = None,
     n_splits: Annotated[Optional[int], typer.Option(help="Folds per repeat (default 5; 3 with --quick).")] = None,
     n_repeats: Annotated[Optional[int], typer.Option(help="Repeats (default 3; 1 with --quick).")] = None,

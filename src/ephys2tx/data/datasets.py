@@ -209,6 +209,10 @@ def _step(report: list[dict], step: str, before: int, after: int, detail: str = 
                    "n_dropped": int(before - after), "detail": detail})
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _mask_codes(features: pd.DataFrame, report: list[dict]) -> pd.DataFrame:
     """Missing-value codes -> NaN (:mod:`ephys2tx.data.missing_codes`), one QC record per rule."""
     masked, counts = mask_missing_codes(features)
@@ -217,9 +221,9 @@ def _mask_codes(features: pd.DataFrame, report: list[dict]) -> pd.DataFrame:
         report.append({"step": f"missing-value code -> NaN: {row.rule}", "n_before": n, "n_after": n,
                        "n_dropped": 0, "rule": row.rule, "n_values": row.n_values,
                        "n_cells": row.n_cells,
-                       "detail": f"{row.n_values} values in {row.n_cells} cells "
-                                 f"({len(row.columns)} columns: {', '.join(row.columns[:3])}"
-                                 f"{', ...' if len(row.columns) > 3 else ''})"})
+                       "detail": f"{_count(row.n_values, 'value')} in {_count(row.n_cells, 'cell')} "
+                                 f"({_count(len(row.columns), 'column')}: "
+                                 f"{', '.join(row.columns[:3])}{', ...' if len(row.columns) > 3 else ''})"})
     return masked
 
 
