@@ -128,11 +128,15 @@ def test_fit_params_reach_every_candidate_unsplit(human, mouse_visp):
     """Design (d) needs all mouse cells in every inner fit: they are not rows of X."""
     ids = human.features.index[::4]
     X, y = human.features.loc[ids], human.labels.loc[ids].to_numpy()
-    model = nested_choice("transfer_d", random_state=0)
+    model = nested_choice("transfer_d", random_state=0, quick=True)
     model.fit(X, y, X_source=mouse_visp.features, y_source=mouse_visp.labels.to_numpy())
-    assert model.selected_ in ("alignment=zscore", "alignment=quantile")
-    assert len(model.inner_scores_) == 2
-    assert model.best_estimator_.source_model_.n_features_in_ == 21  # trained on mouse cells
+    assert set(model.inner_scores_) == {f"alignment={a}, max_iter={n}"
+                                        for a in ("zscore", "quantile") for n in (50, 150)}
+    assert model.selected_ in model.inner_scores_
+    best = model.best_estimator_
+    assert f"alignment={best.alignment}, max_iter={best.max_iter}" == model.selected_
+    assert best.base_model_[-1].max_iter == best.max_iter
+    assert best.source_model_.n_features_in_ == 21  # trained on mouse cells
     assert model.predict(X.iloc[:5]).shape == (5,)
 
 

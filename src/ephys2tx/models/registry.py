@@ -48,9 +48,9 @@ DESCRIPTIONS = {
     "transfer_c": "(c) design (b) plus a class-conditional MMD alignment loss between species "
                   "embeddings during joint training",
     "transfer_d": "(d) mouse-view stacking: a mouse-only classifier on the 21 harmonised features "
-                  "reads each human cell (z-scored or quantile-normalised per species, chosen per "
-                  "outer fold by inner CV); its log-probabilities join the 93 human features of "
-                  "class-balanced gradient-boosted trees",
+                  "reads each human cell (z-scored or quantile-normalised per species); its "
+                  "log-probabilities join the 93 human features of class-balanced gradient-boosted "
+                  "trees (human: normalisation and iterations chosen per outer fold by inner CV)",
     "transfer_a_human": "same architecture as (a), human cells only (21 harmonised features)",
     "transfer_b_human": "same architecture as (b)/(c), human cells only (all 93 features)",
 }
@@ -78,18 +78,22 @@ def nested_choice(name: str, *, random_state: int = 0, quick: bool = False):
     """The selector that makes model ``name``'s choices by inner CV, or None if it has none.
 
     ``hgb``: the number of boosting iterations; ``transfer_d``: the alignment
-    of the human cells to the mouse model's space.
+    of the human cells to the mouse model's space and, as for ``hgb``, the
+    boosting iterations of its human classifier (so that design (d) and its
+    human-only twin get the same freedom).
     """
     from ephys2tx.evaluation.selection import InnerCVSelector
 
+    iterations = BOOSTING_ITERATIONS[int(bool(quick))]
     if name == "hgb":
         candidates = [(f"max_iter={n}", make_hgb(random_state=random_state, max_iter=n))
-                      for n in BOOSTING_ITERATIONS[int(bool(quick))]]
+                      for n in iterations]
     elif name == "transfer_d":
         from ephys2tx.models.transfer import MousePriorClassifier
 
-        candidates = [(f"alignment={a}", MousePriorClassifier(alignment=a, random_state=random_state))
-                      for a in TRANSFER_D_ALIGNMENTS]
+        candidates = [(f"alignment={a}, max_iter={n}",
+                       MousePriorClassifier(alignment=a, max_iter=n, random_state=random_state))
+                      for a in TRANSFER_D_ALIGNMENTS for n in iterations]
     else:
         return None
     return InnerCVSelector(candidates, inner_splits=INNER_SPLITS, random_state=random_state)

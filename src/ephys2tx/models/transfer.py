@@ -519,6 +519,10 @@ class MousePriorClassifier(ClassifierMixin, BaseEstimator):
         the mouse cells').
     source_model : {"logreg", "rf"}
         The mouse classifier (class-balanced).
+    max_iter : int or None
+        Boosting iterations of the ``hgb`` human classifier (None: the
+        defaults of :func:`~ephys2tx.models.baselines.make_hgb`); the study
+        chooses it per outer fold, as for the human-only ``hgb``.
     random_state : int, RandomState or None
 
     Attributes
@@ -530,10 +534,12 @@ class MousePriorClassifier(ClassifierMixin, BaseEstimator):
         Names of the appended mouse-view columns.
     """
 
-    def __init__(self, base="hgb", alignment="zscore", source_model="logreg", random_state=None):
+    def __init__(self, base="hgb", alignment="zscore", source_model="logreg", max_iter=None,
+                 random_state=None):
         self.base = base
         self.alignment = alignment
         self.source_model = source_model
+        self.max_iter = max_iter
         self.random_state = random_state
 
     def _standardiser(self, Z: np.ndarray):
@@ -602,7 +608,11 @@ class MousePriorClassifier(ClassifierMixin, BaseEstimator):
         else:
             self.target_standardiser_ = self._standardiser(Zh)
         self.prior_columns_ = [f"mouse_view_{c}" for c in self.source_model_.classes_]
-        base = make_hgb(random_state=seed) if self.base == "hgb" else make_rf(random_state=seed)
+        if self.base == "hgb":
+            base = make_hgb(random_state=seed,
+                            **({} if self.max_iter is None else {"max_iter": int(self.max_iter)}))
+        else:
+            base = make_rf(random_state=seed)
         self.base_model_ = base.fit(self._augment(X), y)
         self.classes_ = self.base_model_.classes_
         return self

@@ -71,6 +71,11 @@ def findings_markdown(result: StudyResult) -> str:
     other difference is listed as not shown.
     """
     lines = []
+    n_folds = sorted({r["n_folds"] for r in result.records})
+    if n_folds and n_folds[0] < 10:
+        lines.append(f"Corrected t intervals rest on J − 1 degrees of freedom (here J = "
+                     f"{', '.join(map(str, n_folds))} folds): with so few folds the estimated "
+                     "spread, and so each interval's width, is itself uncertain.\n")
     for sp, split in dict.fromkeys((r["species"], r["split"]) for r in result.records):
         recs = [r for r in result.records if (r["species"], r["split"]) == (sp, split)]
         best = max(recs, key=lambda r: r["macro_f1"]["mean"])
