@@ -34,7 +34,8 @@ DESCRIPTIONS = {
     "spca_rf": "standardise -> per-family sparse PCA -> class-balanced random forest (Gouwens 2020)",
     "rf": "class-balanced random forest on the plain features",
     "hgb": "class-balanced histogram gradient-boosted trees on the plain features (human: 100 or "
-           "300 iterations, chosen per outer fold by inner CV; mouse: 100, the library default)",
+           "300 iterations, chosen per outer fold by inner CV; mouse: 100, the library default; "
+           "quick: 50)",
     "logreg": "class-balanced logistic regression on standardised features",
     "bilstm": "family tokens -> BiLSTM -> attention pooling, SMOTE, ArcFace (full model)",
     "bilstm_nosmote": "full model without SMOTE",
@@ -67,8 +68,9 @@ QUICK_MAX_EPOCHS = 10
 
 #: Choices made per outer fold by inner cross-validation on human cells
 #: (:class:`~ephys2tx.evaluation.selection.InnerCVSelector`): candidates, the default first.
-#: Boosting iterations (full run, quick run); design (d)'s alignment of human to mouse cells.
-BOOSTING_ITERATIONS = ((100, 300), (50, 150))
+#: Boosting iterations (full run; quick run: one fixed value, so nothing to choose); design (d)'s
+#: alignment of human to mouse cells.
+BOOSTING_ITERATIONS = ((100, 300), (50,))
 TRANSFER_D_ALIGNMENTS = ("zscore", "quantile")
 #: Inner folds of those choices.
 INNER_SPLITS = 3
@@ -85,13 +87,13 @@ def nested_choice(name: str, *, random_state: int = 0, quick: bool = False):
     from ephys2tx.evaluation.selection import InnerCVSelector
 
     iterations = BOOSTING_ITERATIONS[int(bool(quick))]
-    if name == "hgb":
+    if name == "hgb" and len(iterations) > 1:
         candidates = [(f"max_iter={n}", make_hgb(random_state=random_state, max_iter=n))
                       for n in iterations]
     elif name == "transfer_d":
         from ephys2tx.models.transfer import MousePriorClassifier
 
-        candidates = [(f"alignment={a}, max_iter={n}",
+        candidates = [(f"alignment={a}" + (f", max_iter={n}" if len(iterations) > 1 else ""),
                        MousePriorClassifier(alignment=a, max_iter=n, random_state=random_state))
                       for a in TRANSFER_D_ALIGNMENTS for n in iterations]
     else:
@@ -123,8 +125,9 @@ def make_model(name: str, families: Mapping[str, Sequence[str]], columns: Sequen
         :data:`QUICK_MAX_EPOCHS` epochs.
     species : str, optional
         ``"human"``: ``hgb`` and ``transfer_d`` make their choices by inner CV
-        (:func:`nested_choice`), as the study scores them. Otherwise the
-        fixed defaults (mouse: library defaults, chosen with no labels).
+        (:func:`nested_choice`), as the study scores them (quick: the
+        iterations are fixed, only design (d)'s alignment is chosen). Otherwise
+        the fixed defaults (mouse: library defaults, chosen with no labels).
     """
     if species == "human":
         nested = nested_choice(name, random_state=random_state, quick=quick)
