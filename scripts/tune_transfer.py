@@ -1,10 +1,15 @@
-"""Choose the human-only boosting defaults and the transfer design (d) on INNER validation splits.
+"""EXPLORE human-side candidates by inner CV within the study's outer training folds.
 
-Never touches a test fold: the outer folds are the study's 5-fold stratified
-folds of the human table (seed 0); only each outer fold's training rows are
-used, split again by a 3-fold stratified CV (see
-:func:`ephys2tx.evaluation.selection.inner_validation_scores`). Mouse cells
-are training data in every fit.
+Exploration only: the scores come from a 3-fold stratified CV inside the
+training rows of the study's 5-fold stratified folds of the human table
+(seed 0; :func:`ephys2tx.evaluation.selection.inner_validation_scores`).
+Those training sets together cover every human cell, so a default chosen
+from these scores would have seen the label of every scored cell. The study
+therefore makes its human choices nested, per outer fold
+(:func:`ephys2tx.models.registry.nested_choice`: boosting iterations, design
+(d)'s alignment), or keeps values fixed before any search (the neural
+designs' loss weights); see docs/transfer.md. Mouse cells are training data in
+every fit.
 
 Rounds:
 

@@ -116,7 +116,7 @@ def test_no_verify_accepts_a_harmless_rewrite(data_dir, tmp_path):
 
     root = copy_data_dir(data_dir, tmp_path / "data")
     _edit_csv(root / HUMAN["ephys"].relpath, lambda t: None)
-    assert load_dataset("human", root, verify=False).n_cells == 665
+    assert load_dataset("human", root, verify=False).n_cells == 664
 
 
 def test_version(capsys):
@@ -134,4 +134,4 @@ def test_unknown_option_exits_2(capsys):
 def test_datasets_command(data_dir, capsys):
     assert main(["datasets", "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out
-    assert "mouse_visp" in out and "3855 cells" in out and "665 cells" in out
+    assert "mouse_visp" in out and "3854 cells" in out and "664 cells" in out

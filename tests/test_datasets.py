@@ -9,9 +9,11 @@ import pytest
 from ephys2tx import CLASSES
 from ephys2tx.data.datasets import (
     DEFAULT_MAX_MISSING,
+    FIVE_CLASSES,
     LABEL_PROXY_COLUMNS,
     load_dataset,
 )
+from ephys2tx.data.missing_codes import mask_missing_codes
 from ephys2tx.data.registry import DATASET_FILES
 from ephys2tx.errors import InputError
 
@@ -22,7 +24,11 @@ def _raw(data_dir, dataset, role, **kwargs) -> pd.DataFrame:
 
 
 def _expected_after_qc(features: pd.DataFrame, labels: pd.Series) -> pd.Series:
-    """Independent re-statement of the documented QC: duplicates, > 25% missing, 4 classes."""
+    """Re-statement of the documented QC: codes -> NaN, duplicates, > 25% missing, 4 classes.
+
+    (The missing-value rules themselves are restated on the raw files in test_missing_codes.py.)
+    """
+    features = mask_missing_codes(features)[0]
     keep = ~features.duplicated(keep="first")
     keep &= features.isna().mean(axis=1) <= DEFAULT_MAX_MISSING
     kept = labels[keep.to_numpy()]
@@ -43,9 +49,10 @@ def test_mouse_visp_counts_match_raw_table(data_dir, mouse_visp):
     labels = table["T type subclass"].str.replace(" interneuron", "", regex=False)
     labels.index = table["Cell ID"].astype(str)
     expected = _expected_after_qc(table[columns].set_axis(labels.index), labels)
-    assert mouse_visp.n_cells == len(expected) == 3855
+    assert mouse_visp.n_cells == len(expected) == 3854
     assert mouse_visp.class_counts() == {c: int(expected.value_counts()[c]) for c in CLASSES}
-    assert mouse_visp.class_counts() == {"Lamp5": 472, "Pvalb": 873, "Sst": 1712, "Vip": 798}
+    # One Pvalb cell misses > 25% of its features once its missing-value codes are missing.
+    assert mouse_visp.class_counts() == {"Lamp5": 472, "Pvalb": 872, "Sst": 1712, "Vip": 798}
     assert set(mouse_visp.features.index) == set(expected.index)
     held = mouse_visp.held_out
     assert held is not None
@@ -65,12 +72,25 @@ def test_human_counts_match_raw_table(data_dir, human):
     feature_cols = [c for c in ephys.columns if c != "specimen_id"]
     assert sorted(feature_cols) == sorted(human.features.columns)
     expected = _expected_after_qc(table[feature_cols].set_axis(labels.index), labels)
-    assert human.n_cells == len(expected) == 665
+    assert human.n_cells == len(expected) == 664
     assert human.class_counts() == {c: int(expected.value_counts()[c]) for c in CLASSES}
-    assert human.class_counts() == {"Lamp5": 66, "Pvalb": 351, "Sst": 143, "Vip": 105}
+    assert human.class_counts() == {"Lamp5": 66, "Pvalb": 350, "Sst": 143, "Vip": 105}
     donors = table.set_index(labels.index).loc[expected.index, "Donor"]
     assert human.groups.nunique() == donors.nunique() == 108
     assert (human.groups.loc[expected.index].astype(str) == donors.astype(str)).all()
+
+
+def test_five_class_mouse_adds_the_sncg_cells(data_dir, mouse_visp):
+    """`mouse_visp_5class`: the 4-class cells plus the 276 Sncg cells, same QC; Sst Chodl held out."""
+    five = load_dataset("mouse_visp_5class", data_dir)
+    assert five.class_counts() == {**mouse_visp.class_counts(), "Sncg": 276}
+    assert set(five.labels.unique()) == set(FIVE_CLASSES)
+    assert five.n_cells == mouse_visp.n_cells + 276 == 4130
+    assert list(five.features.index[:mouse_visp.n_cells]) == list(mouse_visp.features.index)
+    assert five.groups.index.equals(five.features.index) and five.groups.notna().all()
+    assert five.held_out.class_counts() == {"Sst Chodl": 129}
+    assert five.qc_report[-1]["step"] == "add the held-out Sncg cells as a class"
+    assert (five.qc_report[-1]["n_before"], five.qc_report[-1]["n_after"]) == (3854, 4130)
 
 
 def test_bridge_counts_match_raw_table(data_dir, bridge):
@@ -166,7 +186,7 @@ def test_unknown_dataset_name(data_dir):
 
 def test_env_var_locates_data(data_dir, monkeypatch):
     monkeypatch.setenv("EPHYS2TX_DATA", str(data_dir))
-    assert load_dataset("human").n_cells == 665
+    assert load_dataset("human").n_cells == 664
 
 
 # --------------------------------------------------------------------------- bad tables
@@ -182,7 +202,7 @@ def test_exact_duplicate_row_is_dropped_and_reported(writable_data_dir):
     path = writable_data_dir / DATASET_FILES["human"]["ephys"].relpath
     _rewrite(path, lambda t: pd.concat([t, t.iloc[[5]]], ignore_index=True))
     ds = load_dataset("human", writable_data_dir, verify=False)
-    assert ds.n_cells == 665
+    assert ds.n_cells == 664
     # The repeated row (same specimen_id, same content) goes first...
     repeated = [s for s in ds.qc_report if s["step"].startswith("drop repeated specimen_id rows")][0]
     assert (repeated["n_before"], repeated["n_after"]) == (705, 704)

@@ -10,7 +10,9 @@ from ephys2tx import CLASSES
 from ephys2tx.evaluation.metrics import fold_metrics, macro_f1, summarise
 from ephys2tx.evaluation.stats import (
     bootstrap_scores,
+    corrected_resampled_t,
     encode,
+    holm,
     paired_difference,
     percentile_ci,
     repeat_scores,
@@ -85,10 +87,14 @@ def test_paired_difference_with_itself_is_zero():
     true_codes = encode(y, CLASSES)
     oof = np.stack([encode(p, CLASSES) for p in preds])
     folds = [0.61, 0.7, 0.65, 0.72, 0.68]
-    out = paired_difference(true_codes, oof, oof.copy(), K, folds, list(folds), n_boot=200)
+    out = paired_difference(true_codes, oof, oof.copy(), K, folds, list(folds), [320] * 5,
+                            [80] * 5, n_boot=200)
     assert out["mean_diff"] == 0.0
     assert out["sd_diff"] == 0.0
-    assert out["ci95"] == [0.0, 0.0]
+    assert out["ci95_corrected_t"] == [0.0, 0.0] and out["p_corrected_t"] == 1.0
+    assert out["pooled_oof_diff"] == 0.0
+    assert out["pooled_oof_diff_ci95_cell_bootstrap"] == [0.0, 0.0]
+    assert out["boot_share_nonpositive"] == 1.0  # every resample has difference 0
     assert out["folds_a_better"] == 0
     assert out["n_folds"] == 5
 
@@ -99,10 +105,57 @@ def test_paired_difference_detects_a_better_model():
     true_codes = encode(y, CLASSES)
     a = np.stack([encode(p, CLASSES) for p in better])
     b = np.stack([encode(p, CLASSES) for p in worse])
-    out = paired_difference(true_codes, a, b, K, [0.9, 0.88], [0.5, 0.55], n_boot=300)
-    assert out["ci95"][0] > 0
-    assert out["p_boot"] == 0.0
-    assert out["mean_diff"] == pytest.approx(((0.9 - 0.5) + (0.88 - 0.55)) / 2)
+    fold_a, fold_b = [0.9, 0.88, 0.91], [0.5, 0.55, 0.52]
+    out = paired_difference(true_codes, a, b, K, fold_a, fold_b, [267] * 3, [133] * 3, n_boot=300)
+    assert out["pooled_oof_diff_ci95_cell_bootstrap"][0] > 0
+    assert out["boot_share_nonpositive"] == 0.0
+    assert out["ci95_corrected_t"][0] > 0 and out["p_corrected_t"] < 0.05
+    assert out["mean_diff"] == pytest.approx(np.mean(np.subtract(fold_a, fold_b)))
+    # The pooled difference is the difference of the repeat-averaged pooled macro-F1.
+    pooled = [np.mean([f1_score(y, list(p), average="macro") for p in preds]) for preds in (better, worse)]
+    assert out["pooled_oof_diff"] == pytest.approx(pooled[0] - pooled[1], abs=1e-12)
+
+
+def test_corrected_resampled_t_equals_a_hand_computation():
+    """Nadeau & Bengio: var = (1/J + n_test/n_train) s^2, t with J - 1 df (numbers by hand)."""
+    d = [0.02, -0.01, 0.03, 0.00, 0.01]
+    # mean 0.01; s^2 = (0.01^2 + 0.02^2 + 0.02^2 + 0.01^2 + 0) / 4 = 0.00025
+    # var = (1/5 + 100/400) * 0.00025 = 0.45 * 0.00025 = 1.125e-4; se = 0.0106066
+    # t = 0.01 / 0.0106066 = 0.942809; two-sided p with 4 df from the closed form
+    # F(t) = 1/2 + 3/4 x (1 - x^2/3), x = t / sqrt(t^2 + 4): p = 2 (1 - F) = 0.399162;
+    # t_0.975,4 = 2.776445 (table)
+    out = corrected_resampled_t(d, [400] * 5, [100] * 5)
+    assert out["mean"] == pytest.approx(0.01)
+    assert out["sd"] == pytest.approx(np.sqrt(0.00025))
+    assert out["se"] == pytest.approx(0.0106066017, rel=1e-8)
+    assert out["t"] == pytest.approx(0.9428090416, rel=1e-8)
+    assert out["df"] == 4
+    assert out["p"] == pytest.approx(0.399162, abs=1e-6)
+    half = 2.7764451052 * 0.0106066017
+    assert out["ci"] == pytest.approx([0.01 - half, 0.01 + half], rel=1e-8)
+    # The correction widens the naive interval (which treats folds as independent).
+    naive_half = 2.7764451052 * np.sqrt(0.00025 / 5)
+    assert out["ci"][1] - out["ci"][0] > 2 * naive_half
+    # Grouped folds differ in size: the sizes are averaged.
+    assert corrected_resampled_t(d, [390, 410, 400, 400, 400], [110, 90, 100, 100, 100])["se"] == \
+        pytest.approx(out["se"])
+
+
+def test_corrected_resampled_t_edge_cases():
+    assert np.isnan(corrected_resampled_t([0.1], [10], [5])["p"])
+    constant = corrected_resampled_t([0.02, 0.02, 0.02], [10] * 3, [5] * 3)
+    assert constant["p"] == 0.0 and constant["ci"] == [0.02, 0.02]
+    with pytest.raises(ValueError, match="positive"):
+        corrected_resampled_t([0.1, 0.2], [0, 0], [5, 5])
+
+
+def test_holm_equals_a_hand_computation():
+    # sorted p: 0.01 (x4 = 0.04), 0.02 (x3 = 0.06), 0.03 (x2 = 0.06), 0.5 (x1 = 0.5)
+    assert holm([0.03, 0.5, 0.01, 0.02]) == pytest.approx([0.06, 0.5, 0.04, 0.06])
+    # monotone: a later step never goes below an earlier one; capped at 1; NaN kept aside
+    assert holm([0.04, 0.045, float("nan")]) == pytest.approx([0.08, 0.08, float("nan")], nan_ok=True)
+    assert holm([0.6, 0.7]) == [1.0, 1.0]
+    assert holm([]) == []
 
 
 def test_fold_metrics_and_summarise():

@@ -29,15 +29,17 @@ def _check_results(out, human, n_splits):
         (s, m) for s in ("stratified", "donor") for m in MODELS}
     for r in records:
         assert r["species"] == "human"
-        assert r["n_cells"] == human.n_cells == 665
+        assert r["n_cells"] == human.n_cells == 664
         assert r["classes"] == list(CLASSES)
         assert r["n_folds"] == n_splits and r["n_repeats"] == 1
         for metric in ("accuracy", "macro_f1"):
             stats = r[metric]
-            assert set(stats) >= {"mean", "sd", "ci95"}
-            lo, hi = stats["ci95"]
-            assert 0 <= lo <= hi <= 1
+            assert set(stats) >= {"mean", "sd", "ci95_corrected_t", "pooled_oof",
+                                  "pooled_oof_ci95_cell_bootstrap"}
+            lo, hi = stats["pooled_oof_ci95_cell_bootstrap"]
+            assert 0 <= lo <= stats["pooled_oof"] <= hi <= 1
             assert stats["sd"] >= 0
+            lo, hi = stats["ci95_corrected_t"]  # of the fold mean (2 folds: wide)
             assert lo <= stats["mean"] <= hi, (r["model"], r["split"], metric, stats)
         assert r["macro_f1"]["mean"] > 0.5  # well above the 4-class chance level
         assert set(r["per_class_f1"]) == set(CLASSES)
@@ -45,9 +47,14 @@ def _check_results(out, human, n_splits):
         assert cm.shape == (4, 4)
         np.testing.assert_array_equal(cm.sum(axis=1), [human.class_counts()[c] for c in CLASSES])
         if r["model"] != REFERENCE_MODEL:
-            assert r["paired_vs_reference"]["reference"] == REFERENCE_MODEL
+            pair = r["paired_vs_reference"]
+            assert pair["reference"] == REFERENCE_MODEL
+            assert pair["holm_family_size"] == 1 and pair["p_holm"] == pair["p_corrected_t"]
+            assert "p_boot" not in pair
     report = (out / "report.md").read_text()
     assert "## Results" in report and "## Data and QC" in report
+    assert "## Findings (generated from the numbers above)" in report
+    assert "missing-value code -> NaN: undefined_isi_cv" in report  # the QC table lists each rule
     for name in ("confusion_human_stratified.png", "confusion_human_donor.png",
                  "fold_scores_human.png", "embedding_spca_human.png"):
         path = out / "figures" / name
@@ -152,8 +159,65 @@ def test_donor_species_limits_the_donor_grouped_folds(human, mouse_visp):
     assert config.donor_species == ("human",)
     result = run_study(config, datasets={"human": human, "mouse": mouse_visp})
     assert {(r["species"], r["split"]) for r in result.records} == {
-        ("mouse", "stratified"), ("human", "stratified"), ("human", "donor")}
+        ("mouse", "stratified"), ("human", "stratified"), ("human", "donor"),
+        ("mouse_5class", "stratified")}
     full = StudyConfig(models=("logreg",), n_splits=2, n_repeats=1, n_boot=20, transfer=False)
     result = run_study(full, datasets={"human": human, "mouse": mouse_visp})
     assert {(r["species"], r["split"]) for r in result.records} == {
-        (sp, s) for sp in ("mouse", "human") for s in ("stratified", "donor")}
+        (sp, s) for sp in ("mouse", "human", "mouse_5class") for s in ("stratified", "donor")}
+
+
+def test_five_class_block_and_holm_families(human, mouse_visp):
+    """`mouse_5class` scores Sncg as a fifth class with its own models; Holm runs per block."""
+    config = StudyConfig.quick_config(species=("mouse_5class",), models=("spca_rf", "rf", "logreg"),
+                                      n_splits=2, n_boot=20)
+    result = run_study(config, datasets={"mouse": mouse_visp})
+    records = {r["model"]: r for r in result.records}
+    assert set(records) == {"spca_rf", "rf", "logreg"}
+    for r in records.values():
+        assert r["classes"] == ["Lamp5", "Pvalb", "Sst", "Vip", "Sncg"]
+        assert set(r["per_class_f1"]) == set(r["classes"])
+        assert np.asarray(r["confusion_matrix"]).shape == (5, 5)
+        assert sum(r["class_counts"].values()) == r["n_cells"]
+        assert r["n_cells"] + r["lockbox_excluded"]["n_cells"] == mouse_visp.n_cells + 276
+        assert 200 < r["class_counts"]["Sncg"] < 276  # the Sncg cells outside the lockbox
+    pairs = [records[m]["paired_vs_reference"] for m in ("rf", "logreg")]
+    assert all(p["holm_family_size"] == 2 for p in pairs)
+    from ephys2tx.evaluation.stats import holm
+
+    assert [p["p_holm"] for p in pairs] == holm([p["p_corrected_t"] for p in pairs])
+    # The table carries both intervals beside each estimate.
+    table = result.table()
+    assert {"CI95 fold mean (corr. t)", "macro-F1 pooled OOF [CI95 cell boot.]", "Holm p",
+            f"Δ vs {REFERENCE_MODEL} fold mean [CI95 corr. t]"} <= set(table.columns)
+    # A model outside the block's set is not run on it (the transfer designs, the networks).
+    config = StudyConfig.quick_config(species=("mouse_5class",), models=("bilstm",), n_splits=2)
+    assert run_study(config, datasets={"mouse": mouse_visp}).records == []
+
+
+def test_generated_findings_follow_the_numbers():
+    """The report's prose is derived from the CIs: a made-up record gives the expected words."""
+    from ephys2tx.report.writer import findings_markdown
+    from ephys2tx.study import StudyResult, ci_verdict
+
+    assert (ci_verdict([0.01, 0.02]), ci_verdict([-0.02, -0.01]), ci_verdict([-0.01, 0.02])) == (
+        "above 0", "below 0", "includes 0")
+
+    def record(model, mean, pair=None):
+        rec = {"species": "human", "split": "donor", "model": model, "n_cells": 100, "n_folds": 15,
+               "macro_f1": {"mean": mean, "ci95_corrected_t": [mean - 0.05, mean + 0.05]}}
+        if pair:
+            rec["paired_vs_reference"] = {"reference": REFERENCE_MODEL, "holm_family_size": 2,
+                                          "pooled_oof_diff": 0.0,
+                                          "pooled_oof_diff_ci95_cell_bootstrap": [0.0, 0.0], **pair}
+        return rec
+
+    records = [record(REFERENCE_MODEL, 0.7),
+               record("hgb", 0.8, {"mean_diff": 0.1, "ci95_corrected_t": [0.02, 0.18], "p_holm": 0.01}),
+               record("rf", 0.72, {"mean_diff": 0.02, "ci95_corrected_t": [0.01, 0.03],
+                                   "p_holm": 0.2})]
+    text = findings_markdown(StudyResult(config=StudyConfig(), records=records, species={},
+                                         seconds=0.0))
+    assert "better shown for `hgb` − `spca_rf` +0.100 [+0.020, +0.180] (CI above 0; Holm p = 0.010)" in text
+    # rf's CI excludes 0, but not after Holm: it is not called a difference.
+    assert "no difference shown for `rf`" in text

@@ -57,7 +57,7 @@ def run(
     out: Annotated[Path, typer.Option("--out", help="Results folder to create (checked before the run starts).")] = Path("results"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it is a results folder written by ephys2tx run.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="A fast look: one repeat of 3 folds, the main models only, fewer trees and epochs, donor-grouped folds for human cells only.")] = False,
-    species: Annotated[Optional[list[str]], typer.Option("--species", help="mouse and/or human (repeatable).")] = None,
+    species: Annotated[Optional[list[str]], typer.Option("--species", help="mouse, human and/or mouse_5class (Sncg as a fifth class; repeatable).")] = None,
     models: Annotated[Optional[list[str]], typer.Option("--model", help="Model names (repeatable; default: all).")] = None,
     n_splits: Annotated[Optional[int], typer.Option(min=2, max=MAX_SPLITS, help="Folds per repeat (default 5; 3 with --quick).")] = None,
     n_repeats: Annotated[Optional[int], typer.Option(min=1, max=MAX_REPEATS, help="Repeats (default 3; 1 with --quick).")] = None,

@@ -567,6 +567,7 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
     InputError
         Any bad input; a unit/range issue unless ``force``.
     """
+    from ephys2tx.data.missing_codes import mask_missing_codes
     from ephys2tx.data.user_tables import check_finite, read_user_table
     from ephys2tx.features.canonical import check_units
     from ephys2tx.features.column_map import apply_column_map, resolve_column_map
@@ -576,8 +577,10 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
         id_column = cmap.id_column
     table = read_user_table(input_path, id_column=id_column, id_hint="name it with --id-column")
     cmap = cmap or resolve_column_map(None, table.data.columns)
-    canonical, sources = apply_column_map(cmap, table.data, where=str(input_path))
+    # Missing-value codes (0 mV thresholds, 0 s ISIs...) are NaN, in the table's naming and in IPFX's.
+    canonical, sources = apply_column_map(cmap, mask_missing_codes(table.data)[0], where=str(input_path))
     check_finite(canonical, where=str(input_path), sources=sources)
+    canonical = mask_missing_codes(canonical)[0]
     notes = []
     for issue in check_units(canonical, sources):
         if not force:

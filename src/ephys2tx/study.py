@@ -8,20 +8,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from ephys2tx import __version__
-from ephys2tx.data.datasets import DEFAULT_MAX_MISSING, PatchSeqDataset, load_dataset
+from ephys2tx.data.datasets import (
+    DEFAULT_MAX_MISSING,
+    PatchSeqDataset,
+    load_dataset,
+    with_held_out_class,
+)
 from ephys2tx.evaluation.cv import CVResult, cross_validate, summarise_cv
+from ephys2tx.evaluation.selection import MOUSE_LOCKBOX_FRACTION, lockbox_mask
 from ephys2tx.evaluation.splits import check_foldable, make_splits
-from ephys2tx.evaluation.stats import encode, paired_difference
+from ephys2tx.evaluation.stats import encode, holm, paired_difference
 from ephys2tx.errors import InputError
 from ephys2tx.models.registry import (
     BASELINE_MODELS,
     BILSTM_MODELS,
+    FIVE_CLASS_MODELS,
+    QUICK_FIVE_CLASS_MODELS,
     QUICK_MODELS,
     QUICK_TRANSFER_MODELS,
     TRANSFER_MODELS,
@@ -29,7 +37,12 @@ from ephys2tx.models.registry import (
     make_model,
 )
 
-SPECIES_DATASETS = {"mouse": "mouse_visp", "human": "human"}
+#: Species keys of the study -> dataset. ``mouse_5class``: mouse VISp with Sncg as a fifth
+#: subclass (the task of Gouwens 2020), scored with the models of ``FIVE_CLASS_MODELS``.
+SPECIES_DATASETS = {"mouse": "mouse_visp", "human": "human", "mouse_5class": "mouse_visp_5class"}
+
+#: Datasets whose reported scores exclude the mouse lockbox animals (the BiLSTM tuning set).
+LOCKBOX_DATASETS = ("mouse_visp", "mouse_visp_5class")
 
 #: Kind of the results folder in its ownership marker (:mod:`ephys2tx.safety`).
 STUDY_OUTPUT_KIND = "study"
@@ -59,7 +72,7 @@ class StudyConfig:
     data_dir : str or None
         Data directory (None: ``EPHYS2TX_DATA`` or the user cache).
     species : tuple of str
-        ``mouse`` and/or ``human``.
+        Keys of :data:`SPECIES_DATASETS`: ``mouse``, ``human``, ``mouse_5class``.
     models : tuple of str or None
         Model names (None: :func:`default_models`, with the transfer designs
         when ``transfer`` and human cells are studied).
@@ -88,6 +101,9 @@ class StudyConfig:
     transfer : bool
         Also run the mouse -> human transfer designs on the human cells
         (needs the mouse table; mouse cells are training data in every fold).
+    mouse_lockbox : bool
+        Exclude the lockbox animals (:func:`~ephys2tx.evaluation.selection.lockbox_mask`,
+        on which the BiLSTM defaults were chosen) from every mouse score.
     feature_table : str or None
         A table written by ``ephys2tx extract`` to study instead of the shared
         table of the (single) species; no transfer designs then.
@@ -99,7 +115,7 @@ class StudyConfig:
     """
 
     data_dir: str | None = None
-    species: tuple[str, ...] = ("mouse", "human")
+    species: tuple[str, ...] = ("mouse", "human", "mouse_5class")
     models: tuple[str, ...] | None = None
     n_splits: int = 5
     n_repeats: int = 3
@@ -112,6 +128,7 @@ class StudyConfig:
     max_missing: float = DEFAULT_MAX_MISSING
     n_permutations: int = 3
     transfer: bool = True
+    mouse_lockbox: bool = True
     n_jobs: int = 2
     feature_table: str | None = None
     label_table: str | None = None
@@ -153,7 +170,7 @@ class StudyResult:
     version: str = __version__
 
     def table(self) -> pd.DataFrame:
-        """One row per record: species, split, model, n, macro-F1 and accuracy with CIs."""
+        """One row per record, as printed by ``ephys2tx run`` (see :data:`TABLE_LEGEND`)."""
         rows = []
         for r in self.records:
             f1, acc = r["macro_f1"], r["accuracy"]
@@ -161,13 +178,54 @@ class StudyResult:
             rows.append({
                 "species": r["species"], "split": r["split"], "model": r["model"],
                 "n_cells": r["n_cells"],
-                "macro_f1": f"{f1['mean']:.3f} ± {f1['sd']:.3f}",
-                "macro_f1_ci95": f"[{f1['ci95'][0]:.3f}, {f1['ci95'][1]:.3f}]",
-                "accuracy": f"{acc['mean']:.3f} ± {acc['sd']:.3f}",
-                f"Δ vs {REFERENCE_MODEL} [95% CI]": "—" if paired is None else (
-                    f"{paired['mean_diff']:+.3f} [{paired['ci95'][0]:+.3f}, {paired['ci95'][1]:+.3f}]"),
+                "macro-F1 (fold mean ± sd)": f"{f1['mean']:.3f} ± {f1['sd']:.3f}",
+                "CI95 fold mean (corr. t)": format_interval(f1["ci95_corrected_t"]),
+                "macro-F1 pooled OOF [CI95 cell boot.]": (
+                    f"{f1['pooled_oof']:.3f} {format_interval(f1['pooled_oof_ci95_cell_bootstrap'])}"),
+                "accuracy (fold mean ± sd)": f"{acc['mean']:.3f} ± {acc['sd']:.3f}",
+                f"Δ vs {REFERENCE_MODEL} fold mean [CI95 corr. t]": format_delta(paired),
+                "Holm p": "—" if paired is None else f"{paired['p_holm']:.3f}",
+                f"Δ vs {REFERENCE_MODEL} pooled OOF [CI95 cell boot.]": format_delta(paired, "pooled"),
             })
         return pd.DataFrame(rows)
+
+
+#: What the columns of :meth:`StudyResult.table` measure (printed under it in report.md).
+TABLE_LEGEND = (
+    "*fold mean*: mean of the per-fold scores over all folds and repeats, with the 95% corrected "
+    "resampled t interval of that mean (Nadeau & Bengio 2003: it includes training-set variance). "
+    "*pooled OOF*: the score of every cell's out-of-fold prediction, averaged over repeats, with a "
+    "95% bootstrap interval over cells (models held fixed). Δ: model − reference on the same "
+    "folds, as fold mean [corrected t] and as pooled OOF [cell bootstrap]; *Holm p*: corrected t "
+    "test of the fold-mean Δ, Holm-adjusted over all comparisons with the reference in that "
+    "species and split."
+)
+
+
+def format_interval(ci, signed: bool = False) -> str:
+    """``[lo, hi]`` with three decimals (signed for differences)."""
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f"[{f.format(ci[0])}, {f.format(ci[1])}]"
+
+
+def format_delta(paired: dict | None, kind: str = "fold_mean") -> str:
+    """A paired difference with its CI: ``fold_mean`` (corrected t) or ``pooled`` (cell bootstrap)."""
+    if not paired:
+        return "—"
+    if kind == "pooled":
+        return (f"{paired['pooled_oof_diff']:+.3f} "
+                f"{format_interval(paired['pooled_oof_diff_ci95_cell_bootstrap'], True)}")
+    return f"{paired['mean_diff']:+.3f} {format_interval(paired['ci95_corrected_t'], True)}"
+
+
+def ci_verdict(ci) -> str:
+    """Where a CI of a difference lies relative to 0: ``above 0``, ``below 0`` or ``includes 0``."""
+    lo, hi = ci
+    if lo > 0:
+        return "above 0"
+    if hi < 0:
+        return "below 0"
+    return "includes 0"
 
 
 def _check_config(config: StudyConfig, models: Sequence[str]) -> None:
@@ -181,8 +239,9 @@ def _check_config(config: StudyConfig, models: Sequence[str]) -> None:
     if config.n_splits < 2 or config.n_repeats < 1:
         raise InputError("need --n-splits >= 2 and --n-repeats >= 1.")
     if config.feature_table is not None:
-        if len(config.species) != 1:
-            raise InputError("--features holds cells of one species: pass exactly one --species.")
+        if len(config.species) != 1 or config.species[0] not in ("mouse", "human"):
+            raise InputError("--features holds cells of one species: pass exactly one --species, "
+                             "mouse or human.")
         if any(m in TRANSFER_MODELS for m in models):
             raise InputError("the transfer designs read the shared tables; drop them with --features.")
 
@@ -255,29 +314,37 @@ def run_study(config: StudyConfig, *,
                              "(a table of cell id and subclass) or --label-column.")
         loaded[config.species[0]] = custom
     needed = set(config.species) | ({"mouse"} if transfer_models else set())
-    for sp in sorted(needed - set(loaded)):
+    if "mouse_5class" in needed:
+        needed.add("mouse")  # the five-class table is the mouse one with its Sncg cells added
+    for sp in sorted(needed - set(loaded) - {"mouse_5class"}):
         loaded[sp] = load_dataset(SPECIES_DATASETS[sp], config.data_dir, verify=config.verify,
                                   max_missing=config.max_missing)
+    if "mouse_5class" in needed and "mouse_5class" not in loaded:
+        loaded["mouse_5class"] = with_held_out_class(loaded["mouse"], "Sncg", "mouse_visp_5class")
 
+    scored, lockbox = {}, {}
+    for sp in config.species:
+        scored[sp], lockbox[sp] = _exclude_lockbox(loaded[sp], config)
     plan = []
     for sp in config.species:
         for scheme in config.split_schemes:
-            if scheme == "donor" and (loaded[sp].groups is None or (
+            if scheme == "donor" and (scored[sp].groups is None or (
                     config.donor_species is not None and sp not in config.donor_species)):
                 continue
-            sp_models = single_models + (transfer_models if sp == "human" else ())
-            plan.append((sp, scheme, sp_models))
-            # every split is checked before the first fit of any model
-            check_foldable(loaded[sp].labels.to_numpy(),
-                           None if loaded[sp].groups is None else loaded[sp].groups.to_numpy(),
-                           scheme=scheme, n_splits=config.n_splits,
-                           where=f"the {sp} cells ({loaded[sp].name})")
+            sp_models = _species_models(sp, config, single_models, transfer_models)
+            if sp_models:
+                plan.append((sp, scheme, sp_models))
+                # every split is checked before the first fit of any model
+                check_foldable(scored[sp].labels.to_numpy(),
+                               None if scored[sp].groups is None else scored[sp].groups.to_numpy(),
+                               scheme=scheme, n_splits=config.n_splits,
+                               where=f"the {sp} cells ({scored[sp].name})")
     total = sum(config.n_splits * config.n_repeats * len(m) for *_, m in plan)
     done = 0
     records: list[dict] = []
-    species_results = {sp: SpeciesResult(dataset=loaded[sp]) for sp in config.species}
+    species_results = {sp: SpeciesResult(dataset=scored[sp]) for sp in config.species}
     for sp, scheme, sp_models in plan:
-        ds = loaded[sp]
+        ds = scored[sp]
         y = ds.labels.to_numpy()
         folds = make_splits(y, None if ds.groups is None else ds.groups.to_numpy(), scheme=scheme,
                             n_splits=config.n_splits, n_repeats=config.n_repeats,
@@ -286,7 +353,7 @@ def run_study(config: StudyConfig, *,
         classes = list(ds.class_counts())  # the four subclasses, or those a user table has
         for model_name in sp_models:
             estimator = make_model(model_name, ds.families, columns, random_state=config.seed,
-                                   quick=config.quick)
+                                   quick=config.quick, species=ds.species)
 
             def on_fold(fold, record, _d=f"{sp} · {scheme} · {model_name}"):
                 nonlocal done
@@ -316,13 +383,16 @@ def run_study(config: StudyConfig, *,
                 "class_counts": ds.class_counts(),
                 "n_splits": config.n_splits,
             }
+            if lockbox[sp] is not None:
+                record["lockbox_excluded"] = lockbox[sp]
             record.update(summarise_cv(result, y, n_boot=config.n_boot, random_state=config.seed))
             if "condition" in ds.metadata.columns:
                 record["by_condition"] = condition_breakdown(result, y, ds.metadata["condition"])
             records.append(record)
         _add_paired_comparisons(records, species_results[sp], sp, scheme, y, config)
     for sp, res in species_results.items():
-        res.embedding, res.embedding_method = _embedding(res.dataset, config.seed, config.quick)
+        if sp != "mouse_5class":  # the same cells as mouse (plus Sncg): one view is enough
+            res.embedding, res.embedding_method = _embedding(res.dataset, config.seed, config.quick)
     shared = None
     if transfer_models and "transfer_b" in transfer_models:
         shared = shared_embedding(loaded["mouse"], loaded["human"], config.seed, config.quick)
@@ -330,18 +400,61 @@ def run_study(config: StudyConfig, *,
                        seconds=time.perf_counter() - start, shared_embedding=shared)
 
 
+def _species_models(sp: str, config: StudyConfig, single_models, transfer_models) -> tuple[str, ...]:
+    """The models scored for one species key."""
+    if sp == "mouse_5class":
+        allowed = QUICK_FIVE_CLASS_MODELS if config.quick and not config.models else FIVE_CLASS_MODELS
+        return tuple(m for m in single_models if m in allowed)
+    return single_models + (transfer_models if sp == "human" else ())
+
+
+def _exclude_lockbox(ds: PatchSeqDataset, config: StudyConfig) -> tuple[PatchSeqDataset, dict | None]:
+    """``ds`` without the mouse lockbox animals (shared mouse tables only), and what was excluded."""
+    if not config.mouse_lockbox or config.feature_table is not None or ds.name not in LOCKBOX_DATASETS:
+        return ds, None
+    if ds.groups is None:
+        raise InputError("the mouse lockbox needs animal ids, which come from the metadata in the "
+                         "ipfx package; reinstall ipfx (pip install ipfx==2.1.2).")
+    boxed = lockbox_mask(ds.groups.to_numpy())
+    kept = ds.subset(ds.features.index[~boxed])
+    excluded = {"n_cells": int(boxed.sum()), "n_animals": int(ds.groups[boxed].nunique()),
+                "fraction_of_animals": MOUSE_LOCKBOX_FRACTION}
+    step = {"step": "exclude the lockbox animals (BiLSTM tuning set)", "n_before": ds.n_cells,
+            "n_after": kept.n_cells, "n_dropped": int(boxed.sum()),
+            "detail": f"{excluded['n_animals']} animals drawn by hash of the animal id "
+                      f"({MOUSE_LOCKBOX_FRACTION:.0%} of animals); "
+                      + ", ".join(f"{k} {v}" for k, v in ds.subset(ds.features.index[boxed])
+                                  .class_counts().items())}
+    return replace(kept, qc_report=[*ds.qc_report, step]), excluded
+
+
 def _pair(a: CVResult, b: CVResult, y, config: StudyConfig) -> dict:
     classes = a.classes
     true_codes = encode(y, classes)
+    n_train, n_test = a.fold_sizes
     return paired_difference(
         true_codes, np.stack([encode(r, classes) for r in a.oof]),
         np.stack([encode(r, classes) for r in b.oof]), len(classes),
-        a.macro_f1_per_fold, b.macro_f1_per_fold, n_boot=config.n_boot, random_state=config.seed)
+        a.macro_f1_per_fold, b.macro_f1_per_fold, n_train, n_test, n_boot=config.n_boot,
+        random_state=config.seed)
+
+
+def _holm_adjust(pairs: list[dict]) -> None:
+    """Add ``p_holm`` (Holm over this family of comparisons) to each paired record."""
+    for pair, adjusted in zip(pairs, holm([p["p_corrected_t"] for p in pairs])):
+        pair["p_holm"] = adjusted
+        pair["holm_family_size"] = len(pairs)
 
 
 def _add_paired_comparisons(records, res: SpeciesResult, sp: str, scheme: str, y,
                             config: StudyConfig) -> None:
-    """Pair every model with the reference; transfer models also with their baselines."""
+    """Pair every model with the reference; transfer models also with their baselines.
+
+    Each kind of comparison is one Holm family per species and split: all
+    models against the reference; the transfer designs against their
+    same-architecture twins; the transfer designs against the best
+    human-only model.
+    """
     mine = [r for r in records if (r["species"], r["split"]) == (sp, scheme)]
     ref = res.cv.get((scheme, REFERENCE_MODEL))
     single = [r for r in mine if r["model"] not in TRANSFER_MODELS]
@@ -359,6 +472,10 @@ def _add_paired_comparisons(records, res: SpeciesResult, sp: str, scheme: str, y
                 record["paired_vs_best_human_only"] = {
                     "reference": best_single,
                     **_pair(cv, res.cv[(scheme, best_single)], y, config)}
+    for key in ("paired_vs_reference", "paired_vs_same_architecture", "paired_vs_best_human_only"):
+        family = [r[key] for r in mine if key in r]
+        if family:
+            _holm_adjust(family)
 
 
 def condition_breakdown(result: CVResult, y, condition: pd.Series) -> dict:

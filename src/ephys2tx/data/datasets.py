@@ -28,6 +28,7 @@ import pandas as pd
 
 from ephys2tx import CLASSES
 from ephys2tx.data.fetch import sha256_file
+from ephys2tx.data.missing_codes import mask_missing_codes
 from ephys2tx.data.paths import ENV_VAR, resolve_data_dir
 from ephys2tx.data.registry import DATASET_FILES, DataFile
 from ephys2tx.errors import InputError
@@ -35,6 +36,9 @@ from ephys2tx.features.families import HUMAN_IPFX_SCHEMA, MOUSE_VISP_SCHEMA, val
 
 #: Default QC: a cell missing more than this fraction of its features is dropped.
 DEFAULT_MAX_MISSING = 0.25
+
+#: The mouse five-subclass task (comparable with Gouwens 2020): the four classes and Sncg.
+FIVE_CLASSES: tuple[str, ...] = ("Lamp5", "Pvalb", "Sncg", "Sst", "Vip")
 
 MOUSE_LABELS = {
     "Lamp5 interneuron": "Lamp5",
@@ -71,7 +75,7 @@ class PatchSeqDataset:
     features : pandas.DataFrame
         One row per cell (index: cell id as str), float columns; NaN is missing.
     labels : pandas.Series
-        Subclass per cell, values in :data:`ephys2tx.CLASSES`.
+        Subclass per cell: :data:`ephys2tx.CLASSES` (or :data:`FIVE_CLASSES`).
     groups : pandas.Series or None
         Donor (patient or animal) per cell, for grouped splits.
     metadata : pandas.DataFrame
@@ -104,9 +108,11 @@ class PatchSeqDataset:
         return len(self.features)
 
     def class_counts(self) -> dict[str, int]:
-        """Cells per class, in :data:`ephys2tx.CLASSES` order (classes present only)."""
+        """Cells per class: :data:`ephys2tx.CLASSES` order, then any other class (e.g. Sncg) by name."""
         counts = self.labels.value_counts()
-        return {c: int(counts[c]) for c in CLASSES if c in counts.index}
+        order = [c for c in CLASSES if c in counts.index]
+        order += sorted(c for c in counts.index if c not in CLASSES)
+        return {c: int(counts[c]) for c in order}
 
     def subset(self, index) -> PatchSeqDataset:
         """The same dataset restricted to the cells ``index`` (ids)."""
@@ -219,6 +225,24 @@ def _step(report: list[dict], step: str, before: int, after: int, detail: str = 
                    "n_dropped": int(before - after), "detail": detail})
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _mask_codes(features: pd.DataFrame, report: list[dict]) -> pd.DataFrame:
+    """Missing-value codes -> NaN (:mod:`ephys2tx.data.missing_codes`), one QC record per rule."""
+    masked, counts = mask_missing_codes(features)
+    n = len(features)
+    for row in counts.itertuples(index=False):
+        report.append({"step": f"missing-value code -> NaN: {row.rule}", "n_before": n, "n_after": n,
+                       "n_dropped": 0, "rule": row.rule, "n_values": row.n_values,
+                       "n_cells": row.n_cells,
+                       "detail": f"{_count(row.n_values, 'value')} in {_count(row.n_cells, 'cell')} "
+                                 f"({_count(len(row.columns), 'column')}: "
+                                 f"{', '.join(row.columns[:3])}{', ...' if len(row.columns) > 3 else ''})"})
+    return masked
+
+
 def _apply_qc(features: pd.DataFrame, labels: pd.Series, report: list[dict],
               max_missing: float) -> tuple[pd.Index, pd.Index]:
     """Return (kept 4-class ids, held-out-subclass ids) after QC, recording counts."""
@@ -252,6 +276,7 @@ def _assemble(name, species, features, labels, groups, metadata, families, repor
     if len(features) == 0:
         raise InputError(f"{files} has no cells; it needs a header and one row per cell.")
     check_finite(features, where=files)
+    features = _mask_codes(features, report)
     kept, other = _apply_qc(features, labels, report, max_missing)
     if len(kept) == 0 and labels.notna().any():
         raise InputError(f"no cell of {files} is left after QC with one of the classes "
@@ -348,6 +373,41 @@ def load_mouse_visp(data_dir=None, *, verify: bool = True,
                      MOUSE_VISP_SCHEMA.as_dict(), report, checksums, max_missing)
 
 
+def with_held_out_class(dataset: PatchSeqDataset, subclass: str, name: str) -> PatchSeqDataset:
+    """``dataset`` with the held-out cells of ``subclass`` added back as a class (appended).
+
+    The added cells passed the same QC (missing-value codes, duplicates,
+    missingness) as the others; the step is recorded in ``qc_report``.
+    """
+    held = dataset.held_out
+    if held is None or not (held.labels == subclass).any():
+        raise InputError(f"dataset {dataset.name} holds no held-out {subclass} cells.")
+    ids = held.labels.index[held.labels == subclass]
+    added = held.subset(ids)
+    rest = held.labels.index[held.labels != subclass]
+    step = {"step": f"add the held-out {subclass} cells as a class", "n_before": dataset.n_cells,
+            "n_after": dataset.n_cells + len(ids), "n_dropped": -len(ids),
+            "detail": f"{len(ids)} {subclass} cells"}
+    groups = None if dataset.groups is None else pd.concat([dataset.groups, added.groups])
+    return replace(
+        dataset, name=name, features=pd.concat([dataset.features, added.features]),
+        labels=pd.concat([dataset.labels, added.labels]), groups=groups,
+        metadata=pd.concat([dataset.metadata, added.metadata]),
+        qc_report=[*dataset.qc_report, step],
+        held_out=held.subset(rest) if len(rest) else None)
+
+
+def load_mouse_visp_5class(data_dir=None, *, verify: bool = True,
+                           max_missing: float = DEFAULT_MAX_MISSING) -> PatchSeqDataset:
+    """Mouse VISp with Sncg as a fifth subclass (:data:`FIVE_CLASSES`; Sst Chodl held out).
+
+    The task of Gouwens et al. 2020, for comparison with the published scores:
+    :func:`load_mouse_visp` with its Sncg cells appended as a class.
+    """
+    return with_held_out_class(load_mouse_visp(data_dir, verify=verify, max_missing=max_missing),
+                               "Sncg", "mouse_visp_5class")
+
+
 # --------------------------------------------------------------------------- human
 
 
@@ -432,13 +492,14 @@ def load_mouse_l1_bridge(data_dir=None, *, verify: bool = True,
 
 LOADERS = {
     "mouse_visp": load_mouse_visp,
+    "mouse_visp_5class": load_mouse_visp_5class,
     "human": load_human,
     "mouse_l1_bridge": load_mouse_l1_bridge,
 }
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, **kwargs) -> PatchSeqDataset:
-    """Load a registered dataset by name (``mouse_visp``, ``human``, ``mouse_l1_bridge``).
+    """Load a registered dataset by name (``mouse_visp``, ``mouse_visp_5class``, ``human``, ``mouse_l1_bridge``).
 
     Parameters
     ----------
@@ -463,6 +524,8 @@ def feature_matrix(dataset: PatchSeqDataset) -> np.ndarray:
 def load_bridge_features(data_dir=None, *, verify: bool = True) -> pd.DataFrame:
     """All numeric IPFX columns of the mouse L1 bridge table, for every cell (no QC, no labels).
 
+    Missing-value codes are NaN (:func:`~ephys2tx.data.missing_codes.mask_missing_codes`).
+
     Used to verify the mouse -> human feature mapping on the cells that are
     also in the VISp table.
     """
@@ -475,4 +538,4 @@ def load_bridge_features(data_dir=None, *, verify: bool = True) -> pd.DataFrame:
     numeric = [c for c in table.columns if c != "cell_name" and pd.api.types.is_numeric_dtype(table[c])]
     out = table[numeric].astype(float)
     out.index = table["cell_name"].astype(str)
-    return out
+    return mask_missing_codes(out)[0]

@@ -17,7 +17,14 @@ from sklearn.base import clone
 
 from ephys2tx.evaluation.metrics import fold_metrics, macro_f1, summarise
 from ephys2tx.evaluation.splits import Fold
-from ephys2tx.evaluation.stats import bootstrap_scores, encode, percentile_ci
+from ephys2tx.evaluation.selection import selection_of
+from ephys2tx.evaluation.stats import (
+    bootstrap_scores,
+    corrected_resampled_t,
+    encode,
+    percentile_ci,
+    repeat_scores,
+)
 
 
 @dataclass
@@ -33,7 +40,9 @@ class CVResult:
     folds : list of Fold
         The folds used (shared across the models compared).
     fold_scores : list of dict
-        Per fold: repeat, fold, n_test, accuracy, macro_f1, per_class_f1, fit_seconds.
+        Per fold: repeat, fold, n_train, n_test, accuracy, macro_f1, per_class_f1,
+        fit_seconds, and for a selector (:class:`~ephys2tx.evaluation.selection.InnerCVSelector`)
+        ``selection``: the candidate it picked on that fold's training rows and the inner scores.
     oof : ndarray of shape (n_repeats, n_cells), dtype object
         Out-of-fold predicted class of each cell in each repeat.
     oof_proba : ndarray of shape (n_repeats, n_cells, n_classes) or None
@@ -62,10 +71,32 @@ class CVResult:
         """Macro-F1 of each fold, in fold order."""
         return [s["macro_f1"] for s in self.fold_scores]
 
+    @property
+    def fold_sizes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Training and test sizes of the folds, in fold order."""
+        return (np.array([len(f.train) for f in self.folds]),
+                np.array([len(f.test) for f in self.folds]))
+
 
 def _run_fold(estimator, X: pd.DataFrame, y: np.ndarray, fold: Fold, classes: list[str],
               fit_params: dict | None, families: dict | None, n_permutations: int,
-              seed: int, torch_threads: int | None) -> dict:
+              seed: int, torch_threads: int | None, openmp_threads: int | None = None) -> dict:
+    """:func:`_fold` with at most ``openmp_threads`` OpenMP threads (None: no limit).
+
+    Parallel folds take one OpenMP thread each: gradient-boosted trees spin-wait
+    on their OpenMP threads, and with more threads than free cores a fit took
+    13x longer (39 s instead of 3 s for one human ``hgb`` fit on a loaded machine).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=openmp_threads, user_api="openmp"):
+        return _fold(estimator, X, y, fold, classes, fit_params, families, n_permutations, seed,
+                     torch_threads)
+
+
+def _fold(estimator, X: pd.DataFrame, y: np.ndarray, fold: Fold, classes: list[str],
+          fit_params: dict | None, families: dict | None, n_permutations: int,
+          seed: int, torch_threads: int | None) -> dict:
     """Fit a clone on one fold's training rows; predict, score and explain its test rows."""
     # Load torch even for a forest: joblib reuses its worker processes across models and
     # restarts any whose memory grew by 300 MB after its first task, as a first network
@@ -86,10 +117,13 @@ def _run_fold(estimator, X: pd.DataFrame, y: np.ndarray, fold: Fold, classes: li
         model_classes = list(model.classes_)
         proba = np.column_stack([raw[:, model_classes.index(c)] if c in model_classes
                                  else np.zeros(len(fold.test)) for c in classes])
-    record = {"repeat": fold.repeat, "fold": fold.fold, "n_test": int(len(fold.test)),
-              "fit_seconds": fit_seconds}
+    record = {"repeat": fold.repeat, "fold": fold.fold, "n_train": int(len(fold.train)),
+              "n_test": int(len(fold.test)), "fit_seconds": fit_seconds}
     record.update(fold_metrics(y[fold.test], pred, classes))
     record.pop("confusion_matrix")
+    selection = selection_of(model)
+    if selection is not None:
+        record["selection"] = selection
     attention = None
     importance: list[dict] = []
     if fold.repeat == 0 and hasattr(model, "explain"):
@@ -154,7 +188,9 @@ def cross_validate(estimator, X: pd.DataFrame, y, folds: Sequence[Fold], *, clas
     scores: list[dict] = []
     attention_parts: list[pd.DataFrame] = []
     importance_rows: list[dict] = []
-    args = (classes, fit_params, families, n_permutations, random_state, torch_threads)
+    # Folds in parallel processes: one OpenMP thread each (the folds fill the cores).
+    args = (classes, fit_params, families, n_permutations, random_state, torch_threads,
+            None if n_jobs == 1 else 1)
     if n_jobs == 1:
         outputs = (_run_fold(estimator, X, y, fold, *args) for fold in folds)
     else:
@@ -183,12 +219,21 @@ def cross_validate(estimator, X: pd.DataFrame, y, folds: Sequence[Fold], *, clas
 
 
 def summarise_cv(result: CVResult, y, *, n_boot: int = 1000, random_state: int = 0) -> dict:
-    """The metrics record of one model: mean, sd and bootstrap 95% CI, per-class F1, confusion.
+    """The metrics record of one model: two estimates with their own CIs, per-class F1, confusion.
 
-    ``mean`` and ``sd`` are over folds (all repeats). ``ci95`` is a percentile
-    bootstrap over cells of the repeat-averaged out-of-fold score. The
-    confusion matrix pools the out-of-fold predictions of all repeats (each
-    cell counted once per repeat); rows are true classes, columns predicted.
+    For ``accuracy`` and ``macro_f1``:
+
+    * ``mean``, ``sd``: mean and sd of the per-fold scores (all repeats);
+      ``ci95_corrected_t``: corrected resampled t interval of that mean
+      (:func:`~ephys2tx.evaluation.stats.corrected_resampled_t`; includes
+      training-set variance).
+    * ``pooled_oof``: the score of the pooled out-of-fold predictions (all
+      cells at once, averaged over repeats); ``pooled_oof_ci95_cell_bootstrap``:
+      percentile bootstrap over cells of that score (models held fixed).
+
+    The confusion matrix pools the out-of-fold predictions of all repeats
+    (each cell counted once per repeat); rows are true classes, columns
+    predicted. ``selection`` counts the candidates a selector picked per fold.
     """
     classes = result.classes
     y = np.asarray(y, dtype=object)
@@ -196,16 +241,27 @@ def summarise_cv(result: CVResult, y, *, n_boot: int = 1000, random_state: int =
     oof_codes = np.stack([encode(row, classes) for row in result.oof])
     boot = bootstrap_scores(true_codes, oof_codes, len(classes), n_boot=n_boot,
                             random_state=random_state)
+    pooled = dict(zip(("macro_f1", "accuracy"),
+                      (float(v.mean()) for v in repeat_scores(true_codes, oof_codes, len(classes)))))
+    n_train, n_test = result.fold_sizes
     record = {}
     for metric in ("accuracy", "macro_f1"):
-        stats = summarise([s[metric] for s in result.fold_scores])
-        stats["ci95"] = percentile_ci(boot[metric])
+        values = [s[metric] for s in result.fold_scores]
+        stats = summarise(values)
+        stats["ci95_corrected_t"] = corrected_resampled_t(values, n_train, n_test)["ci"]
+        stats["pooled_oof"] = pooled[metric]
+        stats["pooled_oof_ci95_cell_bootstrap"] = percentile_ci(boot[metric])
         record[metric] = stats
     record["per_class_f1"] = {
         c: summarise([s["per_class_f1"][c] for s in result.fold_scores]) for c in classes}
-    pooled = fold_metrics(np.tile(y, result.oof.shape[0]), result.oof.ravel(), classes)
-    record["confusion_matrix"] = pooled["confusion_matrix"]
+    pooled_cm = fold_metrics(np.tile(y, result.oof.shape[0]), result.oof.ravel(), classes)
+    record["confusion_matrix"] = pooled_cm["confusion_matrix"]
     record["n_folds"] = len(result.fold_scores)
     record["n_repeats"] = int(result.oof.shape[0])
+    record["n_train_mean"] = float(n_train.mean())
+    record["n_test_mean"] = float(n_test.mean())
     record["fit_seconds_mean"] = float(np.mean([s["fit_seconds"] for s in result.fold_scores]))
+    picks = [s["selection"]["selected"] for s in result.fold_scores if "selection" in s]
+    if picks:
+        record["selection"] = {name: picks.count(name) for name in sorted(set(picks))}
     return record

@@ -17,9 +17,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ephys2tx.models.spca import FamilySparsePCA
 
-#: Defaults of the class-balanced gradient-boosted trees, chosen on inner validation splits
-#: of the human table (``scripts/tune_transfer.py``, round 1).
-BOOSTING_DEFAULTS = {"learning_rate": 0.1, "max_iter": 150, "max_leaf_nodes": 31,
+#: Defaults of the class-balanced gradient-boosted trees: scikit-learn's own, chosen with no
+#: labels. On human cells the study chooses the number of iterations per outer fold by inner
+#: cross-validation (:func:`ephys2tx.models.registry.nested_choice`).
+BOOSTING_DEFAULTS = {"learning_rate": 0.1, "max_iter": 100, "max_leaf_nodes": 31,
                      "l2_regularization": 0.0}
 
 #: Defaults of the class-balanced forest (Gouwens 2020 used a random forest on sPCA scores).

@@ -15,8 +15,20 @@ import pandas as pd
 
 from ephys2tx.atomic import replace_atomically
 from ephys2tx.report import figures
-from ephys2tx.study import REFERENCE_MODEL, StudyResult, config_dict
-from ephys2tx.models.registry import DESCRIPTIONS
+from ephys2tx.evaluation.selection import MOUSE_LOCKBOX_FRACTION
+from ephys2tx.models.registry import DESCRIPTIONS, TRANSFER_MODELS
+from ephys2tx.study import (
+    REFERENCE_MODEL,
+    TABLE_LEGEND,
+    StudyResult,
+    ci_verdict,
+    config_dict,
+    format_delta,
+    format_interval,
+)
+
+#: Significance level of the generated findings (Holm-adjusted corrected t tests).
+ALPHA = 0.05
 
 
 def _json_default(obj):
@@ -40,6 +52,72 @@ def results_markdown_table(result: StudyResult) -> str:
     return result.table().to_markdown(index=False)
 
 
+def _shown(pair: dict) -> bool:
+    """A difference is *shown* when its corrected CI excludes 0 and its Holm p < :data:`ALPHA`."""
+    return pair["p_holm"] < ALPHA and ci_verdict(pair["ci95_corrected_t"]) != "includes 0"
+
+
+def _comparison(model: str, pair: dict) -> str:
+    """One generated clause: the fold-mean Δ, its corrected CI and where it lies, Holm p."""
+    return (f"`{model}` − `{pair['reference']}` {format_delta(pair)} "
+            f"(CI {ci_verdict(pair['ci95_corrected_t'])}; Holm p = {pair['p_holm']:.3f})")
+
+
+def findings_markdown(result: StudyResult) -> str:
+    """What the numbers support, written from them (never by hand).
+
+    A difference is called *shown* only when its corrected resampled t CI
+    excludes 0 and its Holm-adjusted p-value is below :data:`ALPHA`; every
+    other difference is listed as not shown.
+    """
+    lines = []
+    n_folds = sorted({r["n_folds"] for r in result.records})
+    if n_folds and n_folds[0] < 10:
+        lines.append(f"Corrected t intervals rest on J − 1 degrees of freedom (here J = "
+                     f"{', '.join(map(str, n_folds))} folds): with so few folds the estimated "
+                     "spread, and so each interval's width, is itself uncertain.\n")
+    for sp, split in dict.fromkeys((r["species"], r["split"]) for r in result.records):
+        recs = [r for r in result.records if (r["species"], r["split"]) == (sp, split)]
+        best = max(recs, key=lambda r: r["macro_f1"]["mean"])
+        f1 = best["macro_f1"]
+        text = (f"- **{sp}, {split}** ({best['n_cells']} cells, {best['n_folds']} folds): highest "
+                f"fold-mean macro-F1 `{best['model']}` {f1['mean']:.3f} "
+                f"{format_interval(f1['ci95_corrected_t'])} (corrected t).")
+        pairs = [(r["model"], r["paired_vs_reference"]) for r in recs if r.get("paired_vs_reference")]
+        if pairs:
+            up = [_comparison(m, p) for m, p in pairs if _shown(p) and p["mean_diff"] > 0]
+            down = [_comparison(m, p) for m, p in pairs if _shown(p) and p["mean_diff"] < 0]
+            rest = [f"`{m}`" for m, p in pairs if not _shown(p)]
+            text += (f" Against `{REFERENCE_MODEL}` (Holm over {pairs[0][1]['holm_family_size']}): "
+                     f"better shown for {'; '.join(up) or 'none'}; worse shown for "
+                     f"{'; '.join(down) or 'none'}; no difference shown for "
+                     f"{', '.join(rest) or 'none'}.")
+        lines.append(text)
+        for r in recs:
+            if r["model"] not in TRANSFER_MODELS or r["model"].endswith("_human"):
+                continue
+            twin, best = r.get("paired_vs_same_architecture"), r.get("paired_vs_best_human_only")
+            same = twin and best and twin["reference"] == best["reference"]
+            for pair, what in ((best, "the best human-only model" + (", its twin" if same else "")),
+                               (None if same else twin, "its human-only twin")):
+                if pair:
+                    lines.append(
+                        f"  - transfer vs {what}: {_comparison(r['model'], pair)}; cell bootstrap "
+                        f"of the pooled out-of-fold Δ (models held fixed) "
+                        f"{format_delta(pair, 'pooled')}: difference "
+                        f"{'shown' if _shown(pair) else 'not shown'}.")
+    return "\n".join(lines)
+
+
+def selections_markdown(result: StudyResult) -> str:
+    """The choices each nested model made, per species and split (counts over outer folds)."""
+    rows = [{"species": r["species"], "split": r["split"], "model": r["model"],
+             "picked (number of outer folds)": ", ".join(f"{k}: {v}"
+                                                         for k, v in r["selection"].items())}
+            for r in result.records if r.get("selection")]
+    return pd.DataFrame(rows).to_markdown(index=False) if rows else ""
+
+
 def _qc_markdown(result: StudyResult) -> str:
     parts = []
     for sp, res in result.species.items():
@@ -60,35 +138,43 @@ def _donor_scope(cfg) -> str:
 
 def _methods(result: StudyResult) -> str:
     cfg = result.config
+    lockbox = ""
+    if any(r.get("lockbox_excluded") for r in result.records):
+        lockbox = (f" Mouse scores exclude the lockbox animals ({MOUSE_LOCKBOX_FRACTION:.0%} of "
+                   "animals, drawn by a hash of the animal id), on whose cells alone the BiLSTM "
+                   "defaults were chosen.")
     return (
         "Cells are labelled with their transcriptomic subclass (mouse: `T type subclass`; human: "
-        "`Revised_subclass_label`, LAMP5/PAX6/Other → Lamp5). Inputs are the electrophysiology "
-        "summary features only; Cre line, t-type and assignment probabilities are never inputs. "
+        "`Revised_subclass_label`, LAMP5/PAX6/Other → Lamp5; `mouse_5class`: the mouse cells with "
+        "Sncg as a fifth subclass, as in Gouwens et al. 2020). Inputs are the electrophysiology "
+        "summary features only; Cre line, t-type and assignment probabilities are never inputs; "
+        "values a table uses as missing-value codes (e.g. 0 mV thresholds, 0 ms ISIs) are missing "
+        "(see Data and QC). "
         f"Each model is evaluated by {cfg.n_repeats}× repeated {cfg.n_splits}-fold cross-validation, "
         "stratified by subclass and, separately, grouped by donor (no donor in both training and "
-        f"test{_donor_scope(cfg)}). Every split scheme uses the same folds for every model. Median imputation, "
-        "standardisation, per-family sparse PCA and SMOTE are fitted on the training rows of each "
-        "fold only (they are steps of the estimator that is cloned and fitted per fold). "
-        "Scores are mean ± sd over folds; the 95% CI is a percentile bootstrap "
-        f"({cfg.n_boot} resamples of cells) of the repeat-averaged out-of-fold macro-F1. "
-        f"Δ is the paired difference with `{REFERENCE_MODEL}` on the same folds (mean over folds) "
-        "with a bootstrap 95% CI over cells. The Gouwens 2020 replication standardises the "
-        "features, reduces each feature family with sparse PCA (keeping components whose "
-        "adjusted variance is ≥ 1% of the family's variance, as the Allen drcme code does) and "
-        "classifies with a class-balanced random forest."
+        f"test{_donor_scope(cfg)}). Every split scheme uses the same folds for every model. Median "
+        "imputation, standardisation, per-family sparse PCA and SMOTE are fitted on the training "
+        "rows of each fold only (they are steps of the estimator that is cloned and fitted per "
+        "fold). Model choices never see the cells they are scored on: on human cells, the boosting "
+        "iterations (`hgb`) and the alignment of design (d) are chosen per outer fold by an inner "
+        "3-fold cross-validation of that fold's training rows (nested; the picks are listed "
+        f"below).{lockbox} "
+        "Two estimates, each with the interval of the same quantity: the mean of the per-fold "
+        "scores with a 95% corrected resampled t interval (Nadeau & Bengio 2003, including "
+        "training-set variance), and the pooled out-of-fold score (every cell's prediction by the "
+        "model that did not see it, averaged over repeats) with a 95% percentile bootstrap over "
+        f"cells ({cfg.n_boot} resamples; models held fixed). "
+        f"Δ is the paired difference with `{REFERENCE_MODEL}` on the same folds, in both forms; "
+        "its corrected t test is Holm-adjusted over all comparisons with the reference of a species "
+        "and split (the transfer comparisons form their own Holm families per split). The Gouwens "
+        "2020 replication standardises the features, reduces each feature family with sparse PCA "
+        "(keeping components whose adjusted variance is ≥ 1% of the family's variance, as the "
+        "Allen drcme code does) and classifies with a class-balanced random forest."
     )
-
-
-def _fmt(stat: dict | None) -> str:
-    if not stat:
-        return "—"
-    return f"{stat['mean_diff']:+.3f} [{stat['ci95'][0]:+.3f}, {stat['ci95'][1]:+.3f}]"
 
 
 def transfer_table(result: StudyResult) -> pd.DataFrame:
     """Human macro-F1 of the transfer designs and baselines, with paired differences."""
-    from ephys2tx.models.registry import TRANSFER_MODELS
-
     rows = []
     for r in result.records:
         if r["species"] != "human":
@@ -96,15 +182,20 @@ def transfer_table(result: StudyResult) -> pd.DataFrame:
         is_transfer = r["model"] in TRANSFER_MODELS and not r["model"].endswith("_human")
         f1 = r["macro_f1"]
         cond = r.get("by_condition", {})
+        twin, best = r.get("paired_vs_same_architecture"), r.get("paired_vs_best_human_only")
         rows.append({
             "split": r["split"], "model": r["model"],
             "kind": "transfer" if is_transfer else "human only",
-            "macro_f1": f"{f1['mean']:.3f} ± {f1['sd']:.3f}",
-            "ci95": f"[{f1['ci95'][0]:.3f}, {f1['ci95'][1]:.3f}]",
-            "Δ vs same architecture, human only": _fmt(r.get("paired_vs_same_architecture")),
-            "Δ vs best human-only": (_fmt(r.get("paired_vs_best_human_only"))
-                                     + (f" ({r['paired_vs_best_human_only']['reference']})"
-                                        if r.get("paired_vs_best_human_only") else "")),
+            "macro-F1 (fold mean ± sd)": f"{f1['mean']:.3f} ± {f1['sd']:.3f}",
+            "CI95 fold mean (corr. t)": format_interval(f1["ci95_corrected_t"]),
+            "Δ vs twin, fold mean [CI95 corr. t]": (
+                format_delta(twin) + (f" ({twin['reference']})" if twin else "")),
+            "Holm p (twin)": f"{twin['p_holm']:.3f}" if twin else "—",
+            "Δ vs twin, pooled OOF [CI95 cell boot.]": format_delta(twin, "pooled"),
+            "Δ vs best human-only, fold mean [CI95 corr. t]": (
+                format_delta(best) + (f" ({best['reference']})" if best else "")),
+            "Holm p (best)": f"{best['p_holm']:.3f}" if best else "—",
+            "Δ vs best human-only, pooled OOF [CI95 cell boot.]": format_delta(best, "pooled"),
             **{f"macro-F1 {k}": f"{v['macro_f1']:.3f} (n={v['n_cells']})" for k, v in cond.items()},
         })
     return pd.DataFrame(rows)
@@ -119,15 +210,15 @@ def transfer_comparison_markdown(result: StudyResult) -> str:
 
 
 def _transfer_section(result: StudyResult, fold_table: pd.DataFrame, fig_dir: Path) -> str:
-    from ephys2tx.models.registry import TRANSFER_MODELS
-
     if not any(r["model"] in TRANSFER_MODELS for r in result.records):
         return ""
     lines = ["## Mouse → human transfer",
              "Human cells are split by the folds above; all mouse cells are training data in every "
              "fold. Each design is paired, on the same folds, with the same architecture trained on "
              "human cells only and with the best human-only model of that split (highest mean "
-             "macro-F1 among the non-transfer models, a choice that favours the baseline). "
+             "macro-F1 among the non-transfer models, a choice made on the scored folds that "
+             "favours the baseline). Each kind of comparison is Holm-adjusted over the designs of "
+             "a split. "
              "Per-class F1 is in `metrics.json`; the condition columns are the out-of-fold "
              "macro-F1 of acute-slice and slice-culture cells.",
              transfer_table(result).to_markdown(index=False)]
@@ -161,7 +252,9 @@ def build_report(result: StudyResult, out: Path) -> None:
             for s in cv.fold_scores:
                 fold_rows.append({"species": sp, "split": scheme, "model": model,
                                   "repeat": s["repeat"], "fold": s["fold"],
-                                  "macro_f1": s["macro_f1"], "accuracy": s["accuracy"]})
+                                  "n_train": s["n_train"], "n_test": s["n_test"],
+                                  "macro_f1": s["macro_f1"], "accuracy": s["accuracy"],
+                                  "selected": s.get("selection", {}).get("selected", "")})
     fold_table = pd.DataFrame(fold_rows)
     fold_table.to_csv(out / "fold_scores.csv", index=False)
 
@@ -212,7 +305,9 @@ def build_report(result: StudyResult, out: Path) -> None:
         f"{'quick mode' if result.config.quick else 'full run'}.",
         "## Methods", _methods(result), "### Models", model_lines,
         "## Data and QC", _qc_markdown(result),
-        "## Results", results_markdown_table(result),
+        "## Results", results_markdown_table(result), TABLE_LEGEND,
+        "## Findings (generated from the numbers above)", findings_markdown(result),
+        *([f"### Nested choices\n\n{sel}"] if (sel := selections_markdown(result)) else []),
         *sections,
         "## Configuration", "```json\n" + json.dumps(config_dict(result.config), indent=2) + "\n```",
         "## Data files (sha256)", "\n".join(f"- `{k}`: `{v}`" for k, v in sorted(checks.items())),
