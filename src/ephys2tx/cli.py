@@ -162,6 +162,7 @@ def harmonise(
 def _register_commands() -> None:
     """Commands whose functions live in :mod:`ephys2tx.cli_commands` (one module each)."""
     from ephys2tx.cli_commands.extract import extract_command
+    from ephys2tx.cli_commands.features import features_command
     from ephys2tx.cli_commands.map import map_command
     from ephys2tx.cli_commands.predict import predict_command
     from ephys2tx.cli_commands.train import train_command
@@ -170,6 +171,7 @@ def _register_commands() -> None:
     app.command("predict")(predict_command)
     app.command("map")(map_command)
     app.command("extract")(extract_command)
+    app.command("features")(features_command)
 
 
 _register_commands()
