@@ -91,6 +91,10 @@ def run(
     transfer = transfer_comparison_markdown(result)
     if transfer:
         typer.echo("\n" + transfer)
+    if result.shift is not None:
+        from ephys2tx.report.shift_report import benchmark_table
+
+        typer.echo("\n" + benchmark_table(result.shift).to_markdown(index=False))
     console.print(f"[green]wrote[/green] {path}/report.md, metrics.json and figures "
                   f"in {result.seconds:.0f} s")
 

@@ -390,8 +390,8 @@ def detect_column_map(table: pd.DataFrame, *, min_coverage: float = MIN_COVERAGE
             try:
                 canonical, sources = apply_column_map(cmap, table, where="the table")
                 issues = len(check_units(canonical, sources))
-            except InputError:
-                issues = len(used)
+            except InputError:  # a bad value: reported when the chosen map is applied
+                issues = 0
         scored.append((len(columns) - 2 * issues, len(columns), name, cmap, columns, issues))
     if not scored:
         raise InputError("no column of the table is an IPFX or Allen Cell Types feature name; "
@@ -403,15 +403,17 @@ def detect_column_map(table: pd.DataFrame, *, min_coverage: float = MIN_COVERAGE
                          f"equally well ({', '.join(best[4][:4])}); pass --column-map with the one "
                          "that names your columns, or write your own (docs/mapping.md).")
     _, n_cols, name, cmap, columns, issues = best
-    denominator = max(len(numeric), 1)
-    coverage = min(1.0, len([c for c in columns if c in numeric or not len(table)]) / denominator)
+    # feature-like columns: the numeric ones, and those the map reads (one bad value can make
+    # a feature column non-numeric; that is reported when the map is applied)
+    candidates = list(dict.fromkeys([*numeric, *columns]))
+    coverage = len(columns) / max(len(candidates), 1)
     if coverage < min_coverage:
         raise InputError(
-            f"only {len(columns)} of the table's {len(numeric)} numeric columns match the shipped "
+            f"only {len(columns)} of the table's {len(candidates)} numeric columns match the shipped "
             f"map {name} ({', '.join(columns[:5])}{', ...' if len(columns) > 5 else ''}); it is not "
             f"applied without being asked: pass --column-map {name} if these columns really are "
             "that naming and those units, or write a column map for your table (docs/mapping.md).")
-    unmatched = [c for c in numeric if c not in set(columns)]
+    unmatched = [c for c in candidates if c not in set(columns)]
     return replace(cmap, extra={**cmap.extra, "detected": True, "matched": columns,
                                 "coverage": coverage, "unmatched": unmatched,
                                 "unit_issues": issues})

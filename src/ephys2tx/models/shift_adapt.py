@@ -5,8 +5,9 @@ benchmark (:mod:`ephys2tx.evaluation.shift_benchmark`), so that the benchmark
 measures exactly what the command does. Methods (``--align``):
 
 * ``none``: the reference model's calibrated probabilities as they are;
-* ``quantile``, ``ot``: marginal alignment (:mod:`ephys2tx.features.alignment`),
-  which assumes the query has the reference's class mix;
+* ``quantile``, ``ot``, ``moments``: marginal alignment
+  (:mod:`ephys2tx.features.alignment`), which assumes the query has the
+  reference's class mix;
 * ``em``: no alignment; the class mix is estimated by EM and the probabilities
   re-weighted by Bayes' rule (:mod:`ephys2tx.models.label_shift`);
 * ``bbse``: the same with black-box shift estimation;
@@ -32,15 +33,19 @@ import pandas as pd
 
 from ephys2tx.errors import InputError
 
-__all__ = ["ALIGN_METHODS", "DEFAULT_ALIGN", "DEFAULT_MAP_MODEL", "AdaptResult", "ShiftOutcome",
+__all__ = ["ALIGN_METHODS", "AUTO_METHOD", "DEFAULT_ALIGN", "DEFAULT_MAP_MODEL", "AdaptResult", "ShiftOutcome",
            "adapt_predict", "auto_method", "fit_alignment", "mapping_notes", "predict_under_shift",
            "read_layer_column", "reference_prior"]
 
-ALIGN_METHODS = ("auto", "none", "quantile", "ot", "em", "bbse", "cc", "cc_gen", "cc_mix")
+ALIGN_METHODS = ("auto", "none", "quantile", "ot", "moments", "em", "bbse", "cc", "cc_gen", "cc_mix")
 #: ``map``'s defaults, chosen by the shift benchmark (docs/shift.md): the reference model ...
 DEFAULT_MAP_MODEL = "forest"
-#: ... and the shift handling.
+#: ... and the shift handling: ``auto``, which applies :data:`AUTO_METHOD` to queries of
+#: at least :data:`AUTO_MIN_CELLS` cells. ``AUTO_METHOD`` is the method the benchmark's
+#: selection chose on all scenarios (``auto`` itself is not a benchmark candidate, so the
+#: choice is not circular; its leave-one-scenario-out score is the benchmark's LOSO column).
 DEFAULT_ALIGN = "auto"
+AUTO_METHOD = "cc"
 #: Below this many cells with features, ``auto`` neither aligns nor estimates a class mix.
 AUTO_MIN_CELLS = 20
 _PROB = "prob_"
@@ -100,8 +105,9 @@ def auto_method(n_cells: int, alarm=None) -> tuple[str, str]:
     """What ``--align auto`` does with a query of ``n_cells`` cells and its shift alarm.
 
     * fewer than :data:`AUTO_MIN_CELLS` cells: ``none`` (too few to estimate anything);
-    * otherwise ``cc``: the joint EM, whose priors leave an unshifted query
-      (nearly) alone and which estimates the class mix and the rig map together.
+    * otherwise :data:`AUTO_METHOD`, the shift benchmark's choice: the joint EM,
+      whose priors leave an unshifted query (nearly) alone and which estimates the
+      class mix and the rig map together.
 
     Returns
     -------
@@ -114,8 +120,13 @@ def auto_method(n_cells: int, alarm=None) -> tuple[str, str]:
     detail = {"alarm": "shift beyond a class-mix difference detected",
               "note": "the class mix seems to differ from the reference's",
               "ok": "no shift detected"}.get(level, "shift test not run")
-    return "cc", (f"{n_cells} cells, {detail}: class-conditional alignment (joint EM of the class "
-                  "mix and a per-feature rig map, with priors that leave small shifts alone)")
+    what = {"cc": "the reference model on the aligned features, re-weighted to the estimated mix",
+            "cc_gen": "the joint EM's own class posteriors",
+            "cc_mix": "the mean of the reference model on the aligned features and the joint EM's "
+                      "class posteriors"}.get(AUTO_METHOD, AUTO_METHOD)
+    return AUTO_METHOD, (f"{n_cells} cells, {detail}: class-conditional alignment (joint EM of the "
+                         f"class mix and a per-feature rig map, with priors that leave small shifts "
+                         f"alone); {what}")
 
 
 def _fixed_rows(user_prior, n, K):
@@ -188,7 +199,7 @@ def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference
     aligned = X
     class_mix = None
     variants = {}
-    if method in ("quantile", "ot"):
+    if method in ("quantile", "ot", "moments"):
         from ephys2tx.features.alignment import align
 
         aligned = align(X, ref, method, random_state=random_state)

@@ -226,6 +226,8 @@ def shift_alarm(query: pd.DataFrame, reference: pd.DataFrame, reference_labels, 
     alpha : float
         Significance level.
     n_permutations : int
+        Raised to ``2 / alpha`` if lower (a permutation p-value cannot go below
+        ``1 / (permutations + 1)``).
     max_reference : int
         Reference cells used by the MMD tests (a random subsample above it).
     random_state : int
@@ -235,6 +237,8 @@ def shift_alarm(query: pd.DataFrame, reference: pd.DataFrame, reference_labels, 
     from ephys2tx.models.label_shift import em_prior
 
     rng = np.random.default_rng(random_state)
+    # a permutation p-value is at least 1 / (permutations + 1): enough of them to reach alpha
+    n_permutations = max(int(n_permutations), int(np.ceil(2.0 / alpha)))
     labels = np.asarray(reference_labels)
     classes = list(classes) if classes is not None else sorted(pd.unique(labels))
     ref_mix = np.array([np.mean(labels == c) for c in classes])
