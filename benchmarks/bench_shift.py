@@ -21,18 +21,22 @@ import time
 
 def main(argv=None) -> int:
     from ephys2tx.evaluation.shift_benchmark import ShiftBenchmarkConfig, run_shift_benchmark
-    from ephys2tx.report.shift_report import alarm_table, benchmark_table, method_table
+    from ephys2tx.report.shift_report import alarm_table, benchmark_table, layer1_table, method_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--quick", action="store_true", help="The subset of `ephys2tx run --quick`.")
     parser.add_argument("--scenario", action="append", default=None, help="Run only these (repeatable).")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--all-models", action="store_true",
+                        help="Also the rig-augmented forest (forest_aug), as in docs/shift.md.")
     parser.add_argument("--json", default=None, help="Also write the results as JSON here.")
     args = parser.parse_args(argv)
     overrides = {"data_dir": args.data_dir, "seed": args.seed}
     if args.scenario:
         overrides["scenarios"] = tuple(args.scenario)
+    if args.all_models:
+        overrides["models"] = ("forest", "hgb", "ensemble", "forest_aug")
     config = (ShiftBenchmarkConfig.quick_config(**overrides) if args.quick
               else ShiftBenchmarkConfig(**overrides))
     started = time.perf_counter()
@@ -54,6 +58,9 @@ def main(argv=None) -> int:
           f"today {summ['mean_today']:.3f}, LOSO choices {summ['mean_loso']:.3f}; recovered "
           f"{summ['recovery']:.0%} of the mean drop {summ['mean_drop']:.3f}; worse than today: "
           f"{summ['worse_than_today'] or 'none'}")
+    if not layer1_table(res).empty:
+        print("\n## Layer-1 cells of the queries: accuracy (the `--layer L1` use case)\n")
+        print(layer1_table(res).to_markdown(index=False))
     print("\n## Shift alarm (false alarms: in-distribution rows; power: the others)\n")
     print(alarm_table(res).round(3).to_markdown(index=False))
     if res["rig_check"]:

@@ -103,3 +103,19 @@ def test_estimator_contract(reference):
     fitted = ClassConditionalAligner().fit(X, y)
     with pytest.raises(InputError, match="lacks feature"):
         fitted.align(X.drop(columns=["v_baseline"]))
+
+
+def test_class_mean_adaptation_keeps_a_class_that_moved_on_its_own(reference):
+    """One class differs in a way no per-feature rig explains: adapting class means keeps it."""
+    X, y = reference
+    rng = np.random.default_rng(5)
+    yq = rng.choice(3, size=900, p=[0.34, 0.33, 0.33])
+    Q = _cells(yq, rng)
+    Q.loc[yq == 2, "peak_deltav_rheo"] -= 15.0    # class 2 only, 3 SD: it now looks like class 0
+    Q.loc[yq == 2, "v_baseline"] += 6.0
+    fixed = ClassConditionalAligner().fit(X, y).align(Q)
+    adapted = ClassConditionalAligner(mean_relevance=10.0).fit(X, y).align(Q)
+    acc_fixed = (fixed.responsibilities.argmax(axis=1) == yq).mean()
+    acc_adapted = (adapted.responsibilities.argmax(axis=1) == yq).mean()
+    assert acc_adapted > acc_fixed + 0.05 and acc_adapted > 0.85
+    assert adapted.params["mean_relevance"] == 10.0

@@ -174,3 +174,19 @@ def test_predict_with_a_prior_keeps_the_prior_free_call(data_dir, tmp_path, cell
     pred = pd.read_csv(tmp_path / "p.csv")
     assert "predicted_subclass_no_prior" in pred.columns
     assert (pred["predicted_subclass"] == "Lamp5").sum() >= (pred["predicted_subclass_no_prior"] == "Lamp5").sum()
+
+
+@pytest.mark.parametrize("model", ["hgb", "ensemble"])
+def test_other_reference_models_are_cached_and_reloaded(model, cells, data_dir, tmp_path, capsys):
+    path, _ = cells
+    args = ["map", "--input", path, "--species", "human", "--column-map", "ipfx", "--model", model,
+            "--data-dir", data_dir, "--cache-dir", tmp_path / "cache"]
+    code, out, err = _run([*args, "--out", tmp_path / "a"], capsys)
+    assert code == 0, err
+    assert "new reference model" in out
+    code, out, err = _run([*args, "--out", tmp_path / "b"], capsys)
+    assert code == 0 and "cached reference model" in out
+    a = pd.read_csv(tmp_path / "a" / "predictions.csv")
+    b = pd.read_csv(tmp_path / "b" / "predictions.csv")
+    pd.testing.assert_frame_equal(a, b)
+    assert f"model: {model}" in (tmp_path / "a" / "report.md").read_text()

@@ -72,7 +72,9 @@ class ShiftBenchmarkConfig:
     scenarios : tuple of str or None
         Scenario names to run (None: all).
     models : tuple of str
-        Reference model kinds (``map --model``).
+        Reference model kinds (``map --model``). ``forest_aug`` (rig augmentation,
+        twice the training cost) was run once and never chosen (docs/shift.md); add it
+        with ``bench_shift.py --all-models``.
     methods : tuple of str
         Methods run with the forest. ``auto`` is not a candidate by default: its
         method *is* the selection's choice (:data:`ephys2tx.models.shift_adapt.AUTO_METHOD`),
@@ -80,7 +82,11 @@ class ShiftBenchmarkConfig:
     model_methods : tuple of str
         Methods run with the other model kinds.
     layer_methods : tuple of str
-        Methods also run with the layer prior (forest).
+        Methods also run with the layer prior (every model kind).
+    mean_relevances : tuple of float
+        Relevances of the class-mean adaptation tried by the ``ccm*`` methods (one
+        candidate each, ``ccm_mix@100``); the layer-prior rows use the default
+        :data:`ephys2tx.models.shift_adapt.MEAN_RELEVANCE`.
     rig_tasks : int
         Tasks (seeds) of each synthetic-rig scenario.
     alarm_repeats : int
@@ -95,10 +101,12 @@ class ShiftBenchmarkConfig:
 
     data_dir: str | None = None
     scenarios: tuple | None = None
-    models: tuple = ("forest", "hgb", "ensemble", "forest_aug")
-    methods: tuple = ("none", "quantile", "ot", "moments", "em", "bbse", "cc", "cc_gen", "cc_mix")
-    model_methods: tuple = ("none", "em", "cc", "cc_mix")
-    layer_methods: tuple = ("none", "em", "cc", "cc_mix")
+    models: tuple = ("forest", "hgb", "ensemble")
+    methods: tuple = ("none", "quantile", "ot", "moments", "em", "bbse", "cc", "cc_gen", "cc_mix",
+                      "ccm", "ccm_gen", "ccm_mix")
+    model_methods: tuple = ("none", "em", "cc", "cc_mix", "ccm_mix")
+    layer_methods: tuple = ("none", "cc_mix", "ccm_mix")
+    mean_relevances: tuple = (10.0, 30.0, 100.0)
     rig_tasks: int = 6
     alarm_repeats: int = 3
     n_boot: int = 1000
@@ -113,8 +121,9 @@ class ShiftBenchmarkConfig:
         """A subset: five scenarios, the forest, the main methods, two rig seeds."""
         base = dict(scenarios=("mouse L1", "human L4-6", "bridge (IPFX pipeline)",
                                "synthetic rig (mouse)", "synthetic rig (human)"),
-                    models=("forest",), methods=("none", "quantile", "em", "cc", "cc_mix"),
-                    model_methods=("none", "cc"), layer_methods=("none", "cc"),
+                    models=("forest",), methods=("none", "quantile", "em", "cc", "cc_mix", "ccm_mix"),
+                    model_methods=("none", "cc"), layer_methods=("none", "ccm_mix"),
+                    mean_relevances=(100.0,),
                     rig_tasks=2, alarm_repeats=1, n_boot=300, n_permutations=200, quick=True)
         base.update(overrides)
         return cls(**base)
@@ -421,13 +430,20 @@ def _run_task(task: Task, config: ShiftBenchmarkConfig, seed: int, tables_cache:
     n_cells = int(task.X_query.notna().any(axis=1).sum())
     auto_resolved, _ = auto_method(n_cells, alarm)
 
-    # one joint-EM fit per task (shared by every model kind), without and with the layer prior
-    need_cc = any(m.startswith("cc") or m == "auto" for m in (*config.methods, *config.model_methods))
-    alignment = None
-    if need_cc:
+    # one joint-EM fit per task and setting (shared by every model kind), without and with the
+    # layer prior; the class-mean adaptation (ccm*) once per relevance of the grid
+    from ephys2tx.models.shift_adapt import MEAN_RELEVANCE
+
+    all_methods = (*config.methods, *config.model_methods)
+    alignments = {}
+    if any(m.startswith("cc") and not m.startswith("ccm") or m == "auto" for m in all_methods):
         say("joint EM")
-        alignment = fit_alignment(task.X_query, X_ref, y_ref, classes)
-    layer_rows, layer_notes, layer_alignment = None, [], None
+        alignments[None] = fit_alignment(task.X_query, X_ref, y_ref, classes)
+    if any(m.startswith("ccm") for m in all_methods):
+        for tau in config.mean_relevances:
+            say(f"joint EM, class means adapt ({tau:g})")
+            alignments[tau] = fit_alignment(task.X_query, X_ref, y_ref, classes, mean_relevance=tau)
+    layer_rows, layer_notes, layer_alignments = None, [], {}
     if task.layers is not None and config.layer_methods:
         key = (task.layer_species, task.exclude_from_layer_tables)
         if key not in tables_cache:
@@ -441,26 +457,44 @@ def _run_task(task: Task, config: ShiftBenchmarkConfig, seed: int, tables_cache:
         if known.any():
             pi_ref = reference_prior(forest)
             layer_rows = np.where(known[:, None], np.nan_to_num(priors), pi_ref[None, :])
-            if any(m.startswith("cc") for m in config.layer_methods):
-                layer_alignment = fit_alignment(task.X_query, X_ref, y_ref, classes, prior_rows=layer_rows)
+            for m in config.layer_methods:
+                tau = MEAN_RELEVANCE if m.startswith("ccm") else None
+                if m.startswith("cc") and tau not in layer_alignments:
+                    layer_alignments[tau] = fit_alignment(task.X_query, X_ref, y_ref, classes,
+                                                          prior_rows=layer_rows, mean_relevance=tau)
+
+    def settings(method):
+        """(candidate suffix, mean relevance) of a method: one per relevance for ccm*."""
+        if method.startswith("ccm"):
+            return [(f"@{tau:g}", tau) for tau in config.mean_relevances]
+        return [("", None)]
 
     for kind, model in fitted.items():
         methods = config.methods if kind == "forest" else config.model_methods
         done = {}
         for method in methods:
             resolved = auto_resolved if method == "auto" else method
-            if resolved not in done:
-                res = adapt_predict(model, task.X_query, X_ref, y_ref, resolved, alarm=alarm,
-                                    random_state=seed, alignment=alignment)
-                done[resolved] = res.proba
-                for k, v in res.variants.items():
-                    done.setdefault(k, v)
-            preds[f"{kind}:{method}"] = _pred_codes(classes, done[resolved])
-        if kind == "forest" and layer_rows is not None:
+            for suffix, tau in settings(resolved):
+                key = (resolved, tau)
+                if key not in done:
+                    res = adapt_predict(model, task.X_query, X_ref, y_ref, resolved, alarm=alarm,
+                                        random_state=seed, mean_relevance=tau,
+                                        alignment=alignments.get(tau if resolved.startswith("ccm") else None))
+                    done[key] = res.proba
+                    for k, v in res.variants.items():
+                        done.setdefault((k, tau), v)
+                preds[f"{kind}:{method}{suffix}"] = _pred_codes(classes, done[key])
+        if layer_rows is not None:
             for method in config.layer_methods:
-                res = adapt_predict(model, task.X_query, X_ref, y_ref, method, user_prior=layer_rows,
-                                    random_state=seed, alignment=layer_alignment)
-                preds[f"{kind}:{method}+layer"] = _pred_codes(classes, res.proba)
+                tau = MEAN_RELEVANCE if method.startswith("ccm") else None
+                joint = method.startswith("cc")
+                for mode in (("em", "post") if joint else ("post",)):
+                    res = adapt_predict(model, task.X_query, X_ref, y_ref, method, user_prior=layer_rows,
+                                        random_state=seed, mean_relevance=tau, prior_mode=mode,
+                                        alignment=(layer_alignments.get(tau) if mode == "em"
+                                                   else alignments.get(tau)))
+                    suffix = "+layer_post" if joint and mode == "post" else "+layer"
+                    preds[f"{kind}:{method}{suffix}"] = _pred_codes(classes, res.proba)
 
     extra_alarms = []
     for name, (Xq, in_distribution) in task.alarm_queries.items():
@@ -473,7 +507,16 @@ def _run_task(task: Task, config: ShiftBenchmarkConfig, seed: int, tables_cache:
                              "n": rep.n_query, "p_marginal": rep.p_marginal,
                              "p_beyond_label_shift": rep.p_beyond_label_shift,
                              "ood_rate": rep.ood_rate, "level": rep.level})
+    layer1 = None
+    if task.layers is not None:
+        from ephys2tx.data.layers import parse_layer
+
+        in_l1 = np.array([parse_layer(v) == frozenset({1}) for v in task.layers.to_numpy(dtype=object)])
+        if in_l1.sum() >= 20:
+            layer1 = {"n": int(in_l1.sum()),
+                      "accuracy": {k: float(np.mean(v[in_l1] == truth[in_l1])) for k, v in preds.items()}}
     return {"truth": truth, "preds": preds, "in_distribution": in_dist, "alarm": alarm,
+            "layer1": layer1,
             "extra_alarms": extra_alarms, "layer_notes": layer_notes, "auto": auto_resolved,
             "n_query": len(truth), "n_train": len(task.y_train), "n_features": task.X_train.shape[1],
             "class_mix": task.y_query.value_counts(normalize=True).reindex(CLASSES, fill_value=0).round(3).to_dict(),
@@ -579,17 +622,46 @@ def run_shift_benchmark(config: ShiftBenchmarkConfig, *, progress: Callable[[str
         s["loso_choice"] = choice
         s["loso"] = s["methods"][choice]
     summary = _summary(out_scenarios, selection)
+    layer_selection = _layer_selection(out_scenarios)
     return {"config": asdict(config), "scenarios": out_scenarios,
             "selection": {**selection, "candidates": list(table.columns), "default_today": DEFAULT_CANDIDATE},
+            "layer_selection": layer_selection,
             "summary": summary, "alarm": _alarm_summary(pd.DataFrame(alarm_rows)),
             "rig_check": rig_rows, "seconds": round(time.perf_counter() - started, 1)}
 
 
+def _layer_selection(scenarios: list[dict]) -> dict | None:
+    """Leave-one-scenario-out choice among the layer-prior rows (how ``--layer`` is applied).
+
+    Over the scenarios whose queries have layers; the criterion is the mean gain
+    of accuracy over today's default with the layer prior (``forest:none+layer``).
+    """
+    names = sorted({n for s in scenarios for n in s["methods"] if "+layer" in n})
+    rows = {s["name"]: {n: s["methods"][n]["accuracy"] for n in names if n in s["methods"]}
+            for s in scenarios if any("+layer" in n for n in s["methods"])}
+    if len(rows) < 2:
+        return None
+    table = pd.DataFrame(rows).T.dropna(axis=1)
+    base = "forest:none+layer"
+    if base not in table.columns:
+        return None
+    order = [base] + [c for c in table.columns if c != base]
+    sel = loso_select(table[order], default=base)
+    return {**sel, "metric": "accuracy", "candidates": order}
+
+
 def _candidates(config: ShiftBenchmarkConfig) -> list[str]:
-    out = [f"forest:{m}" for m in config.methods]
+    def names(kind, methods):
+        for m in methods:
+            if m.startswith("ccm"):
+                yield from (f"{kind}:{m}@{tau:g}" for tau in config.mean_relevances)
+            else:
+                yield f"{kind}:{m}"
+
+    out = list(names("forest", config.methods))
     for kind in config.models:
         if kind != "forest":
-            out += [f"{kind}:{m}" for m in config.model_methods]
+            out += list(names(kind, config.model_methods))
     return out
 
 
@@ -614,6 +686,8 @@ def _summarise_scenario(scen: Scenario, results: list[dict], config, rng) -> dic
         "class_mix": [r["class_mix"] for r in results],
         "in_distribution": in_dist, "methods": methods,
         "auto_resolved": [r["auto"] for r in results],
+        # accuracy on the query's layer-1 cells (the `--layer L1` use case), where there are >= 20
+        "layer1": results[0].get("layer1") if len(results) == 1 else None,
         "layer_notes": results[0]["layer_notes"],
         "alarm": {"level": [a.level for a in alarms], "p_marginal": [a.p_marginal for a in alarms],
                   "p_beyond_label_shift": [a.p_beyond_label_shift for a in alarms],

@@ -117,6 +117,12 @@ class ClassConditionalAligner(BaseEstimator):
     min_cells : int
         Queries with fewer cells are not aligned (the map stays the identity);
         ``π`` is still estimated.
+    mean_relevance : float or None
+        If set, each class mean may also move for the query by a MAP update with
+        this relevance (in cells; Reynolds et al. 2000's adaptation of mixture
+        means): a class whose cells differ from the reference's in a way no
+        per-feature rig explains (another species, slice culture) keeps its
+        cells. None: class means fixed.
 
     Attributes
     ----------
@@ -135,7 +141,8 @@ class ClassConditionalAligner(BaseEstimator):
     """
 
     def __init__(self, covariance="auto", pseudo_count=10.0, offset_prior_scale=1.0,
-                 max_iter=200, tol=1e-5, min_cells=10):
+                 max_iter=200, tol=1e-5, min_cells=10, mean_relevance=None):
+        self.mean_relevance = mean_relevance
         self.covariance = covariance
         self.pseudo_count = pseudo_count
         self.offset_prior_scale = offset_prior_scale
@@ -283,21 +290,23 @@ class ClassConditionalAligner(BaseEstimator):
             out.append((inverse == p, obs, chol))
         return out
 
-    def _log_likelihoods(self, U: np.ndarray, patterns: list) -> np.ndarray:
+    def _log_likelihoods(self, U: np.ndarray, patterns: list, means=None) -> np.ndarray:
         """log N(u_obs; μ_k,obs, Σ_k,obs) for every cell and class (missing marginalised)."""
         from scipy.linalg import solve_triangular
 
+        means = self.means_ if means is None else means
         out = np.zeros((len(U), len(self.classes_)))
         for rows, obs, chol in patterns:
             Uo = U[np.ix_(rows, obs)]
             for k, L in enumerate(chol):
-                D = solve_triangular(L, (Uo - self.means_[k, obs]).T, lower=True)
+                D = solve_triangular(L, (Uo - means[k, obs]).T, lower=True)
                 out[rows, k] = (-0.5 * (D ** 2).sum(axis=0) - np.log(np.diag(L)).sum()
                                 - 0.5 * len(obs) * _LOG2PI)
         return out
 
-    def _update_affine(self, Z, observed, R, a, b):
+    def _update_affine(self, Z, observed, R, a, b, means=None):
         """Newton steps for each feature's (log a_j, b_j) given responsibilities ``R``."""
+        means = self.means_ if means is None else means
         var = np.stack([np.diag(c) for c in self.covariances_])            # (K, d)
         s_b = self.offset_sd_ * self.offset_prior_scale
         s_t = self.log_scale_sd_ * self.offset_prior_scale
@@ -306,8 +315,8 @@ class ClassConditionalAligner(BaseEstimator):
         S_w = W.sum(axis=(0, 1))
         S_z = (W * Zf[:, None, :]).sum(axis=(0, 1))
         S_zz = (W * (Zf ** 2)[:, None, :]).sum(axis=(0, 1))
-        S_mu = (W * self.means_[None, :, :]).sum(axis=(0, 1))
-        S_zmu = (W * Zf[:, None, :] * self.means_[None, :, :]).sum(axis=(0, 1))
+        S_mu = (W * means[None, :, :]).sum(axis=(0, 1))
+        S_zmu = (W * Zf[:, None, :] * means[None, :, :]).sum(axis=(0, 1))
         n_obs = observed.sum(axis=0).astype(float)
         B = S_w + 1.0 / s_b ** 2
         Q = np.maximum(S_zz - S_z ** 2 / B, 1e-12)
@@ -361,6 +370,8 @@ class ClassConditionalAligner(BaseEstimator):
                 raise InputError(f"class_prior must be ({K},) or ({n}, {K}) non-negative.")
             fixed = fixed / np.maximum(fixed.sum(axis=1, keepdims=True), 1e-300)
         a, b = np.ones(d), np.zeros(d)
+        shift = np.zeros((K, d))  # per-class mean adaptation (mean_relevance)
+        adapt = self.mean_relevance is not None and float(self.mean_relevance) > 0
         pi = self.prior_.copy()
         objective, converged, it = [], False, 0
         move = n >= int(self.min_cells)
@@ -368,7 +379,7 @@ class ClassConditionalAligner(BaseEstimator):
         patterns = self._patterns(observed)
         for it in range(1, int(self.max_iter) + 1):
             U = np.where(observed, Z * a + b, np.nan)
-            ll = self._log_likelihoods(np.nan_to_num(U), patterns)
+            ll = self._log_likelihoods(np.nan_to_num(U), patterns, self.means_ + shift)
             logp = np.log(np.maximum(fixed, 1e-300)) if fixed is not None else np.log(pi)[None, :]
             joint = ll + logp
             top = joint.max(axis=1, keepdims=True)
@@ -384,8 +395,15 @@ class ClassConditionalAligner(BaseEstimator):
                 pi = (R[has_any].sum(axis=0) + self.pseudo_count * self.prior_) / \
                      (has_any.sum() + self.pseudo_count)
             if move:
-                a, b = self._update_affine(Z, observed, R, a, b)
+                a, b = self._update_affine(Z, observed, R, a, b, self.means_ + shift)
+                if adapt:
+                    U = np.where(observed, Z * a + b, 0.0)
+                    Ro = R[:, :, None] * observed[:, None, :]                    # (n, K, d)
+                    resid = (Ro * (U[:, None, :] - self.means_[None, :, :])).sum(axis=0)
+                    shift = resid / (Ro.sum(axis=0) + float(self.mean_relevance))
         U = np.where(observed, Z * a + b, np.nan)
+        if adapt:  # each cell moved back by its classes' adaptation: reference class locations
+            U = U - R @ shift
         aligned = self.from_space(np.nan_to_num(U))
         aligned[~observed] = np.nan
         aligned_frame = pd.DataFrame(aligned, index=frame.index, columns=self.features_)
@@ -396,4 +414,5 @@ class ClassConditionalAligner(BaseEstimator):
             n_iter=it, converged=converged, objective=objective,
             params={"covariance": self.covariance_type_, "pseudo_count": self.pseudo_count,
                     "offset_prior_scale": self.offset_prior_scale, "aligned": bool(move),
+                    "mean_relevance": self.mean_relevance,
                     "fixed_prior": fixed is not None})

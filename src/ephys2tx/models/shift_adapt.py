@@ -17,6 +17,9 @@ measures exactly what the command does. Methods (``--align``):
   estimated class mix;
 * ``cc_gen``: the joint EM's own class posteriors (Gaussian class-conditionals);
 * ``cc_mix``: the mean of ``cc`` and ``cc_gen``;
+* ``ccm``, ``ccm_gen``, ``ccm_mix``: the same with class means that may also move
+  for the query (a MAP adaptation with relevance :data:`MEAN_RELEVANCE` cells),
+  for differences no per-feature rig explains (another species, slice culture);
 * ``auto``: decided from the data (:func:`auto_method`), and said.
 
 A prior the user knows (``--layer``, ``--prior``), one class mix per cell,
@@ -33,19 +36,28 @@ import pandas as pd
 
 from ephys2tx.errors import InputError
 
-__all__ = ["ALIGN_METHODS", "AUTO_METHOD", "DEFAULT_ALIGN", "DEFAULT_MAP_MODEL", "AdaptResult", "ShiftOutcome",
+__all__ = ["ALIGN_METHODS", "AUTO_METHOD", "MEAN_RELEVANCE", "MEAN_RELEVANCES", "USER_PRIOR_MODE", "DEFAULT_ALIGN", "DEFAULT_MAP_MODEL", "AdaptResult", "ShiftOutcome",
            "adapt_predict", "auto_method", "fit_alignment", "mapping_notes", "predict_under_shift",
            "read_layer_column", "reference_prior"]
 
-ALIGN_METHODS = ("auto", "none", "quantile", "ot", "moments", "em", "bbse", "cc", "cc_gen", "cc_mix")
+ALIGN_METHODS = ("auto", "none", "quantile", "ot", "moments", "em", "bbse", "cc", "cc_gen", "cc_mix",
+                 "ccm", "ccm_gen", "ccm_mix")
+_JOINT_EM = ("cc", "cc_gen", "cc_mix", "ccm", "ccm_gen", "ccm_mix")
+#: Relevance (in cells) of the class-mean adaptation of the ``ccm*`` methods, chosen by the
+#: shift benchmark among :data:`MEAN_RELEVANCES`.
+MEAN_RELEVANCE = 100.0
+MEAN_RELEVANCES = (10.0, 30.0, 100.0)
 #: ``map``'s defaults, chosen by the shift benchmark (docs/shift.md): the reference model ...
-DEFAULT_MAP_MODEL = "forest"
+DEFAULT_MAP_MODEL = "hgb"
+#: How ``--layer``/``--prior`` enter the joint EM (:func:`adapt_predict`'s ``prior_mode``),
+#: chosen by the benchmark's leave-one-scenario-out selection among the layer-prior rows.
+USER_PRIOR_MODE = "post"
 #: ... and the shift handling: ``auto``, which applies :data:`AUTO_METHOD` to queries of
 #: at least :data:`AUTO_MIN_CELLS` cells. ``AUTO_METHOD`` is the method the benchmark's
 #: selection chose on all scenarios (``auto`` itself is not a benchmark candidate, so the
 #: choice is not circular; its leave-one-scenario-out score is the benchmark's LOSO column).
 DEFAULT_ALIGN = "auto"
-AUTO_METHOD = "cc"
+AUTO_METHOD = "ccm_mix"
 #: Below this many cells with features, ``auto`` neither aligns nor estimates a class mix.
 AUTO_MIN_CELLS = 20
 _PROB = "prob_"
@@ -123,7 +135,9 @@ def auto_method(n_cells: int, alarm=None) -> tuple[str, str]:
     what = {"cc": "the reference model on the aligned features, re-weighted to the estimated mix",
             "cc_gen": "the joint EM's own class posteriors",
             "cc_mix": "the mean of the reference model on the aligned features and the joint EM's "
-                      "class posteriors"}.get(AUTO_METHOD, AUTO_METHOD)
+                      "class posteriors"}.get(AUTO_METHOD.replace("ccm", "cc"), AUTO_METHOD)
+    if AUTO_METHOD.startswith("ccm"):
+        what += f"; class means may adapt to the query (relevance {MEAN_RELEVANCE:g} cells)"
     return AUTO_METHOD, (f"{n_cells} cells, {detail}: class-conditional alignment (joint EM of the "
                          f"class mix and a per-feature rig map, with priors that leave small shifts "
                          f"alone); {what}")
@@ -143,7 +157,8 @@ def _fixed_rows(user_prior, n, K):
 def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference_labels, method: str,
                   *, user_prior=None, alarm=None, random_state=0, covariance: str = "auto",
                   pseudo_count: float = 10.0, offset_prior_scale: float = 1.0,
-                  alignment=None) -> AdaptResult:
+                  mean_relevance: float | None = None, alignment=None,
+                  prior_mode: str | None = None) -> AdaptResult:
     """Class probabilities of ``query`` under the shift handling ``method``.
 
     Parameters
@@ -165,16 +180,23 @@ def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference
     random_state : int
     covariance, pseudo_count, offset_prior_scale :
         Of the joint EM (:class:`ephys2tx.models.class_conditional.ClassConditionalAligner`).
+    mean_relevance : float, optional
+        Class-mean adaptation of the ``ccm*`` methods (default :data:`MEAN_RELEVANCE`).
     alignment : AlignmentResult, optional
-        A joint-EM fit of this query (with this user prior) to reuse, e.g. with
-        another reference model on the same features.
+        A joint-EM fit of this query (with this user prior in ``prior_mode="em"``)
+        to reuse, e.g. with another reference model on the same features.
+    prior_mode : {"em", "post"}, optional
+        How a user prior enters the joint-EM methods: as the EM's fixed mixture
+        weights (``em``), or by Bayes' rule on the prior-free result, replacing
+        its estimated class mix (``post``). Default :data:`USER_PRIOR_MODE`.
     """
     from ephys2tx.models.label_shift import apply_prior, bbse_prior, em_prior
 
     if method not in ALIGN_METHODS:
         raise InputError(f"unknown --align {method!r}; use one of {', '.join(ALIGN_METHODS)}.")
     options = dict(alarm=alarm, random_state=random_state, covariance=covariance,
-                   pseudo_count=pseudo_count, offset_prior_scale=offset_prior_scale)
+                   pseudo_count=pseudo_count, offset_prior_scale=offset_prior_scale,
+                   mean_relevance=mean_relevance)
     feats = list(model.features)
     X = query.reindex(columns=feats).astype(float)
     ref = reference.reindex(columns=feats).astype(float)
@@ -189,10 +211,14 @@ def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference
         notes.append(f"--align auto chose {method}: {reason}.")
     pi_ref = reference_prior(model)
     fixed, known = _fixed_rows(user_prior, n, K)
+    prior_mode = USER_PRIOR_MODE if prior_mode is None else prior_mode
+    if prior_mode not in ("em", "post"):
+        raise InputError(f"prior_mode must be 'em' or 'post', got {prior_mode!r}.")
     free = None
     rows = None
     if fixed is not None:
-        free = adapt_predict(model, query, reference, reference_labels, method, **options)
+        free = adapt_predict(model, query, reference, reference_labels, method, **options,
+                             alignment=alignment if prior_mode == "post" else None)
         # cells without a prior keep the reference's class mix (no re-weighting)
         rows = np.where(known[:, None], np.nan_to_num(fixed, nan=0.0), pi_ref[None, :])
 
@@ -212,20 +238,29 @@ def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference
                               model.diagnostics.get("codes")))
             class_mix = est.prior
             proba[has] = est.proba
-    else:  # cc, cc_gen, cc_mix
+    else:  # the joint EM: cc*, ccm*
+        relevance = None
+        if method.startswith("ccm"):
+            relevance = MEAN_RELEVANCE if mean_relevance is None else mean_relevance
+        post = rows is not None and prior_mode == "post"
+        if post:
+            alignment = free.alignment  # the prior-free fit; the prior is applied afterwards
         if alignment is None:
             alignment = fit_alignment(X, ref, labels, classes, prior_rows=rows, covariance=covariance,
-                                      pseudo_count=pseudo_count,
+                                      pseudo_count=pseudo_count, mean_relevance=relevance,
                                       offset_prior_scale=offset_prior_scale)
         aligned = alignment.aligned.reindex(columns=feats)
         class_mix = alignment.prior
         forest = np.nan_to_num(_proba(model, aligned))
         forest = apply_prior(forest, pi_ref, class_mix if rows is None else rows)
         gen = alignment.responsibilities
-        variants = {"cc": forest, "cc_gen": gen, "cc_mix": 0.5 * (forest + gen)}
+        if post:  # the EM's posteriors assume its estimated mix: swap it for the user's prior
+            gen = apply_prior(gen, np.maximum(class_mix, 1e-6), rows)
+        family = "ccm" if method.startswith("ccm") else "cc"
+        variants = {family: forest, f"{family}_gen": gen, f"{family}_mix": 0.5 * (forest + gen)}
         proba = variants[method]
     if rows is not None:
-        if method not in ("cc", "cc_gen", "cc_mix"):  # the joint EM used the prior already
+        if method not in _JOINT_EM:  # the joint EM used the prior already
             proba = apply_prior(np.nan_to_num(proba), pi_ref, rows)
         n_known = int((known & has).sum())
         notes.append(f"user class prior applied by Bayes' rule to {n_known} of {int(has.sum())} cells"
@@ -239,7 +274,7 @@ def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference
 
 def fit_alignment(query: pd.DataFrame, reference: pd.DataFrame, reference_labels, classes, *,
                   prior_rows=None, covariance: str = "auto", pseudo_count: float = 10.0,
-                  offset_prior_scale: float = 1.0):
+                  offset_prior_scale: float = 1.0, mean_relevance: float | None = None):
     """The joint EM of ``query`` against the reference (classes in ``classes`` order).
 
     Returns an :class:`~ephys2tx.models.class_conditional.AlignmentResult` whose
@@ -251,7 +286,8 @@ def fit_alignment(query: pd.DataFrame, reference: pd.DataFrame, reference_labels
     keep = np.isin(labels, classes)
     codes = pd.Series(labels[keep]).map({c: i for i, c in enumerate(classes)}).to_numpy()
     aligner = ClassConditionalAligner(covariance=covariance, pseudo_count=pseudo_count,
-                                      offset_prior_scale=offset_prior_scale)
+                                      offset_prior_scale=offset_prior_scale,
+                                      mean_relevance=mean_relevance)
     aligner.fit(reference[keep], codes)
     present = aligner.classes_.astype(int)
     em_rows = None if prior_rows is None else np.asarray(prior_rows)[:, present]

@@ -203,7 +203,7 @@ def _mix_sample(labels: np.ndarray, classes, mix: np.ndarray, size: int, rng) ->
 def shift_alarm(query: pd.DataFrame, reference: pd.DataFrame, reference_labels, *,
                 proba=None, reference_prior=None, classes=None, ood_flags=None,
                 ood_expected: float = 0.05, alpha: float = ALPHA, n_permutations: int = 200,
-                max_reference: int = 1000, random_state=0) -> ShiftReport:
+                max_reference: int = 1000, max_query: int = 1000, random_state=0) -> ShiftReport:
     """Test a query against the reference before any alignment.
 
     Parameters
@@ -228,8 +228,9 @@ def shift_alarm(query: pd.DataFrame, reference: pd.DataFrame, reference_labels, 
     n_permutations : int
         Raised to ``2 / alpha`` if lower (a permutation p-value cannot go below
         ``1 / (permutations + 1)``).
-    max_reference : int
-        Reference cells used by the MMD tests (a random subsample above it).
+    max_reference, max_query : int
+        Cells of each side used by the MMD tests (random subsamples above these;
+        the kernel matrix is quadratic in their sum).
     random_state : int
     """
     from scipy.stats import binomtest
@@ -248,10 +249,11 @@ def shift_alarm(query: pd.DataFrame, reference: pd.DataFrame, reference_labels, 
     Zq, Zr, feats = reference_space(q, reference)
     n, m = len(Zq), len(Zr)
     sub = rng.choice(m, size=min(m, max_reference), replace=False)
+    q_sub = rng.choice(n, size=min(n, max_query), replace=False) if n else np.arange(0)
     mmd2 = p_marg = mmd2_ls = p_ls = float("nan")
     mix = reference_prior.copy()
     if feats and n >= 5:
-        mmd2, p_marg, _ = mmd_permutation_test(Zq, Zr[sub], n_permutations=n_permutations,
+        mmd2, p_marg, _ = mmd_permutation_test(Zq[q_sub], Zr[sub], n_permutations=n_permutations,
                                                random_state=rng.integers(2 ** 31))
     if proba is not None and np.asarray(proba).shape[0] == len(query):
         P = np.asarray(proba, float)[has_value]
@@ -260,7 +262,8 @@ def shift_alarm(query: pd.DataFrame, reference: pd.DataFrame, reference_labels, 
         if feats and n >= 5:
             rows = _mix_sample(labels, classes, mix, min(m, max_reference), rng)
             if len(rows) >= 5:
-                mmd2_ls, p_ls, _ = mmd_permutation_test(Zq, Zr[rows], n_permutations=n_permutations,
+                mmd2_ls, p_ls, _ = mmd_permutation_test(Zq[q_sub], Zr[rows],
+                                                        n_permutations=n_permutations,
                                                         random_state=rng.integers(2 ** 31))
     weights = np.ones(m)
     for k, cls in enumerate(classes):
@@ -309,6 +312,7 @@ def shift_alarm(query: pd.DataFrame, reference: pd.DataFrame, reference_labels, 
         reference_mix={c: float(v) for c, v in zip(classes, reference_prior)},
         ood_rate=ood_rate, ood_expected=float(ood_expected), p_ood=p_ood, per_feature=per_feature,
         params={"alpha": alpha, "n_permutations": n_permutations, "max_reference": max_reference,
+                "max_query": max_query,
                 "max_missing": MAX_MISSING, "kernel": "gaussian, median heuristic",
                 "random_state": random_state if isinstance(random_state, int) else None})
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["alarm_section", "alarm_table", "benchmark_markdown", "benchmark_table",
+__all__ = ["alarm_section", "alarm_table", "benchmark_markdown", "benchmark_table", "layer1_table",
            "method_table", "shift_section", "terminal_lines"]
 
 
@@ -118,8 +118,10 @@ def benchmark_table(results: dict) -> pd.DataFrame:
         today = s["methods"]["forest:none"]
         chosen = s["methods"][default]
         loso = s["loso"]
-        layer = s["methods"].get(default.split(":")[0] + ":" + default.split(":")[1] + "+layer") \
-            or s["methods"].get("forest:cc+layer")
+        kind, method = default.split(":")[0], default.split(":")[1].split("@")[0]
+        layer_name = next((n for n in (*_layer_names(results, kind, method), f"{kind}:none+layer",
+                                       "forest:none+layer") if n in s["methods"]), None)
+        layer = None if layer_name is None else s["methods"][layer_name]
         ident = s["in_distribution"]["forest"]
         drop = ident["macro_f1"] - today["macro_f1"]
         rows.append({
@@ -136,7 +138,7 @@ def benchmark_table(results: dict) -> pd.DataFrame:
             "LOSO choice": f"{s['loso_choice']}: {loso['macro_f1']:.3f}",
             "accuracy default / today": f"{chosen['accuracy']:.3f} / {today['accuracy']:.3f}",
             "with layer prior": "—" if layer is None else
-            f"{layer['macro_f1']:.3f} (acc {layer['accuracy']:.3f})",
+            f"{layer['macro_f1']:.3f} (acc {layer['accuracy']:.3f}; {layer_name})",
         })
     return pd.DataFrame(rows)
 
@@ -164,6 +166,34 @@ def alarm_table(results: dict) -> pd.DataFrame:
     return table.rename(columns={"kind": "query", "marginal_rate": "MMD test fires",
                                  "alarm_rate": "alarm fires", "mean_ood_rate": "OOD share",
                                  "median_cells": "cells"})
+
+
+def _layer_names(results: dict, kind: str, method: str) -> list[str]:
+    """Names of the default's layer-prior rows, the layer selection's choice first."""
+    chosen = (results.get("layer_selection") or {}).get("overall", {}).get("choice") or ""
+    suffixes = ["+layer_post", "+layer"]
+    if chosen.endswith("+layer"):  # the selection's way of applying the prior comes first
+        suffixes.reverse()
+    return [f"{kind}:{method}{suffix}" for suffix in suffixes]
+
+
+def layer1_table(results: dict) -> pd.DataFrame:
+    """Accuracy on each query's layer-1 cells: today, the default, and with the layer prior."""
+    default = results["selection"]["overall"]["choice"]
+    kind, method = default.split(":")[0], default.split(":")[1].split("@")[0]
+    rows = []
+    for s in results["scenarios"]:
+        l1 = s.get("layer1")
+        if not l1:
+            continue
+        acc = l1["accuracy"]
+        rows.append({"scenario": s["name"], "layer-1 cells": l1["n"],
+                     "today (forest, none)": acc.get("forest:none"),
+                     "today + layer": acc.get("forest:none+layer"),
+                     f"default ({default})": acc.get(default),
+                     "default + layer (prior in the EM)": acc.get(f"{kind}:{method}+layer"),
+                     "default + layer (prior after the EM)": acc.get(f"{kind}:{method}+layer_post")})
+    return pd.DataFrame(rows).round(3)
 
 
 def benchmark_markdown(results: dict) -> str:
@@ -213,6 +243,17 @@ def benchmark_markdown(results: dict) -> str:
         lines += ["", "Real rigs and operators (bridge Lamp5 cells of one rig or operator against the "
                   "other rigs' Lamp5 cells, MMD permutation test; accuracy of today's default):", "",
                   pd.DataFrame(results["rig_check"]).round(3).to_markdown(index=False)]
+    lsel = results.get("layer_selection")
+    if lsel:
+        lines += ["", f"How `--layer` enters (leave-one-scenario-out over the scenarios with layers, "
+                  f"accuracy): **{lsel['overall']['choice']}** (mean gain over the forest with the "
+                  f"layer prior {lsel['overall']['gain']:+.3f}); per scenario: "
+                  + ", ".join(f"{k}: {v['choice']}" for k, v in lsel["per_scenario"].items()) + "."]
+    l1 = layer1_table(results)
+    if not l1.empty:
+        lines += ["", "Layer-1 cells of the queries (the `--layer L1` use case): accuracy of today's "
+                  "default, the chosen default, and both with the layer prior:", "",
+                  l1.to_markdown(index=False)]
     notes = [f"- {s['name']}: " + "; ".join(s["layer_notes"]) for s in results["scenarios"] if s["layer_notes"]]
     if notes:
         lines += ["", "Layer priors used:", "", *notes]
