@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 __all__ = ["MAP_MODELS", "RigAugmentedClassifier", "SingleThreaded", "SoftVotingClassifier",
            "combine_reference_models",
@@ -26,7 +26,24 @@ __all__ = ["MAP_MODELS", "RigAugmentedClassifier", "SingleThreaded", "SoftVoting
 MAP_MODELS = ("forest", "hgb", "ensemble", "forest_aug", "bilstm")
 
 
-class SingleThreaded(ClassifierMixin, BaseEstimator):
+class _Wrapper(ClassifierMixin, BaseEstimator):
+    """Input validation shared by the wrappers (NaN allowed: the wrapped pipelines handle it)."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
+    def _fit_input(self, X, y):
+        X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64)
+        return X, y
+
+    def _input(self, X):
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
+
+
+class SingleThreaded(_Wrapper):
     """Fit and predict ``estimator`` with one OpenMP/BLAS thread (threadpoolctl).
 
     Histogram gradient boosting spreads each tree over OpenMP threads; on a
@@ -46,26 +63,27 @@ class SingleThreaded(ClassifierMixin, BaseEstimator):
         """Fit a clone of ``estimator`` with one thread."""
         from threadpoolctl import threadpool_limits
 
+        X, y = self._fit_input(X, y)
         with threadpool_limits(1):
             self.estimator_ = clone(self.estimator).fit(X, y)
         self.classes_ = self.estimator_.classes_
-        self.n_features_in_ = np.asarray(X).shape[1]
         return self
 
     def predict_proba(self, X):
         """Probabilities, with one thread."""
         from threadpoolctl import threadpool_limits
 
-        check_is_fitted(self, "estimator_")
+        X = self._input(X)
         with threadpool_limits(1):
             return self.estimator_.predict_proba(X)
 
     def predict(self, X):
         """Most probable class."""
+        check_is_fitted(self)
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
 
-class SoftVotingClassifier(ClassifierMixin, BaseEstimator):
+class SoftVotingClassifier(_Wrapper):
     """Mean of the class probabilities of several classifiers fitted on the same rows.
 
     Parameters
@@ -81,25 +99,28 @@ class SoftVotingClassifier(ClassifierMixin, BaseEstimator):
         """Fit a clone of every estimator on ``X, y``."""
         if not self.estimators:
             raise ValueError("SoftVotingClassifier needs at least one estimator.")
+        X, y = self._fit_input(X, y)
+        if len(np.unique(y)) < 2:
+            raise ValueError("SoftVotingClassifier needs at least 2 classes in the data, got 1 class.")
         self.estimators_ = [clone(e).fit(X, y) for e in self.estimators]
         self.classes_ = self.estimators_[0].classes_
         for est in self.estimators_[1:]:
             if not np.array_equal(est.classes_, self.classes_):
                 raise ValueError("the estimators disagree on the classes.")
-        self.n_features_in_ = np.asarray(X).shape[1]
         return self
 
     def predict_proba(self, X):
         """Mean of the estimators' probabilities."""
-        check_is_fitted(self, "estimators_")
+        X = self._input(X)
         return np.mean([e.predict_proba(X) for e in self.estimators_], axis=0)
 
     def predict(self, X):
         """Most probable class."""
+        check_is_fitted(self)
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
 
-class RigAugmentedClassifier(ClassifierMixin, BaseEstimator):
+class RigAugmentedClassifier(_Wrapper):
     """Train ``estimator`` on the rows plus copies distorted by random synthetic rigs.
 
     Parameters
@@ -127,8 +148,7 @@ class RigAugmentedClassifier(ClassifierMixin, BaseEstimator):
 
         from ephys2tx.features.rig_shift import apply_rig_shift, sample_rig_shift
 
-        X = np.asarray(X, dtype=float)
-        y = np.asarray(y)
+        X, y = self._fit_input(X, y)
         names = list(self.feature_names) or [f"x{j}" for j in range(X.shape[1])]
         if len(names) != X.shape[1]:
             raise ValueError(f"feature_names has {len(names)} names for {X.shape[1]} columns.")
@@ -136,7 +156,7 @@ class RigAugmentedClassifier(ClassifierMixin, BaseEstimator):
         parts, labels = [X], [y]
         for _ in range(int(self.n_copies)):
             group = rng.integers(0, int(self.n_rigs), size=len(X))
-            copy = pd.DataFrame(X, columns=names)
+            copy = pd.DataFrame(np.array(X, dtype=float), columns=names)
             for g in np.unique(group):
                 rows = group == g
                 copy.loc[rows] = apply_rig_shift(copy.loc[rows], sample_rig_shift(rng)).to_numpy()
@@ -144,16 +164,16 @@ class RigAugmentedClassifier(ClassifierMixin, BaseEstimator):
             labels.append(y)
         self.estimator_ = clone(self.estimator).fit(np.vstack(parts), np.concatenate(labels))
         self.classes_ = self.estimator_.classes_
-        self.n_features_in_ = X.shape[1]
         return self
 
     def predict_proba(self, X):
         """Probabilities of the augmented model."""
-        check_is_fitted(self, "estimator_")
+        X = self._input(X)
         return self.estimator_.predict_proba(X)
 
     def predict(self, X):
         """Most probable class."""
+        check_is_fitted(self)
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
 
