@@ -31,6 +31,9 @@ def main(argv=None) -> int:
     parser.add_argument("--all-models", action="store_true",
                         help="Also the rig-augmented forest (forest_aug), as in docs/shift.md.")
     parser.add_argument("--json", default=None, help="Also write the results as JSON here.")
+    parser.add_argument("--write-defaults", default=None, metavar="PATH",
+                        help="Write map's defaults as the selection chose them (the package's "
+                             "src/ephys2tx/models/shift_defaults.json).")
     args = parser.parse_args(argv)
     overrides = {"data_dir": args.data_dir, "seed": args.seed}
     if args.scenario:
@@ -69,6 +72,14 @@ def main(argv=None) -> int:
         print("\n## Real rigs and operators (bridge Lamp5 cells, one group vs the rest)\n")
         print(pd.DataFrame(res["rig_check"]).round(3).to_markdown(index=False))
     print(f"\nwhole run: {time.perf_counter() - started:.0f} s (benchmark {res['seconds']:.0f} s)")
+    if args.write_defaults:
+        from ephys2tx.evaluation.shift_benchmark import shift_defaults
+
+        defaults = shift_defaults(res)
+        with open(args.write_defaults, "w", encoding="utf-8") as handle:
+            json.dump(defaults, handle, indent=1, default=list)
+        print(f"map defaults -> {args.write_defaults}: {defaults['selected_from']['candidate']}, "
+              f"prior mode {defaults['user_prior_mode']}")
     if args.json:
         def default(obj):
             import numpy as np

@@ -87,3 +87,21 @@ def test_quick_benchmark_on_real_data(data_dir):
 
     text = benchmark_markdown(res)
     assert "## Shift benchmark" in text and "mouse L1" in text and "LOSO" in text
+
+
+def test_map_defaults_are_the_selection_output():
+    """map's defaults come from shift_defaults.json, which shift_defaults() writes from a run."""
+    from ephys2tx.evaluation.shift_benchmark import shift_defaults
+    from ephys2tx.models import shift_adapt
+    from ephys2tx.models.map_models import MAP_MODELS
+
+    saved = shift_adapt._benchmark_defaults()
+    assert shift_adapt.DEFAULT_MAP_MODEL == saved["model"] in MAP_MODELS
+    assert shift_adapt.AUTO_METHOD == saved["auto_method"] in shift_adapt.ALIGN_METHODS
+    assert saved["selected_from"]["candidate"].startswith(f"{saved['model']}:{saved['auto_method']}")
+    fake = {"selection": {"overall": {"choice": "ensemble:ccm_mix@30", "gain": 0.1}},
+            "layer_selection": {"overall": {"choice": "hgb:cc_mix+layer"}},
+            "scenarios": [{"name": "s"}], "config": {"models": ("forest",), "seed": 0, "n_boot": 10}}
+    d = shift_defaults(fake)
+    assert (d["model"], d["auto_method"], d["mean_relevance"], d["user_prior_mode"]) == (
+        "ensemble", "ccm_mix", 30.0, "em")

@@ -761,3 +761,24 @@ def benchmark_for_study(study_config, progress=None) -> dict | None:
     config = (ShiftBenchmarkConfig.quick_config(**common) if study_config.quick
               else ShiftBenchmarkConfig(**common))
     return run_shift_benchmark(config, progress=progress)
+
+
+def shift_defaults(results: dict) -> dict:
+    """``map``'s defaults as the benchmark's selection decided them (for ``shift_defaults.json``).
+
+    ``model`` and ``auto_method`` (with ``mean_relevance`` for the class-mean
+    adaptation) come from the overall choice of :func:`loso_select` over every
+    candidate; ``user_prior_mode`` from the layer-prior selection (a ``+layer_post``
+    choice means the prior is applied after the joint EM).
+    """
+    choice = results["selection"]["overall"]["choice"]
+    kind, method = choice.split(":")
+    method, _, tau = method.partition("@")
+    layer = (results.get("layer_selection") or {}).get("overall", {}).get("choice", "")
+    return {"model": kind, "auto_method": method,
+            "mean_relevance": float(tau) if tau else None,
+            "user_prior_mode": "post" if layer.endswith("+layer_post") or not layer else "em",
+            "selected_from": {"candidate": choice, "mean_gain": results["selection"]["overall"]["gain"],
+                              "layer_candidate": layer or None,
+                              "scenarios": [s["name"] for s in results["scenarios"]],
+                              "config": {k: results["config"][k] for k in ("models", "seed", "n_boot")}}}

@@ -43,21 +43,38 @@ __all__ = ["ALIGN_METHODS", "AUTO_METHOD", "MEAN_RELEVANCE", "MEAN_RELEVANCES", 
 ALIGN_METHODS = ("auto", "none", "quantile", "ot", "moments", "em", "bbse", "cc", "cc_gen", "cc_mix",
                  "ccm", "ccm_gen", "ccm_mix")
 _JOINT_EM = ("cc", "cc_gen", "cc_mix", "ccm", "ccm_gen", "ccm_mix")
+MEAN_RELEVANCES = (10.0, 30.0, 100.0)
+
+
+def _benchmark_defaults() -> dict:
+    """``shift_defaults.json``: what the shift benchmark's selection chose.
+
+    Written by ``benchmarks/bench_shift.py --write-defaults`` from
+    :func:`ephys2tx.evaluation.shift_benchmark.shift_defaults` (the
+    leave-one-scenario-out selection over every candidate), never by hand.
+    """
+    import importlib.resources
+    import json
+
+    text = (importlib.resources.files("ephys2tx.models") / "shift_defaults.json").read_text("utf-8")
+    return json.loads(text)
+
+
+_DEFAULTS = _benchmark_defaults()
 #: Relevance (in cells) of the class-mean adaptation of the ``ccm*`` methods, chosen by the
 #: shift benchmark among :data:`MEAN_RELEVANCES`.
-MEAN_RELEVANCE = 100.0
-MEAN_RELEVANCES = (10.0, 30.0, 100.0)
+MEAN_RELEVANCE = float(_DEFAULTS.get("mean_relevance") or 100.0)
 #: ``map``'s defaults, chosen by the shift benchmark (docs/shift.md): the reference model ...
-DEFAULT_MAP_MODEL = "hgb"
+DEFAULT_MAP_MODEL = str(_DEFAULTS["model"])
 #: How ``--layer``/``--prior`` enter the joint EM (:func:`adapt_predict`'s ``prior_mode``),
 #: chosen by the benchmark's leave-one-scenario-out selection among the layer-prior rows.
-USER_PRIOR_MODE = "post"
+USER_PRIOR_MODE = str(_DEFAULTS["user_prior_mode"])
 #: ... and the shift handling: ``auto``, which applies :data:`AUTO_METHOD` to queries of
 #: at least :data:`AUTO_MIN_CELLS` cells. ``AUTO_METHOD`` is the method the benchmark's
 #: selection chose on all scenarios (``auto`` itself is not a benchmark candidate, so the
 #: choice is not circular; its leave-one-scenario-out score is the benchmark's LOSO column).
 DEFAULT_ALIGN = "auto"
-AUTO_METHOD = "ccm_mix"
+AUTO_METHOD = str(_DEFAULTS["auto_method"])
 #: Below this many cells with features, ``auto`` neither aligns nor estimates a class mix.
 AUTO_MIN_CELLS = 20
 _PROB = "prob_"
