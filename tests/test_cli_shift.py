@@ -107,6 +107,8 @@ def test_explicit_prior_and_align_none(cells, cache, data_dir, tmp_path, capsys)
     (["--layer-column", "nope"], "--layer-column 'nope'"),
     (["--align", "magic"], "unknown --align"),
     (["--model", "svm"], "unknown --model"),
+    (["--layer", " "], "--layer is empty"),
+    (["--prior", "Lamp5=inf"], "non-negative number"),
 ])
 def test_bad_shift_options_exit_2_with_one_line(args, match, cells, cache, data_dir, tmp_path, capsys):
     code, out, err = _map(args, cells, cache, data_dir, tmp_path, capsys)

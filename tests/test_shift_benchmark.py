@@ -58,13 +58,18 @@ def test_scenarios_keep_query_cells_out_of_training(data_dir):
     assert rig[0].info["rig"] != rig[1].info["rig"]
 
 
-def test_quick_benchmark_on_real_data(data_dir):
-    """A small real run: the joint EM recovers much of the layer-1 drop; CIs bracket the scores."""
+@pytest.fixture(scope="module")
+def small_run(data_dir):
     config = ShiftBenchmarkConfig(data_dir=str(data_dir), scenarios=("mouse L1", "synthetic rig (mouse)"),
                                   models=("forest",), methods=("none", "em", "cc"), model_methods=(),
                                   layer_methods=("none",), rig_tasks=1, alarm_repeats=1, n_boot=200,
                                   n_permutations=50)
-    res = run_shift_benchmark(config)
+    return run_shift_benchmark(config)
+
+
+def test_quick_benchmark_on_real_data(small_run):
+    """A small real run: the joint EM recovers much of the layer-1 drop; CIs bracket the scores."""
+    res = small_run
     by_name = {s["name"]: s for s in res["scenarios"]}
     l1 = by_name["mouse L1"]
     ident = l1["in_distribution"]["forest"]["macro_f1"]
@@ -105,3 +110,21 @@ def test_map_defaults_are_the_selection_output():
     d = shift_defaults(fake)
     assert (d["model"], d["auto_method"], d["mean_relevance"], d["user_prior_mode"]) == (
         "ensemble", "ccm_mix", 30.0, "em")
+
+
+def test_the_study_hook_writes_the_section(small_run, tmp_path):
+    import json
+
+    from ephys2tx.evaluation.shift_benchmark import benchmark_for_study
+    from ephys2tx.report.writer import write_results
+    from ephys2tx.study import StudyConfig, StudyResult
+
+    assert benchmark_for_study(StudyConfig(models=("rf",))) is None  # --model: the named models only
+    assert benchmark_for_study(StudyConfig(feature_table="x.parquet", species=("mouse",))) is None
+    result = StudyResult(config=StudyConfig(species=()), records=[], species={}, seconds=1.0, shift=small_run)
+    out = write_results(result, tmp_path / "results")
+    report = (out / "report.md").read_text()
+    assert "## Shift benchmark" in report and "mouse L1" in report
+    records = json.loads((out / "metrics.json").read_text())
+    assert records[-1]["section"] == "shift_benchmark"
+    assert records[-1]["selection"]["overall"]["choice"] == small_run["selection"]["overall"]["choice"]

@@ -266,6 +266,9 @@ def user_class_prior(classes, species: str, n_cells: int, *, layer: str | None =
         raise InputError(f"give one of --layer, --layer-column and --prior, not {' and '.join(given)}.")
     if not given:
         return None, []
+    for name, value in (("--layer", layer), ("--prior", prior)):
+        if value is not None and not str(value).strip():
+            raise InputError(f"{name} is empty; give e.g. --layer L1 or --prior Lamp5=0.6,Vip=0.4.")
     if prior is not None:
         mix = parse_class_prior(prior, classes)
         return np.tile(mix, (n_cells, 1)), [

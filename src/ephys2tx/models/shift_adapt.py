@@ -143,7 +143,8 @@ def auto_method(n_cells: int, alarm=None) -> tuple[str, str]:
     (method, reason)
     """
     if n_cells < AUTO_MIN_CELLS:
-        return "none", (f"only {n_cells} cells with features (< {AUTO_MIN_CELLS}): too few to "
+        return "none", (f"only {n_cells} cell{'' if n_cells == 1 else 's'} with features "
+                        f"(< {AUTO_MIN_CELLS}): too few to "
                         "estimate a shift or a class mix; no alignment")
     level = getattr(alarm, "level", None)
     detail = {"alarm": "shift beyond a class-mix difference detected",

@@ -31,6 +31,8 @@ def alarm_section(outcome) -> str:
     title = {"alarm": "## ⚠ Shift alarm: your cells are unlike the reference",
              "note": "## Shift check: the class mix seems to differ from the reference",
              "ok": "## Shift check: no shift detected"}[a.level]
+    if a.level == "ok" and not np.isfinite(a.p_marginal):
+        title = "## Shift check: too few cells or features to test"
     lines = [title, "", a.message, "",
              "Measured on the features as you gave them (before any alignment), against the "
              f"{a.n_reference} reference cells used by the test:", "",
