@@ -731,9 +731,10 @@ def map_cells(input_path, species: str, out_dir, *, column_map=None, align: str 
               prior: str | None = None) -> MapResult:
     """Reference-map a query table onto the ``species`` reference, on the features it shares.
 
-    A forest reference model is trained on exactly the query's features (or
-    loaded from the cache, keyed by species, feature set, data checksums and
-    settings), the query is optionally aligned to the reference, predicted, and
+    A reference model (``model``) is trained on exactly the query's features (or
+    loaded from the cache, keyed by species, feature set, model, data checksums and
+    settings), the query is tested for a shift (before any alignment), the shift
+    is handled (``align``, with the user's class prior if any), predicted, and
     ``out_dir`` is written atomically: ``predictions.csv``, ``report.md`` and
     figures (query embedded on the reference, class proportions, reliability
     diagram).
