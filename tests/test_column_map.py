@@ -180,3 +180,78 @@ def test_check_units_catches_wrong_unit_and_suggests_conversion():
 def test_real_tables_pass_the_range_checks(human, mouse_visp):
     assert check_units(human.features) == []
     assert check_units(convert_mouse(mouse_visp.features)[list(HARMONISED_FEATURES)]) == []
+
+
+# ----------------------------------------------------------------------- expressions and detection
+
+from ephys2tx.features.column_map import SafeExpression, describe_detection, detect_column_map  # noqa: E402
+from ephys2tx.features.column_map import column_map_from_dict  # noqa: E402
+
+
+@pytest.mark.parametrize("text,x,expected", [
+    ("1 - 1/x", 1.25, 0.2), ("(x - 1) / (x + 1)", 3.0, 0.5), ("log(x)", np.e, 1.0),
+    ("x**2", 3.0, 9.0), ("-x", 2.0, -2.0), ("abs(x) * 2e-3", -5.0, 0.01), ("sqrt(x)", 16, 4.0),
+    ("log10(x) + exp(0)", 100.0, 3.0), ("+x", 1.5, 1.5),
+])
+def test_safe_expressions(text, x, expected):
+    assert SafeExpression(text)(np.array([x]))[0] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", [
+    "__import__('os').system('true')", "x.real", "y + 1", "open('f')", "lambda: 1", "x if x else 1",
+    "[x]", "'a'", "x < 1", "True", "log(x, 2)", "exp(x=1)", "x // 2", "x % 2", "not x", "", "x +",
+    "(" * 30 + "x" + ")" * 30 + "+1" * 60, "np.log(x)", "globals()",
+])
+def test_unsafe_or_invalid_expressions_are_refused(text):
+    with pytest.raises(InputError):
+        SafeExpression(text)
+
+
+def test_expression_entries_convert_other_labs_definitions():
+    cmap = column_map_from_dict({"name": "lab", "columns": [
+        {"column": "Sag (peak/steady)", "name": "sag", "unit": "1", "expr": "1 - 1/x"},
+        {"column": "ISI ratio", "name": "adapt_hero", "unit": "1", "expr": "(x - 1) / (x + 1)"}]})
+    table = pd.DataFrame({"Sag (peak/steady)": [1.25, 1.0, 0.0], "ISI ratio": [1.5, 1.0, np.nan]})
+    out, _ = apply_column_map(cmap, table)
+    np.testing.assert_allclose(out["sag"], [0.2, 0.0, np.nan])  # 1/0 -> missing, not inf
+    np.testing.assert_allclose(out["adapt_hero"], [0.2, 0.0, np.nan])
+    assert "1 - 1/x" in cmap.entries[0].describe()
+    with pytest.raises(InputError, match="not allowed"):
+        column_map_from_dict({"columns": [{"column": "a", "name": "sag", "expr": "open(x)"}]})
+
+
+def test_detection_needs_coverage_and_says_what_it_used():
+    lab = pd.DataFrame({"Sag ratio": [1.08, 1.1], "Rin": [200.0, 150.0], "Vm": [-70.0, -68.0],
+                        "AP hw": [0.6, 0.5], "Tau (ms)": [12.0, 15.0]})
+    with pytest.raises(InputError, match="only 1 of the table's 5 numeric columns.*--column-map allen"):
+        detect_column_map(lab)
+    ipfx = pd.DataFrame({"tau": [0.012, 0.02], "sag": [0.1, 0.2], "v_baseline": [-70.0, -66.0],
+                         "note": ["a", "b"]})
+    cmap = detect_column_map(ipfx)
+    assert cmap.name == "ipfx" and cmap.extra["matched"] == ["sag", "tau", "v_baseline"]
+    assert "ipfx" in describe_detection(cmap) and describe_detection(load_column_map("ipfx")) is None
+
+
+def test_ties_are_broken_by_the_unit_checks():
+    seconds = pd.DataFrame({"tau": [0.012, 0.02, 0.015]})  # IPFX: seconds
+    assert detect_column_map(seconds).name == "ipfx"
+    ms = pd.DataFrame({"tau": [12.0, 20.0, 15.0]})          # Allen VISp: ms
+    assert detect_column_map(ms).name == "allen_celltypes"
+
+
+def test_real_tables_are_detected(data_dir):
+    from ephys2tx.data.user_tables import read_user_table
+
+    bridge = read_user_table(data_dir / "mouse_l1_bridge_chartrand2023" / "aibs_mouse_features_E.csv")
+    assert detect_column_map(bridge.data).name == "ipfx"
+    visp = read_user_table(data_dir / "mouse_visp_gouwens2020" / "VISp_Viewer_ephys.csv")
+    assert detect_column_map(visp.data).name == "allen_celltypes"
+    human = read_user_table(data_dir / "human_gaba_leedalley2023" / "LeeDalley_ephys_fx.csv")
+    assert detect_column_map(human.data).name == "ipfx"
+
+
+def test_sag_ratio_of_another_definition_is_caught_with_the_fix():
+    issues = check_units(pd.DataFrame({"sag": [1.05, 1.08, 1.12]}), {"sag": "Sag ratio"})
+    assert len(issues) == 1
+    message = issues[0].message()
+    assert "1 - 1/x" in message and "multiply" not in message

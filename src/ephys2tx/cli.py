@@ -104,6 +104,10 @@ def run(
     transfer = transfer_comparison_markdown(result)
     if transfer:
         typer.echo("\n" + transfer)
+    if result.shift is not None:
+        from ephys2tx.report.shift_report import benchmark_table
+
+        typer.echo("\n" + benchmark_table(result.shift).to_markdown(index=False))
     console.print(f"[green]wrote[/green] {path}/report.md, metrics.json and figures "
                   f"in {result.seconds:.0f} s")
 
@@ -176,6 +180,7 @@ def harmonise(
 def _register_commands() -> None:
     """Commands whose functions live in :mod:`ephys2tx.cli_commands` (one module each)."""
     from ephys2tx.cli_commands.extract import extract_command
+    from ephys2tx.cli_commands.features import features_command
     from ephys2tx.cli_commands.map import map_command
     from ephys2tx.cli_commands.predict import predict_command
     from ephys2tx.cli_commands.train import train_command
@@ -184,6 +189,7 @@ def _register_commands() -> None:
     app.command("predict")(predict_command)
     app.command("map")(map_command)
     app.command("extract")(extract_command)
+    app.command("features")(features_command)
 
 
 _register_commands()

@@ -168,6 +168,12 @@ def _make_estimator(model: str, features: list[str], *, random_state: int, n_est
         if max_epochs is not None and "max_epochs" in est.get_params():  # the neural designs
             est.set_params(max_epochs=int(max_epochs), patience=min(est.patience, int(max_epochs)))
         return est
+    from ephys2tx.models.map_models import MAP_MODELS, make_map_estimator
+
+    if model in MAP_MODELS:  # hgb, ensemble, forest_aug (``map --model``)
+        forest = _make_estimator("forest", features, random_state=random_state,
+                                 n_estimators=n_estimators, max_epochs=max_epochs)
+        return make_map_estimator(model, features, forest=forest, random_state=random_state)
     raise InputError(f"unknown model {model!r}; choose from {', '.join(MODELS)}.")
 
 
@@ -570,18 +576,19 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
     from ephys2tx.data.missing_codes import mask_missing_codes
     from ephys2tx.data.user_tables import check_finite, read_user_table
     from ephys2tx.features.canonical import check_units
-    from ephys2tx.features.column_map import apply_column_map, resolve_column_map
+    from ephys2tx.features.column_map import (apply_column_map, describe_detection,
+                                              resolve_column_map)
 
     cmap = None if column_map is None else resolve_column_map(column_map, ())
     if id_column is None and cmap is not None:
         id_column = cmap.id_column
     table = read_user_table(input_path, id_column=id_column, id_hint="name it with --id-column")
-    cmap = cmap or resolve_column_map(None, table.data.columns)
+    cmap = cmap or resolve_column_map(None, table.data.columns, table=table.data)
     # Missing-value codes (0 mV thresholds, 0 s ISIs...) are NaN, in the table's naming and in IPFX's.
     canonical, sources = apply_column_map(cmap, mask_missing_codes(table.data)[0], where=str(input_path))
     check_finite(canonical, where=str(input_path), sources=sources)
     canonical = mask_missing_codes(canonical)[0]
-    notes = []
+    notes = [note for note in [describe_detection(cmap)] if note]
     for issue in check_units(canonical, sources):
         if not force:
             raise InputError(issue.message())
@@ -644,10 +651,13 @@ class PredictResult:
     predictions: pd.DataFrame
     warnings: list
     model: ReferenceModel
+    alarm: object = None  # ShiftReport from the OOD flags (ephys2tx.models.shift_alarm.ood_alarm)
 
 
 def predict(model_dir, input_path, out, *, column_map=None, id_column: str | None = None,
-            force: bool = False, overwrite: bool = False) -> PredictResult:
+            force: bool = False, overwrite: bool = False, layer: str | None = None,
+            layer_column: str | None = None, prior: str | None = None, data_dir=None,
+            verify: bool = True) -> PredictResult:
     """Predict subclass, calibrated probabilities, confidence and OOD flag for a user table.
 
     Parameters
@@ -663,6 +673,12 @@ def predict(model_dir, input_path, out, *, column_map=None, id_column: str | Non
         See :func:`read_query`.
     overwrite : bool
         Replace an existing ``out``.
+    layer, layer_column, prior : str, optional
+        A class prior the user knows (see :func:`map_cells`), applied by Bayes'
+        rule; the prior-free call is kept beside. A layer prior reads the
+        reference metadata from ``data_dir``.
+    data_dir, verify :
+        Where the reference metadata is (only for ``layer``/``layer_column``).
 
     Returns
     -------
@@ -686,9 +702,22 @@ def predict(model_dir, input_path, out, *, column_map=None, id_column: str | Non
                          f"with {ref.features[:3]}).")
     predictions = ref.predict_frame(query.features)
     notes = _prediction_warnings(query, ref, predictions)
+    from ephys2tx.data.layers import user_class_prior
+    from ephys2tx.models.shift_adapt import prior_predictions, read_layer_column
+    from ephys2tx.models.shift_alarm import ood_alarm
+
+    layer_values = None if layer_column is None else read_layer_column(
+        input_path, layer_column, query.ids, id_column=query.id_column)
+    user_prior, prior_notes = user_class_prior(ref.classes, ref.species, len(predictions), layer=layer,
+                                               layer_values=layer_values, prior=prior,
+                                               data_dir=data_dir, verify=verify)
+    if user_prior is not None:
+        predictions = prior_predictions(ref, predictions, user_prior)
+        notes += prior_notes
+    alarm = ood_alarm(predictions["ood_flag"], ood_expected=float(ref.ood_norm.get("false_alarm_rate", 0.05)))
     frame = _assemble_output(query, predictions)
     write_csv(frame, out)
-    return PredictResult(path=out, predictions=frame, warnings=notes, model=ref)
+    return PredictResult(path=out, predictions=frame, warnings=notes, model=ref, alarm=alarm)
 
 
 # --------------------------------------------------------------------------- map
@@ -718,8 +747,8 @@ def cache_key(species: str, features, checksums: dict, *, model: str = "forest",
 
 def cached_reference_model(ref: Reference, features: list[str], *, cache_dir=None,
                            n_estimators: int = FOREST_TREES, random_state: int = 0,
-                           progress=None) -> tuple[ReferenceModel, bool]:
-    """A forest reference model on exactly ``features``, loaded from or saved to the cache.
+                           progress=None, model: str = "forest") -> tuple[ReferenceModel, bool]:
+    """A reference model (``model``, default forest) on exactly ``features``, from or to the cache.
 
     Returns
     -------
@@ -728,7 +757,7 @@ def cached_reference_model(ref: Reference, features: list[str], *, cache_dir=Non
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = cache_key(ref.species, features, ref.checksums, n_estimators=n_estimators,
-                    random_state=random_state)
+                    random_state=random_state, model=model)
     path = cache / f"{ref.species}-{key}"
     check_foldable(ref.labels.to_numpy(), n_splits=5, where=f"the {ref.species} reference",
                    folds_option=None)
@@ -746,7 +775,7 @@ def cached_reference_model(ref: Reference, features: list[str], *, cache_dir=Non
         raise InputError(f"the reference-model cache entry {path} is a file or link, not a model "
                          "folder; remove it, or pass another --cache-dir.")
     fitted = fit_reference_model(ref.features[features], ref.labels, species=ref.species,
-                                 model="forest", groups=ref.groups, n_estimators=n_estimators,
+                                 model=model, groups=ref.groups, n_estimators=n_estimators,
                                  random_state=random_state, progress=progress)
     try:
         save_reference_model(fitted, path, checksums=ref.checksums, overwrite=rebuild)
@@ -767,17 +796,21 @@ class MapResult:
     warnings: list
     model: ReferenceModel
     seconds: float
+    shift: object = None  # ShiftOutcome: alarm, shift handling, user prior
 
 
-def map_cells(input_path, species: str, out_dir, *, column_map=None, align: str | None = None,
+def map_cells(input_path, species: str, out_dir, *, column_map=None, align: str | None = "auto",
               id_column: str | None = None, force: bool = False, overwrite: bool = False,
               data_dir=None, cache_dir=None, verify: bool = True, n_estimators: int = FOREST_TREES,
-              random_state: int = 0, progress=None) -> MapResult:
+              random_state: int = 0, progress=None, model: str | None = None,
+              layer: str | None = None, layer_column: str | None = None,
+              prior: str | None = None) -> MapResult:
     """Reference-map a query table onto the ``species`` reference, on the features it shares.
 
-    A forest reference model is trained on exactly the query's features (or
-    loaded from the cache, keyed by species, feature set, data checksums and
-    settings), the query is optionally aligned to the reference, predicted, and
+    A reference model (``model``) is trained on exactly the query's features (or
+    loaded from the cache, keyed by species, feature set, model, data checksums and
+    settings), the query is tested for a shift (before any alignment), the shift
+    is handled (``align``, with the user's class prior if any), predicted, and
     ``out_dir`` is written atomically: ``predictions.csv``, ``report.md`` and
     figures (query embedded on the reference, class proportions, reliability
     diagram).
@@ -790,8 +823,19 @@ def map_cells(input_path, species: str, out_dir, *, column_map=None, align: str 
     out_dir : path
     column_map, id_column, force :
         See :func:`read_query`.
-    align : {None, "quantile", "ot"}
-        See :mod:`ephys2tx.features.alignment`.
+    align : str
+        Shift handling (:data:`ephys2tx.models.shift_adapt.ALIGN_METHODS`): ``auto``
+        (default) decides from the data; ``none``/None, ``quantile``, ``ot``, ``em``,
+        ``bbse``, ``cc``, ``cc_gen``, ``cc_mix``. A shift alarm is computed first,
+        on the unaligned features (:mod:`ephys2tx.models.shift_alarm`).
+    model : str, optional
+        ``forest``, ``hgb``, ``ensemble``, ``forest_aug`` or ``bilstm``
+        (default: :data:`ephys2tx.models.shift_adapt.DEFAULT_MAP_MODEL`, chosen by the
+        shift benchmark).
+    layer, layer_column, prior : str, optional
+        A class prior the user knows: one cortical layer for all cells, a column
+        of the input holding each cell's layer, or an explicit class mix
+        (``Lamp5=0.6,Vip=0.3,...``); see :func:`ephys2tx.data.layers.user_class_prior`.
     overwrite : bool
         Replace an existing ``out_dir``.
     data_dir : path, optional
@@ -814,16 +858,22 @@ def map_cells(input_path, species: str, out_dir, *, column_map=None, align: str 
         or column map, or no feature shared with the reference. Nothing is
         written then.
     """
-    from ephys2tx.features.alignment import ALIGN_METHODS
-    from ephys2tx.features.alignment import align as align_features
+    from ephys2tx.data.layers import user_class_prior
+    from ephys2tx.models.map_models import MAP_MODELS
+    from ephys2tx.models.shift_adapt import (ALIGN_METHODS, DEFAULT_MAP_MODEL, mapping_notes,
+                                             predict_under_shift, read_layer_column)
     from ephys2tx.report.mapping_report import write_mapping_report
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    align = "none" if align is None else align
+    model = model or DEFAULT_MAP_MODEL
     if species not in ("mouse", "human"):
         raise InputError(f"map --species must be mouse or human, got {species!r}.")
-    if align is not None and align not in ALIGN_METHODS:
+    if align not in ALIGN_METHODS:
         raise InputError(f"unknown --align {align!r}; use one of {', '.join(ALIGN_METHODS)}.")
+    if model not in MAP_MODELS:
+        raise InputError(f"unknown --model {model!r}; use one of {', '.join(MAP_MODELS)}.")
     check_output_dir(out_dir, kind=MAPPING_OUTPUT_KIND, overwrite=overwrite,
                      inputs=_input_paths(input_path, column_map, resolve_data_dir(data_dir)))
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -836,21 +886,28 @@ def map_cells(input_path, species: str, out_dir, *, column_map=None, align: str 
         raise InputError(f"no feature of {input_path} (after column map {query.column_map!r}) is in "
                          f"the {species} reference ({', '.join(list(ref.features.columns)[:4])}, ...); "
                          "check the column map.")
-    model, from_cache = cached_reference_model(ref, features, cache_dir=cache,
-                                               n_estimators=n_estimators,
-                                               random_state=random_state, progress=progress)
+    layer_values = None if layer_column is None else read_layer_column(
+        input_path, layer_column, query.ids, id_column=query.id_column)
+    user_prior, prior_notes = user_class_prior(
+        [c for c in CLASSES if c in set(ref.labels)], species, len(query.ids), layer=layer,
+        layer_values=layer_values, prior=prior, data_dir=data_dir, verify=verify)
+    fitted, from_cache = cached_reference_model(ref, features, cache_dir=cache,
+                                                n_estimators=n_estimators, model=model,
+                                                random_state=random_state, progress=progress)
     X = query.features[features]
-    if align is not None:
-        X = align_features(X, ref.features[features], align, random_state=random_state)
-    predictions = model.predict_frame(X)
-    notes = _prediction_warnings(query, model, predictions)
+    shift = predict_under_shift(fitted, X, ref.features[features], ref.labels, align=align,
+                                user_prior=user_prior, random_state=random_state)
+    predictions = shift.predictions
+    notes = mapping_notes(query, ref) + _prediction_warnings(query, fitted, predictions)
+    shift.notes.extend(prior_notes)
     frame = _assemble_output(query, predictions)
-    write_mapping_report(out_dir, frame, query_features=X, reference=ref, model=model,
-                         align=align, column_map=query.column_map, input_path=Path(input_path),
-                         from_cache=from_cache, warnings=notes, overwrite=overwrite)
+    write_mapping_report(out_dir, frame, query_features=X, reference=ref, model=fitted,
+                         align=shift.adapt.method, column_map=query.column_map,
+                         input_path=Path(input_path), from_cache=from_cache, warnings=notes,
+                         overwrite=overwrite, shift=shift)
     return MapResult(out_dir=out_dir, predictions=frame, features=features, from_cache=from_cache,
-                     align=align, warnings=notes, model=model,
-                     seconds=time.perf_counter() - started)
+                     align=shift.adapt.method, warnings=notes, model=fitted,
+                     seconds=time.perf_counter() - started, shift=shift)
 
 
 # --------------------------------------------------------------------------- shift experiment

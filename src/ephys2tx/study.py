@@ -168,6 +168,8 @@ class StudyResult:
     seconds: float
     shared_embedding: pd.DataFrame | None = None
     version: str = __version__
+    #: The shift benchmark (:mod:`ephys2tx.evaluation.shift_benchmark`), when it ran.
+    shift: dict | None = None
 
     def table(self) -> pd.DataFrame:
         """One row per record, as printed by ``ephys2tx run`` (see :data:`TABLE_LEGEND`)."""
@@ -396,8 +398,11 @@ def run_study(config: StudyConfig, *,
     shared = None
     if transfer_models and "transfer_b" in transfer_models:
         shared = shared_embedding(loaded["mouse"], loaded["human"], config.seed, config.quick)
+    from ephys2tx.evaluation.shift_benchmark import benchmark_for_study
+
+    shift = benchmark_for_study(config, progress)
     return StudyResult(config=config, records=records, species=species_results,
-                       seconds=time.perf_counter() - start, shared_embedding=shared)
+                       seconds=time.perf_counter() - start, shared_embedding=shared, shift=shift)
 
 
 def _species_models(sp: str, config: StudyConfig, single_models, transfer_models) -> tuple[str, ...]:

@@ -12,8 +12,12 @@ def map_command(
     input: Path = typer.Option(..., "--input", "-i", help="Feature table: CSV, Parquet or Excel."),
     species: str = typer.Option(..., "--species", help="Reference: mouse or human."),
     out: Path = typer.Option(Path("mapping"), "--out", "-o", help="Output directory (predictions.csv, report.md, figures)."),
-    column_map: Optional[str] = typer.Option(None, "--column-map", help="YAML column map, or allen_celltypes / ipfx."),
-    align: Optional[str] = typer.Option(None, "--align", help="Align the query to the reference first: quantile or ot."),
+    column_map: Optional[str] = typer.Option(None, "--column-map", help="YAML column map, or allen_celltypes / ipfx / ipfx_record."),
+    align: str = typer.Option("auto", "--align", help="Shift handling: auto (decides from the data), none, quantile, ot, em, bbse, cc, cc_gen, cc_mix."),
+    model: Optional[str] = typer.Option(None, "--model", help="Reference model: forest, hgb, ensemble, forest_aug, bilstm (default: the shift benchmark's choice)."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Cortical layer of all cells (L1, L2/3, 4, L5, L6a, 5_6, ...): a class prior from the reference's cells of that layer."),
+    layer_column: Optional[str] = typer.Option(None, "--layer-column", help="Column of the input holding each cell's layer."),
+    prior: Optional[str] = typer.Option(None, "--prior", help="Explicit class mix, e.g. Lamp5=0.6,Vip=0.3,Sst=0.05,Pvalb=0.05."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Cell id column (default: detected)."),
     force: bool = typer.Option(False, "--force", help="Continue despite unit/range warnings."),
     overwrite: bool = typer.Option(False, "--overwrite",
@@ -24,12 +28,16 @@ def map_command(
 ) -> None:
     """Train (or reuse) a reference model on the query's features, predict, and write a report."""
     from ephys2tx.mapping import map_cells
+    from ephys2tx.report.shift_report import terminal_lines
 
     result = map_cells(input, species, out, column_map=column_map, align=align, id_column=id_column,
                        force=force, overwrite=overwrite, data_dir=data_dir, cache_dir=cache_dir, verify=verify,
-                       progress=lambda msg: typer.echo(msg, err=True))
+                       progress=lambda msg: typer.echo(msg, err=True), model=model, layer=layer,
+                       layer_column=layer_column, prior=prior)
     for note in result.warnings:
         typer.echo(f"warning: {note}", err=True)
+    for line, loud in terminal_lines(result.shift):
+        typer.secho(line, err=True, fg="red" if loud else None, bold=loud)
     pred = result.predictions
     done = pred["predicted_subclass"] != ""
     typer.echo(f"{int(done.sum())}/{len(pred)} cells mapped on {len(result.features)} features "

@@ -12,19 +12,26 @@ def predict_command(
     model: Path = typer.Option(..., "--model", "-m", help="Model directory (from `ephys2tx train`)."),
     input: Path = typer.Option(..., "--input", "-i", help="Feature table: CSV, Parquet or Excel."),
     out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Output CSV."),
-    column_map: Optional[str] = typer.Option(None, "--column-map", help="YAML column map, or allen_celltypes / ipfx."),
+    column_map: Optional[str] = typer.Option(None, "--column-map", help="YAML column map, or allen_celltypes / ipfx / ipfx_record."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Cortical layer of all cells: a class prior from the reference's cells of that layer (needs the data)."),
+    layer_column: Optional[str] = typer.Option(None, "--layer-column", help="Column of the input holding each cell's layer."),
+    prior: Optional[str] = typer.Option(None, "--prior", help="Explicit class mix, e.g. Lamp5=0.6,Vip=0.3,Sst=0.05,Pvalb=0.05."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Cell id column (default: detected)."),
     force: bool = typer.Option(False, "--force", help="Continue despite unit/range warnings."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace --out if it is a predictions table written by ephys2tx."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory (for --layer / --layer-column)."),
 ) -> None:
     """Predict the subclass of every cell of a table with a saved model."""
     from ephys2tx.mapping import predict
 
     result = predict(model, input, out, column_map=column_map, id_column=id_column, force=force,
-                     overwrite=overwrite)
+                     overwrite=overwrite, layer=layer, layer_column=layer_column, prior=prior,
+                     data_dir=data_dir)
     for note in result.warnings:
         typer.echo(f"warning: {note}", err=True)
+    if result.alarm is not None and result.alarm.fired:
+        typer.secho(result.alarm.message, err=True, fg="red", bold=True)
     pred = result.predictions
     done = pred["predicted_subclass"] != ""
     counts = pred.loc[done, "predicted_subclass"].value_counts().to_dict()

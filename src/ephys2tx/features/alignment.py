@@ -5,6 +5,9 @@
   It removes any monotone per-feature distortion (offset, gain, unit drift
   of a rig) but also forces the query's marginals to the reference's, which
   is wrong if the query's class proportions differ a lot from the reference.
+* ``moments``: per feature, the query's median and interquartile range are
+  matched to the reference's (within-dataset robust standardisation); the
+  gentlest marginal alignment, same class-mix assumption.
 * ``ot``: optimal transport (POT, exact earth mover's distance) between the
   standardised query and reference cells; each query cell moves to the
   barycentre of the reference cells it is transported to. It can undo
@@ -21,9 +24,9 @@ from sklearn.utils import check_random_state
 
 from ephys2tx.errors import InputError
 
-__all__ = ["ALIGN_METHODS", "align", "ot_align", "quantile_align"]
+__all__ = ["ALIGN_METHODS", "align", "moment_align", "ot_align", "quantile_align"]
 
-ALIGN_METHODS = ("quantile", "ot")
+ALIGN_METHODS = ("quantile", "ot", "moments")
 
 
 def _check(query: pd.DataFrame, reference: pd.DataFrame) -> None:
@@ -48,6 +51,23 @@ def quantile_align(query: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame
         values = values.copy()
         values[ok] = np.quantile(ref, q)
         out[col] = values
+    return out
+
+
+def moment_align(query: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Per feature, match the query's median and interquartile range to the reference's."""
+    _check(query, reference)
+    out = query.astype(float).copy()
+    for col in query.columns:
+        q = out[col].to_numpy()
+        r = reference[col].to_numpy(dtype=float)
+        if np.isfinite(q).sum() < 5 or np.isfinite(r).sum() < 5:
+            continue
+        q_med, r_med = np.nanmedian(q), np.nanmedian(r)
+        q_iqr = np.subtract(*np.nanpercentile(q, [75, 25]))
+        r_iqr = np.subtract(*np.nanpercentile(r, [75, 25]))
+        scale = r_iqr / q_iqr if q_iqr > 0 and r_iqr > 0 else 1.0
+        out[col] = (q - q_med) * scale + r_med
     return out
 
 
@@ -96,9 +116,11 @@ def ot_align(query: pd.DataFrame, reference: pd.DataFrame, *, max_reference: int
 
 
 def align(query: pd.DataFrame, reference: pd.DataFrame, method: str, *, random_state=0) -> pd.DataFrame:
-    """Dispatch to :func:`quantile_align` or :func:`ot_align`."""
+    """Dispatch to :func:`quantile_align`, :func:`ot_align` or :func:`moment_align`."""
     if method == "quantile":
         return quantile_align(query, reference)
     if method == "ot":
         return ot_align(query, reference, random_state=random_state)
+    if method == "moments":
+        return moment_align(query, reference)
     raise InputError(f"unknown alignment {method!r}; use one of {', '.join(ALIGN_METHODS)}.")

@@ -114,7 +114,10 @@ _add(["v_baseline"], "mV", -110.0, -20.0)
 _add(["vm_for_sag"], "mV", -150.0, -40.0)
 _add(["input_resistance"], "MΩ", 5.0, 5000.0)
 _add(["tau"], "s", 5e-4, 0.3)
-_add(["sag", "sag_depol"], "1", -0.2, 2.0)
+# IPFX sag = (peak - steady state) / (peak - baseline) deflection: reference medians 0.04-0.29
+# per class. A median near 1 is another definition (steady/peak or peak/steady ratio).
+_add(["sag"], "1", -0.2, 0.7)
+_add(["sag_depol"], "1", -0.2, 2.0)
 _add(["sag_peak_t", "sag_peak_t_depol"], "s", 1e-3, 1.5)
 _add(["sag_area", "sag_area_depol"], "mV*s", 0.0, 20.0)
 _add(["sag_tau"], "s", 1e-4, 3.0)
@@ -178,9 +181,21 @@ class UnitIssue:
 _CANDIDATE_SCALES = (1e-3, 1e3, 1e-6, 1e6, 1e-9, 1e9, -1.0)
 
 
+#: Other labs' definitions of dimensionless features and the column-map ``expr`` converting them.
+_DEFINITION_HINTS = {
+    "sag": ("IPFX sag is (peak − steady state) / (peak − baseline deflection), about 0.05-0.3; a "
+            "value near 1 is another definition: for a steady/peak ratio set `expr: 1 - x`, for a "
+            "peak/steady ratio `expr: 1 - 1/x`"),
+}
+
+
 def _suggest(spec: CanonicalFeature, median: float) -> str | None:
     """The conversion that brings ``median`` into the range, phrased for the user."""
+    if spec.name in _DEFINITION_HINTS:
+        return _DEFINITION_HINTS[spec.name]
     for scale in _CANDIDATE_SCALES:
+        if UNITS[spec.unit][0] == "dimensionless" and scale != -1.0:
+            continue  # a unit factor cannot explain a dimensionless value
         if spec.low <= median * scale <= spec.high:
             if scale == -1.0:
                 return "the sign looks flipped: add `sign: -1` to this column's map entry"

@@ -20,21 +20,37 @@ A column map is a YAML file::
         unit: mV
         offset: 0.0                  # optional, in the canonical unit, added last
         scale: 1.0                   # optional extra multiplier
+      - column: "Sag (peak/steady)"
+        name: sag
+        unit: "1"
+        expr: "1 - 1/x"              # optional non-linear conversion (see below)
 
-The canonical value is ``sign * (column - minus) * unit_factor * scale + offset``.
+The canonical value is ``sign * f(column - minus) * unit_factor * scale + offset``
+where ``f`` is the entry's ``expr`` (identity by default): an arithmetic
+expression in ``x`` (the column value) with numbers, ``+ - * / **``,
+parentheses and the functions ``log``, ``log10``, ``exp``, ``sqrt`` and ``abs``.
+It is parsed with :mod:`ast` and evaluated by walking the tree over a whitelist
+(never ``eval``): e.g. ``1 - 1/x`` turns a peak/steady sag ratio into IPFX sag,
+``(x - 1) / (x + 1)`` a ratio of consecutive ISIs into the IPFX adaptation index.
 Three maps ship with the package (:data:`SHIPPED_MAPS`): ``allen_celltypes``
 (the Allen Cell Types / VISp table naming), ``ipfx`` (identity for IPFX
 names, as in the human table) and ``ipfx_record`` (the ``summary__*`` IPFX
 cell-record columns written by ``ephys2tx extract`` from NWB files). Shipped
 maps are not strict: columns the table lacks are skipped.
+
+Without an explicit map, :func:`detect_column_map` picks a shipped map only if
+it explains at least :data:`MIN_COVERAGE` of the table's numeric columns, and
+breaks ties with the unit checks (a table in IPFX units is not read through
+the Allen map, whose ``tau`` is in ms); it says which map and columns it used.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib.resources
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,17 +60,121 @@ from ephys2tx.errors import InputError
 from ephys2tx.features.canonical import CANONICAL_FEATURES, require_canonical, unit_factor
 
 __all__ = [
+    "MIN_COVERAGE",
     "SHIPPED_MAPS",
     "ColumnMap",
     "ColumnMapEntry",
+    "SafeExpression",
     "apply_column_map",
+    "describe_detection",
+    "detect_column_map",
+    "reference_feature_table",
     "load_column_map",
     "resolve_column_map",
     "shipped_map_path",
 ]
 
 SHIPPED_MAPS = ("allen_celltypes", "ipfx", "ipfx_record")
-_ENTRY_KEYS = {"column", "name", "unit", "sign", "offset", "scale", "minus"}
+#: A shipped map is applied without ``--column-map`` only if it explains at least this
+#: share of the table's numeric columns (the id column aside).
+MIN_COVERAGE = 0.5
+_ENTRY_KEYS = {"column", "name", "unit", "sign", "offset", "scale", "minus", "expr"}
+
+
+class SafeExpression:
+    """An arithmetic expression in ``x``, parsed with :mod:`ast` and evaluated on a whitelist.
+
+    Allowed: numbers, the name ``x``, ``+ - * / **`` (binary), unary ``+ -``,
+    parentheses, and calls of ``log`` (natural), ``log10``, ``exp``, ``sqrt``
+    and ``abs`` with one argument. Anything else (attributes, other names,
+    subscripts, comparisons, keywords, strings) is refused when the map is
+    loaded. Evaluation is vectorised over a NumPy array; results that are not
+    finite (``1/0``, ``log(-1)``) become NaN (missing).
+    """
+
+    FUNCTIONS = {"log": np.log, "log10": np.log10, "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs}
+    _BINARY = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide,
+               ast.Pow: np.power}
+    _UNARY = {ast.UAdd: np.positive, ast.USub: np.negative}
+    MAX_LENGTH = 200
+    MAX_NODES = 60
+
+    def __init__(self, text: str, *, where: str = "column map"):
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"{where}: 'expr' must be a non-empty expression in x, e.g. '1 - 1/x'.")
+        if len(text) > self.MAX_LENGTH:
+            raise InputError(f"{where}: 'expr' is longer than {self.MAX_LENGTH} characters.")
+        self.text = text.strip()
+        try:
+            tree = ast.parse(self.text, mode="eval")
+        except SyntaxError as exc:
+            raise InputError(f"{where}: 'expr' {self.text!r} is not a valid expression "
+                             f"({exc.msg}); write e.g. '1 - 1/x'.") from None
+        nodes = list(ast.walk(tree))
+        if len(nodes) > self.MAX_NODES:
+            raise InputError(f"{where}: 'expr' {self.text!r} is too long; keep it to a short formula.")
+        self._check(tree.body, where)
+        self._tree = tree.body
+
+    def _check(self, node, where) -> None:
+        bad = None
+        if isinstance(node, ast.BinOp):
+            if type(node.op) not in self._BINARY:
+                bad = type(node.op).__name__
+            else:
+                self._check(node.left, where)
+                self._check(node.right, where)
+        elif isinstance(node, ast.UnaryOp):
+            if type(node.op) not in self._UNARY:
+                bad = type(node.op).__name__
+            else:
+                self._check(node.operand, where)
+        elif isinstance(node, ast.Constant):
+            if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
+                bad = repr(node.value)
+        elif isinstance(node, ast.Name):
+            if node.id != "x":
+                bad = f"name {node.id!r}"
+        elif isinstance(node, ast.Call):
+            if (not isinstance(node.func, ast.Name) or node.func.id not in self.FUNCTIONS
+                    or len(node.args) != 1 or node.keywords):
+                name = node.func.id if isinstance(node.func, ast.Name) else "this call"
+                bad = f"call of {name}"
+            else:
+                self._check(node.args[0], where)
+        else:
+            bad = type(node).__name__
+        if bad is not None:
+            raise InputError(f"{where}: 'expr' {self.text!r} uses {bad}, which is not allowed; use "
+                             "numbers, x, + - * / **, parentheses and "
+                             f"{', '.join(self.FUNCTIONS)}.")
+
+    def _eval(self, node, x):
+        if isinstance(node, ast.BinOp):
+            return self._BINARY[type(node.op)](self._eval(node.left, x), self._eval(node.right, x))
+        if isinstance(node, ast.UnaryOp):
+            return self._UNARY[type(node.op)](self._eval(node.operand, x))
+        if isinstance(node, ast.Constant):
+            return float(node.value)
+        if isinstance(node, ast.Name):
+            return x
+        return self.FUNCTIONS[node.func.id](self._eval(node.args[0], x))
+
+    def __call__(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        with np.errstate(all="ignore"):
+            out = np.asarray(self._eval(self._tree, x), dtype=float)
+        out = np.broadcast_to(out, x.shape).copy()
+        out[~np.isfinite(out)] = np.nan
+        return out
+
+    def __repr__(self) -> str:
+        return f"SafeExpression({self.text!r})"
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(text: str) -> SafeExpression:
+    return SafeExpression(text)
 _MAP_KEYS = {"name", "description", "strict", "id_column", "columns"}
 
 
@@ -69,6 +189,7 @@ class ColumnMapEntry:
     offset: float = 0.0
     scale: float = 1.0
     minus: str | None = None
+    expr: str | None = None
 
     @property
     def factor(self) -> float:
@@ -78,6 +199,8 @@ class ColumnMapEntry:
     def describe(self) -> str:
         """Human-readable conversion, for messages and reports."""
         src = self.column + (f" − {self.minus}" if self.minus else "")
+        if self.expr:
+            src = f"({self.expr} with x = {src})"
         parts = [f"{src} [{self.unit}]"]
         if self.factor != 1.0:
             parts.append(f"× {self.factor:g}")
@@ -159,10 +282,13 @@ def column_map_from_dict(spec: dict, *, source: str = "<memory>") -> ColumnMap:
         minus = item.get("minus")
         if minus is not None and not isinstance(minus, str):
             raise InputError(f"{where}: 'minus' must be a column name.")
+        expr = item.get("expr")
+        if expr is not None:
+            expr = SafeExpression(expr, where=where).text  # validated now, not when applied
         entries.append(ColumnMapEntry(
             column=item["column"], name=item["name"], unit=unit, sign=sign,
             offset=_number(item.get("offset", 0.0), "offset", where),
-            scale=_number(item.get("scale", 1.0), "scale", where), minus=minus))
+            scale=_number(item.get("scale", 1.0), "scale", where), minus=minus, expr=expr))
     return ColumnMap(name=str(spec.get("name", Path(source).stem)), entries=tuple(entries),
                      strict=bool(spec.get("strict", True)), description=str(spec.get("description", "")),
                      id_column=spec.get("id_column"), source=source)
@@ -207,23 +333,107 @@ def _load_yaml_map(path: Path, text: str) -> ColumnMap:
     return column_map_from_dict(spec, source=str(path))
 
 
-def resolve_column_map(spec: str | os.PathLike | ColumnMap | None, columns) -> ColumnMap:
-    """The map to use: ``spec`` if given, else the shipped map matching the most columns."""
+def resolve_column_map(spec: str | os.PathLike | ColumnMap | None, columns, *,
+                       table: pd.DataFrame | None = None) -> ColumnMap:
+    """The map to use: ``spec`` if given, else :func:`detect_column_map` on the table.
+
+    Parameters
+    ----------
+    spec : path, shipped map name, ColumnMap or None
+    columns : sequence of str
+        The table's columns (used when ``table`` is not given).
+    table : DataFrame, optional
+        The table itself (id column excluded): its numeric columns define the
+        coverage and its values break ties between maps by the unit checks.
+    """
     if isinstance(spec, ColumnMap):
         return spec
     if spec is not None:
         return load_column_map(spec)
-    present = set(columns)
-    best, best_n = None, 0
+    if table is None:
+        table = pd.DataFrame(columns=list(columns))
+    return detect_column_map(table)
+
+
+def _entry_applies(entry: ColumnMapEntry, present: set) -> bool:
+    return entry.column in present and (entry.minus is None or entry.minus in present)
+
+
+def detect_column_map(table: pd.DataFrame, *, min_coverage: float = MIN_COVERAGE) -> ColumnMap:
+    """The shipped map that explains the table, or an InputError asking for ``--column-map``.
+
+    A shipped map is a candidate when it matches at least one column. Each is
+    scored by the columns it explains; among the best, a map whose converted
+    values fail the unit/range checks loses (``tau`` in seconds through the
+    Allen map, whose ``tau`` is in ms, would be 1000 times too small). The
+    winner must explain at least ``min_coverage`` of the table's numeric
+    columns (all columns if the table has no values), so that a table in
+    another lab's naming that happens to share a name or two ("Sag ratio",
+    "tau") is never read silently through the wrong map. The result's
+    ``extra`` records ``detected``, ``matched`` (columns used), ``coverage``
+    and ``unmatched`` (numeric columns no entry uses).
+    """
+    from ephys2tx.features.canonical import check_units
+
+    present = set(map(str, table.columns))
+    if len(table):
+        numeric = [str(c) for c in table.columns
+                   if pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])]
+    else:
+        numeric = [str(c) for c in table.columns]
+    scored = []
     for name in SHIPPED_MAPS:
         cmap = load_column_map(name)
-        n = sum(e.column in present and (e.minus is None or e.minus in present) for e in cmap.entries)
-        if n > best_n:
-            best, best_n = cmap, n
-    if best is None:
+        used = [e for e in cmap.entries if _entry_applies(e, present)]
+        if not used:
+            continue
+        columns = sorted({c for e in used for c in (e.column, e.minus) if c})
+        issues = 0
+        if len(table):
+            try:
+                canonical, sources = apply_column_map(cmap, table, where="the table")
+                issues = len(check_units(canonical, sources))
+            except InputError:  # a bad value: reported when the chosen map is applied
+                issues = 0
+        scored.append((len(columns) - 2 * issues, len(columns), name, cmap, columns, issues))
+    if not scored:
         raise InputError("no column of the table is an IPFX or Allen Cell Types feature name; "
                          "write a column map (see docs/mapping.md) and pass --column-map.")
-    return best
+    scored.sort(key=lambda item: (-item[0], -item[1]))
+    best = scored[0]
+    if len(scored) > 1 and scored[1][:2] == best[:2]:
+        raise InputError(f"the table's columns fit the shipped maps {best[2]} and {scored[1][2]} "
+                         f"equally well ({', '.join(best[4][:4])}); pass --column-map with the one "
+                         "that names your columns, or write your own (docs/mapping.md).")
+    _, n_cols, name, cmap, columns, issues = best
+    # feature-like columns: the numeric ones, and those the map reads (one bad value can make
+    # a feature column non-numeric; that is reported when the map is applied)
+    candidates = list(dict.fromkeys([*numeric, *columns]))
+    coverage = len(columns) / max(len(candidates), 1)
+    if coverage < min_coverage:
+        raise InputError(
+            f"only {len(columns)} of the table's {len(candidates)} numeric columns match the shipped "
+            f"map {name} ({', '.join(columns[:5])}{', ...' if len(columns) > 5 else ''}); it is not "
+            f"applied without being asked: pass --column-map {name} if these columns really are "
+            "that naming and those units, or write a column map for your table (docs/mapping.md).")
+    unmatched = [c for c in candidates if c not in set(columns)]
+    return replace(cmap, extra={**cmap.extra, "detected": True, "matched": columns,
+                                "coverage": coverage, "unmatched": unmatched,
+                                "unit_issues": issues})
+
+
+def describe_detection(cmap: ColumnMap) -> str | None:
+    """One line saying which shipped map was detected and which columns it reads (else None)."""
+    info = cmap.extra or {}
+    if not info.get("detected"):
+        return None
+    matched, unmatched = info.get("matched", []), info.get("unmatched", [])
+    text = (f"no --column-map given: using the shipped map {cmap.name}, which reads "
+            f"{len(matched)} column(s) ({', '.join(matched[:6])}{', ...' if len(matched) > 6 else ''})")
+    if unmatched:
+        text += (f"; {len(unmatched)} other numeric column(s) are ignored "
+                 f"({', '.join(unmatched[:4])}{', ...' if len(unmatched) > 4 else ''})")
+    return text + "."
 
 
 def _numeric_column(table: pd.DataFrame, column: str, where: str) -> np.ndarray:
@@ -265,9 +475,45 @@ def apply_column_map(cmap: ColumnMap, table: pd.DataFrame, *, where: str = "the 
         values = _numeric_column(table, entry.column, where)
         if entry.minus:
             values = values - _numeric_column(table, entry.minus, where)
+        if entry.expr:
+            values = _compiled(entry.expr)(values)
         out[entry.name] = values * entry.factor + entry.offset
         sources[entry.name] = entry.column
     if not out:
         raise InputError(f"no column of column map {cmap.source} is in {where}; pass a column map "
                          "that names the table's columns (see docs/mapping.md).")
     return pd.DataFrame(out, index=table.index), sources
+
+
+def reference_feature_table(species: str, data_dir=None, *, verify: bool = True) -> pd.DataFrame:
+    """The features a reference has (``ephys2tx features``): canonical name, unit, family, coverage.
+
+    Parameters
+    ----------
+    species : {"mouse", "human"}
+    data_dir : path, optional
+
+    Returns
+    -------
+    DataFrame
+        One row per feature of the reference: ``feature``, ``unit``, ``family``,
+        ``cells`` (with a value), ``median``, ``plausible range`` (the unit check's),
+        and ``from`` (the shipped-map column it is read from in the reference's
+        own naming, with the conversion).
+    """
+    from ephys2tx.features.canonical import CANONICAL_FEATURES
+    from ephys2tx.mapping import reference_data
+
+    ref = reference_data(species, data_dir, verify=verify)
+    source_map = load_column_map("allen_celltypes" if species == "mouse" else "ipfx")
+    by_name = {e.name: e for e in source_map.entries}
+    rows = []
+    for name in ref.features.columns:
+        spec = CANONICAL_FEATURES[name]
+        values = ref.features[name]
+        entry = by_name.get(name)
+        rows.append({"feature": name, "unit": spec.unit, "family": spec.family,
+                     "cells": int(values.notna().sum()), "median": float(values.median()),
+                     "plausible range": f"[{spec.low:g}, {spec.high:g}]",
+                     "from": entry.describe().split(" -> ")[0] if entry else ""})
+    return pd.DataFrame(rows)

@@ -69,6 +69,10 @@ TRUSTED_TYPES = (
     "ephys2tx.models.baselines.QuantileBinner",
     "ephys2tx.models.spca.FamilySparsePCA",
     "ephys2tx.models.transfer.MousePriorClassifier",
+    "ephys2tx.models.map_models.SingleThreaded",
+    "ephys2tx.models.map_models.SoftVotingClassifier",
+    "ephys2tx.models.map_models.RigAugmentedClassifier",
+    "ephys2tx.evaluation.selection.InnerCVSelector",
 )
 _TRANSFER_CLASS = "ephys2tx.models.transfer.MouseHumanTransferClassifier"
 #: Torch estimators the loader may rebuild.

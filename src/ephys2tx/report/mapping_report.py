@@ -108,7 +108,8 @@ def _save(fig, path: Path) -> None:
 
 def write_mapping_report(out_dir, predictions: pd.DataFrame, *, query_features: pd.DataFrame,
                          reference, model, align, column_map: str, input_path: Path,
-                         from_cache: bool, warnings: list, overwrite: bool = False) -> Path:
+                         from_cache: bool, warnings: list, overwrite: bool = False,
+                         shift=None) -> Path:
     """Write predictions.csv, report.md and figures to ``out_dir`` atomically (temp dir + rename)."""
     from ephys2tx.mapping import MAPPING_OUTPUT_KIND
     from ephys2tx.safety import check_output_dir, staged_output_dir
@@ -134,9 +135,16 @@ def write_mapping_report(out_dir, predictions: pd.DataFrame, *, query_features: 
         if calib:
             _save(reliability_figure(calib, f"{reference.species} reference, cross-validated"),
                   tmp / "reliability.png")
-        (tmp / "report.md").write_text(_report_markdown(
-            predictions, proportions, model, align, column_map, input_path, from_cache, warnings,
-            reference.species), encoding="utf-8")
+        text = _report_markdown(predictions, proportions, model, align, column_map, input_path,
+                                from_cache, warnings, reference.species)
+        if shift is not None:  # the shift alarm comes first, the shift handling after the summary
+            from ephys2tx.report.shift_report import alarm_section, shift_section
+
+            head, _, rest = text.partition("\n## Class proportions")
+            text = (head.split("\n", 1)[0] + "\n\n" + alarm_section(shift) + "\n"
+                    + head.split("\n", 1)[1].lstrip("\n") + "\n" + shift_section(shift, model.classes)
+                    + "\n## Class proportions" + rest)
+        (tmp / "report.md").write_text(text, encoding="utf-8")
     return out_dir
 
 
@@ -152,7 +160,7 @@ def _report_markdown(predictions, proportions, model, align, column_map, input_p
     lines = [
         f"# Reference mapping of {input_path.name}",
         "",
-        f"- reference: {species}, {model.record.get('n_cells', '?')} cells; model: forest on the "
+        f"- reference: {species}, {model.record.get('n_cells', '?')} cells; model: {model.model} on the "
         f"{len(model.features)} features the query provides ({'cached' if from_cache else 'trained now'})",
         f"- column map: {column_map}; alignment: {align or 'none'}",
         f"- cells: {n}; predicted: {int(has_pred.sum())}; flagged out-of-distribution: {flagged} "

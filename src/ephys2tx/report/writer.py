@@ -244,7 +244,8 @@ def build_report(result: StudyResult, out: Path) -> None:
     """Write metrics, figures and report.md into the (new, empty) folder ``out``."""
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True)
-    dump_json(result.records, out / "metrics.json")
+    shift = [] if result.shift is None else [{"section": "shift_benchmark", **result.shift}]
+    dump_json(result.records + shift, out / "metrics.json")
     sections: list[str] = []
     fold_rows = []
     for sp, res in result.species.items():
@@ -293,6 +294,10 @@ def build_report(result: StudyResult, out: Path) -> None:
     transfer = _transfer_section(result, fold_table, fig_dir)
     if transfer:
         sections.append(transfer)
+    if result.shift is not None:
+        from ephys2tx.report.shift_report import benchmark_markdown
+
+        sections.append(benchmark_markdown(result.shift))
     import matplotlib.pyplot as plt
 
     plt.close("all")

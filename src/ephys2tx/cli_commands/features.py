@@ -1,0 +1,28 @@
+"""``ephys2tx features``: the features each reference has, with their units."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def features_command(
+    species: str = typer.Option(..., "--species", help="Reference: mouse or human."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory."),
+    csv: bool = typer.Option(False, "--csv", help="Print CSV instead of a Markdown table."),
+) -> None:
+    """List the canonical features of a reference: unit, family, cells with a value, median, source column."""
+    from ephys2tx.errors import InputError
+    from ephys2tx.features.column_map import reference_feature_table
+
+    if species not in ("mouse", "human"):
+        raise InputError(f"--species must be mouse or human, got {species!r}.")
+    table = reference_feature_table(species, data_dir)
+    if csv:
+        typer.echo(table.to_csv(index=False), nl=False)
+    else:
+        typer.echo(table.assign(median=table["median"].map("{:.4g}".format)).to_markdown(index=False))
+    typer.echo(f"{len(table)} features; name them in a column map (docs/mapping.md) to use them.",
+               err=True)

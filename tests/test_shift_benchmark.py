@@ -1,0 +1,130 @@
+"""Shift benchmark: scenarios never leak query cells into training, LOSO selection, a real quick run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score
+
+from ephys2tx.evaluation.shift_benchmark import (ShiftBenchmarkConfig, _codes, _scores, build_scenarios,
+                                                 loso_select, run_shift_benchmark)
+
+
+def test_loso_never_uses_the_held_out_scenario():
+    scores = pd.DataFrame({"forest:none": [0.5, 0.5, 0.5], "forest:a": [0.6, 0.6, 0.0],
+                           "forest:b": [0.55, 0.55, 0.9]}, index=["s1", "s2", "s3"])
+    sel = loso_select(scores)
+    # on s3, b wins by far, but s3's choice is made on s1 and s2, where a is better
+    assert sel["per_scenario"]["s3"]["choice"] == "forest:a"
+    # on s1, the others are s2 (a +0.1, b +0.05) and s3 (a -0.5, b +0.4): b
+    assert sel["per_scenario"]["s1"]["choice"] == "forest:b"
+    assert sel["overall"]["choice"] == "forest:b"
+    assert sel["gains"]["forest:none"] == 0.0
+    tie = pd.DataFrame({"forest:none": [0.5, 0.5], "forest:x": [0.5, 0.5]}, index=["s1", "s2"])
+    assert loso_select(tie)["overall"]["choice"] == "forest:none"  # ties: the first column
+
+
+def test_scores_match_sklearn():
+    rng = np.random.default_rng(0)
+    labels = np.array(["Lamp5", "Pvalb", "Sst", "Vip"])
+    truth = labels[rng.choice([0, 3], size=200, p=[0.8, 0.2])]
+    pred = labels[rng.integers(0, 4, size=200)]
+    t, p = _codes(truth), _codes(pred)
+    f1, acc = _scores(t, p, np.unique(t))
+    assert f1[0] == pytest.approx(f1_score(truth, pred, labels=["Lamp5", "Vip"], average="macro"))
+    assert acc[0] == pytest.approx(np.mean(truth == pred))
+
+
+def test_scenarios_keep_query_cells_out_of_training(data_dir):
+    config = ShiftBenchmarkConfig(data_dir=str(data_dir), rig_tasks=2)
+    scenarios = build_scenarios(config)
+    names = [s.name for s in scenarios]
+    assert names[:5] == ["mouse L1", "mouse L2/3", "mouse L4", "mouse L5", "mouse L6"]
+    assert {"human L2", "human L3", "human L4-6", "human acute->culture", "human culture->acute",
+            "mouse->human", "bridge (IPFX pipeline)", "synthetic rig (mouse)",
+            "synthetic rig (human)"} <= set(names)
+    for scen in scenarios:
+        for task in scen.tasks:
+            assert not set(task.X_train.index) & set(task.X_query.index), scen.name
+            assert list(task.X_train.columns) == list(task.X_query.columns)
+            assert task.y_query.index.equals(task.X_query.index)
+            assert len(task.y_query) >= 40
+    bridge = scenarios[names.index("bridge (IPFX pipeline)")].tasks[0]
+    assert len(bridge.y_query) > 450 and set(bridge.y_query) <= {"Lamp5", "Vip"}
+    assert bridge.X_train.shape[1] >= 15  # the shipped ipfx map reads most harmonised features
+    rig = scenarios[names.index("synthetic rig (human)")].tasks
+    assert all(8 <= t.X_query.shape[1] <= 15 for t in rig)
+    assert rig[0].info["rig"] != rig[1].info["rig"]
+
+
+@pytest.fixture(scope="module")
+def small_run(data_dir):
+    config = ShiftBenchmarkConfig(data_dir=str(data_dir), scenarios=("mouse L1", "synthetic rig (mouse)"),
+                                  models=("forest",), methods=("none", "em", "cc"), model_methods=(),
+                                  layer_methods=("none",), rig_tasks=1, alarm_repeats=1, n_boot=200,
+                                  n_permutations=50)
+    return run_shift_benchmark(config)
+
+
+def test_quick_benchmark_on_real_data(small_run):
+    """A small real run: the joint EM recovers much of the layer-1 drop; CIs bracket the scores."""
+    res = small_run
+    by_name = {s["name"]: s for s in res["scenarios"]}
+    l1 = by_name["mouse L1"]
+    ident = l1["in_distribution"]["forest"]["macro_f1"]
+    today = l1["methods"]["forest:none"]
+    cc = l1["methods"]["forest:cc"]
+    assert ident > 0.9 and today["macro_f1"] < ident - 0.1  # a real drop
+    assert cc["macro_f1"] > today["macro_f1"] + 0.05
+    assert cc["accuracy"] > 0.85
+    for stat in l1["methods"].values():
+        lo, hi = stat["macro_f1_ci95"]
+        assert lo <= stat["macro_f1"] <= hi
+    assert "forest:none+layer" in l1["methods"] and l1["layer_notes"]
+    assert l1["alarm"]["level"][0] in ("note", "alarm")
+    assert set(res["selection"]["candidates"]) == {"forest:none", "forest:em", "forest:cc"}
+    assert res["summary"]["mean_drop"] > 0
+    kinds = {row["kind"]: row for row in res["alarm"]["table"]}
+    assert kinds["in-distribution n=200"]["alarm_rate"] == 0.0
+    assert kinds["rig shift only n=100"]["marginal_rate"] == 1.0
+    from ephys2tx.report.shift_report import benchmark_markdown
+
+    text = benchmark_markdown(res)
+    assert "## Shift benchmark" in text and "mouse L1" in text and "LOSO" in text
+
+
+def test_map_defaults_are_the_selection_output():
+    """map's defaults come from shift_defaults.json, which shift_defaults() writes from a run."""
+    from ephys2tx.evaluation.shift_benchmark import shift_defaults
+    from ephys2tx.models import shift_adapt
+    from ephys2tx.models.map_models import MAP_MODELS
+
+    saved = shift_adapt._benchmark_defaults()
+    assert shift_adapt.DEFAULT_MAP_MODEL == saved["model"] in MAP_MODELS
+    assert shift_adapt.AUTO_METHOD == saved["auto_method"] in shift_adapt.ALIGN_METHODS
+    assert saved["selected_from"]["candidate"].startswith(f"{saved['model']}:{saved['auto_method']}")
+    fake = {"selection": {"overall": {"choice": "ensemble:ccm_mix@30", "gain": 0.1}},
+            "layer_selection": {"overall": {"choice": "hgb:cc_mix+layer"}},
+            "scenarios": [{"name": "s"}], "config": {"models": ("forest",), "seed": 0, "n_boot": 10}}
+    d = shift_defaults(fake)
+    assert (d["model"], d["auto_method"], d["mean_relevance"], d["user_prior_mode"]) == (
+        "ensemble", "ccm_mix", 30.0, "em")
+
+
+def test_the_study_hook_writes_the_section(small_run, tmp_path):
+    import json
+
+    from ephys2tx.evaluation.shift_benchmark import benchmark_for_study
+    from ephys2tx.report.writer import write_results
+    from ephys2tx.study import StudyConfig, StudyResult
+
+    assert benchmark_for_study(StudyConfig(models=("rf",))) is None  # --model: the named models only
+    assert benchmark_for_study(StudyConfig(feature_table="x.parquet", species=("mouse",))) is None
+    result = StudyResult(config=StudyConfig(species=()), records=[], species={}, seconds=1.0, shift=small_run)
+    out = write_results(result, tmp_path / "results")
+    report = (out / "report.md").read_text()
+    assert "## Shift benchmark" in report and "mouse L1" in report
+    records = json.loads((out / "metrics.json").read_text())
+    assert records[-1]["section"] == "shift_benchmark"
+    assert records[-1]["selection"]["overall"]["choice"] == small_run["selection"]["overall"]["choice"]
