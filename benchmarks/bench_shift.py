@@ -20,7 +20,7 @@ import time
 
 
 def main(argv=None) -> int:
-    from ephys2tx.evaluation.shift_benchmark import ShiftBenchmarkConfig, run_shift_benchmark
+    from ephys2tx.experiments.shift_benchmark import ShiftBenchmarkConfig, run_shift_benchmark
     from ephys2tx.report.shift_report import alarm_table, benchmark_table, layer1_table, method_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         print(pd.DataFrame(res["rig_check"]).round(3).to_markdown(index=False))
     print(f"\nwhole run: {time.perf_counter() - started:.0f} s (benchmark {res['seconds']:.0f} s)")
     if args.write_defaults:
-        from ephys2tx.evaluation.shift_benchmark import shift_defaults
+        from ephys2tx.experiments.shift_benchmark import shift_defaults
 
         defaults = shift_defaults(res)
         with open(args.write_defaults, "w", encoding="utf-8") as handle:

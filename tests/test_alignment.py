@@ -70,7 +70,7 @@ def _check_shift_table(table):
 
 def test_alignment_helps_on_shifted_held_out_reference(data_dir):
     """Real mouse reference, 30% held out and distorted per feature (one seed, small forest)."""
-    from ephys2tx.mapping import shift_experiment
+    from ephys2tx.experiments.mapping_checks import shift_experiment
 
     table = shift_experiment("mouse", data_dir, n_estimators=40, seeds=[0])
     assert set(table["condition"]) == {"no shift", "shifted, no alignment",
@@ -83,7 +83,7 @@ def test_alignment_helps_on_shifted_held_out_reference(data_dir):
 @pytest.mark.parametrize("species", ["mouse", "human"])
 def test_alignment_helps_over_seeds(species, data_dir):
     """The claims of docs/mapping.md, on three seeds per species."""
-    from ephys2tx.mapping import shift_experiment, summarise_shift
+    from ephys2tx.experiments.mapping_checks import shift_experiment, summarise_shift
 
     table = shift_experiment(species, data_dir, seeds=range(3))
     _check_shift_table(table)

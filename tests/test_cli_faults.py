@@ -260,7 +260,7 @@ def _untrusted_type(sb):
     from sklearn.preprocessing import FunctionTransformer
 
     sio.dump(FunctionTransformer(func=os.system), sb.model / "model.skops")
-    from ephys2tx.data.fetch import sha256_file
+    from ephys2tx.io import sha256_file
 
     sb.model_json(weights_sha256=sha256_file(sb.model / "model.skops"))
     return predict(sb)

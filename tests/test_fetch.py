@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from ephys2tx.cli import main
-from ephys2tx.data.fetch import fetch_datasets, sha256_file
+from ephys2tx.data.fetch import fetch_datasets
+from ephys2tx.io import sha256_file
 from ephys2tx.data.registry import DATASET_FILES
 from ephys2tx.errors import InputError
 

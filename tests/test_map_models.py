@@ -8,8 +8,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from ephys2tx.models.map_models import (RigAugmentedClassifier, SingleThreaded, SoftVotingClassifier,
-                                        combine_reference_models)
+from ephys2tx.mapping import combine_reference_models
+from ephys2tx.models.map_models import RigAugmentedClassifier, SingleThreaded, SoftVotingClassifier
 
 
 @parametrize_with_checks([

@@ -13,7 +13,7 @@ from ephys2tx.errors import InputError
 from ephys2tx.mapping import (cache_key, fit_reference_model, load_reference_model, map_cells,
                               reference_data, save_reference_model, train)
 from ephys2tx.models.calibration import cross_fitted_calibration, expected_calibration_error
-from ephys2tx.report.mapping_report import ood_evaluation
+from ephys2tx.experiments.mapping_checks import ood_evaluation
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -215,11 +215,11 @@ def test_same_seed_gives_byte_identical_predictions(data_dir, human, tmp_path):
 
 def test_forest_probabilities_do_not_depend_on_threads(human_forest, human_ref):
     """Large inputs are predicted in row blocks on threads; every row equals the serial result."""
-    from ephys2tx.mapping import _stable_predict_proba
+    from ephys2tx.mapping import stable_predict_proba
 
     X = np.tile(human_ref.features.to_numpy(float), (15, 1))  # > 8192 rows: the threaded path
     est = human_forest.estimator
-    threaded = _stable_predict_proba(est, X, "forest")
+    threaded = stable_predict_proba(est, X, "forest")
     serial = np.vstack([est.predict_proba(X[i:i + 1000]) for i in range(0, len(X), 1000)])
     assert est.get_params()["forest__n_jobs"] == 1
     assert threaded.tobytes() == serial.tobytes()

@@ -13,13 +13,10 @@ from threadpoolctl import threadpool_limits
 
 from ephys2tx import CLASSES
 from ephys2tx.evaluation.cv import cross_validate, summarise_cv
-from ephys2tx.evaluation.selection import (
-    InnerCVSelector,
-    lockbox_mask,
-    selection_of,
-)
+from ephys2tx.evaluation.selection import lockbox_mask
 from ephys2tx.evaluation.splits import make_splits
 from ephys2tx.models.registry import nested_choice
+from ephys2tx.models.selection import InnerCVSelector, selection_of
 
 POISON = "POISON"
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from ephys2tx.evaluation.shift_benchmark import (ShiftBenchmarkConfig, _codes, _scores, build_scenarios,
+from ephys2tx.experiments.shift_benchmark import (ShiftBenchmarkConfig, _codes, _scores, build_scenarios,
                                                  loso_select, run_shift_benchmark)
 
 
@@ -96,7 +96,7 @@ def test_quick_benchmark_on_real_data(small_run):
 
 def test_map_defaults_are_the_selection_output():
     """map's defaults come from shift_defaults.json, which shift_defaults() writes from a run."""
-    from ephys2tx.evaluation.shift_benchmark import shift_defaults
+    from ephys2tx.experiments.shift_benchmark import shift_defaults
     from ephys2tx.models import shift_adapt
     from ephys2tx.models.map_models import MAP_MODELS
 
@@ -115,7 +115,7 @@ def test_map_defaults_are_the_selection_output():
 def test_the_study_hook_writes_the_section(small_run, tmp_path):
     import json
 
-    from ephys2tx.evaluation.shift_benchmark import benchmark_for_study
+    from ephys2tx.experiments.shift_benchmark import benchmark_for_study
     from ephys2tx.report.writer import write_results
     from ephys2tx.study import StudyConfig, StudyResult
 

@@ -17,7 +17,7 @@ Every command that writes checks all of its output locations with
   file is found before a long fit, also when running as root).
 
 Folders are then written through :func:`staged_output_dir` (a staging folder
-renamed into place, see :func:`ephys2tx.atomic.staged_directory`), which writes
+renamed into place, see :func:`ephys2tx.io.staged_directory`), which writes
 the marker and re-checks the target just before the swap. On Ctrl-C or
 SIGTERM (:func:`interrupts_raise`) the staging folder is removed and the target
 is left as it was.
@@ -244,7 +244,7 @@ def staged_output_dir(target: PathLike, kind: str, *, overwrite: bool = False,
     Path
         The empty staging folder.
     """
-    from ephys2tx.atomic import staged_directory
+    from ephys2tx.io import staged_directory
 
     target = Path(target).expanduser()
 

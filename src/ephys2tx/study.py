@@ -306,7 +306,7 @@ def run_study(config: StudyConfig, *,
             transfer_models = ()
     loaded = dict(datasets or {})
     if config.feature_table is not None and config.species[0] not in loaded:
-        from ephys2tx.features.nwb.dataset import as_dataset
+        from ephys2tx.data.extracted import as_dataset
 
         custom = as_dataset(config.feature_table, config.label_table,
                             label_column=config.label_column, species=config.species[0],
@@ -398,7 +398,7 @@ def run_study(config: StudyConfig, *,
     shared = None
     if transfer_models and "transfer_b" in transfer_models:
         shared = shared_embedding(loaded["mouse"], loaded["human"], config.seed, config.quick)
-    from ephys2tx.evaluation.shift_benchmark import benchmark_for_study
+    from ephys2tx.experiments.shift_benchmark import benchmark_for_study
 
     shift = benchmark_for_study(config, progress)
     return StudyResult(config=config, records=records, species=species_results,

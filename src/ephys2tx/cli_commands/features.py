@@ -15,7 +15,7 @@ def features_command(
 ) -> None:
     """List the canonical features of a reference: unit, family, cells with a value, median, source column."""
     from ephys2tx.errors import InputError
-    from ephys2tx.features.column_map import reference_feature_table
+    from ephys2tx.mapping import reference_feature_table
 
     if species not in ("mouse", "human"):
         raise InputError(f"--species must be mouse or human, got {species!r}.")

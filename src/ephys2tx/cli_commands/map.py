@@ -27,7 +27,7 @@ def map_command(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Reference model cache (default: user cache)."),
 ) -> None:
     """Train (or reuse) a reference model on the query's features, predict, and write a report."""
-    from ephys2tx.mapping import map_cells
+    from ephys2tx.workflows import map_cells
     from ephys2tx.report.shift_report import terminal_lines
 
     result = map_cells(input, species, out, column_map=column_map, align=align, id_column=id_column,

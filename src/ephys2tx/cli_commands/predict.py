@@ -23,7 +23,7 @@ def predict_command(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory (for --layer / --layer-column)."),
 ) -> None:
     """Predict the subclass of every cell of a table with a saved model."""
-    from ephys2tx.mapping import predict
+    from ephys2tx.workflows import predict
 
     result = predict(model, input, out, column_map=column_map, id_column=id_column, force=force,
                      overwrite=overwrite, layer=layer, layer_column=layer_column, prior=prior,

@@ -25,7 +25,7 @@ def train_command(
                                    help="Replace --out if it is a model directory written by ephys2tx."),
 ) -> None:
     """Train on the full reference, record CV metrics, calibration and OOD threshold, and save."""
-    from ephys2tx.mapping import train
+    from ephys2tx.workflows import train
 
     result = train(species, model, out, data_dir=data_dir, n_splits=n_splits,
                    calibration=calibration, n_estimators=n_estimators, max_epochs=max_epochs,

@@ -23,16 +23,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ephys2tx import CLASSES
-from ephys2tx.data.fetch import sha256_file
+from ephys2tx.io import sha256_file
 from ephys2tx.data.missing_codes import mask_missing_codes
 from ephys2tx.data.paths import ENV_VAR, resolve_data_dir
 from ephys2tx.data.registry import DATASET_FILES, DataFile
 from ephys2tx.errors import InputError
-from ephys2tx.features.families import HUMAN_IPFX_SCHEMA, MOUSE_VISP_SCHEMA, validate_families
+from ephys2tx.schemas import HUMAN_IPFX_SCHEMA, MOUSE_VISP_SCHEMA, validate_families
 
 #: Default QC: a cell missing more than this fraction of its features is dropped.
 DEFAULT_MAX_MISSING = 0.25
@@ -513,12 +512,6 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, **kwargs)
     if name not in LOADERS:
         raise InputError(f"unknown dataset {name!r}; choose from {', '.join(LOADERS)}.")
     return LOADERS[name](data_dir, **kwargs)
-
-
-def feature_matrix(dataset: PatchSeqDataset) -> np.ndarray:
-    """Features as a float array in family order."""
-    cols = [c for cols in dataset.families.values() for c in cols]
-    return dataset.features[cols].to_numpy(dtype=float)
 
 
 def load_bridge_features(data_dir=None, *, verify: bool = True) -> pd.DataFrame:

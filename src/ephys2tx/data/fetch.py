@@ -10,21 +10,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ephys2tx.atomic import replace_atomically
+from ephys2tx.io import replace_atomically, sha256_file
 from ephys2tx.data.registry import DATASET_FILES, DataFile
 from ephys2tx.errors import InputError
 
 _CHUNK = 1 << 16
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 @dataclass(frozen=True)
 class FetchRecord:

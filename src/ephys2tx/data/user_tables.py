@@ -8,7 +8,7 @@ every number must be finite and at most :data:`MAX_ABS_VALUE` in magnitude: an
 (policy: fix the value, or leave the cell empty for missing). Every problem is an :class:`~ephys2tx.errors.InputError` whose one-line
 message names the file (and column) and says how to fix it.
 
-Output tables (predictions) are written atomically with :func:`write_csv` (pyarrow,
+Output tables (predictions) are written atomically with :func:`ephys2tx.io.write_csv` (pyarrow,
 ten times faster than ``DataFrame.to_csv``; booleans as ``true``/``false``,
 missing values empty).
 """
@@ -22,11 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ephys2tx.atomic import replace_atomically
 from ephys2tx.errors import InputError
 
 __all__ = ["ID_CANDIDATES", "MAX_ABS_VALUE", "UserTable", "check_complete_rows", "check_finite",
-           "detect_id_column", "read_table", "read_user_table", "write_csv"]
+           "detect_id_column", "read_table", "read_user_table"]
 
 #: Largest magnitude accepted for a feature value; larger values (and inf/-inf) are errors.
 #: No electrophysiology feature in any unit comes near it, and squares of it stay finite.
@@ -227,15 +226,3 @@ def read_user_table(path: str | os.PathLike, *, id_column: str | None = None,
     data.index = pd.Index(ids.to_numpy(), name=col)
     check_finite(data, where=str(path))
     return UserTable(path=path, id_column=col, data=data)
-
-
-def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``frame`` (without its index) as a UTF-8 CSV, atomically; missing values are empty."""
-    import pyarrow as pa
-    import pyarrow.csv as pa_csv
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    return replace_atomically(path, lambda handle: pa_csv.write_csv(
-        table, handle, pa_csv.WriteOptions(quoting_style="needed")))

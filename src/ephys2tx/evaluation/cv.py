@@ -17,7 +17,7 @@ from sklearn.base import clone
 
 from ephys2tx.evaluation.metrics import fold_metrics, macro_f1, summarise
 from ephys2tx.evaluation.splits import Fold
-from ephys2tx.evaluation.selection import selection_of
+from ephys2tx.models.selection import selection_of
 from ephys2tx.evaluation.stats import (
     bootstrap_scores,
     corrected_resampled_t,
@@ -41,7 +41,7 @@ class CVResult:
         The folds used (shared across the models compared).
     fold_scores : list of dict
         Per fold: repeat, fold, n_train, n_test, accuracy, macro_f1, per_class_f1,
-        fit_seconds, and for a selector (:class:`~ephys2tx.evaluation.selection.InnerCVSelector`)
+        fit_seconds, and for a selector (:class:`~ephys2tx.models.selection.InnerCVSelector`)
         ``selection``: the candidate it picked on that fold's training rows and the inner scores.
     oof : ndarray of shape (n_repeats, n_cells), dtype object
         Out-of-fold predicted class of each cell in each repeat.

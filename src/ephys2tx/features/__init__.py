@@ -1,6 +1,6 @@
 """Features: the family schema, cross-species harmonisation and NWB extraction."""
 
-from ephys2tx.features.families import (
+from ephys2tx.schemas import (
     HUMAN_IPFX_SCHEMA,
     MOUSE_VISP_SCHEMA,
     FamilySchema,

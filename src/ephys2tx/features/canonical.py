@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ephys2tx.errors import InputError
-from ephys2tx.features.families import HUMAN_IPFX_SCHEMA
+from ephys2tx.schemas import HUMAN_IPFX_SCHEMA
 
 __all__ = [
     "CANONICAL_FEATURES",

@@ -68,7 +68,6 @@ __all__ = [
     "apply_column_map",
     "describe_detection",
     "detect_column_map",
-    "reference_feature_table",
     "load_column_map",
     "resolve_column_map",
     "shipped_map_path",
@@ -483,37 +482,3 @@ def apply_column_map(cmap: ColumnMap, table: pd.DataFrame, *, where: str = "the 
         raise InputError(f"no column of column map {cmap.source} is in {where}; pass a column map "
                          "that names the table's columns (see docs/mapping.md).")
     return pd.DataFrame(out, index=table.index), sources
-
-
-def reference_feature_table(species: str, data_dir=None, *, verify: bool = True) -> pd.DataFrame:
-    """The features a reference has (``ephys2tx features``): canonical name, unit, family, coverage.
-
-    Parameters
-    ----------
-    species : {"mouse", "human"}
-    data_dir : path, optional
-
-    Returns
-    -------
-    DataFrame
-        One row per feature of the reference: ``feature``, ``unit``, ``family``,
-        ``cells`` (with a value), ``median``, ``plausible range`` (the unit check's),
-        and ``from`` (the shipped-map column it is read from in the reference's
-        own naming, with the conversion).
-    """
-    from ephys2tx.features.canonical import CANONICAL_FEATURES
-    from ephys2tx.mapping import reference_data
-
-    ref = reference_data(species, data_dir, verify=verify)
-    source_map = load_column_map("allen_celltypes" if species == "mouse" else "ipfx")
-    by_name = {e.name: e for e in source_map.entries}
-    rows = []
-    for name in ref.features.columns:
-        spec = CANONICAL_FEATURES[name]
-        values = ref.features[name]
-        entry = by_name.get(name)
-        rows.append({"feature": name, "unit": spec.unit, "family": spec.family,
-                     "cells": int(values.notna().sum()), "median": float(values.median()),
-                     "plausible range": f"[{spec.low:g}, {spec.high:g}]",
-                     "from": entry.describe().split(" -> ")[0] if entry else ""})
-    return pd.DataFrame(rows)

@@ -9,7 +9,8 @@
   so that it leans less on features a rig moves.
 
 :func:`make_map_estimator` builds them; ``ephys2tx.mapping`` calls it for
-every model it does not build itself. The shift benchmark decides which one
+every model it does not build itself (and
+:func:`ephys2tx.mapping.combine_reference_models` the ``ensemble`` from fitted parts). The shift benchmark decides which one
 ``map`` uses by default (docs/shift.md).
 """
 
@@ -20,7 +21,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 __all__ = ["MAP_MODELS", "RigAugmentedClassifier", "SingleThreaded", "SoftVotingClassifier",
-           "combine_reference_models",
            "make_map_estimator"]
 
 MAP_MODELS = ("forest", "hgb", "ensemble", "forest_aug", "bilstm")
@@ -197,54 +197,3 @@ def make_map_estimator(model: str, features, *, forest, random_state: int):
     if model == "forest_aug":
         return RigAugmentedClassifier(forest, feature_names=list(features), random_state=random_state)
     raise ValueError(f"no extra map model {model!r}")
-
-
-def combine_reference_models(models, *, calibration: str = "isotonic"):
-    """The ``ensemble`` reference model built from fitted ones, without refitting anything.
-
-    ``fit_reference_model(..., model="ensemble")`` fits the forest and the boosted
-    trees on the same folds and calibrates the mean of their raw probabilities;
-    given those two fitted reference models (same features, classes and folds),
-    this returns the same thing: a soft-voting estimator over their final
-    estimators, an isotonic calibrator on the mean of their out-of-fold raw
-    probabilities, and the OOD normalisation recomputed for the new confidence.
-    """
-    from sklearn.metrics import accuracy_score, f1_score
-
-    from ephys2tx.mapping import ReferenceModel, combined_ood_score
-    from ephys2tx.models.calibration import cross_fitted_calibration, make_calibrator
-
-    first = models[0]
-    for m in models[1:]:
-        if m.features != first.features or m.classes != first.classes or not np.array_equal(
-                m.diagnostics["fold_ids"], first.diagnostics["fold_ids"]):
-            raise ValueError("reference models to combine need the same features, classes and folds.")
-    codes, folds = first.diagnostics["codes"], first.diagnostics["fold_ids"]
-    raw = np.mean([m.diagnostics["oof_proba"] for m in models], axis=0)
-    calibrated = cross_fitted_calibration(raw, codes, folds, calibration)
-    # the distance part of the OOD score is the same for all (same features and folds)
-    norm0 = first.ood_norm
-    u0 = 1.0 - first.diagnostics["oof_calibrated"].max(axis=1)
-    distance = ((first.diagnostics["oof_ood_scores"] - (u0 - norm0["uncertainty_mean"])
-                 / norm0["uncertainty_sd"]) * norm0["distance_sd"] + norm0["distance_mean"])
-    u = 1.0 - calibrated.max(axis=1)
-    norm = {"distance_mean": norm0["distance_mean"], "distance_sd": norm0["distance_sd"],
-            "uncertainty_mean": float(u.mean()), "uncertainty_sd": float(u.std() or 1.0),
-            "false_alarm_rate": norm0.get("false_alarm_rate", 0.05)}
-    scores = combined_ood_score(distance, u, norm)
-    norm["threshold"] = float(np.quantile(scores, 1.0 - norm["false_alarm_rate"]))
-    voting = SoftVotingClassifier([m.estimator for m in models])
-    voting.estimators_ = [m.estimator for m in models]
-    voting.classes_ = first.estimator.classes_ if hasattr(first.estimator, "classes_") else np.arange(
-        len(first.classes))
-    voting.n_features_in_ = len(first.features)
-    pred = calibrated.argmax(axis=1)
-    record = {**first.record, "cv": {**first.record.get("cv", {}),
-                                     "accuracy": float(accuracy_score(codes, pred)),
-                                     "macro_f1": float(f1_score(codes, pred, average="macro"))}}
-    return ReferenceModel(estimator=voting, features=list(first.features), classes=list(first.classes),
-                          species=first.species, model="ensemble",
-                          calibrator=make_calibrator(calibration).fit(raw, codes), ood=first.ood,
-                          ood_norm=norm, record=record,
-                          diagnostics={"oof_ood_scores": scores, "oof_proba": raw,
-                                       "oof_calibrated": calibrated, "codes": codes, "fold_ids": folds})

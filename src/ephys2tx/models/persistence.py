@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 import ephys2tx
-from ephys2tx.data.fetch import sha256_file
+from ephys2tx.io import sha256_file
 from ephys2tx.errors import InputError
 
 __all__ = ["FORMAT_VERSION", "MODEL_OUTPUT_KIND", "TRUSTED_TYPES", "load_model",
@@ -72,7 +72,7 @@ TRUSTED_TYPES = (
     "ephys2tx.models.map_models.SingleThreaded",
     "ephys2tx.models.map_models.SoftVotingClassifier",
     "ephys2tx.models.map_models.RigAugmentedClassifier",
-    "ephys2tx.evaluation.selection.InnerCVSelector",
+    "ephys2tx.models.selection.InnerCVSelector",
 )
 _TRANSFER_CLASS = "ephys2tx.models.transfer.MouseHumanTransferClassifier"
 #: Torch estimators the loader may rebuild.

@@ -67,7 +67,7 @@ def family_positions(families: Mapping[str, Sequence[str]], columns: Sequence[st
 QUICK_MAX_EPOCHS = 10
 
 #: Choices made per outer fold by inner cross-validation on human cells
-#: (:class:`~ephys2tx.evaluation.selection.InnerCVSelector`): candidates, the default first.
+#: (:class:`~ephys2tx.models.selection.InnerCVSelector`): candidates, the default first.
 #: Boosting iterations (full run; quick run: one fixed value, so nothing to choose); design (d)'s
 #: alignment of human to mouse cells.
 BOOSTING_ITERATIONS = ((100, 300), (50,))
@@ -84,7 +84,7 @@ def nested_choice(name: str, *, random_state: int = 0, quick: bool = False):
     boosting iterations of its human classifier (so that design (d) and its
     human-only twin get the same freedom).
     """
-    from ephys2tx.evaluation.selection import InnerCVSelector
+    from ephys2tx.models.selection import InnerCVSelector
 
     iterations = BOOSTING_ITERATIONS[int(bool(quick))]
     if name == "hgb" and len(iterations) > 1:

@@ -63,7 +63,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ephys2tx.errors import InputError
-from ephys2tx.features.families import HUMAN_IPFX_SCHEMA, MOUSE_VISP_SCHEMA
+from ephys2tx.schemas import HUMAN_IPFX_SCHEMA, MOUSE_VISP_SCHEMA
 from ephys2tx.features.harmonise import HARMONISED_FEATURES, convert_mouse
 from ephys2tx.models.bilstm import EarlyStopping, _fit_temperature
 

@@ -1,23 +1,30 @@
-"""Figures. Each function only reads results and returns a matplotlib Figure."""
+"""Figures. Each function only reads results and returns a matplotlib Figure.
+
+Figures are built with matplotlib's object-oriented API (:class:`matplotlib.figure.Figure`),
+never through pyplot: no backend is chosen or needed (``savefig`` renders with Agg), no
+global figure state is kept, and importing this module selects no backend for the caller.
+"""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
 CLASS_COLOURS = {"Lamp5": "#DA808C", "Pvalb": "#D93137", "Sst": "#F15A29", "Vip": "#A45FBF",
                  "Sncg": "#D3C4E4", "Sst Chodl": "#B1B10C"}
 
 
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize, **kwargs):
+    """``(figure, axes)`` as ``pyplot.subplots``, without pyplot (see the module docstring)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
 def confusion_figure(records: list[dict], title: str):
     """Row-normalised confusion matrices, one panel per model record."""
     n = len(records)
-    fig, axes = plt.subplots(1, n, figsize=(2.9 * n, 3.2), squeeze=False)
+    fig, axes = subplots(1, n, figsize=(2.9 * n, 3.2), squeeze=False)
     for ax, rec in zip(axes[0], records):
         cm = np.asarray(rec["confusion_matrix"], float)
         norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -39,7 +46,7 @@ def confusion_figure(records: list[dict], title: str):
 
 def embedding_figure(embedding: pd.DataFrame, title: str, *, marker_column: str | None = None):
     """2-D embedding coloured by subclass (and marked by ``marker_column`` if given)."""
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    fig, ax = subplots(figsize=(5.2, 4.6))
     markers = ["o", "^", "s", "D"]
     groups = [(None, embedding)] if marker_column is None else list(embedding.groupby(marker_column))
     for g, (gname, part) in enumerate(groups):
@@ -59,7 +66,7 @@ def fold_scores_figure(fold_table: pd.DataFrame, title: str):
     """Macro-F1 of every fold for each model (columns: model, split, macro_f1)."""
     models = list(dict.fromkeys(fold_table["model"]))
     splits = list(dict.fromkeys(fold_table["split"]))
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(models) * len(splits), 3.4))
+    fig, ax = subplots(figsize=(1.0 + 0.9 * len(models) * len(splits), 3.4))
     rng = np.random.default_rng(0)
     ticks, labels = [], []
     for i, model in enumerate(models):
@@ -96,7 +103,7 @@ def attention_figure(attention: pd.DataFrame, labels: pd.Series, importance: pd.
     families = list(attention.columns)
     classes = [c for c in CLASS_COLOURS if c in set(labels.loc[attention.index])]
     n_panels = 2 if importance is not None else 1
-    fig, axes = plt.subplots(1, n_panels, figsize=(7.5 + 3.5 * (n_panels - 1), 3.8),
+    fig, axes = subplots(1, n_panels, figsize=(7.5 + 3.5 * (n_panels - 1), 3.8),
                              gridspec_kw={"width_ratios": [2.2, 1][:n_panels]}, squeeze=False)
     ax = axes[0][0]
     width = 0.8 / max(len(classes), 1)
@@ -137,7 +144,7 @@ def transfer_folds_figure(fold_table: pd.DataFrame, designs: list[str], baseline
     """
     splits = list(dict.fromkeys(fold_table["split"]))
     models = [m for m in baselines + designs if m in set(fold_table["model"])]
-    fig, axes = plt.subplots(1, len(splits), figsize=(1.2 + 1.1 * len(models) * len(splits), 3.8),
+    fig, axes = subplots(1, len(splits), figsize=(1.2 + 1.1 * len(models) * len(splits), 3.8),
                              squeeze=False, sharey=True)
     for ax, split in zip(axes[0], splits):
         part = fold_table[fold_table["split"] == split]

@@ -1,36 +1,32 @@
 """Outputs of ``ephys2tx map``: predictions, a short report and its figures.
 
-Also the measured figures of ``docs/mapping.md``: run
-``python -m ephys2tx.report.mapping_report --out docs/figures`` to recompute,
-on the real data, the calibration (ECE before/after, reliability diagrams) per
-species, the OOD AUROC on the mouse held-out subclasses (with a histogram) and
-the shift experiment (mean and SD over seeds), and to redraw the figures.
+Figure functions return matplotlib Figures (the backend is the caller's
+choice: the writer saves them without a display); ``scripts/mapping_figures.py``
+draws the figures of ``docs/mapping.md`` with them.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from ephys2tx.io import write_csv
+from ephys2tx.report.figures import subplots
 
-from ephys2tx.data.user_tables import write_csv  # noqa: E402
-from ephys2tx.errors import InputError  # noqa: E402
-
-__all__ = ["embedding_onto_reference", "ood_evaluation", "ood_figure", "proportions_figure",
+__all__ = ["embedding_onto_reference", "ood_figure", "proportions_figure",
            "reliability_figure", "shift_figure", "write_mapping_report"]
+
+#: Kind of a ``map`` output folder in its ownership marker (:mod:`ephys2tx.safety`).
+MAPPING_OUTPUT_KIND = "mapping"
 
 CLASS_COLOURS = {"Lamp5": "#DA808C", "Pvalb": "#D93137", "Sst": "#F2A93B", "Vip": "#9C60B5"}
 
 
 def reliability_figure(calibration: dict, title: str):
     """Reliability diagram before and after calibration, with the ECE in the legend."""
-    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    fig, ax = subplots(figsize=(4.2, 4.0))
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     for key, colour, label in (("before", "#888888", "before"), ("after", "#1f77b4", "after")):
         curve = calibration[f"reliability_{key}"]
@@ -66,7 +62,7 @@ def embedding_onto_reference(reference_features: pd.DataFrame, query_features: p
 
 
 def _embedding_figure(ref_xy, ref_labels, query_xy, query_pred, title):
-    fig, ax = plt.subplots(figsize=(5.4, 4.6))
+    fig, ax = subplots(figsize=(5.4, 4.6))
     for cls, colour in CLASS_COLOURS.items():
         mask = np.asarray(ref_labels) == cls
         ax.scatter(ref_xy[mask, 0], ref_xy[mask, 1], s=4, alpha=0.25, color=colour, linewidths=0,
@@ -86,7 +82,7 @@ def _embedding_figure(ref_xy, ref_labels, query_xy, query_pred, title):
 
 def proportions_figure(proportions: pd.DataFrame, title: str):
     """Bars: share of each class in the query (predicted) and in the reference."""
-    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    fig, ax = subplots(figsize=(4.6, 3.2))
     width = 0.38
     x = np.arange(len(proportions))
     ax.bar(x - width / 2, proportions["query"], width, label="query (predicted)",
@@ -103,7 +99,6 @@ def proportions_figure(proportions: pd.DataFrame, title: str):
 
 def _save(fig, path: Path) -> None:
     fig.savefig(path, dpi=130)
-    plt.close(fig)
 
 
 def write_mapping_report(out_dir, predictions: pd.DataFrame, *, query_features: pd.DataFrame,
@@ -111,7 +106,6 @@ def write_mapping_report(out_dir, predictions: pd.DataFrame, *, query_features: 
                          from_cache: bool, warnings: list, overwrite: bool = False,
                          shift=None) -> Path:
     """Write predictions.csv, report.md and figures to ``out_dir`` atomically (temp dir + rename)."""
-    from ephys2tx.mapping import MAPPING_OUTPUT_KIND
     from ephys2tx.safety import check_output_dir, staged_output_dir
 
     out_dir = check_output_dir(out_dir, kind=MAPPING_OUTPUT_KIND, overwrite=overwrite)
@@ -189,38 +183,17 @@ def _report_markdown(predictions, proportions, model, align, column_map, input_p
 # --------------------------------------------------------------------------- docs figures
 
 
-def ood_evaluation(model, held_out_features: pd.DataFrame, held_out_labels: pd.Series,
-                   reference_oof_scores: np.ndarray) -> dict:
-    """AUROC and flag rates of the OOD score: held-out subclasses vs in-distribution OOF cells."""
-    from sklearn.metrics import roc_auc_score
-
-    out = model.predict_frame(held_out_features)
-    scores = out["ood_score"].to_numpy()
-    ok = np.isfinite(scores)
-    result = {"auroc": float(roc_auc_score(np.r_[np.zeros(len(reference_oof_scores)), np.ones(ok.sum())],
-                                           np.r_[reference_oof_scores, scores[ok]])),
-              "flag_rate_in_distribution": float(np.mean(reference_oof_scores > model.ood_norm["threshold"])),
-              "flag_rate_held_out": float(np.mean(scores[ok] > model.ood_norm["threshold"]))}
-    for cls in sorted(held_out_labels.unique()):
-        mask = (held_out_labels.to_numpy() == cls) & ok
-        result[f"flag_rate_{cls}"] = float(np.mean(scores[mask] > model.ood_norm["threshold"]))
-        result[f"auroc_{cls}"] = float(roc_auc_score(
-            np.r_[np.zeros(len(reference_oof_scores)), np.ones(mask.sum())],
-            np.r_[reference_oof_scores, scores[mask]]))
-    return result
-
-
 def shift_figure(summary: pd.DataFrame, title: str):
     """Macro F1 (mean ± SD over seeds) per alignment condition, one panel per query mix.
 
     Parameters
     ----------
     summary : DataFrame
-        :func:`ephys2tx.mapping.summarise_shift` output.
+        :func:`ephys2tx.experiments.mapping_checks.summarise_shift` output.
     title : str
     """
     queries = list(dict.fromkeys(summary["query"]))
-    fig, axes = plt.subplots(1, len(queries), figsize=(4.2 * len(queries), 3.0), sharey=True,
+    fig, axes = subplots(1, len(queries), figsize=(4.2 * len(queries), 3.0), sharey=True,
                              squeeze=False)
     colours = ["#4c72b0", "#c44e52", "#55a868", "#8172b2"]
     for ax, query in zip(axes[0], queries):
@@ -243,7 +216,7 @@ def ood_figure(model, held_out_features: pd.DataFrame, held_out_labels: pd.Serie
                reference_oof_scores: np.ndarray, title: str):
     """Histograms of the OOD score: reference cells (out of fold) vs each held-out subclass."""
     scores = model.predict_frame(held_out_features)["ood_score"].to_numpy()
-    fig, ax = plt.subplots(figsize=(5.0, 3.2))
+    fig, ax = subplots(figsize=(5.0, 3.2))
     bins = np.linspace(min(reference_oof_scores.min(), np.nanmin(scores)),
                        np.quantile(np.r_[reference_oof_scores, scores[np.isfinite(scores)]], 0.995), 40)
     ax.hist(reference_oof_scores, bins=bins, density=True, alpha=0.5, color="grey",
@@ -260,61 +233,3 @@ def ood_figure(model, held_out_features: pd.DataFrame, held_out_labels: pd.Serie
     ax.legend(fontsize=6.5, frameon=False)
     fig.tight_layout()
     return fig
-
-
-def main(argv=None) -> int:
-    """Recompute the figures of docs/mapping.md on the real data and print the measured figures."""
-    from ephys2tx.mapping import (fit_reference_model, reference_data, shift_experiment,
-                                  summarise_shift)
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--out", default="docs/figures")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--seeds", type=int, default=5, help="Seeds of the shift experiment.")
-    parser.add_argument("--networks", action="store_true",
-                        help="Also calibrate the BiLSTM and the transfer model on the human reference.")
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for species in ("mouse", "human"):
-        ref = reference_data(species, args.data_dir)
-        model = fit_reference_model(ref.features, ref.labels, species=species, groups=ref.groups)
-        cal, cv = model.record["calibration"], model.record["cv"]
-        print(_fit_line(model))
-        grouped = "donor-grouped " if cv["grouped_by_donor"] else ""
-        _save(reliability_figure(cal, f"{species} reference ({grouped}{cv['n_splits']}-fold CV)"),
-              out / f"map_reliability_{species}.png")
-        if ref.held_out_features is not None:
-            oof = model.diagnostics["oof_ood_scores"]
-            res = ood_evaluation(model, ref.held_out_features, ref.held_out_labels, oof)
-            print(f"{species} OOD (held-out {', '.join(sorted(ref.held_out_labels.unique()))}, "
-                  f"{len(ref.held_out_labels)} cells): " + ", ".join(f"{k} {v:.3f}" for k, v in res.items()))
-            _save(ood_figure(model, ref.held_out_features, ref.held_out_labels, oof,
-                             f"{species}: OOD score, AUROC {res['auroc']:.3f}"),
-                  out / f"map_ood_{species}.png")
-        table = shift_experiment(species, args.data_dir, reference=ref, seeds=range(args.seeds))
-        summary = summarise_shift(table)
-        print(f"{species} shift experiment ({args.seeds} seeds, mean and SD):\n"
-              f"{summary.to_string(index=False, float_format='%.3f')}")
-        _save(shift_figure(summary, f"{species}: held-out 30%, per-feature gain 1.4 + offset 0.8 SD"),
-              out / f"map_shift_{species}.png")
-    if args.networks:
-        from ephys2tx.data.datasets import load_dataset
-
-        ref = reference_data("human", args.data_dir)
-        mouse = load_dataset("mouse_visp", args.data_dir)
-        for name, extra in (("bilstm", {}), ("transfer", {"source": (mouse.features, mouse.labels)})):
-            print(_fit_line(fit_reference_model(ref.features, ref.labels, species="human", model=name,
-                                                groups=ref.groups, **extra)))
-    return 0
-
-
-def _fit_line(model) -> str:
-    cal, cv = model.record["calibration"], model.record["cv"]
-    return (f"{model.species}: {model.model} ({len(model.features)} features, {model.record['n_cells']} "
-            f"cells), CV accuracy {cv['accuracy']:.3f}, macro F1 {cv['macro_f1']:.3f}; ECE before "
-            f"{cal['ece_before']:.4f}, after ({cal['method']}) {cal['ece_after']:.4f}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

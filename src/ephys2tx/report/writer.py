@@ -10,10 +10,9 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from ephys2tx.atomic import replace_atomically
+from ephys2tx.io import write_json
 from ephys2tx.report import figures
 from ephys2tx.evaluation.selection import MOUSE_LOCKBOX_FRACTION
 from ephys2tx.models.registry import DESCRIPTIONS, TRANSFER_MODELS
@@ -29,22 +28,6 @@ from ephys2tx.study import (
 
 #: Significance level of the generated findings (Holm-adjusted corrected t tests).
 ALPHA = 0.05
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj)}")
-
-
-def dump_json(data, path: Path) -> None:
-    """Write JSON to ``path`` atomically."""
-    text = json.dumps(data, indent=2, default=_json_default, ensure_ascii=False)
-    replace_atomically(path, lambda handle: handle.write(text.encode()))
 
 
 def results_markdown_table(result: StudyResult) -> str:
@@ -245,7 +228,7 @@ def build_report(result: StudyResult, out: Path) -> None:
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True)
     shift = [] if result.shift is None else [{"section": "shift_benchmark", **result.shift}]
-    dump_json(result.records + shift, out / "metrics.json")
+    write_json(out / "metrics.json", result.records + shift)
     sections: list[str] = []
     fold_rows = []
     for sp, res in result.species.items():
@@ -298,9 +281,6 @@ def build_report(result: StudyResult, out: Path) -> None:
         from ephys2tx.report.shift_report import benchmark_markdown
 
         sections.append(benchmark_markdown(result.shift))
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
     models = list(dict.fromkeys(r["model"] for r in result.records))
     model_lines = "\n".join(f"- `{m}`: {DESCRIPTIONS.get(m, '')}" for m in models)
     checks = {k: v for res in result.species.values() for k, v in res.dataset.checksums.items()}

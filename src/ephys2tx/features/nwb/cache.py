@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ephys2tx.atomic import replace_atomically
+from ephys2tx.io import replace_atomically
 
 __all__ = ["CACHE_VERSION", "SUFFIX", "cell_key", "read", "write_atomic"]
 

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ephys2tx.atomic import replace_atomically
+from ephys2tx.io import replace_atomically
 from ephys2tx.errors import InputError
 
 #: ipfx release manifests mapping ``cell_specimen_id`` to NWB file names.

@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ephys2tx.atomic import replace_atomically
+from ephys2tx.io import replace_atomically
 from ephys2tx.errors import InputError
 
 from . import cache
@@ -34,10 +34,8 @@ from .abf import is_abf
 from .adapter import CellFailure
 from .vectors import COMPACT_FAMILIES, FAMILIES, SUMMARY_FEATURES
 
-META_FAMILIES = b"ephys2tx.families"
-META_SUMMARY = b"ephys2tx.summary_columns"
-META_SETTINGS = b"ephys2tx.settings"
-META_NOTES = b"ephys2tx.notes"
+from ephys2tx.data.extracted import (META_FAMILIES, META_NOTES, META_SETTINGS, META_SUMMARY,  # noqa: F401
+                                     FeatureTable, read_feature_table)
 SUMMARY_PREFIX = "summary__"
 FAILURE_COLUMNS = ("cell_id", "path", "reason")
 #: How long ``--scheduler`` waits for the Dask scheduler to answer.
@@ -691,64 +689,6 @@ def _write_failures(failures: list[dict], path: Path) -> None:
         text.detach()  # leave the binary handle open for replace_atomically
 
     replace_atomically(path, write)
-
-
-@dataclasses.dataclass(frozen=True)
-class FeatureTable:
-    """A table written by :func:`extract_features`, as stored.
-
-    Attributes
-    ----------
-    frame : DataFrame
-        Every column of the file (index: cell id as str): the family columns,
-        the ``summary__*`` columns and any column added later (e.g. labels).
-    families : dict
-        Ordered family name -> column names (14 families; 12 for a compact table).
-    summary_columns : list of str
-        The IPFX summary feature columns (in no family).
-    settings : dict
-        Extraction settings (``ap_window``, ``compact``, ...).
-    """
-
-    frame: pd.DataFrame
-    families: dict[str, list[str]]
-    summary_columns: list[str]
-    settings: dict
-
-    @property
-    def feature_columns(self) -> list[str]:
-        """The family columns, family by family."""
-        return [c for cols in self.families.values() for c in cols]
-
-
-def read_feature_table(path: str | Path) -> FeatureTable:
-    """Read a parquet table written by :func:`extract_features` with its metadata.
-
-    Raises
-    ------
-    InputError
-        Missing or unreadable file, or a parquet file without the family map
-        (not written by ``ephys2tx extract``).
-    """
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"feature table {path} not found; create it with `ephys2tx extract`")
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"cannot read {path} as parquet: {first}") from exc
-    meta = table.schema.metadata or {}
-    if META_FAMILIES not in meta:
-        raise InputError(f"{path} has no '{META_FAMILIES.decode()}' schema metadata; it was not written "
-                         "by `ephys2tx extract` (or was re-saved without its metadata)")
-    frame = table.to_pandas()
-    frame.index = frame.index.astype(str)
-    return FeatureTable(frame=frame, families=json.loads(meta[META_FAMILIES]),
-                        summary_columns=json.loads(meta.get(META_SUMMARY, b"[]")),
-                        settings=json.loads(meta.get(META_SETTINGS, b"{}")))
 
 
 def load_feature_table(path: str | Path, include_summary: bool = False) -> tuple[pd.DataFrame, dict[str, list[str]]]:

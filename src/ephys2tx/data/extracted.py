@@ -1,6 +1,8 @@
-"""An extracted feature table as a :class:`~ephys2tx.data.datasets.PatchSeqDataset`.
+"""Extracted feature tables (``ephys2tx extract`` output) as :class:`~ephys2tx.data.datasets.PatchSeqDataset`.
 
-This is how ``ephys2tx extract`` output enters the models: the 12 families
+:func:`read_feature_table` reads the parquet file with its family map (the
+writer is :func:`ephys2tx.features.nwb.extract.extract_features`); this is how
+``ephys2tx extract`` output enters the models: the 12 families
 become the dataset's family map, and the subclass labels come from a column
 of the table, a separate table (``id,subclass``) or a Series. The same QC as
 for the shared tables applies (:func:`ephys2tx.data.datasets._apply_qc`).
@@ -8,6 +10,8 @@ for the shared tables applies (:func:`ephys2tx.data.datasets._apply_qc`).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 from pathlib import Path
@@ -16,13 +20,76 @@ import pandas as pd
 
 from ephys2tx import CLASSES
 from ephys2tx.errors import InputError
+from ephys2tx.io import sha256_file
 
-from .extract import read_feature_table
+#: Parquet schema metadata keys of an extracted table.
+META_FAMILIES = b"ephys2tx.families"
+META_SUMMARY = b"ephys2tx.summary_columns"
+META_SETTINGS = b"ephys2tx.settings"
+META_NOTES = b"ephys2tx.notes"
 
 #: Label column looked for, in order, when ``label_column`` is not given (case-insensitive).
 LABEL_CANDIDATES = ("subclass", "t type subclass", "label", "cell_type", "class")
 SPECIES = ("mouse", "human")
 LabelSource = pd.Series | str | os.PathLike | None
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureTable:
+    """A table written by :func:`extract_features`, as stored.
+
+    Attributes
+    ----------
+    frame : DataFrame
+        Every column of the file (index: cell id as str): the family columns,
+        the ``summary__*`` columns and any column added later (e.g. labels).
+    families : dict
+        Ordered family name -> column names (14 families; 12 for a compact table).
+    summary_columns : list of str
+        The IPFX summary feature columns (in no family).
+    settings : dict
+        Extraction settings (``ap_window``, ``compact``, ...).
+    """
+
+    frame: pd.DataFrame
+    families: dict[str, list[str]]
+    summary_columns: list[str]
+    settings: dict
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """The family columns, family by family."""
+        return [c for cols in self.families.values() for c in cols]
+
+
+def read_feature_table(path: str | Path) -> FeatureTable:
+    """Read a parquet table written by :func:`extract_features` with its metadata.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, or a parquet file without the family map
+        (not written by ``ephys2tx extract``).
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"feature table {path} not found; create it with `ephys2tx extract`")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot read {path} as parquet: {first}") from exc
+    meta = table.schema.metadata or {}
+    if META_FAMILIES not in meta:
+        raise InputError(f"{path} has no '{META_FAMILIES.decode()}' schema metadata; it was not written "
+                         "by `ephys2tx extract` (or was re-saved without its metadata)")
+    frame = table.to_pandas()
+    frame.index = frame.index.astype(str)
+    return FeatureTable(frame=frame, families=json.loads(meta[META_FAMILIES]),
+                        summary_columns=json.loads(meta.get(META_SUMMARY, b"[]")),
+                        settings=json.loads(meta.get(META_SETTINGS, b"{}")))
 
 
 def normalise_labels(raw: pd.Series) -> pd.Series:
@@ -122,8 +189,7 @@ def as_dataset(path: str | os.PathLike, labels: LabelSource = None, *, label_col
         or labels that match no cell id.
     """
     from ephys2tx.data.datasets import DEFAULT_MAX_MISSING, PatchSeqDataset, _assemble, _step
-    from ephys2tx.data.fetch import sha256_file
-    from ephys2tx.features.families import validate_families
+    from ephys2tx.schemas import validate_families
 
     if species not in SPECIES:
         raise InputError(f"species must be one of {', '.join(SPECIES)}, got {species!r}")

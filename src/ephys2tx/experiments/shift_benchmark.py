@@ -374,7 +374,7 @@ def loso_select(scores: pd.DataFrame, *, default: str = DEFAULT_CANDIDATE) -> di
 
 
 def _fit(model_kind, X, y, config, seed):
-    from ephys2tx.mapping import fit_reference_model
+    from ephys2tx.mapping.reference import fit_reference_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -410,7 +410,7 @@ def _run_task(task: Task, config: ShiftBenchmarkConfig, seed: int, tables_cache:
         if model_cache is not None:
             model_cache[key] = fitted[kind]
     if "ensemble" in config.models:  # = fit_reference_model(model="ensemble"), without refitting
-        from ephys2tx.models.map_models import combine_reference_models
+        from ephys2tx.mapping.reference import combine_reference_models
 
         fitted["ensemble"] = combine_reference_models([fitted["forest"], fitted["hgb"]])
     fitted = {k: fitted[k] for k in config.models}

@@ -1,7 +1,14 @@
-"""Atomic file writes: a reader sees the old file or the complete new one, never a partial one."""
+"""File input/output shared by every layer: checksums and atomic writers.
+
+Every file ephys2tx writes goes through one of these writers: a reader sees
+the old file or the complete new one, never a partial one. (A leaf module:
+it imports nothing of ephys2tx; pandas/pyarrow are imported where used.)
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -10,6 +17,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+_CHUNK = 1 << 16
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def replace_atomically(target: Path, write: Callable[[BinaryIO], None]) -> Path:
@@ -84,3 +102,45 @@ def staged_directory(target: str | os.PathLike, *,
         os.replace(content, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return replace_atomically(Path(path), lambda handle: handle.write(data))
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj)}")
+
+
+def write_json(path: str | os.PathLike, data, *, indent: int | None = 2) -> Path:
+    """Write ``data`` as UTF-8 JSON (numpy scalars and arrays as plain values), atomically."""
+    text = json.dumps(data, indent=indent, default=_json_default, ensure_ascii=False)
+    return write_text(path, text)
+
+
+def write_csv(frame, path: str | os.PathLike) -> Path:
+    """Write a DataFrame (without its index) as a UTF-8 CSV, atomically; missing values are empty."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    return replace_atomically(path, lambda handle: pa_csv.write_csv(
+        table, handle, pa_csv.WriteOptions(quoting_style="needed")))

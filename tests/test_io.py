@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ephys2tx.atomic import replace_atomically
+from ephys2tx.io import replace_atomically
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -32,7 +32,7 @@ def test_new_file_gets_the_content_and_usual_permissions(tmp_path):
 
 
 def test_staged_directory_replaces_the_folder_whole_or_not_at_all(tmp_path):
-    from ephys2tx.atomic import staged_directory
+    from ephys2tx.io import staged_directory
 
     target = tmp_path / "out"
     with staged_directory(target) as folder:

@@ -1,0 +1,104 @@
+"""Query tables: read a user's table into canonical features, check it, and assemble predictions."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ephys2tx.errors import InputError
+from ephys2tx.mapping.reference import ReferenceModel
+
+@dataclass(frozen=True)
+class Query:
+    """A user table converted to canonical features."""
+
+    ids: pd.Index
+    id_column: str
+    features: pd.DataFrame
+    sources: dict
+    column_map: str
+    warnings: list
+
+
+def read_query(input_path, *, column_map=None, id_column: str | None = None,
+               force: bool = False) -> Query:
+    """Read a user table, apply the column map and check units/ranges.
+
+    Parameters
+    ----------
+    input_path : path
+        CSV, TSV, Parquet or Excel table, one row per cell.
+    column_map : path, shipped map name or ColumnMap, optional
+        Default: the shipped map matching the most columns.
+    id_column : str, optional
+        Default: the map's ``id_column``, else detected.
+    force : bool
+        Turn unit/range problems into warnings.
+
+    Raises
+    ------
+    InputError
+        Any bad input; a unit/range issue unless ``force``.
+    """
+    from ephys2tx.data.missing_codes import mask_missing_codes
+    from ephys2tx.data.user_tables import check_finite, read_user_table
+    from ephys2tx.features.canonical import check_units
+    from ephys2tx.features.column_map import (apply_column_map, describe_detection,
+                                              resolve_column_map)
+
+    cmap = None if column_map is None else resolve_column_map(column_map, ())
+    if id_column is None and cmap is not None:
+        id_column = cmap.id_column
+    table = read_user_table(input_path, id_column=id_column, id_hint="name it with --id-column")
+    cmap = cmap or resolve_column_map(None, table.data.columns, table=table.data)
+    # Missing-value codes (0 mV thresholds, 0 s ISIs...) are NaN, in the table's naming and in IPFX's.
+    canonical, sources = apply_column_map(cmap, mask_missing_codes(table.data)[0], where=str(input_path))
+    check_finite(canonical, where=str(input_path), sources=sources)
+    canonical = mask_missing_codes(canonical)[0]
+    notes = [note for note in [describe_detection(cmap)] if note]
+    for issue in check_units(canonical, sources):
+        if not force:
+            raise InputError(issue.message())
+        notes.append("continuing (--force): " + issue.message())
+    return Query(ids=table.data.index, id_column=table.id_column, features=canonical,
+                 sources=sources, column_map=cmap.name, warnings=notes)
+
+
+def _is_predictions_table(path: Path) -> bool:
+    """Whether ``path`` looks like a predictions CSV written by ``ephys2tx predict`` (its header)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            header = handle.readline(65536)
+    except (OSError, UnicodeDecodeError):
+        return False
+    names = {c.strip().strip('"') for c in header.rstrip("\r\n").split(",")}
+    return {"predicted_subclass", "confidence", "ood_score", "ood_flag", "n_features"} <= names
+
+
+def _input_paths(*paths) -> list:
+    """The given paths that name files or folders (a shipped column map name does not)."""
+    return [p for p in paths if isinstance(p, (str, os.PathLike)) and Path(p).exists()]
+
+
+def _assemble_output(query: Query, predictions: pd.DataFrame) -> pd.DataFrame:
+    out = predictions.copy()
+    out.insert(0, query.id_column, query.ids.astype(str))
+    return out.reset_index(drop=True)
+
+
+def _prediction_warnings(query: Query, ref: ReferenceModel, predictions: pd.DataFrame) -> list[str]:
+    notes = list(query.warnings)
+    missing = [f for f in ref.features if f not in query.features.columns
+               or query.features[f].isna().all()]
+    if missing:
+        notes.append(f"{len(missing)} of the model's {len(ref.features)} features are absent from "
+                     f"the input (imputed with reference medians), e.g. {missing[0]}; "
+                     "`ephys2tx map` trains a reference model on exactly the features you have.")
+    empty = predictions.index[predictions["n_features"] == 0]
+    if len(empty):
+        notes.append(f"{len(empty)} cell(s) have no value for any model feature and get no "
+                     f"prediction (kept, empty), e.g. {empty[0]}.")
+    return notes
