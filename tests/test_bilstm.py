@@ -75,9 +75,10 @@ def test_families_by_name_by_index_and_none():
     assert list(by_name.families_) == ["spike", "passive", "train"]
     assert by_name.families_["passive"] == [3, 4]
     assert list(by_name.feature_names_in_) == list(X.columns)
-    by_index = AttentionBiLSTMClassifier({"a": [0, 1], "b": [2, 3, 4]}, random_state=0, **FAST)
+    by_index = AttentionBiLSTMClassifier({"a": [0, 1], "b": [2, 3, 4], "c": [5, 6, 7, 8, 9]},
+                                         random_state=0, **FAST)
     by_index.fit(X.to_numpy(), y)
-    assert by_index.families_ == {"a": [0, 1], "b": [2, 3, 4]}
+    assert by_index.families_ == {"a": [0, 1], "b": [2, 3, 4], "c": [5, 6, 7, 8, 9]}
     default = AttentionBiLSTMClassifier(random_state=0, **FAST).fit(X, y)
     assert len(default.families_) == 10  # min(12, n_features) chunks
     assert sorted(i for f in default.families_.values() for i in f) == list(range(10))

@@ -11,6 +11,7 @@ from ephys2tx.features.families import (
     HUMAN_IPFX_SCHEMA,
     MOUSE_VISP_SCHEMA,
     SCHEMAS,
+    resolve_families,
     validate_families,
 )
 
@@ -83,3 +84,53 @@ def test_validate_rejects_real_schema_with_a_column_lost(human):
     families["passive_membrane"].remove("tau")
     with pytest.raises(InputError, match="'tau'"):
         validate_families(families, list(human.features.columns))
+
+
+# --------------------------------------------------------------------------- the one resolver
+
+
+def test_resolver_maps_names_and_positions_in_the_given_order():
+    assert resolve_families({"b": ["x3"], "a": ["x2", "x1"]}, 3, _COLUMNS) == {"b": [2], "a": [1, 0]}
+    assert resolve_families([[2], [0, 1]], 3) == {"f0": [2], "f1": [0, 1]}
+
+
+def test_resolver_defaults_for_no_families():
+    assert resolve_families(None, 3, default="columns") == {"f0": [0], "f1": [1], "f2": [2]}
+    chunks = resolve_families(None, 30, default="chunks")
+    assert list(chunks) == [f"f{k:02d}" for k in range(12)]
+    assert [i for cols in chunks.values() for i in cols] == list(range(30))
+    with pytest.raises(InputError, match="non-empty mapping"):
+        resolve_families(None, 3)
+
+
+def _small_table(n=80, seed=0):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    y = np.repeat(["A", "B"], n // 2)
+    X = pd.DataFrame(rng.normal(size=(n, 3)) + (y == "B")[:, None], columns=_COLUMNS)
+    return X, y
+
+
+def _spca(families):
+    from ephys2tx.models.spca import FamilySparsePCA
+
+    return FamilySparsePCA(families, random_state=0)
+
+
+def _bilstm(families):
+    from ephys2tx.models.bilstm import AttentionBiLSTMClassifier
+
+    return AttentionBiLSTMClassifier(families, max_epochs=2, batch_size=32, token_dim=4,
+                                     hidden_size=4, embedding_dim=4, random_state=0)
+
+
+@pytest.mark.parametrize("make", [_spca, _bilstm], ids=["spca", "bilstm"])
+def test_every_family_model_refuses_an_unassigned_column(make):
+    """A column in no family is an error naming it, never silently ignored (one resolver)."""
+    X, y = _small_table()
+    with pytest.raises(InputError, match="column 'x3' is in no feature family"):
+        make({"a": ["x1", "x2"]}).fit(X, y)
+    fitted = make(_FAMILIES).fit(X, y)
+    assert fitted.families_ == {"a": [0, 1], "b": [2]}

@@ -9,7 +9,8 @@ from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from ephys2tx.errors import InputError
-from ephys2tx.models.spca import FamilySparsePCA, adjusted_variance, resolve_families
+from ephys2tx.models.spca import FamilySparsePCA, adjusted_variance
+from ephys2tx.schemas import resolve_families
 
 
 # All checks pass with the default parameters (families=None: each feature its own
@@ -113,10 +114,10 @@ def test_deterministic_for_a_seed():
 
 @pytest.mark.parametrize(
     ("families", "match"),
-    [({"A": ["a0", "a1", "a2", "a3"], "B": ["b0", "b1", "b2"]}, "no family"),
-     ({"A": ["a0", "a1", "a2", "a3", "b0"], "B": ["b0", "b1", "b2"], "S": ["solo"]}, "two families"),
-     ({"A": ["a0", "zzz"], "B": ["a1", "a2", "a3", "b0", "b1", "b2", "solo"]}, "does not have"),
-     ({"A": [0, 1, 2, 3], "B": [4, 5, 6, 99]}, "out of range")],
+    [({"A": ["a0", "a1", "a2", "a3"], "B": ["b0", "b1", "b2"]}, "column 'solo' is in no feature family"),
+     ({"A": ["a0", "a1", "a2", "a3", "b0"], "B": ["b0", "b1", "b2"], "S": ["solo"]}, "two feature families"),
+     ({"A": ["a0", "zzz"], "B": ["a1", "a2", "a3", "b0", "b1", "b2", "solo"]}, "'zzz', which is not in the training table"),
+     ({"A": [0, 1, 2, 3], "B": [4, 5, 6, 99]}, "column index 99")],
     ids=["lost", "duplicated", "unknown", "out-of-range"],
 )
 def test_bad_families(families, match):
@@ -126,7 +127,7 @@ def test_bad_families(families, match):
 
 
 def test_names_need_feature_names():
-    with pytest.raises(InputError, match="does not have"):
+    with pytest.raises(InputError, match="no column names"):
         resolve_families({"A": ["a0"]}, 1, None)
 
 

@@ -229,23 +229,40 @@ SCHEMAS: dict[str, FamilySchema] = {
 }
 
 
-def resolve_families(families, n_features: int, feature_names=None) -> dict[str, list[int]]:
+#: Consecutive column chunks made by ``resolve_families(None, ..., default="chunks")``.
+DEFAULT_N_CHUNKS = 12
+_DEFAULTS = ("error", "columns", "chunks")
+
+
+def resolve_families(families, n_features: int, feature_names=None, *,
+                     default: str = "error") -> dict[str, list[int]]:
     """Resolve a family map to ``{family: [column positions]}``: the one resolver of every model.
 
     Every column must be in exactly one family: a column in none is refused
-    (it would be silently ignored by a family-token model, or dropped by the
-    per-family sparse PCA), as is a column in two families, an unknown column
-    or an empty family. Families keep their order (the token order).
+    (a family-token model would silently ignore it, and the per-family sparse
+    PCA drop it), as is a column in two families, an unknown column or an
+    empty family. Families keep their order (the token order).
 
     Parameters
     ----------
-    families : mapping or sequence of sequences
+    families : mapping, sequence of sequences, or None
         ``{name: [columns]}`` with column names (needs ``feature_names``) or
         integer positions; or a sequence of position lists (named ``f0``, ``f1``, ...).
+        None: see ``default``.
     n_features : int
         Number of input columns.
     feature_names : sequence of str, optional
         Column names of the input table.
+    default : {"error", "columns", "chunks"}
+        What ``families=None`` means: refused (``"error"``); one family per
+        column (``"columns"``: ``f0``, ``f1``, ...); or up to
+        :data:`DEFAULT_N_CHUNKS` consecutive, near-equal chunks (``"chunks"``:
+        ``f00``, ``f01``, ...).
+
+    Returns
+    -------
+    dict
+        Family name -> list of int positions, in the order given.
 
     Raises
     ------
@@ -254,6 +271,13 @@ def resolve_families(families, n_features: int, feature_names=None) -> dict[str,
     """
     import numpy as np
 
+    if default not in _DEFAULTS:
+        raise ValueError(f"default must be one of {', '.join(_DEFAULTS)}, got {default!r}.")
+    if families is None and default == "columns":
+        return {f"f{i}": [i] for i in range(n_features)}
+    if families is None and default == "chunks":
+        chunks = np.array_split(np.arange(n_features), min(DEFAULT_N_CHUNKS, n_features))
+        return {f"f{k:02d}": [int(i) for i in c] for k, c in enumerate(chunks)}
     if isinstance(families, (str, bytes)) or not isinstance(families, (Mapping, Sequence)) \
             or len(families) == 0:
         raise InputError(f"families must be a non-empty mapping family -> columns, got "
@@ -278,8 +302,8 @@ def resolve_families(families, n_features: int, feature_names=None) -> dict[str,
                                  "column names; fit on a pandas DataFrame or give the families as "
                                  "integer positions.")
             elif str(col) not in lookup:
-                raise InputError(f"feature family {fam!r} names column {col!r}, which the input does "
-                                 "not have; fix the family definition or the table's columns.")
+                raise InputError(f"feature family {fam!r} names column {col!r}, which is not in the "
+                                 "training table; fix the family definition or the table's columns.")
             else:
                 pos = lookup[str(col)]
             if pos in owner:

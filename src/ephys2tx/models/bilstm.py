@@ -399,7 +399,9 @@ class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
         if len(self.classes_) < 2:
             raise ValueError(f"need samples of at least 2 classes to fit, got 1 class: {self.classes_[0]!r}.")
         names = getattr(self, "feature_names_in_", None)
-        self.families_ = resolve_families(self.families, X.shape[1], names)
+        from ephys2tx.schemas import resolve_families as resolve_family_map  # the one resolver
+
+        self.families_ = resolve_family_map(self.families, X.shape[1], names, default="chunks")
 
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))

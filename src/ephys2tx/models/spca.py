@@ -10,64 +10,13 @@ one component per family is kept.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import SparsePCA
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ephys2tx.errors import InputError
-
-
-def resolve_families(families, n_features: int, feature_names=None) -> dict[str, np.ndarray]:
-    """Turn a family specification into ``{family: column positions}``.
-
-    Parameters
-    ----------
-    families : mapping, sequence of sequences, or None
-        ``{name: [columns]}`` with column names (needs ``feature_names``) or
-        positions; a sequence of position lists (named ``f0``, ``f1``, ...); or
-        None: every feature is its own family.
-    n_features : int
-    feature_names : array-like of str, optional
-
-    Raises
-    ------
-    InputError
-        Unknown column, a column in two families, or a column in none.
-    """
-    if families is None:
-        return {f"f{i}": np.array([i]) for i in range(n_features)}
-    if not isinstance(families, Mapping):
-        families = {f"f{i}": list(cols) for i, cols in enumerate(families)}
-    lookup = None if feature_names is None else {str(n): i for i, n in enumerate(feature_names)}
-    out: dict[str, np.ndarray] = {}
-    seen: set[int] = set()
-    for name, cols in families.items():
-        idx = []
-        for col in cols:
-            if isinstance(col, (int, np.integer)):
-                pos = int(col)
-                if not 0 <= pos < n_features:
-                    raise InputError(f"family {name!r} names column {pos}, out of range 0..{n_features - 1}.")
-            else:
-                if lookup is None or str(col) not in lookup:
-                    raise InputError(f"family {name!r} names column {col!r}, which the input does not have.")
-                pos = lookup[str(col)]
-            if pos in seen:
-                raise InputError(f"column {col!r} is in two families; put it in exactly one.")
-            seen.add(pos)
-            idx.append(pos)
-        if idx:
-            out[str(name)] = np.array(idx, dtype=int)
-    missing = sorted(set(range(n_features)) - seen)
-    if missing:
-        name = missing[0] if feature_names is None else feature_names[missing[0]]
-        raise InputError(f"column {name!r} is in no family ({len(missing)} such columns); "
-                         "add it to a family or drop it from the input.")
-    return out
+from ephys2tx.schemas import resolve_families
 
 
 def adjusted_variance(scores: np.ndarray) -> np.ndarray:
@@ -86,7 +35,9 @@ class FamilySparsePCA(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     families : mapping or sequence or None
-        See :func:`resolve_families`.
+        ``{family: [columns]}`` (names or positions) covering every column
+        exactly once; None: each column is its own family. See
+        :func:`ephys2tx.schemas.resolve_families`.
     alpha : float
         Sparsity (L1) penalty of :class:`~sklearn.decomposition.SparsePCA`.
     max_components : int
@@ -124,7 +75,7 @@ class FamilySparsePCA(TransformerMixin, BaseEstimator):
             raise ValueError(f"variance_threshold must be in [0, 1), got {self.variance_threshold}.")
         rng = check_random_state(self.random_state)
         names = getattr(self, "feature_names_in_", None)
-        self.families_ = resolve_families(self.families, X.shape[1], names)
+        self.families_ = resolve_families(self.families, X.shape[1], names, default="columns")
         self.components_, self.means_, self.explained_variance_ratio_ = {}, {}, {}
         for fam, idx in self.families_.items():
             block = X[:, idx]
