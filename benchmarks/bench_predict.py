@@ -8,7 +8,7 @@ Each model is trained on the mouse reference (not timed), saved, then timed on
 100,000 cells (the reference rows replicated), model load included, three ways:
 
 * ``library``: :func:`ephys2tx.mapping.load_reference_model` + ``predict_frame``;
-* ``predict()``: :func:`ephys2tx.mapping.predict`, Parquet in, CSV out, with
+* ``predict()``: :func:`ephys2tx.workflows.predict`, Parquet in, CSV out, with
   the column map and unit checks (what the command does, minus start-up);
 * ``CLI``: the ``ephys2tx predict`` process, interpreter start-up and imports
   included.
@@ -32,8 +32,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ephys2tx.mapping import (fit_reference_model, load_reference_model, predict, reference_data,
+from ephys2tx.mapping import (fit_reference_model, load_reference_model, reference_data,
                               save_reference_model)
+from ephys2tx.workflows import predict
 
 N_CELLS = 100_000
 

@@ -3,7 +3,7 @@
 Prints the per-scenario table (in-distribution, today's default, the chosen
 default, the LOSO choice, the layer prior), every candidate's macro-F1 and
 accuracy, the selection and the shift alarm's false-alarm rate and power.
-Every figure comes from :func:`ephys2tx.evaluation.shift_benchmark.run_shift_benchmark`
+Every figure comes from :func:`ephys2tx.experiments.shift_benchmark.run_shift_benchmark`
 on the shared data (docs/shift.md). The full configuration took ~N min on 2
 shared cores (see docs/shift.md for the measured time); ``--quick`` runs the
 subset that ``ephys2tx run --quick`` runs.

@@ -54,7 +54,8 @@ def main(argv=None) -> int:
             res = ood_evaluation(model, ref.held_out_features, ref.held_out_labels, oof)
             print(f"{species} OOD (held-out {', '.join(sorted(ref.held_out_labels.unique()))}, "
                   f"{len(ref.held_out_labels)} cells): " + ", ".join(f"{k} {v:.3f}" for k, v in res.items()))
-            _save(ood_figure(model, ref.held_out_features, ref.held_out_labels, oof,
+            scores = model.predict_frame(ref.held_out_features)["ood_score"].to_numpy()
+            _save(ood_figure(scores, ref.held_out_labels, oof, model.ood_norm,
                              f"{species}: OOD score, AUROC {res['auroc']:.3f}"),
                   out / f"map_ood_{species}.png")
         table = shift_experiment(species, args.data_dir, reference=ref, seeds=range(args.seeds))

@@ -168,7 +168,7 @@ class StudyResult:
     seconds: float
     shared_embedding: pd.DataFrame | None = None
     version: str = __version__
-    #: The shift benchmark (:mod:`ephys2tx.evaluation.shift_benchmark`), when it ran.
+    #: The shift benchmark (:mod:`ephys2tx.experiments.shift_benchmark`), when it ran.
     shift: dict | None = None
 
     def table(self) -> pd.DataFrame:

@@ -19,8 +19,8 @@ from ephys2tx.data.paths import resolve_data_dir
 from ephys2tx.errors import InputError
 from ephys2tx.io import write_csv
 from ephys2tx.mapping.cache import cached_reference_model, check_cache_dir, default_cache_dir
-from ephys2tx.mapping.query import (_assemble_output, _input_paths, _is_predictions_table,
-                                    _prediction_warnings, read_query)
+from ephys2tx.mapping.query import (assemble_output, embedding_onto_reference, input_paths,
+                                    is_predictions_table, prediction_warnings, read_query)
 from ephys2tx.mapping.reference import (CALIBRATIONS, DEFAULT_CALIBRATION, FOREST_TREES, MODELS,
                                         SPECIES, ReferenceModel, fit_reference_model,
                                         load_reference_model, reference_data, save_reference_model)
@@ -154,8 +154,8 @@ def predict(model_dir, input_path, out, *, column_map=None, id_column: str | Non
         corrupted model directory; any bad table or column map; no model
         feature in the table. Nothing is written then.
     """
-    out = check_output_file(out, overwrite=overwrite, recognise=_is_predictions_table,
-                            inputs=_input_paths(model_dir, input_path, column_map),
+    out = check_output_file(out, overwrite=overwrite, recognise=is_predictions_table,
+                            inputs=input_paths(model_dir, input_path, column_map),
                             written_by="ephys2tx predict (no predictions header)")
     ref = load_reference_model(model_dir)
     query = read_query(input_path, column_map=column_map, id_column=id_column, force=force)
@@ -164,7 +164,7 @@ def predict(model_dir, input_path, out, *, column_map=None, id_column: str | Non
                          f"{query.column_map!r}; check the column map (model features start "
                          f"with {ref.features[:3]}).")
     predictions = ref.predict_frame(query.features)
-    notes = _prediction_warnings(query, ref, predictions)
+    notes = prediction_warnings(query, ref, predictions)
     from ephys2tx.data.layers import user_class_prior
     from ephys2tx.models.shift_adapt import prior_predictions, read_layer_column
     from ephys2tx.models.shift_alarm import ood_alarm
@@ -178,7 +178,7 @@ def predict(model_dir, input_path, out, *, column_map=None, id_column: str | Non
         predictions = prior_predictions(ref, predictions, user_prior)
         notes += prior_notes
     alarm = ood_alarm(predictions["ood_flag"], ood_expected=float(ref.ood_norm.get("false_alarm_rate", 0.05)))
-    frame = _assemble_output(query, predictions)
+    frame = assemble_output(query, predictions)
     write_csv(frame, out)
     return PredictResult(path=out, predictions=frame, warnings=notes, model=ref, alarm=alarm)
 
@@ -276,7 +276,7 @@ def map_cells(input_path, species: str, out_dir, *, column_map=None, align: str 
     if model not in MAP_MODELS:
         raise InputError(f"unknown --model {model!r}; use one of {', '.join(MAP_MODELS)}.")
     check_output_dir(out_dir, kind=MAPPING_OUTPUT_KIND, overwrite=overwrite,
-                     inputs=_input_paths(input_path, column_map, resolve_data_dir(data_dir)))
+                     inputs=input_paths(input_path, column_map, resolve_data_dir(data_dir)))
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     check_cache_dir(cache, out_dir)
     query = read_query(input_path, column_map=column_map, id_column=id_column, force=force)
@@ -299,10 +299,11 @@ def map_cells(input_path, species: str, out_dir, *, column_map=None, align: str 
     shift = predict_under_shift(fitted, X, ref.features[features], ref.labels, align=align,
                                 user_prior=user_prior, random_state=random_state)
     predictions = shift.predictions
-    notes = mapping_notes(query, ref) + _prediction_warnings(query, fitted, predictions)
+    notes = mapping_notes(query, ref) + prediction_warnings(query, fitted, predictions)
     shift.notes.extend(prior_notes)
-    frame = _assemble_output(query, predictions)
-    write_mapping_report(out_dir, frame, query_features=X, reference=ref, model=fitted,
+    frame = assemble_output(query, predictions)
+    embedding = embedding_onto_reference(ref.features[fitted.features], X[fitted.features])
+    write_mapping_report(out_dir, frame, embedding=embedding, reference=ref, model=fitted,
                          align=shift.adapt.method, column_map=query.column_map,
                          input_path=Path(input_path), from_cache=from_cache, warnings=notes,
                          overwrite=overwrite, shift=shift)

@@ -1,4 +1,4 @@
-"""Read a user's feature table (CSV, TSV, Parquet or Excel) and find its cell-id column; write CSV.
+"""Read a user's feature table (CSV, TSV, Parquet or Excel) and find its cell-id column.
 
 The table must have one row per cell and one id column whose values are
 unique. Every row must have as many fields as the header (a row cut short, e.g.

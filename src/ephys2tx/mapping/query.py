@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ephys2tx.errors import InputError
@@ -67,7 +68,7 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
                  sources=sources, column_map=cmap.name, warnings=notes)
 
 
-def _is_predictions_table(path: Path) -> bool:
+def is_predictions_table(path: Path) -> bool:
     """Whether ``path`` looks like a predictions CSV written by ``ephys2tx predict`` (its header)."""
     try:
         with open(path, encoding="utf-8") as handle:
@@ -78,18 +79,20 @@ def _is_predictions_table(path: Path) -> bool:
     return {"predicted_subclass", "confidence", "ood_score", "ood_flag", "n_features"} <= names
 
 
-def _input_paths(*paths) -> list:
+def input_paths(*paths) -> list:
     """The given paths that name files or folders (a shipped column map name does not)."""
     return [p for p in paths if isinstance(p, (str, os.PathLike)) and Path(p).exists()]
 
 
-def _assemble_output(query: Query, predictions: pd.DataFrame) -> pd.DataFrame:
+def assemble_output(query: Query, predictions: pd.DataFrame) -> pd.DataFrame:
+    """The predictions table of ``map``: the query's cell ids first, then the prediction columns."""
     out = predictions.copy()
     out.insert(0, query.id_column, query.ids.astype(str))
     return out.reset_index(drop=True)
 
 
-def _prediction_warnings(query: Query, ref: ReferenceModel, predictions: pd.DataFrame) -> list[str]:
+def prediction_warnings(query: Query, ref: ReferenceModel, predictions: pd.DataFrame) -> list[str]:
+    """The query's warnings, plus absent model features and cells left without a prediction."""
     notes = list(query.warnings)
     missing = [f for f in ref.features if f not in query.features.columns
                or query.features[f].isna().all()]
@@ -102,3 +105,26 @@ def _prediction_warnings(query: Query, ref: ReferenceModel, predictions: pd.Data
         notes.append(f"{len(empty)} cell(s) have no value for any model feature and get no "
                      f"prediction (kept, empty), e.g. {empty[0]}.")
     return notes
+
+
+def embedding_onto_reference(reference_features: pd.DataFrame, query_features: pd.DataFrame
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """2-D PCA of the standardised reference, with the query projected onto it.
+
+    Missing values are filled with the reference medians; standardised values
+    are clipped to +-10. Returns the reference and the query coordinates
+    (a second coordinate of zeros when there is one feature).
+    """
+    from sklearn.decomposition import PCA
+
+    med = reference_features.median()
+    ref = reference_features.fillna(med)
+    mean, sd = ref.mean(), ref.std().replace(0, 1.0)
+    z_ref = ((ref - mean) / sd).clip(-10, 10).to_numpy()
+    z_q = ((query_features[reference_features.columns].fillna(med) - mean) / sd).clip(-10, 10).to_numpy()
+    n_comp = min(2, z_ref.shape[1])
+    pca = PCA(n_components=n_comp, random_state=0).fit(z_ref)
+    a, b = pca.transform(z_ref), pca.transform(z_q)
+    if n_comp == 1:
+        a, b = np.column_stack([a, np.zeros(len(a))]), np.column_stack([b, np.zeros(len(b))])
+    return a, b

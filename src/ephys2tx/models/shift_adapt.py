@@ -1,7 +1,7 @@
 """Predict a query under shift: alignment, class-mix estimation, user priors, and ``auto``.
 
 One entry point, :func:`adapt_predict`, used by ``ephys2tx map`` and by the shift
-benchmark (:mod:`ephys2tx.evaluation.shift_benchmark`), so that the benchmark
+benchmark (:mod:`ephys2tx.experiments.shift_benchmark`), so that the benchmark
 measures exactly what the command does. Methods (``--align``):
 
 * ``none``: the reference model's calibrated probabilities as they are;
@@ -50,7 +50,7 @@ def _benchmark_defaults() -> dict:
     """``shift_defaults.json``: what the shift benchmark's selection chose.
 
     Written by ``benchmarks/bench_shift.py --write-defaults`` from
-    :func:`ephys2tx.evaluation.shift_benchmark.shift_defaults` (the
+    :func:`ephys2tx.experiments.shift_benchmark.shift_defaults` (the
     leave-one-scenario-out selection over every candidate), never by hand.
     """
     import importlib.resources

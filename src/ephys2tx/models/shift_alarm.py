@@ -28,7 +28,7 @@ The alarm fires (``level == "alarm"``) when the beyond-label-shift test or the
 OOD excess is significant at ``alpha``; a significant marginal test alone is a
 ``note`` (the class mix differs). The false-alarm rate on held-out reference
 cells and the power on the shift scenarios are measured by
-:mod:`ephys2tx.evaluation.shift_benchmark` (docs/shift.md).
+:mod:`ephys2tx.experiments.shift_benchmark` (docs/shift.md).
 """
 
 from __future__ import annotations

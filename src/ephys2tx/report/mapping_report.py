@@ -15,7 +15,7 @@ import pandas as pd
 from ephys2tx.io import write_csv
 from ephys2tx.report.figures import subplots
 
-__all__ = ["embedding_onto_reference", "ood_figure", "proportions_figure",
+__all__ = ["ood_figure", "proportions_figure",
            "reliability_figure", "shift_figure", "write_mapping_report"]
 
 #: Kind of a ``map`` output folder in its ownership marker (:mod:`ephys2tx.safety`).
@@ -41,24 +41,6 @@ def reliability_figure(calibration: dict, title: str):
     ax.legend(fontsize=7, frameon=False, loc="upper left")
     fig.tight_layout()
     return fig
-
-
-def embedding_onto_reference(reference_features: pd.DataFrame, query_features: pd.DataFrame
-                             ) -> tuple[np.ndarray, np.ndarray]:
-    """2-D PCA of the standardised reference, with the query projected onto it."""
-    from sklearn.decomposition import PCA
-
-    med = reference_features.median()
-    ref = reference_features.fillna(med)
-    mean, sd = ref.mean(), ref.std().replace(0, 1.0)
-    z_ref = ((ref - mean) / sd).clip(-10, 10).to_numpy()
-    z_q = ((query_features[reference_features.columns].fillna(med) - mean) / sd).clip(-10, 10).to_numpy()
-    n_comp = min(2, z_ref.shape[1])
-    pca = PCA(n_components=n_comp, random_state=0).fit(z_ref)
-    a, b = pca.transform(z_ref), pca.transform(z_q)
-    if n_comp == 1:
-        a, b = np.column_stack([a, np.zeros(len(a))]), np.column_stack([b, np.zeros(len(b))])
-    return a, b
 
 
 def _embedding_figure(ref_xy, ref_labels, query_xy, query_pred, title):
@@ -101,18 +83,23 @@ def _save(fig, path: Path) -> None:
     fig.savefig(path, dpi=130)
 
 
-def write_mapping_report(out_dir, predictions: pd.DataFrame, *, query_features: pd.DataFrame,
+def write_mapping_report(out_dir, predictions: pd.DataFrame, *, embedding: tuple[np.ndarray, np.ndarray],
                          reference, model, align, column_map: str, input_path: Path,
                          from_cache: bool, warnings: list, overwrite: bool = False,
                          shift=None) -> Path:
-    """Write predictions.csv, report.md and figures to ``out_dir`` atomically (temp dir + rename)."""
+    """Write predictions.csv, report.md and figures to ``out_dir`` atomically (temp dir + rename).
+
+    ``embedding`` is the reference and query coordinates of
+    :func:`ephys2tx.mapping.query.embedding_onto_reference` (one row per
+    reference cell and per query cell); nothing is computed here.
+    """
     from ephys2tx.safety import check_output_dir, staged_output_dir
 
     out_dir = check_output_dir(out_dir, kind=MAPPING_OUTPUT_KIND, overwrite=overwrite)
     with staged_output_dir(out_dir, MAPPING_OUTPUT_KIND, overwrite=overwrite, command="map") as tmp:
         write_csv(predictions, tmp / "predictions.csv")
         feats = model.features
-        ref_xy, q_xy = embedding_onto_reference(reference.features[feats], query_features[feats])
+        ref_xy, q_xy = embedding
         has_pred = predictions["predicted_subclass"].to_numpy() != ""
         _save(_embedding_figure(ref_xy, reference.labels.to_numpy(), q_xy[has_pred],
                                 predictions["predicted_subclass"].to_numpy()[has_pred],
@@ -212,10 +199,23 @@ def shift_figure(summary: pd.DataFrame, title: str):
     return fig
 
 
-def ood_figure(model, held_out_features: pd.DataFrame, held_out_labels: pd.Series,
-               reference_oof_scores: np.ndarray, title: str):
-    """Histograms of the OOD score: reference cells (out of fold) vs each held-out subclass."""
-    scores = model.predict_frame(held_out_features)["ood_score"].to_numpy()
+def ood_figure(scores: np.ndarray, held_out_labels: pd.Series, reference_oof_scores: np.ndarray,
+               ood_norm: dict, title: str):
+    """Histograms of the OOD score: reference cells (out of fold) vs each held-out subclass.
+
+    Parameters
+    ----------
+    scores : ndarray
+        OOD scores of the held-out cells (``model.predict_frame(...)["ood_score"]``).
+    held_out_labels : Series
+        Their subclasses.
+    reference_oof_scores : ndarray
+        Out-of-fold OOD scores of the reference cells.
+    ood_norm : dict
+        The model's ``ood_norm`` (``threshold`` and ``false_alarm_rate``).
+    title : str
+    """
+    scores = np.asarray(scores, dtype=float)
     fig, ax = subplots(figsize=(5.0, 3.2))
     bins = np.linspace(min(reference_oof_scores.min(), np.nanmin(scores)),
                        np.quantile(np.r_[reference_oof_scores, scores[np.isfinite(scores)]], 0.995), 40)
@@ -225,8 +225,8 @@ def ood_figure(model, held_out_features: pd.DataFrame, held_out_labels: pd.Serie
         mask = held_out_labels.to_numpy() == cls
         ax.hist(scores[mask], bins=bins, density=True, histtype="step", lw=1.6, color=colour,
                 label=f"held-out {cls} (n={int(mask.sum())})")
-    ax.axvline(model.ood_norm["threshold"], color="black", ls="--", lw=1,
-               label=f"flag threshold ({model.ood_norm['false_alarm_rate']:.0%} false alarms)")
+    ax.axvline(ood_norm["threshold"], color="black", ls="--", lw=1,
+               label=f"flag threshold ({ood_norm['false_alarm_rate']:.0%} false alarms)")
     ax.set_xlabel("OOD score (z distance + z uncertainty)")
     ax.set_ylabel("density")
     ax.set_title(title, fontsize=10)

@@ -1,7 +1,7 @@
 """Markdown for shift: the alarm and shift-handling sections of ``map``'s report, the benchmark tables.
 
 Only reads results (:class:`~ephys2tx.models.shift_adapt.ShiftOutcome`, the dict
-of :func:`ephys2tx.evaluation.shift_benchmark.run_shift_benchmark`) and returns
+of :func:`ephys2tx.experiments.shift_benchmark.run_shift_benchmark`) and returns
 text or tables; writes nothing.
 """
 

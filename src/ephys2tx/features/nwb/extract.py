@@ -182,11 +182,6 @@ def find_inputs(paths: Iterable[str | Path] | str | Path) -> Inputs:
     return Inputs(nwb=nwb, abf=abf, skipped=skipped)
 
 
-def find_nwb_files(paths: Iterable[str | Path] | str | Path) -> list[Path]:
-    """The NWB files of :func:`find_inputs` (kept for callers that read NWB only)."""
-    return find_inputs(paths).nwb
-
-
 def _unique_ids(cells: list[tuple[str, Path]]) -> None:
     stems = Counter(cid for cid, _ in cells)
     dup = sorted(s for s, n in stems.items() if n > 1)
