@@ -102,6 +102,35 @@ def test_ood_flags_held_out_subclasses(mouse_forest, mouse_ref):
     assert res["flag_rate_held_out"] > 2 * res["flag_rate_in_distribution"]
 
 
+def test_docs_figures_only_render_given_results(mouse_forest, mouse_ref):
+    """The figure functions of docs/mapping.md draw what they are given (no model inside)."""
+    from matplotlib.figure import Figure
+
+    from ephys2tx.report.mapping_report import ood_figure, reliability_figure
+
+    oof = mouse_forest.diagnostics["oof_ood_scores"]
+    scores = mouse_forest.predict_frame(mouse_ref.held_out_features)["ood_score"].to_numpy()
+    fig = ood_figure(scores, mouse_ref.held_out_labels, oof, mouse_forest.ood_norm, "ood")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert ax.lines[0].get_xdata()[0] == pytest.approx(mouse_forest.ood_norm["threshold"])
+    assert len(ax.patches) > 0 and ax.get_legend() is not None
+    assert isinstance(reliability_figure(mouse_forest.record["calibration"], "rel"), Figure)
+
+
+def test_query_embedding_onto_the_reference(human_ref):
+    from ephys2tx.mapping.query import embedding_onto_reference
+
+    ref = human_ref.features.iloc[:, :5]
+    query = ref.iloc[:7].copy()
+    query.iloc[0, 0] = np.nan  # filled with the reference median
+    ref_xy, query_xy = embedding_onto_reference(ref, query)
+    assert ref_xy.shape == (len(ref), 2) and query_xy.shape == (7, 2)
+    np.testing.assert_allclose(query_xy[1:], ref_xy[1:7], atol=1e-9)  # same cells, same place
+    one_xy, _ = embedding_onto_reference(ref.iloc[:, :1], query.iloc[:, :1])
+    assert one_xy.shape == (len(ref), 2) and np.all(one_xy[:, 1] == 0)
+
+
 def test_predict_frame_keeps_all_nan_rows(human_forest, human_ref):
     frame = human_ref.features.iloc[:3].copy()
     frame.iloc[1] = np.nan
