@@ -12,21 +12,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from ephys2tx.experiments.mapping_checks import (ood_evaluation, shift_experiment,  # noqa: E402
-                                                 summarise_shift)
-from ephys2tx.mapping import fit_reference_model, reference_data  # noqa: E402
-from ephys2tx.report.mapping_report import (ood_figure, reliability_figure,  # noqa: E402
-                                            shift_figure)
+from ephys2tx.experiments.mapping_checks import ood_evaluation, shift_experiment, summarise_shift
+from ephys2tx.mapping import fit_reference_model, reference_data
+from ephys2tx.report.mapping_report import ood_figure, reliability_figure, shift_figure
 
 
 def _save(fig, path: Path) -> None:
+    # the figures are matplotlib Figure objects (no pyplot, no backend to choose)
     fig.savefig(path, dpi=130)
-    plt.close(fig)
 
 
 def main(argv=None) -> int:
