@@ -4,7 +4,8 @@
   reference model (classifier + calibrator + OOD detector, fitted by k-fold CV
   on :func:`ephys2tx.evaluation.splits.make_splits` folds), saved and loaded;
 * :mod:`~ephys2tx.mapping.query`: a user's table read into canonical features,
-  checked (units, ranges, missing-value codes), and the predictions assembled;
+  checked (units, ranges, missing-value codes), embedded onto the reference (2-D PCA),
+  and the predictions assembled;
 * :mod:`~ephys2tx.mapping.cache`: the on-disk cache of reference models used by ``map``.
 
 The workflows that also write outputs (``train``, ``predict``, ``map_cells``)

@@ -1,4 +1,4 @@
-"""Query tables: read a user's table into canonical features, check it, and assemble predictions."""
+"""Query tables: a user's table in canonical features, checked, embedded onto the reference; predictions."""
 
 from __future__ import annotations
 
