@@ -201,9 +201,6 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
             X_source = convert_mouse(X_source)
         return _named_columns(X_source, self.mouse_columns_, "X_source (mouse cells)")
 
-    _fit_scaling = staticmethod(fit_standardiser)
-    _apply_scaling = staticmethod(standardise)
-
     def _build_module(self, n_classes: int) -> TwoSpeciesNet:
         """The untrained network for the fitted ``human_columns_`` and ``mouse_columns_``."""
         _, human_tokens, _, mouse_tokens = species_inputs(self.design)
@@ -259,10 +256,10 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         tr, va = train_test_split(idx, test_size=self.validation_fraction, stratify=yh,
                                   random_state=rng.randint(np.iinfo(np.int32).max))
         self.inner_train_indices_, self.inner_validation_indices_ = tr, va
-        self.human_scaling_ = self._fit_scaling(Xh[tr])
-        self.mouse_scaling_ = self._fit_scaling(Xm)
-        Zh = self._apply_scaling(Xh, self.human_scaling_)
-        Zm = self._apply_scaling(Xm, self.mouse_scaling_)
+        self.human_scaling_ = fit_standardiser(Xh[tr])
+        self.mouse_scaling_ = fit_standardiser(Xm)
+        Zh = standardise(Xh, self.human_scaling_)
+        Zm = standardise(Xm, self.mouse_scaling_)
         Xh_tr, yh_tr = Zh[tr], yh[tr]
         if self.smote:
             Xh_tr, yh_tr = smote_step(Xh_tr, yh_tr, k_neighbors=5, random_state=seed,
@@ -328,7 +325,7 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
 
     def _human_z(self, X) -> np.ndarray:
         check_is_fitted(self, "module_")
-        return self._apply_scaling(self._human_matrix(X), self.human_scaling_)
+        return standardise(self._human_matrix(X), self.human_scaling_)
 
     def predict_proba(self, X) -> np.ndarray:
         """Calibrated probabilities of the human head."""
@@ -344,7 +341,7 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         if species == "human":
             Z = self._human_z(X)
         else:
-            Z = self._apply_scaling(self._mouse_matrix(X), self.mouse_scaling_)
+            Z = standardise(self._mouse_matrix(X), self.mouse_scaling_)
         with torch.no_grad():
             emb, _ = self.module_.embed(torch.as_tensor(Z, dtype=torch.float64), species)
         return F.normalize(emb, dim=1).numpy()
