@@ -62,7 +62,7 @@ def test_block_diagonal_tokens_equal_per_family_projections():
     module = FamilyTokenBiLSTM(families, 3, token_dim=4)
     x = torch.randn(5, 8)
     expected = torch.stack([torch.nn.functional.gelu(p(x[:, f]))
-                            for p, f in zip(module.token_projections, families)], dim=1)
+                            for p, f in zip(module.tokenizer.adapters, families)], dim=1)
     assert torch.allclose(module.tokens(x), expected, atol=1e-6)
 
 

@@ -1,4 +1,4 @@
-"""Attention BiLSTM over feature families, and a flat MLP ablation.
+"""Attention BiLSTM over feature families, and a flat MLP ablation: the scikit-learn estimators.
 
 Each feature family (e.g. "action potential shape", "passive properties") is
 projected by its own linear layer into a token; the tokens, in the family
@@ -10,32 +10,32 @@ layer. Probabilities are calibrated by temperature scaling on an inner
 validation split, which also drives early stopping. SMOTE oversamples the
 inner-train rows only, never the validation rows.
 
-All preprocessing (median imputation, standardisation) is fitted inside
-``fit`` on the training rows, so the estimators are safe inside any
-cross-validation loop.
+The network, training loop and steps are those of :mod:`ephys2tx.models.nn`;
+this module holds the estimators (parameters, validation, preprocessing,
+inner split, prediction). All preprocessing (median imputation,
+standardisation) is fitted inside ``fit`` on the training rows, so the
+estimators are safe inside any cross-validation loop.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import torch
-from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
-from torch import nn
 from torch.nn import functional as F
 
 from ephys2tx.errors import InputError
+from ephys2tx.models.nn.networks import FamilyTokenBiLSTM, FlatMLP
+from ephys2tx.models.nn.training import EarlyStopping, TemperatureScaling, smote_step, train_epochs
+from ephys2tx.models.standardise import fit_standardiser, standardise
 
 __all__ = [
     "EarlyStopping",
@@ -49,137 +49,9 @@ __all__ = [
 
 #: Number of families when ``families=None`` (consecutive equal column chunks).
 DEFAULT_N_FAMILIES = 12
-#: Standardised values are clipped to this range, so a single wild outlier in a
-#: new table cannot saturate the network.
-_CLIP = 10.0
 #: Rows per forward pass at prediction: small enough for the LSTM's gate tensors to stay in
 #: cache (measured: 1,024 rows run the LSTM ~1.6x faster per cell than 8,192 on one core).
 _PREDICT_BATCH = 1024
-
-
-# --------------------------------------------------------------------------- modules
-
-
-class _CosineOrLinearHead(nn.Module):
-    """Classification head: cosine logits (ArcFace) or an affine layer (softmax)."""
-
-    def __init__(self, embedding_dim: int, n_classes: int, head: str, scale: float):
-        super().__init__()
-        self.head = head
-        self.scale = float(scale)
-        if head == "arcface":
-            # Shape (embedding_dim, n_classes), as pytorch-metric-learning's ArcFaceLoss.W.
-            self.weight = nn.Parameter(torch.empty(embedding_dim, n_classes))
-            nn.init.normal_(self.weight)
-        else:
-            self.linear = nn.Linear(embedding_dim, n_classes)
-
-    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        if self.head == "arcface":
-            # Inference logits: scale * cos(theta), no margin.
-            return self.scale * F.normalize(embedding, dim=1) @ F.normalize(self.weight, dim=0)
-        return self.linear(embedding)
-
-
-class FamilyTokenBiLSTM(nn.Module):
-    """Family tokens -> BiLSTM -> attention (or mean) pooling -> embedding -> head.
-
-    Parameters
-    ----------
-    family_indices : sequence of sequence of int
-        Input column indices of each family, in token order.
-    n_classes : int
-        Number of classes.
-    token_dim, hidden_size, embedding_dim : int
-        Token width, LSTM hidden size per direction, embedding width.
-    dropout : float
-        Dropout before and inside the embedding projection.
-    pooling : {"attention", "mean"}
-        Additive attention pooling over the family tokens, or their mean.
-    head : {"arcface", "softmax"}
-        Cosine head for ArcFace training, or an affine softmax head.
-    arcface_scale : float
-        Scale ``s`` of the cosine logits (ArcFace head only).
-    """
-
-    def __init__(self, family_indices: Sequence[Sequence[int]], n_classes: int, *,
-                 token_dim: int = 16, hidden_size: int = 32, embedding_dim: int = 32,
-                 dropout: float = 0.1, pooling: str = "attention", head: str = "arcface",
-                 arcface_scale: float = 8.0):
-        super().__init__()
-        self.family_indices = [[int(i) for i in fam] for fam in family_indices]
-        self.pooling = pooling
-        self.token_dim = int(token_dim)
-        # Columns gathered family by family, so all projections run as one block-diagonal matmul.
-        self.register_buffer("_gather_index",
-                             torch.tensor([i for fam in self.family_indices for i in fam],
-                                          dtype=torch.long), persistent=False)
-        self.token_projections = nn.ModuleList(
-            nn.Linear(len(fam), token_dim) for fam in self.family_indices
-        )
-        self.lstm = nn.LSTM(token_dim, hidden_size, num_layers=1, batch_first=True,
-                            bidirectional=True)
-        if pooling == "attention":
-            self.attention_hidden = nn.Linear(2 * hidden_size, hidden_size)
-            self.attention_score = nn.Linear(hidden_size, 1, bias=False)
-        self.embedding = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(2 * hidden_size, embedding_dim),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(embedding_dim, embedding_dim),
-        )
-        self.head = _CosineOrLinearHead(embedding_dim, n_classes, head, arcface_scale)
-
-    def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """Family tokens, shape (n_cells, n_families, token_dim)."""
-        # Same result as stacking proj_k(x[:, family_k]), in one matmul.
-        weight = torch.block_diag(*[proj.weight for proj in self.token_projections])
-        bias = torch.cat([proj.bias for proj in self.token_projections])
-        flat = F.linear(x.index_select(1, self._gather_index), weight, bias)
-        return F.gelu(flat.view(x.shape[0], len(self.token_projections), self.token_dim))
-
-    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings (n_cells, embedding_dim) and attention (n_cells, n_families)."""
-        states, _ = self.lstm(self.tokens(x))
-        if self.pooling == "attention":
-            scores = self.attention_score(torch.tanh(self.attention_hidden(states))).squeeze(-1)
-            attention = torch.softmax(scores, dim=1)
-        else:
-            attention = torch.full(states.shape[:2], 1.0 / states.shape[1],
-                                   dtype=states.dtype, device=states.device)
-        pooled = torch.einsum("nf,nfh->nh", attention, states)
-        return self.embedding(pooled), attention
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (n_cells, n_classes) and attention weights (n_cells, n_families)."""
-        embedding, attention = self.embed(x)
-        return self.head(embedding), attention
-
-
-class FlatMLP(nn.Module):
-    """Two-layer MLP on the flat feature vector, with the same heads as the BiLSTM."""
-
-    def __init__(self, n_features: int, n_classes: int, *, hidden_size: int = 64,
-                 embedding_dim: int = 32, dropout: float = 0.1, head: str = "arcface",
-                 arcface_scale: float = 8.0):
-        super().__init__()
-        self.embedding = nn.Sequential(
-            nn.Linear(n_features, hidden_size),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_size, embedding_dim),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(embedding_dim, embedding_dim),
-        )
-        self.head = _CosineOrLinearHead(embedding_dim, n_classes, head, arcface_scale)
-
-    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self.embedding(x), None
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self.head(self.embedding(x)), None
 
 
 # --------------------------------------------------------------------------- families
@@ -259,65 +131,11 @@ def resolve_families(families, n_features: int, feature_names=None) -> OrderedDi
 # --------------------------------------------------------------------------- estimators
 
 
-class EarlyStopping:
-    """Keep the weights of the best epoch; say stop after ``patience`` epochs without progress.
-
-    Parameters
-    ----------
-    patience : int
-        Epochs without an improvement larger than ``min_delta`` before stopping.
-    min_delta : float
-        Smallest change of the score that counts as an improvement.
-
-    Attributes
-    ----------
-    best_score : float
-        Best score so far (higher is better; pass a negated loss).
-    best_epoch : int
-    """
-
-    def __init__(self, patience: int, min_delta: float = 1e-4):
-        self.patience = int(patience)
-        self.min_delta = min_delta
-        self.best_score, self.best_epoch = -math.inf, 0
-        self._best_state, self._stale = None, 0
-
-    def update(self, score: float, module: nn.Module, epoch: int) -> bool:
-        """Record an epoch's validation score; True when training should stop."""
-        if score > self.best_score + self.min_delta:
-            self.best_score, self.best_epoch, self._stale = score, epoch, 0
-            self._best_state = copy.deepcopy(module.state_dict())
-            return False
-        self._stale += 1
-        return self._stale >= self.patience
-
-    def restore(self, module: nn.Module) -> bool:
-        """Load the best epoch's weights into ``module``; False if no epoch was scored."""
-        if self._best_state is None:
-            return False
-        module.load_state_dict(self._best_state)
-        return True
-
-
-def _fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """Temperature minimising the negative log-likelihood of ``softmax(logits / T)``."""
-
-    def nll(log_t: float) -> float:
-        z = logits / math.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        return float(-logp[np.arange(len(y)), y].mean())
-
-    res = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded",
-                          options={"xatol": 1e-4})
-    return float(math.exp(res.x))
-
-
 class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
     """Preprocessing, inner split, SMOTE, training loop and calibration shared by both models."""
 
     # Subclasses list the params that define the torch module (persistence uses it).
-    def _build_module(self, n_classes: int) -> nn.Module:  # pragma: no cover - abstract
+    def _build_module(self, n_classes: int) -> torch.nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 
     # ---- sklearn plumbing
@@ -342,9 +160,7 @@ class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
 
     # ---- preprocessing (arrays, so persistence needs no pickled sklearn objects)
     def _preprocess(self, X: np.ndarray) -> np.ndarray:
-        X = np.where(np.isnan(X), self.impute_values_, X)
-        X = (X - self.scale_mean_) / self.scale_scale_
-        return np.clip(X, -_CLIP, _CLIP).astype(np.float32)
+        return standardise(X, (self.impute_values_, self.scale_mean_, self.scale_scale_))
 
     def _inner_split(self, y_enc: np.ndarray, rng: np.random.RandomState):
         """Stratified inner train/validation indices (validation may be empty on tiny data)."""
@@ -365,16 +181,9 @@ class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
         """SMOTE on inner-train rows; skipped when a class is too small to interpolate."""
         if not self.smote:
             return X, y
-        counts = np.bincount(y, minlength=len(self.classes_))
-        present = counts[counts > 0]
-        k = min(int(self.smote_k_neighbors), int(present.min()) - 1)
-        if k < 1 or len(present) < 2 or present.min() == present.max():
-            return X, y
-        from imblearn.over_sampling import SMOTE
-
-        sampler = SMOTE(k_neighbors=k, random_state=rng.randint(np.iinfo(np.int32).max))
-        X_res, y_res = sampler.fit_resample(X, y)
-        return np.asarray(X_res, dtype=np.float32), np.asarray(y_res)
+        # (the last draw from rng in fit, so drawing it when SMOTE is then skipped changes nothing)
+        return smote_step(X, y, k_neighbors=int(self.smote_k_neighbors),
+                          random_state=rng.randint(np.iinfo(np.int32).max), n_classes=len(self.classes_))
 
     # ---- fit
     def fit(self, X, y):
@@ -409,11 +218,7 @@ class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
         self.inner_train_indices_, self.inner_validation_indices_ = train_idx, val_idx
 
         # Preprocessing fitted on the inner-train rows only.
-        imputer = SimpleImputer(strategy="median", keep_empty_features=True).fit(X[train_idx])
-        self.impute_values_ = imputer.statistics_.astype(np.float64)
-        scaler = StandardScaler().fit(imputer.transform(X[train_idx]))
-        self.scale_mean_ = scaler.mean_.astype(np.float64)
-        self.scale_scale_ = scaler.scale_.astype(np.float64)
+        self.impute_values_, self.scale_mean_, self.scale_scale_ = fit_standardiser(X[train_idx])
         Z = self._preprocess(X)
 
         X_tr, y_tr = self._resample(Z[train_idx], y_enc[train_idx], rng)
@@ -426,66 +231,36 @@ class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
             self.history_ = self._train(module, X_tr, y_tr, X_va, y_va, seed, device)
         self.module_ = module.eval()
         if len(val_idx) >= 2:
-            self.temperature_ = _fit_temperature(self._logits(Z[val_idx]), y_va)
+            self.temperature_ = TemperatureScaling().fit(self._logits(Z[val_idx]), y_va).temperature_
         else:
             self.temperature_ = 1.0
         return self
 
     def _train(self, module, X_tr, y_tr, X_va, y_va, seed, device) -> dict:
-        n_classes = len(self.classes_)
-        if self.head == "arcface":
-            from pytorch_metric_learning.losses import ArcFaceLoss
-
-            loss_fn = ArcFaceLoss(num_classes=n_classes, embedding_size=module.head.weight.shape[0],
-                                  margin=math.degrees(float(self.arcface_margin)),
-                                  scale=float(self.arcface_scale))
-            loss_fn.W = module.head.weight  # share the class weights: the module owns them
-
-            def batch_loss(xb, yb):
-                emb, _ = module.embed(xb)
-                return loss_fn(emb, yb)
-        else:
-            def batch_loss(xb, yb):
-                logits, _ = module(xb)
-                return F.cross_entropy(logits, yb)
-
+        """Run :func:`~ephys2tx.models.nn.training.train_epochs` with early stopping on validation loss."""
+        loss_fn = module.head.loss_function()  # (ArcFace: built before the first draw of dropout)
         optimizer = torch.optim.AdamW(module.parameters(), lr=float(self.learning_rate),
                                       weight_decay=float(self.weight_decay))
-        gen = torch.Generator().manual_seed(seed)
         xt = torch.as_tensor(X_tr, device=device)
         yt = torch.as_tensor(y_tr, dtype=torch.long, device=device)
         xv = torch.as_tensor(X_va, device=device)
         yv = torch.as_tensor(y_va, dtype=torch.long, device=device)
-        has_val = len(y_va) > 0
-        stopper = EarlyStopping(self.patience)
-        train_losses, val_losses = [], []
-        bs = int(self.batch_size)
-        for epoch in range(int(self.max_epochs)):
-            module.train()
-            order = torch.randperm(len(yt), generator=gen).to(device)
-            total = 0.0
-            for start in range(0, len(yt), bs):
-                batch = order[start:start + bs]
-                if len(batch) < 2 and len(yt) >= 2:
-                    continue  # a batch of one breaks nothing here but adds noise
-                optimizer.zero_grad(set_to_none=True)
-                loss = batch_loss(xt[batch], yt[batch])
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(batch)
-            train_losses.append(total / len(yt))
-            if not has_val:
-                continue
-            module.eval()
-            with torch.no_grad():
-                val_loss = float(F.cross_entropy(module(xv)[0], yv))
-            val_losses.append(val_loss)
-            if self.verbose:
-                print(f"epoch {epoch:3d} train {train_losses[-1]:.4f} val {val_loss:.4f}")
-            if stopper.update(-val_loss, module, epoch):
-                break
-        best_epoch = stopper.best_epoch if stopper.restore(module) else len(train_losses) - 1
-        return {"train_loss": train_losses, "validation_loss": val_losses, "best_epoch": best_epoch}
+
+        def batch_loss(batch):
+            return loss_fn(module.embed(xt[batch])[0], yt[batch])
+
+        def validation_loss():
+            return F.cross_entropy(module(xv)[0], yv)
+
+        stopper = EarlyStopping(self.patience, lower_is_better=True)
+        history = train_epochs(module, optimizer, batch_loss, n_rows=len(yt),
+                               batch_size=int(self.batch_size), max_epochs=int(self.max_epochs),
+                               generator=torch.Generator().manual_seed(seed),
+                               validation=validation_loss if len(y_va) > 0 else None,
+                               callbacks=[stopper], device=device, verbose=self.verbose)
+        best_epoch = stopper.best_epoch if stopper.restored else len(history["train_loss"]) - 1
+        return {"train_loss": history["train_loss"], "validation_loss": history["validation"],
+                "best_epoch": best_epoch}
 
     # ---- predict
     def _forward_batches(self, Z: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -529,10 +304,7 @@ class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Temperature-calibrated class probabilities, columns in ``classes_`` order."""
-        z = self._logits(self._validated(X)) / self.temperature_
-        z = z - z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(axis=1, keepdims=True)
+        return TemperatureScaling.probabilities(self._logits(self._validated(X)), self.temperature_)
 
     def predict(self, X) -> np.ndarray:
         """Most probable class per cell."""
@@ -639,7 +411,7 @@ class AttentionBiLSTMClassifier(_TorchClassifierBase):
             list(self.families_.values()), n_classes, token_dim=int(self.token_dim),
             hidden_size=int(self.hidden_size), embedding_dim=int(self.embedding_dim),
             dropout=float(self.dropout), pooling=self.pooling, head=self.head,
-            arcface_scale=float(self.arcface_scale),
+            arcface_scale=float(self.arcface_scale), arcface_margin=float(self.arcface_margin),
         )
 
     def explain(self, X):
@@ -699,7 +471,8 @@ class FlatMLPClassifier(_TorchClassifierBase):
     def _build_module(self, n_classes: int) -> FlatMLP:
         return FlatMLP(self.n_features_in_, n_classes, hidden_size=int(self.hidden_size),
                        embedding_dim=int(self.embedding_dim), dropout=float(self.dropout),
-                       head=self.head, arcface_scale=float(self.arcface_scale))
+                       head=self.head, arcface_scale=float(self.arcface_scale),
+                       arcface_margin=float(self.arcface_margin))
 
 
 def bilstm_ablation_models(families, random_state=None) -> dict[str, BaseEstimator]:

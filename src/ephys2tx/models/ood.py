@@ -20,11 +20,9 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ephys2tx.errors import InputError
+from ephys2tx.models.standardise import CLIP_SD
 
 __all__ = ["KNNDistanceOOD", "MahalanobisOOD", "make_ood", "ood_from_dict"]
-
-_CLIP = 10.0
-
 
 class _StandardisedOOD(BaseEstimator):
     """Imputation + standardisation shared by the detectors."""
@@ -51,7 +49,7 @@ class _StandardisedOOD(BaseEstimator):
             X[missing] = np.take(self.impute_values_, np.nonzero(missing)[1])
         X -= self.mean_
         X /= self.scale_
-        return np.clip(X, -_CLIP, _CLIP, out=X)
+        return np.clip(X, -CLIP_SD, CLIP_SD, out=X)
 
     def set_threshold(self, reference_scores, false_alarm_rate: float | None = None):
         """Flag threshold = the ``1 - false_alarm_rate`` quantile of in-distribution scores."""

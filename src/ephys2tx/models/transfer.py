@@ -59,15 +59,21 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
-from torch import nn
 from torch.nn import functional as F
 
 from ephys2tx.errors import InputError
 from ephys2tx.schemas import HUMAN_IPFX_SCHEMA, MOUSE_VISP_SCHEMA
 from ephys2tx.features.harmonise import HARMONISED_FEATURES, convert_mouse
-from ephys2tx.models.bilstm import EarlyStopping, _fit_temperature
+from ephys2tx.models.nn.heads import arcface_loss
+from ephys2tx.models.nn.losses import class_conditional_mmd
+from ephys2tx.models.nn.networks import TwoSpeciesNet
+from ephys2tx.models.nn.training import EarlyStopping, TemperatureScaling, smote_step, train_epochs
+from ephys2tx.models.standardise import fit_standardiser, standardise
 
-_CLIP = 10.0
+# (arcface_loss and class_conditional_mmd are re-exported: they are part of this module's API)
+__all__ = ["DESIGNS", "MOUSE_FAMILY_TO_SHARED", "MouseHumanTransferClassifier", "MousePriorClassifier",
+           "TwoSpeciesNet", "arcface_loss", "class_conditional_mmd", "species_inputs",
+           "transfer_models"]
 
 #: Which shared (human) family token each mouse VISp family feeds in design (b).
 MOUSE_FAMILY_TO_SHARED: dict[str, str] = {
@@ -116,107 +122,6 @@ def _named_columns(X, columns: list[str], what: str) -> np.ndarray:
     if missing:
         raise InputError(f"{what} lacks column {missing[0]!r} ({len(missing)} missing).")
     return X[columns].to_numpy(dtype=np.float64)
-
-
-class SpeciesTokenizer(nn.Module):
-    """Per-family input adapters of one species -> shared family tokens.
-
-    A family without columns for this species gets a learned token instead.
-    """
-
-    def __init__(self, token_positions: list[list[int]], token_dim: int):
-        super().__init__()
-        self.token_positions = [list(p) for p in token_positions]
-        self.token_dim = token_dim
-        self.adapters = nn.ModuleList(
-            nn.Linear(len(p), token_dim) if p else nn.Identity() for p in self.token_positions)
-        n_missing = sum(1 for p in self.token_positions if not p)
-        self.missing = nn.Parameter(torch.zeros(max(n_missing, 1), token_dim))
-        for k, p in enumerate(self.token_positions):
-            if p:
-                self.register_buffer(f"_idx{k}", torch.tensor(p, dtype=torch.long), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = []
-        m = 0
-        for k, (positions, adapter) in enumerate(zip(self.token_positions, self.adapters)):
-            if positions:
-                tokens.append(F.gelu(adapter(x.index_select(1, getattr(self, f"_idx{k}")))))
-            else:
-                tokens.append(self.missing[m].expand(x.shape[0], -1))
-                m += 1
-        return torch.stack(tokens, dim=1)
-
-
-class SharedEncoder(nn.Module):
-    """Tokens -> BiLSTM -> additive attention pooling -> embedding."""
-
-    def __init__(self, token_dim: int, hidden_size: int, embedding_dim: int, dropout: float):
-        super().__init__()
-        self.lstm = nn.LSTM(token_dim, hidden_size, batch_first=True, bidirectional=True)
-        self.attention_hidden = nn.Linear(2 * hidden_size, hidden_size)
-        self.attention_score = nn.Linear(hidden_size, 1, bias=False)
-        self.embedding = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(2 * hidden_size, embedding_dim), nn.GELU(),
-            nn.Dropout(dropout), nn.Linear(embedding_dim, embedding_dim))
-
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        states, _ = self.lstm(tokens)
-        scores = self.attention_score(torch.tanh(self.attention_hidden(states))).squeeze(-1)
-        attention = torch.softmax(scores, dim=1)
-        return self.embedding(torch.einsum("nf,nfh->nh", attention, states)), attention
-
-
-class TwoSpeciesNet(nn.Module):
-    """Species tokenizers (shared in design a), shared encoder, one cosine head per species."""
-
-    def __init__(self, human_positions, mouse_positions, n_classes: int, *, shared_tokenizer: bool,
-                 token_dim: int, hidden_size: int, embedding_dim: int, dropout: float,
-                 scale: float):
-        super().__init__()
-        human_tok = SpeciesTokenizer(human_positions, token_dim)
-        self.tokenizers = nn.ModuleDict({
-            "human": human_tok,
-            "mouse": human_tok if shared_tokenizer else SpeciesTokenizer(mouse_positions, token_dim),
-        })
-        self.encoder = SharedEncoder(token_dim, hidden_size, embedding_dim, dropout)
-        self.heads = nn.ParameterDict({
-            sp: nn.Parameter(torch.randn(embedding_dim, n_classes)) for sp in ("human", "mouse")})
-        self.scale = scale
-
-    def embed(self, x: torch.Tensor, species: str):
-        return self.encoder(self.tokenizers[species](x))
-
-    def logits(self, embedding: torch.Tensor, species: str) -> torch.Tensor:
-        return self.scale * F.normalize(embedding, dim=1) @ F.normalize(self.heads[species], dim=0)
-
-
-def arcface_loss(cosine_logits: torch.Tensor, y: torch.Tensor, scale: float, margin: float) -> torch.Tensor:
-    """ArcFace: cross-entropy of ``s cos(theta + m)`` for the true class, ``s cos(theta)`` otherwise."""
-    cos = (cosine_logits / scale).clamp(-1 + 1e-6, 1 - 1e-6)
-    theta = torch.acos(cos.gather(1, y[:, None]))
-    target = torch.cos(theta + margin)
-    adjusted = cos.scatter(1, y[:, None], target)
-    return F.cross_entropy(scale * adjusted, y)
-
-
-def class_conditional_mmd(emb_a: torch.Tensor, y_a: torch.Tensor, emb_b: torch.Tensor,
-                          y_b: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Mean over shared classes of the RBF-kernel MMD² between the two species' embeddings."""
-    a = F.normalize(emb_a, dim=1)
-    b = F.normalize(emb_b, dim=1)
-    total, count = a.new_zeros(()), 0
-    for c in range(n_classes):
-        xa, xb = a[y_a == c], b[y_b == c]
-        if len(xa) < 2 or len(xb) < 2:
-            continue
-        both = torch.cat([xa, xb])
-        d2 = torch.cdist(both, both).pow(2)
-        k = sum(torch.exp(-d2 / (2 * bw ** 2)) for bw in (0.25, 0.5, 1.0))
-        na = len(xa)
-        total = total + k[:na, :na].mean() + k[na:, na:].mean() - 2 * k[:na, na:].mean()
-        count += 1
-    return total / max(count, 1)
 
 
 class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
@@ -296,18 +201,6 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
             X_source = convert_mouse(X_source)
         return _named_columns(X_source, self.mouse_columns_, "X_source (mouse cells)")
 
-    @staticmethod
-    def _fit_scaling(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        imputer = SimpleImputer(strategy="median", keep_empty_features=True).fit(X)
-        scaler = StandardScaler().fit(imputer.transform(X))
-        return imputer.statistics_, scaler.mean_, scaler.scale_
-
-    @staticmethod
-    def _apply_scaling(X: np.ndarray, params) -> np.ndarray:
-        fill, mean, scale = params
-        X = np.where(np.isnan(X), fill, X)
-        return np.clip((X - mean) / scale, -_CLIP, _CLIP).astype(np.float32)
-
     def _build_module(self, n_classes: int) -> TwoSpeciesNet:
         """The untrained network for the fitted ``human_columns_`` and ``mouse_columns_``."""
         _, human_tokens, _, mouse_tokens = species_inputs(self.design)
@@ -318,7 +211,7 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
                              n_classes, shared_tokenizer=self.design == "harmonised",
                              token_dim=int(self.token_dim), hidden_size=int(self.hidden_size),
                              embedding_dim=int(self.embedding_dim), dropout=float(self.dropout),
-                             scale=float(self.arcface_scale))
+                             scale=float(self.arcface_scale), margin=float(self.arcface_margin))
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, *, X_source=None, y_source=None):
@@ -363,17 +256,14 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         tr, va = train_test_split(idx, test_size=self.validation_fraction, stratify=yh,
                                   random_state=rng.randint(np.iinfo(np.int32).max))
         self.inner_train_indices_, self.inner_validation_indices_ = tr, va
-        self.human_scaling_ = self._fit_scaling(Xh[tr])
-        self.mouse_scaling_ = self._fit_scaling(Xm)
-        Zh = self._apply_scaling(Xh, self.human_scaling_)
-        Zm = self._apply_scaling(Xm, self.mouse_scaling_)
+        self.human_scaling_ = fit_standardiser(Xh[tr])
+        self.mouse_scaling_ = fit_standardiser(Xm)
+        Zh = standardise(Xh, self.human_scaling_)
+        Zm = standardise(Xm, self.mouse_scaling_)
         Xh_tr, yh_tr = Zh[tr], yh[tr]
         if self.smote:
-            from imblearn.over_sampling import SMOTE
-
-            k = min(5, int(np.bincount(yh_tr).min()) - 1)
-            if k >= 1:
-                Xh_tr, yh_tr = SMOTE(k_neighbors=k, random_state=seed).fit_resample(Xh_tr, yh_tr)
+            Xh_tr, yh_tr = smote_step(Xh_tr, yh_tr, k_neighbors=5, random_state=seed,
+                                      n_classes=len(self.classes_))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = self._build_module(len(self.classes_))
@@ -389,45 +279,43 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
                                     lr=float(self.learning_rate) * float(self.finetune_lr_factor))
         self.history_ = {"joint": joint, "finetune": tuned}
         self.module_ = net.double().eval()
-        self.temperature_ = _fit_temperature(self._logits(Zh[va]), yh[va])
+        self.temperature_ = TemperatureScaling().fit(self._logits(Zh[va]), yh[va]).temperature_
         return self
 
     def _train(self, net: TwoSpeciesNet, d: dict, gen: torch.Generator, *, joint: bool, lr: float) -> dict:
+        """One phase of :func:`~ephys2tx.models.nn.training.train_epochs`, early-stopped on human macro-F1.
+
+        Joint phase: human ArcFace loss + ``source_weight`` x mouse ArcFace loss on a random
+        mouse batch [+ ``alignment_weight`` x class-conditional MMD]; fine-tuning: human only.
+        """
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=float(self.weight_decay))
-        scale, margin = float(self.arcface_scale), float(self.arcface_margin)
         n_classes = len(self.classes_)
         bs = int(self.batch_size)
-        stopper, scores = EarlyStopping(self.patience), []
-        for epoch in range(int(self.max_epochs)):
-            net.train()
-            order = torch.randperm(len(d["yh"]), generator=gen)
-            for start in range(0, len(order), bs):
-                b = order[start:start + bs]
-                if len(b) < 2:
-                    continue
-                emb_h, _ = net.embed(d["xh"][b], "human")
-                loss = arcface_loss(net.logits(emb_h, "human"), d["yh"][b], scale, margin)
-                if joint and float(self.source_weight) > 0:
-                    mb = torch.randint(0, len(d["ym"]), (bs,), generator=gen)
-                    emb_m, _ = net.embed(d["xm"][mb], "mouse")
-                    loss = loss + float(self.source_weight) * arcface_loss(
-                        net.logits(emb_m, "mouse"), d["ym"][mb], scale, margin)
-                    if self.alignment == "mmd":
-                        loss = loss + float(self.alignment_weight) * class_conditional_mmd(
-                            emb_h, d["yh"][b], emb_m, d["ym"][mb], n_classes)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            net.eval()
-            with torch.no_grad():
-                emb_v, _ = net.embed(d["xv"], "human")
-                pred = net.logits(emb_v, "human").argmax(1).numpy()
-            score = f1_score(d["yv"], pred, average="macro", labels=range(n_classes), zero_division=0)
-            scores.append(float(score))
-            if stopper.update(score, net, epoch):
-                break
-        stopper.restore(net)
-        return {"validation_macro_f1": scores, "best": stopper.best_score}
+        human_loss, mouse_loss = net.heads["human"].loss_function(), net.heads["mouse"].loss_function()
+        with_mouse = joint and float(self.source_weight) > 0
+
+        def batch_loss(b):
+            emb_h, _ = net.embed(d["xh"][b], "human")
+            loss = human_loss(emb_h, d["yh"][b])
+            if with_mouse:
+                mb = torch.randint(0, len(d["ym"]), (bs,), generator=gen)
+                emb_m, _ = net.embed(d["xm"][mb], "mouse")
+                loss = loss + float(self.source_weight) * mouse_loss(emb_m, d["ym"][mb])
+                if self.alignment == "mmd":
+                    loss = loss + float(self.alignment_weight) * class_conditional_mmd(
+                        emb_h, d["yh"][b], emb_m, d["ym"][mb], n_classes)
+            return loss
+
+        def validation_macro_f1():
+            emb_v, _ = net.embed(d["xv"], "human")
+            pred = net.logits(emb_v, "human").argmax(1).numpy()
+            return f1_score(d["yv"], pred, average="macro", labels=range(n_classes), zero_division=0)
+
+        stopper = EarlyStopping(self.patience)
+        history = train_epochs(net, opt, batch_loss, n_rows=len(d["yh"]), batch_size=bs,
+                               max_epochs=int(self.max_epochs), generator=gen,
+                               validation=validation_macro_f1, callbacks=[stopper])
+        return {"validation_macro_f1": history["validation"], "best": stopper.best_score}
 
     # ------------------------------------------------------------------ predict
     def _logits(self, Z: np.ndarray, species: str = "human") -> np.ndarray:
@@ -437,14 +325,11 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
 
     def _human_z(self, X) -> np.ndarray:
         check_is_fitted(self, "module_")
-        return self._apply_scaling(self._human_matrix(X), self.human_scaling_)
+        return standardise(self._human_matrix(X), self.human_scaling_)
 
     def predict_proba(self, X) -> np.ndarray:
         """Calibrated probabilities of the human head."""
-        z = self._logits(self._human_z(X)) / self.temperature_
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(axis=1, keepdims=True)
+        return TemperatureScaling.probabilities(self._logits(self._human_z(X)), self.temperature_)
 
     def predict(self, X) -> np.ndarray:
         """Most probable human subclass."""
@@ -456,7 +341,7 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         if species == "human":
             Z = self._human_z(X)
         else:
-            Z = self._apply_scaling(self._mouse_matrix(X), self.mouse_scaling_)
+            Z = standardise(self._mouse_matrix(X), self.mouse_scaling_)
         with torch.no_grad():
             emb, _ = self.module_.embed(torch.as_tensor(Z, dtype=torch.float64), species)
         return F.normalize(emb, dim=1).numpy()
