@@ -469,6 +469,40 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         index = X.index if isinstance(X, pd.DataFrame) else None
         return pd.DataFrame(att.numpy(), columns=list(self.families_), index=index)
 
+    # ------------------------------------------------------------------ persistence
+    def _export_state(self) -> tuple[dict, dict]:
+        """``(JSON fields, tensors)``, for :func:`~ephys2tx.models.persistence.save_model`.
+
+        Per-species columns and preprocessing; the network's weights.
+        """
+        from ephys2tx.models.persistence import estimator_fields, preprocessing_fields, state_tensors
+
+        fields = estimator_fields(self)
+        fields.update(
+            human_columns=list(self.human_columns_), mouse_columns=list(self.mouse_columns_),
+            families={k: list(v) for k, v in self.families_.items()},
+            preprocessing={sp: preprocessing_fields(*scaling)
+                           for sp, scaling in (("human", self.human_scaling_),
+                                               ("mouse", self.mouse_scaling_))})
+        return fields, state_tensors(self.module_)
+
+    @classmethod
+    def _from_state(cls, fields: dict, tensors: dict, *, source="the weights file"):
+        """The fitted model that :meth:`_export_state` described."""
+        from ephys2tx.models.persistence import load_state, preprocessing_arrays, restore_estimator_fields
+
+        est = restore_estimator_fields(cls, fields)
+        est.human_columns_ = list(fields["human_columns"])
+        est.mouse_columns_ = list(fields["mouse_columns"])
+        est.families_ = OrderedDict((k, list(v)) for k, v in fields["families"].items())
+        prep = fields["preprocessing"]
+        est.human_scaling_ = preprocessing_arrays(prep["human"])
+        est.mouse_scaling_ = preprocessing_arrays(prep["mouse"])
+        with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave torch's RNG alone
+            module = est._build_module(len(est.classes_)).double()
+        est.module_ = load_state(module, tensors, str(source)).eval()
+        return est
+
 
 
 
