@@ -59,7 +59,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import (_get_feature_names, check_array, check_is_fitted, column_or_1d,
+                                      validate_data)
 from torch import nn
 from torch.nn import functional as F
 
@@ -256,7 +257,20 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
     temperature_ : float
     module_ : TwoSpeciesNet
     history_ : dict
+    positional_ : bool
+        Fitted on unnamed input (no string column names): ``X`` and ``X_source`` then hold the same columns in the same
+        order, read as consecutive families (as :class:`~ephys2tx.models.bilstm.AttentionBiLSTMClassifier`
+        with ``families=None``) instead of the design's IPFX / VISp schemas.
+
+    Notes
+    -----
+    The mouse cells are fit parameters (``X_source``, ``y_source``). With
+    scikit-learn's metadata routing enabled they are requested by default, so
+    a meta-estimator passes them whole to every fit.
     """
+
+    # The mouse cells are training data of every fit: routed by default.
+    __metadata_request__fit = {"X_source": True, "y_source": True}
 
     def __init__(self, design="adapters", alignment=None, *, source_weight=0.5,
                  alignment_weight=1.0, finetune=True, finetune_lr_factor=0.3, token_dim=16,
@@ -285,14 +299,29 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.random_state = random_state
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # imputed in-fold, per species
+        return tags
+
     # ------------------------------------------------------------------ inputs
     def _human_matrix(self, X) -> np.ndarray:
+        if getattr(self, "positional_", False):
+            return validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
         if self.design == "harmonised" and isinstance(X, pd.DataFrame) and \
                 not set(self.human_columns_) <= set(X.columns):
             raise InputError("the human table lacks harmonised features; pass IPFX-named columns.")
         return _named_columns(X, self.human_columns_, "X (human cells)")
 
     def _mouse_matrix(self, X_source) -> np.ndarray:
+        if getattr(self, "positional_", False):
+            Xm = check_array(X_source, ensure_all_finite="allow-nan", dtype=np.float64,
+                             input_name="X_source")
+            if Xm.shape[1] != len(self.mouse_columns_):
+                raise InputError(f"X_source (mouse cells) has {Xm.shape[1]} columns; X is an unnamed "
+                                 f"array of {len(self.mouse_columns_)} columns, which X_source must "
+                                 "match in order (or pass both as DataFrames with IPFX / VISp names).")
+            return Xm
         if self.design == "harmonised":
             X_source = convert_mouse(X_source)
         return _named_columns(X_source, self.mouse_columns_, "X_source (mouse cells)")
@@ -309,13 +338,21 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         X = np.where(np.isnan(X), fill, X)
         return np.clip((X - mean) / scale, -_CLIP, _CLIP).astype(np.float32)
 
-    def _build_module(self, n_classes: int) -> TwoSpeciesNet:
-        """The untrained network for the fitted ``human_columns_`` and ``mouse_columns_``."""
+    def _token_positions(self) -> tuple[list[list[int]], list[list[int]]]:
+        """Per shared token, the positions of its human and of its mouse columns."""
+        if getattr(self, "positional_", False):
+            positions = [[int(i) for i in cols] for cols in self.families_.values()]
+            return positions, positions
         _, human_tokens, _, mouse_tokens = species_inputs(self.design)
         hpos = {c: i for i, c in enumerate(self.human_columns_)}
         mpos = {c: i for i, c in enumerate(self.mouse_columns_)}
-        return TwoSpeciesNet([[hpos[c] for c in cols] for cols in human_tokens.values()],
-                             [[mpos[c] for c in mouse_tokens[f]] for f in human_tokens],
+        return ([[hpos[c] for c in cols] for cols in human_tokens.values()],
+                [[mpos[c] for c in mouse_tokens[f]] for f in human_tokens])
+
+    def _build_module(self, n_classes: int) -> TwoSpeciesNet:
+        """The untrained network for the fitted ``human_columns_`` and ``mouse_columns_``."""
+        human_positions, mouse_positions = self._token_positions()
+        return TwoSpeciesNet(human_positions, mouse_positions,
                              n_classes, shared_tokenizer=self.design == "harmonised",
                              token_dim=int(self.token_dim), hidden_size=int(self.hidden_size),
                              embedding_dim=int(self.embedding_dim), dropout=float(self.dropout),
@@ -340,19 +377,33 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
             raise InputError(f"design must be one of {DESIGNS}, got {self.design!r}.")
         if self.alignment not in (None, "mmd"):
             raise InputError(f"alignment must be None or 'mmd', got {self.alignment!r}.")
+        # no column names (an array, or a DataFrame without string column names): positional
+        self.positional_ = _get_feature_names(X) is None
+        if self.positional_:  # unnamed arrays: consecutive families, the same columns in both species
+            from ephys2tx.models.bilstm import resolve_families
+
+            Xh, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64,
+                                  ensure_min_samples=2)
+            self.human_columns_ = self.mouse_columns_ = list(range(Xh.shape[1]))
+            self.families_ = resolve_families(None, Xh.shape[1])
+        y = column_or_1d(y, warn=True) if self.positional_ else np.asarray(y)
+        check_classification_targets(y)
+        if len(np.unique(y)) < 2:
+            raise ValueError(f"need human cells of at least 2 classes to fit, got 1 class: {y[0]!r}.")
         if X_source is None or y_source is None:
             raise InputError("the transfer model needs mouse cells: fit(X, y, X_source=..., y_source=...).")
-        human_cols, human_tokens, mouse_cols, _ = species_inputs(self.design)
-        self.human_columns_, self.mouse_columns_ = list(human_cols), list(mouse_cols)
-        self.families_ = OrderedDict((f, list(c)) for f, c in human_tokens.items())
-        Xh = self._human_matrix(X)
+        if not self.positional_:
+            human_cols, human_tokens, mouse_cols, _ = species_inputs(self.design)
+            self.human_columns_, self.mouse_columns_ = list(human_cols), list(mouse_cols)
+            self.families_ = OrderedDict((f, list(c)) for f, c in human_tokens.items())
+            Xh = self._human_matrix(X)
         Xm = self._mouse_matrix(X_source)
-        y = np.asarray(y)
         y_source = np.asarray(y_source)
         if len(Xh) != len(y) or len(Xm) != len(y_source):
             raise InputError("X and y (or X_source and y_source) have different numbers of rows.")
-        self.feature_names_in_ = np.asarray(self.human_columns_, dtype=object)
-        self.n_features_in_ = len(self.human_columns_)
+        if not self.positional_:
+            self.feature_names_in_ = np.asarray(self.human_columns_, dtype=object)
+            self.n_features_in_ = len(self.human_columns_)
         self.classes_, yh = np.unique(y, return_inverse=True)
         lookup = {c: i for i, c in enumerate(self.classes_)}
         keep_m = np.array([v in lookup for v in y_source])
@@ -449,6 +500,7 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """Most probable human subclass."""
+        check_is_fitted(self, "module_")
         return self.classes_[np.argmax(self._logits(self._human_z(X)), axis=1)]
 
     def embed(self, X, species: str = "human") -> np.ndarray:
@@ -478,6 +530,8 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         from ephys2tx.models.persistence import estimator_fields, preprocessing_fields, state_tensors
 
         fields = estimator_fields(self)
+        if getattr(self, "positional_", False):
+            fields["positional"] = True
         fields.update(
             human_columns=list(self.human_columns_), mouse_columns=list(self.mouse_columns_),
             families={k: list(v) for k, v in self.families_.items()},
@@ -492,6 +546,7 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         from ephys2tx.models.persistence import load_state, preprocessing_arrays, restore_estimator_fields
 
         est = restore_estimator_fields(cls, fields)
+        est.positional_ = bool(fields.get("positional", False))
         est.human_columns_ = list(fields["human_columns"])
         est.mouse_columns_ = list(fields["mouse_columns"])
         est.families_ = OrderedDict((k, list(v)) for k, v in fields["families"].items())
