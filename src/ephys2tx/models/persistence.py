@@ -14,9 +14,12 @@ Directory format (``format_version`` 1)::
 ``kind`` tells the loader how to rebuild the estimator: ``"torch"`` for the
 classifiers of :mod:`ephys2tx.models.bilstm` and the mouse -> human
 :class:`~ephys2tx.models.transfer.MouseHumanTransferClassifier` (plain JSON +
-tensors; the transfer model stores per-species columns and preprocessing),
-``"sklearn-skops"`` for any other scikit-learn estimator such as a random
-forest or the stacking transfer model.
+tensors), ``"sklearn-skops"`` for any other scikit-learn estimator such as a
+random forest or the stacking transfer model. What a torch model stores is
+decided by the estimator itself: ``_export_state()`` returns its JSON fields
+and tensors, the classmethod ``_from_state()`` rebuilds it; this module keeps
+only the allow-list of such classes (:data:`STATE_EXPORTERS`) and the file
+format.
 
 **A model folder is data, never code.** No file is unpickled: safetensors and
 JSON cannot execute code, and ``skops.io`` rebuilds only the object types of
