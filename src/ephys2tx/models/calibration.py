@@ -90,14 +90,25 @@ class _Calibrator(TransformerMixin, BaseEstimator):
         return tags
 
     def _fit_input(self, proba, y):
-        proba, y = validate_data(self, proba, y, dtype=np.float64, ensure_min_samples=2)
+        try:
+            proba, y = validate_data(self, proba, y, dtype=np.float64, ensure_min_samples=2)
+        except InputError:
+            raise
+        except ValueError as exc:  # same message, as the package's input error
+            raise InputError(str(exc)) from exc
         check_classification_targets(y)
         if y.dtype.kind == "f" and np.all(y == np.round(y)):
             y = y.astype(int)  # integral float codes
         return self._checked(proba), _check_codes(y, proba.shape[1])
 
     def _input(self, proba) -> np.ndarray:
-        return self._checked(validate_data(self, proba, reset=False, dtype=np.float64))
+        try:
+            proba = validate_data(self, proba, reset=False, dtype=np.float64)
+        except InputError:
+            raise
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
+        return self._checked(proba)
 
     @staticmethod
     def _checked(proba: np.ndarray) -> np.ndarray:
