@@ -179,6 +179,38 @@ def test_transfer_round_trip_is_exact(design, human, mouse_visp, tmp_path):
     assert torch.equal(torch.get_rng_state(), rng_state)  # loading leaves torch's RNG alone
 
 
+def test_transfer_fitted_on_unnamed_arrays_round_trips(human, mouse_visp, tmp_path):
+    """The positional form (unnamed arrays, consecutive families) is exported by the estimator too."""
+    from ephys2tx.features.harmonise import HARMONISED_FEATURES, convert_mouse
+    from ephys2tx.models.transfer import MouseHumanTransferClassifier
+
+    cols = list(HARMONISED_FEATURES)
+    X = human.features.iloc[::3][cols].to_numpy()
+    Xs = convert_mouse(mouse_visp.features.iloc[::10])[cols].to_numpy()
+    model = MouseHumanTransferClassifier(random_state=0, max_epochs=2, patience=2, token_dim=4,
+                                         hidden_size=4, embedding_dim=4).fit(
+        X, human.labels.iloc[::3].to_numpy(), X_source=Xs,
+        y_source=mouse_visp.labels.iloc[::10].to_numpy())
+    assert model.positional_ and not hasattr(model, "feature_names_in_")
+    loaded = load_model(save_model(model, tmp_path / "positional"))
+    assert loaded.positional_ and list(loaded.families_) == list(model.families_)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    np.testing.assert_array_equal(loaded.embed(Xs, species="mouse"), model.embed(Xs, species="mouse"))
+    with pytest.raises(ValueError, match="features"):
+        loaded.predict(X[:, :5])
+
+
+def test_persistence_has_no_switch_on_estimator_classes():
+    """What a torch model stores is decided by the estimator (_export_state/_from_state)."""
+    from ephys2tx.models.transfer import MouseHumanTransferClassifier
+
+    for cls in (AttentionBiLSTMClassifier, FlatMLPClassifier, MouseHumanTransferClassifier):
+        assert f"{cls.__module__}.{cls.__qualname__}" in persistence.STATE_EXPORTERS
+        assert callable(cls._export_state) and callable(cls._from_state)
+    source = open(persistence.__file__, encoding="utf-8").read()
+    assert "class_path ==" not in source and "_TRANSFER_CLASS" not in source
+
+
 # ------------------------------------------------------------------ a model folder is data, never code
 
 

@@ -143,6 +143,71 @@ def test_fit_params_reach_every_candidate_unsplit(human, mouse_visp):
     assert model.predict(X.iloc[:5]).shape == (5,)
 
 
+class Recorder(ClassifierMixin, BaseEstimator):
+    """Records the fit parameters it receives (requests ``mouse`` when routing asks it to)."""
+
+    seen: list = []
+
+    def __init__(self, depth=2):
+        self.depth = depth
+
+    def fit(self, X, y, mouse=None):
+        Recorder.seen.append(None if mouse is None else len(mouse))
+        self.model_ = DecisionTreeClassifier(max_depth=self.depth, random_state=0).fit(X, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict(self, X):
+        return self.model_.predict(X)
+
+
+def test_metadata_routing_gives_each_candidate_what_it_requests():
+    """With routing on, only candidates that request a fit parameter get it, always whole."""
+    import sklearn
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 3)), np.repeat([0, 1, 2], 20)
+    mouse = rng.normal(size=(7, 3))
+    with sklearn.config_context(enable_metadata_routing=True):
+        wants = Recorder(depth=1).set_fit_request(mouse=True)
+        ignores = Recorder(depth=2).set_fit_request(mouse=False)
+        Recorder.seen = []
+        InnerCVSelector([("a", wants), ("b", ignores)], random_state=0).fit(X, y, mouse=mouse)
+        # 3 inner fits per candidate + the refit of the chosen one: 7 rows whenever requested
+        assert Recorder.seen[:3] == [7, 7, 7] and Recorder.seen[3:6] == [None] * 3
+        assert len(Recorder.seen) == 7
+        # an unrequested parameter is an error, not silently dropped
+        Recorder.seen = []
+        with pytest.raises(Exception, match="mouse"):
+            InnerCVSelector([("a", Recorder()), ("b", Recorder())]).fit(X, y, mouse=mouse)
+    # without routing every candidate receives every fit parameter (the study's calls)
+    Recorder.seen = []
+    InnerCVSelector([("a", Recorder(depth=1)), ("b", Recorder(depth=2))], random_state=0).fit(
+        X, y, mouse=mouse)
+    assert Recorder.seen == [7] * 7
+
+
+def test_the_transfer_models_request_the_mouse_cells_by_default(human, mouse_visp):
+    """The mouse cells are training data of every fit: requested without set_fit_request."""
+    import sklearn
+
+    from ephys2tx.models.transfer import MouseHumanTransferClassifier, MousePriorClassifier
+
+    for est in (MousePriorClassifier(), MouseHumanTransferClassifier()):
+        requests = est.get_metadata_routing().fit.requests
+        assert requests == {"X_source": True, "y_source": True}
+    ids = human.features.index[::4]
+    X, y = human.features.loc[ids], human.labels.loc[ids].to_numpy()
+    with sklearn.config_context(enable_metadata_routing=True), threadpool_limits(limits=1, user_api="openmp"):
+        model = nested_choice("transfer_d", random_state=0, quick=True)
+        model.fit(X, y, X_source=mouse_visp.features, y_source=mouse_visp.labels.to_numpy())
+    with threadpool_limits(limits=1, user_api="openmp"):
+        plain = nested_choice("transfer_d", random_state=0, quick=True).fit(
+            X, y, X_source=mouse_visp.features, y_source=mouse_visp.labels.to_numpy())
+    assert model.selected_ == plain.selected_
+    np.testing.assert_array_equal(model.predict_proba(X), plain.predict_proba(X))
+
+
 # --------------------------------------------------------------------------- lockbox
 
 

@@ -6,21 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from ephys2tx.errors import InputError
 from ephys2tx.models.spca import FamilySparsePCA, adjusted_variance
 from ephys2tx.schemas import resolve_families
-
-
-# All checks pass with the default parameters (families=None: each feature its own
-# family), sklearn 1.9. Expected failures: none. check_array_api_input is skipped by
-# sklearn itself unless SCIPY_ARRAY_API is set.
-@parametrize_with_checks([FamilySparsePCA(random_state=0),
-                          FamilySparsePCA(max_components=2, variance_threshold=0.05,
-                                          random_state=0)])
-def test_sklearn_contract(estimator, check):
-    check(estimator)
 
 
 def _correlated_table(n=200, seed=0):

@@ -127,6 +127,40 @@ def test_human_table_must_have_named_columns(sample):
         _fit(MousePriorClassifier(), dict(sample, X=sample["X"].to_numpy()))
 
 
+def test_mouse_prior_takes_its_inner_models_as_estimators(sample):
+    """As StackingClassifier: unfitted estimators as constructor parameters, cloned in fit."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    base, mouse = DecisionTreeClassifier(max_depth=3, random_state=0), LogisticRegression(C=0.5, max_iter=2000)
+    model = _fit(MousePriorClassifier(base=base, source_model=mouse, random_state=0), sample)
+    assert isinstance(model.base_model_, DecisionTreeClassifier) and model.base_model_ is not base
+    assert model.source_model_.C == 0.5 and not hasattr(mouse, "coef_") and not hasattr(base, "tree_")
+    assert model.predict_proba(sample["X_test"]).shape == (100, 4)
+    with pytest.raises(InputError, match="max_iter applies to base='hgb'"):
+        _fit(MousePriorClassifier(base=base, max_iter=10), sample)
+    with pytest.raises(InputError, match="base must be"):
+        _fit(MousePriorClassifier(base="svm"), sample)
+
+
+def test_mouse_prior_on_unnamed_arrays_matches_the_named_tables(sample):
+    """shared_features by position on arrays gives the same model as the harmonised names."""
+    from ephys2tx.features.harmonise import convert_mouse
+
+    named = _fit(MousePriorClassifier(random_state=2), sample)
+    cols = list(sample["X"].columns)
+    positions = [cols.index(c) for c in HARMONISED_FEATURES]
+    mouse = convert_mouse(sample["X_source"])[list(HARMONISED_FEATURES)].to_numpy()
+    arrays = MousePriorClassifier(random_state=2, shared_features=positions).fit(
+        sample["X"].to_numpy(), sample["y"], X_source=mouse, y_source=sample["y_source"])
+    np.testing.assert_array_equal(arrays.predict_proba(sample["X_test"].to_numpy()),
+                                  named.predict_proba(sample["X_test"]))
+    np.testing.assert_array_equal(named.shared_positions_, positions)
+    # a DataFrame in another column order is read by name
+    shuffled = sample["X_test"][cols[::-1]]
+    np.testing.assert_array_equal(named.predict_proba(shuffled), named.predict_proba(sample["X_test"]))
+
+
 # ----------------------------------------------------------------------------- losses
 
 

@@ -315,6 +315,29 @@ class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
         """Embeddings (n_cells, embedding_dim); L2-normalised with the ArcFace head."""
         return self._forward_batches(self._validated(X), "embedding")[0].astype(np.float32)
 
+    # ---- persistence (ephys2tx.models.persistence: JSON fields + safetensors, no pickle)
+    def _export_state(self) -> tuple[dict, dict]:
+        """``(JSON fields, tensors)`` of the fitted model, for :func:`~ephys2tx.models.persistence.save_model`."""
+        from ephys2tx.models.persistence import estimator_fields, preprocessing_fields, state_tensors
+
+        fields = estimator_fields(self)
+        fields.update(families={k: [int(i) for i in v] for k, v in self.families_.items()},
+                      preprocessing=preprocessing_fields(self.impute_values_, self.scale_mean_,
+                                                         self.scale_scale_))
+        return fields, state_tensors(self.module_)
+
+    @classmethod
+    def _from_state(cls, fields: dict, tensors: dict, *, source="the weights file"):
+        """The fitted model that :meth:`_export_state` described."""
+        from ephys2tx.models.persistence import load_state, preprocessing_arrays, restore_estimator_fields
+
+        est = restore_estimator_fields(cls, fields)
+        est.families_ = OrderedDict((k, [int(i) for i in v]) for k, v in fields["families"].items())
+        est.impute_values_, est.scale_mean_, est.scale_scale_ = preprocessing_arrays(fields["preprocessing"])
+        module = load_state(est._build_module(len(est.classes_)), tensors, str(source))
+        est.module_ = module.to(est._device()).eval()
+        return est
+
 
 class AttentionBiLSTMClassifier(_TorchClassifierBase):
     """Attention BiLSTM over feature-family tokens, trained with ArcFace (or softmax).

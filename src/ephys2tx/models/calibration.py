@@ -13,8 +13,9 @@ import math
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from sklearn.base import BaseEstimator
-from sklearn.utils.validation import check_is_fitted
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ephys2tx.errors import InputError
 
@@ -75,7 +76,52 @@ def reliability_curve(proba, y, *, n_bins: int = 10) -> dict:
     return out
 
 
-class TemperatureScaler(BaseEstimator):
+class _Calibrator(TransformerMixin, BaseEstimator):
+    """Input checks shared by the calibrators: ``X`` holds class probabilities, ``y`` class codes.
+
+    ``X`` has one column per class (values in [0, 1]; negative values are refused) and ``y``
+    integer codes into those columns.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True
+        tags.target_tags.required = True
+        return tags
+
+    def _fit_input(self, proba, y):
+        try:
+            proba, y = validate_data(self, proba, y, dtype=np.float64, ensure_min_samples=2)
+        except InputError:
+            raise
+        except ValueError as exc:  # same message, as the package's input error
+            raise InputError(str(exc)) from exc
+        check_classification_targets(y)
+        if y.dtype.kind == "f" and np.all(y == np.round(y)):
+            y = y.astype(int)  # integral float codes
+        return self._checked(proba), _check_codes(y, proba.shape[1])
+
+    def _input(self, proba) -> np.ndarray:
+        try:
+            proba = validate_data(self, proba, reset=False, dtype=np.float64)
+        except InputError:
+            raise
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
+        return self._checked(proba)
+
+    @staticmethod
+    def _checked(proba: np.ndarray) -> np.ndarray:
+        if proba.shape[1] < 2:
+            raise InputError(f"probabilities need one column per class (>= 2), got {proba.shape[1]} "
+                             "feature(s).")
+        if (proba < 0).any():
+            raise InputError("Negative values in data passed to the calibrator: probabilities must "
+                             "not be negative.")
+        return proba
+
+
+class TemperatureScaler(_Calibrator):
     """Temperature scaling of class probabilities: ``softmax(log(p) / T)``.
 
     Parameters
@@ -100,8 +146,7 @@ class TemperatureScaler(BaseEstimator):
 
     def fit(self, proba, y):
         """Temperature minimising the negative log-likelihood of ``y``."""
-        proba = _check_proba(proba)
-        y = _check_codes(y, proba.shape[1])
+        proba, y = self._fit_input(proba, y)
         low, high = (float(b) for b in self.bounds)
         if not 0 < low < high:
             raise InputError(f"bounds must satisfy 0 < low < high, got {self.bounds!r}.")
@@ -119,7 +164,7 @@ class TemperatureScaler(BaseEstimator):
     def transform(self, proba) -> np.ndarray:
         """Calibrated probabilities."""
         check_is_fitted(self, "temperature_")
-        return self._scaled(_check_proba(proba), self.temperature_)
+        return self._scaled(self._input(proba), self.temperature_)
 
     def to_dict(self) -> dict:
         """JSON parameters."""
@@ -127,7 +172,7 @@ class TemperatureScaler(BaseEstimator):
         return {"method": "temperature", "temperature": self.temperature_}
 
 
-class IsotonicCalibrator(BaseEstimator):
+class IsotonicCalibrator(_Calibrator):
     """One-vs-rest isotonic regression per class, renormalised to sum to one.
 
     Attributes
@@ -140,8 +185,7 @@ class IsotonicCalibrator(BaseEstimator):
         """Fit one increasing map per class on ``(p_k, y == k)``."""
         from sklearn.isotonic import IsotonicRegression
 
-        proba = _check_proba(proba)
-        y = _check_codes(y, proba.shape[1])
+        proba, y = self._fit_input(proba, y)
         self.thresholds_ = []
         for k in range(proba.shape[1]):
             iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
@@ -152,7 +196,7 @@ class IsotonicCalibrator(BaseEstimator):
     def transform(self, proba) -> np.ndarray:
         """Calibrated probabilities (a row whose maps all give 0 falls back to its input)."""
         check_is_fitted(self, "thresholds_")
-        proba = _check_proba(proba)
+        proba = self._input(proba)
         if proba.shape[1] != len(self.thresholds_):
             raise InputError(f"expected {len(self.thresholds_)} classes, got {proba.shape[1]}.")
         out = np.column_stack([np.interp(proba[:, k], x, y) for k, (x, y) in enumerate(self.thresholds_)])

@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ephys2tx.errors import InputError
 
@@ -150,6 +151,12 @@ class ClassConditionalAligner(BaseEstimator):
         self.tol = tol
         self.min_cells = min_cells
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing features are marginalised
+        tags.target_tags.required = True
+        return tags
+
     # ------------------------------------------------------------------ reference space
 
     def _frame(self, X) -> pd.DataFrame:
@@ -203,12 +210,11 @@ class ClassConditionalAligner(BaseEstimator):
 
         if self.covariance not in ("auto", "full", "tied"):
             raise InputError(f"covariance must be 'auto', 'full' or 'tied', got {self.covariance!r}.")
-        X = self._frame(X)
-        y = np.asarray(y)
-        if len(X) != len(y) or len(X) < 3:
-            raise InputError("the alignment model needs >= 3 reference cells with one label each.")
-        values = X.to_numpy(dtype=float)
-        self.features_ = [str(c) for c in X.columns]
+        columns = [str(c) for c in X.columns] if isinstance(X, pd.DataFrame) else None
+        values, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64,
+                                  ensure_min_samples=3)
+        check_classification_targets(y)
+        self.features_ = columns or [f"x{j}" for j in range(values.shape[1])]
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
             raise InputError("the alignment model needs at least two reference classes.")
@@ -222,7 +228,6 @@ class ClassConditionalAligner(BaseEstimator):
             self.mean_ = np.where(np.isfinite(np.nanmean(T, axis=0)), np.nanmean(T, axis=0), 0.0)
             sd = np.nanstd(T, axis=0)
         self.scale_ = np.where(np.isfinite(sd) & (sd > 0), sd, 1.0)
-        self.n_features_in_ = len(self.features_)
         Z = np.clip((T - self.mean_) / self.scale_, -_CLIP, _CLIP)
 
         K, d = len(self.classes_), Z.shape[1]

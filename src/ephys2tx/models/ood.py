@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ephys2tx.errors import InputError
 from ephys2tx.models.standardise import CLIP_SD
@@ -25,11 +25,16 @@ from ephys2tx.models.standardise import CLIP_SD
 __all__ = ["KNNDistanceOOD", "MahalanobisOOD", "make_ood", "ood_from_dict"]
 
 class _StandardisedOOD(BaseEstimator):
-    """Imputation + standardisation shared by the detectors."""
+    """Imputation + standardisation shared by the detectors (NaN allowed: imputed)."""
 
-    def _fit_scaling(self, X: np.ndarray) -> np.ndarray:
-        if X.ndim != 2 or X.shape[0] < 3:
-            raise InputError(f"OOD detector needs a 2-D reference with >= 3 rows, got shape {X.shape}.")
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
+    def _fit_scaling(self, X) -> np.ndarray:
+        X = validate_data(self, X, ensure_all_finite="allow-nan", dtype=np.float64,
+                          ensure_min_samples=3)
         with np.errstate(all="ignore"):
             med = np.nanmedian(X, axis=0)
         self.impute_values_ = np.where(np.isfinite(med), med, 0.0)
@@ -37,13 +42,17 @@ class _StandardisedOOD(BaseEstimator):
         self.mean_ = Z.mean(axis=0)
         scale = Z.std(axis=0)
         self.scale_ = np.where(scale > 0, scale, 1.0)
-        self.n_features_in_ = X.shape[1]
         return self._standardise(X)
 
     def _standardise(self, X) -> np.ndarray:
-        X = np.array(X, dtype=float)  # a copy, modified in place below
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise InputError(f"OOD detector expects {self.n_features_in_} features, got shape {X.shape}.")
+        shape = getattr(X, "shape", ())
+        if len(shape) == 2 and shape[1] != self.n_features_in_:
+            raise InputError(f"X has {shape[1]} features, but {type(self).__name__} is expecting "
+                             f"{self.n_features_in_} features as input: the OOD detector expects "
+                             f"{self.n_features_in_} features, got shape {tuple(shape)}.")
+        # a float64 copy, modified in place below
+        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64,
+                          copy=True)
         missing = np.isnan(X)
         if missing.any():
             X[missing] = np.take(self.impute_values_, np.nonzero(missing)[1])
@@ -105,7 +114,7 @@ class MahalanobisOOD(_StandardisedOOD):
         """Fit imputation, scaling, class means and the shared covariance."""
         from sklearn.covariance import LedoitWolf
 
-        Z = self._fit_scaling(np.asarray(X, dtype=float))
+        Z = self._fit_scaling(X)
         if self.class_conditional:
             if y is None:
                 raise InputError("class_conditional=True needs the class labels y.")
@@ -116,13 +125,15 @@ class MahalanobisOOD(_StandardisedOOD):
         self.means_ = np.vstack([Z[g].mean(axis=0) for g in groups])
         centred = np.vstack([Z[g] - Z[g].mean(axis=0) for g in groups])
         self.precision_ = LedoitWolf(assume_centered=True).fit(centred).precision_
-        self.set_threshold(self.score_samples(X))
+        self.set_threshold(self._score_z(Z))
         return self
 
     def score_samples(self, X) -> np.ndarray:
         """OOD score: smallest Mahalanobis distance to a class mean (higher = more unusual)."""
         check_is_fitted(self, "precision_")
-        Z = self._standardise(X)
+        return self._score_z(self._standardise(X))
+
+    def _score_z(self, Z: np.ndarray) -> np.ndarray:
         # precision = W W^T, so d^T P d = |W^T d|^2: two matrix products for all classes at once
         W = np.linalg.cholesky(self.precision_)
         ZW, MW = Z @ W, self.means_ @ W
@@ -152,7 +163,7 @@ class KNNDistanceOOD(_StandardisedOOD):
 
     def fit(self, X, y=None):
         """Store the standardised reference; threshold from leave-one-out training scores."""
-        self.reference_ = self._fit_scaling(np.asarray(X, dtype=float)).astype(np.float32)
+        self.reference_ = self._fit_scaling(X).astype(np.float32)
         self.set_threshold(self._score_z(self.reference_, exclude_self=True))
         return self
 

@@ -14,9 +14,12 @@ Directory format (``format_version`` 1)::
 ``kind`` tells the loader how to rebuild the estimator: ``"torch"`` for the
 classifiers of :mod:`ephys2tx.models.bilstm` and the mouse -> human
 :class:`~ephys2tx.models.transfer.MouseHumanTransferClassifier` (plain JSON +
-tensors; the transfer model stores per-species columns and preprocessing),
-``"sklearn-skops"`` for any other scikit-learn estimator such as a random
-forest or the stacking transfer model.
+tensors), ``"sklearn-skops"`` for any other scikit-learn estimator such as a
+random forest or the stacking transfer model. What a torch model stores is
+decided by the estimator itself: ``_export_state()`` returns its JSON fields
+and tensors, the classmethod ``_from_state()`` rebuilds it; this module keeps
+only the allow-list of such classes (:data:`STATE_EXPORTERS`) and the file
+format.
 
 **A model folder is data, never code.** No file is unpickled: safetensors and
 JSON cannot execute code, and ``skops.io`` rebuilds only the object types of
@@ -37,7 +40,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -74,13 +76,16 @@ TRUSTED_TYPES = (
     "ephys2tx.models.map_models.RigAugmentedClassifier",
     "ephys2tx.models.selection.InnerCVSelector",
 )
-_TRANSFER_CLASS = "ephys2tx.models.transfer.MouseHumanTransferClassifier"
-#: Torch estimators the loader may rebuild.
-_TORCH_CLASSES = {
+#: Estimators stored as JSON + safetensors through their own export methods:
+#: ``_export_state()`` returns ``(json fields, tensors)`` and the classmethod
+#: ``_from_state(fields, tensors)`` rebuilds the fitted estimator. This is the allow-list of
+#: classes the loader may import by the name written in ``model.json`` (a model file is data:
+#: it may not name any other class); what is stored is decided by each class.
+STATE_EXPORTERS = (
     "ephys2tx.models.bilstm.AttentionBiLSTMClassifier",
     "ephys2tx.models.bilstm.FlatMLPClassifier",
-    _TRANSFER_CLASS,
-}
+    "ephys2tx.models.transfer.MouseHumanTransferClassifier",
+)
 
 
 
@@ -117,13 +122,17 @@ def _floats(values) -> list[float]:
     return [float(v) for v in values]
 
 
-def _torch_payload(estimator) -> tuple[dict, dict]:
-    """(json fields, state dict) of a fitted torch classifier."""
+def estimator_fields(estimator) -> dict:
+    """JSON fields every exported classifier stores: params, input columns, classes, temperature.
+
+    The torch estimators' ``_export_state`` methods start from these (see
+    :data:`STATE_EXPORTERS`); :func:`restore_estimator_fields` reverses them.
+    """
     params = estimator.get_params(deep=False)
     if not isinstance(params.get("random_state"), (int, np.integer, type(None))):
         params["random_state"] = None  # a RandomState object cannot be stored; it is not needed to predict
     names = getattr(estimator, "feature_names_in_", None)
-    fields = {
+    return {
         "params": _jsonable(params),
         "n_features_in": int(estimator.n_features_in_),
         "feature_names": None if names is None else [str(n) for n in names],
@@ -131,24 +140,47 @@ def _torch_payload(estimator) -> tuple[dict, dict]:
         "classes_dtype": estimator.classes_.dtype.str if estimator.classes_.dtype != object else "object",
         "temperature": float(estimator.temperature_),
     }
-    if _class_path(estimator) == _TRANSFER_CLASS:
-        fields.update(
-            human_columns=list(estimator.human_columns_), mouse_columns=list(estimator.mouse_columns_),
-            families={k: list(v) for k, v in estimator.families_.items()},
-            preprocessing={sp: {"impute_values": _floats(fill), "scale_mean": _floats(mean),
-                                "scale_scale": _floats(scale)}
-                           for sp, (fill, mean, scale) in (("human", estimator.human_scaling_),
-                                                           ("mouse", estimator.mouse_scaling_))})
-    else:
-        fields.update(
-            families={k: [int(i) for i in v] for k, v in estimator.families_.items()},
-            preprocessing={"impute_values": _floats(estimator.impute_values_),
-                           "scale_mean": _floats(estimator.scale_mean_),
-                           "scale_scale": _floats(estimator.scale_scale_)})
+
+
+def restore_estimator_fields(cls, fields: dict):
+    """An instance of ``cls`` with the params and fitted fields of :func:`estimator_fields`."""
+    est = cls(**dict(fields["params"]))
+    est.n_features_in_ = int(fields["n_features_in"])
+    if fields.get("feature_names") is not None:
+        est.feature_names_in_ = np.asarray(fields["feature_names"], dtype=object)
+    dtype = object if fields["classes_dtype"] == "object" else np.dtype(fields["classes_dtype"])
+    est.classes_ = np.asarray(fields["classes"], dtype=dtype)
+    est.temperature_ = float(fields["temperature"])
+    return est
+
+
+def preprocessing_fields(impute_values, scale_mean, scale_scale) -> dict:
+    """JSON form of a median-imputation + standardisation step."""
+    return {"impute_values": _floats(impute_values), "scale_mean": _floats(scale_mean),
+            "scale_scale": _floats(scale_scale)}
+
+
+def preprocessing_arrays(prep: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(impute_values, scale_mean, scale_scale)`` from :func:`preprocessing_fields` output."""
+    return tuple(np.asarray(prep[k], dtype=np.float64)
+                 for k in ("impute_values", "scale_mean", "scale_scale"))
+
+
+def state_tensors(module) -> dict:
+    """The state dict of ``module`` as contiguous CPU tensors that share no memory."""
     # clone: a tokenizer shared by both species (transfer design a) appears under two keys,
     # and safetensors refuses tensors that share memory
-    state = {k: v.detach().cpu().clone().contiguous() for k, v in estimator.module_.state_dict().items()}
-    return fields, state
+    return {k: v.detach().cpu().clone().contiguous() for k, v in module.state_dict().items()}
+
+
+def load_state(module, tensors: dict, what: str):
+    """Load ``tensors`` into ``module`` (strict); a mismatch is an :class:`InputError`."""
+    try:
+        module.load_state_dict(tensors, strict=True)
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).splitlines()[0]
+        raise InputError(f"{what} does not fit the network described in model.json ({first}).") from exc
+    return module
 
 
 def save_model(estimator, directory, *, training_checksums=None, extra=None, overwrite=False) -> Path:
@@ -197,10 +229,10 @@ def save_model(estimator, directory, *, training_checksums=None, extra=None, ove
     }
     with staged_output_dir(target, MODEL_OUTPUT_KIND, overwrite=overwrite,
                            option="model directory") as tmp:
-        if class_path in _TORCH_CLASSES:
+        if class_path in STATE_EXPORTERS:
             from safetensors.torch import save_file
 
-            fields, state = _torch_payload(estimator)
+            fields, state = estimator._export_state()
             save_file(state, str(tmp / TORCH_WEIGHTS))
             meta.update(kind="torch", weights_file=TORCH_WEIGHTS,
                         weights_sha256=sha256_file(tmp / TORCH_WEIGHTS), **fields)
@@ -334,56 +366,16 @@ def _check_weights(directory: Path, meta: dict) -> Path:
     return weights
 
 
-def _scaling(prep: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return tuple(np.asarray(prep[k], dtype=np.float64)
-                 for k in ("impute_values", "scale_mean", "scale_scale"))
-
-
-def _transfer_module(est):
-    """The untrained network of a transfer classifier whose fitted attributes are set."""
-    import torch
-
-    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave torch's RNG alone
-        return est._build_module(len(est.classes_)).double()
-
-
-def _load_torch(meta: dict, weights: Path):
+def _load_exported(meta: dict, weights: Path):
     from safetensors.torch import load_file
 
     class_path = meta["estimator_class"]
-    if class_path not in _TORCH_CLASSES:
+    if class_path not in STATE_EXPORTERS:
         raise InputError(f"model.json names estimator class {class_path!r}, which is not a known "
-                         f"torch model ({sorted(_TORCH_CLASSES)}).")
+                         f"torch model ({sorted(STATE_EXPORTERS)}).")
     module_name, class_name = class_path.rsplit(".", 1)
     cls = getattr(importlib.import_module(module_name), class_name)
-    est = cls(**dict(meta["params"]))
-    est.n_features_in_ = int(meta["n_features_in"])
-    if meta.get("feature_names") is not None:
-        est.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
-    dtype = object if meta["classes_dtype"] == "object" else np.dtype(meta["classes_dtype"])
-    est.classes_ = np.asarray(meta["classes"], dtype=dtype)
-    est.temperature_ = float(meta["temperature"])
-    prep = meta["preprocessing"]
-    if class_path == _TRANSFER_CLASS:
-        est.human_columns_ = list(meta["human_columns"])
-        est.mouse_columns_ = list(meta["mouse_columns"])
-        est.families_ = OrderedDict((k, list(v)) for k, v in meta["families"].items())
-        est.human_scaling_, est.mouse_scaling_ = _scaling(prep["human"]), _scaling(prep["mouse"])
-        module = _transfer_module(est)
-    else:
-        est.families_ = OrderedDict((k, [int(i) for i in v]) for k, v in meta["families"].items())
-        est.impute_values_, est.scale_mean_, est.scale_scale_ = _scaling(prep)
-        module = est._build_module(len(est.classes_))
-    try:
-        module.load_state_dict(load_file(str(weights)), strict=True)
-    except (RuntimeError, KeyError) as exc:
-        first = str(exc).splitlines()[0]
-        raise InputError(f"{weights} does not fit the network described in model.json ({first}).") from exc
-    if class_path == _TRANSFER_CLASS:
-        est.module_ = module.eval()
-    else:
-        est.module_ = module.to(est._device()).eval()
-    return est
+    return cls._from_state(meta, load_file(str(weights)), source=weights)
 
 
 def load_model(directory):
@@ -405,7 +397,7 @@ def load_model(directory):
     if kind == "sklearn-skops":
         return _load_skops(weights)
     try:
-        return _load_torch(meta, weights)
+        return _load_exported(meta, weights)
     except InputError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:

@@ -11,12 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
-from sklearn.utils import check_random_state
+from sklearn.utils import _safe_indexing, check_random_state, get_tags
+from sklearn.utils._metadata_requests import MetadataRouter, MethodMapping, process_routing
+from sklearn.utils.metadata_routing import _routing_enabled
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 __all__ = ["InnerCVSelector", "inner_predictions", "selection_of"]
 
@@ -36,7 +40,7 @@ def selection_of(model) -> dict | None:
 
 def inner_predictions(factory: Callable[[], object], X, y: np.ndarray, inner, fit_params) -> np.ndarray:
     """Predictions of each inner-validation part by a model fitted on the rest (pooled)."""
-    pred = np.empty(len(y), dtype=object)
+    pred = np.empty(len(y), dtype=y.dtype)  # object for string labels, as the labels
     for train, valid in inner:
         model = factory().fit(_rows(X, train), y[train], **fit_params)
         pred[valid] = model.predict(_rows(X, valid))
@@ -44,7 +48,9 @@ def inner_predictions(factory: Callable[[], object], X, y: np.ndarray, inner, fi
 
 
 def _rows(X, index):
-    return X.iloc[index] if hasattr(X, "iloc") else np.asarray(X)[index]
+    if hasattr(X, "iloc") or issparse(X) or isinstance(X, np.ndarray):
+        return _safe_indexing(X, index)  # DataFrame, array or (CSR) sparse rows
+    return np.asarray(X)[index]
 
 
 def _chosen_has(attr: str):
@@ -69,7 +75,10 @@ class InnerCVSelector(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     Unlike :class:`~sklearn.model_selection.GridSearchCV`, the candidates are
     named estimators of any kind, and extra ``fit`` keyword arguments (e.g.
     the mouse cells of a transfer model, which are not rows of ``X``) go
-    unsplit to every fit, never sliced as if they were rows.
+    unsplit to every fit, never sliced as if they were rows. With scikit-learn's
+    metadata routing enabled, each candidate receives the fit parameters it
+    requests (``set_fit_request``; the transfer models request the mouse cells
+    by default); without it, every candidate receives all of them.
 
     Parameters
     ----------
@@ -99,8 +108,20 @@ class InnerCVSelector(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
+        try:
+            candidates = [get_tags(est) for _, est in self.candidates]
+        except (TypeError, ValueError):  # not a list of (name, estimator): fit says so
+            return tags
+        tags.input_tags.allow_nan = bool(candidates) and all(t.input_tags.allow_nan for t in candidates)
+        tags.input_tags.sparse = bool(candidates) and all(t.input_tags.sparse for t in candidates)
         return tags
+
+    def get_metadata_routing(self):
+        """Routing of ``fit`` parameters: each candidate's ``fit`` gets what it requests."""
+        router = MetadataRouter(owner=self)
+        for name, estimator in self.candidates:
+            router.add(**{name: estimator}, method_mapping=MethodMapping().add(caller="fit", callee="fit"))
+        return router
 
     def fit(self, X, y, **fit_params):
         """Choose a candidate on inner splits of ``(X, y)``; refit it on all of ``(X, y)``."""
@@ -109,7 +130,15 @@ class InnerCVSelector(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             raise ValueError("candidates must be a non-empty list of (unique name, estimator).")
         if int(self.inner_splits) < 2:
             raise ValueError(f"inner_splits must be at least 2, got {self.inner_splits}.")
-        y = np.asarray(y)
+        y = column_or_1d(y, warn=True)
+        if issparse(X):
+            X = X.tocsr()  # row-indexable for the inner splits
+        check_classification_targets(y)
+        if _routing_enabled():
+            routed = process_routing(self, "fit", **fit_params)
+            params_of = {name: dict(routed[name].fit) for name in names}
+        else:
+            params_of = {name: fit_params for name in names}
         classes, counts = np.unique(y, return_counts=True)
         n_splits = min(int(self.inner_splits), int(counts.min()))
         self.inner_scores_ = {}
@@ -118,13 +147,13 @@ class InnerCVSelector(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             inner = list(StratifiedKFold(n_splits, shuffle=True, random_state=seed)
                          .split(np.zeros(len(y)), y))
             for name, estimator in self.candidates:
-                pred = inner_predictions(lambda e=estimator: clone(e), X, y, inner, fit_params)
+                pred = inner_predictions(lambda e=estimator: clone(e), X, y, inner, params_of[name])
                 self.inner_scores_[name] = macro_f1(y, pred, classes)
             self.selected_ = max(names, key=lambda n: (self.inner_scores_[n], -names.index(n)))
         else:
             self.selected_ = names[0]
         chosen = dict(self.candidates)[self.selected_]
-        self.best_estimator_ = clone(chosen).fit(X, y, **fit_params)
+        self.best_estimator_ = clone(chosen).fit(X, y, **params_of[self.selected_])
         self.classes_ = self.best_estimator_.classes_
         for attr in ("n_features_in_", "feature_names_in_"):
             if hasattr(self.best_estimator_, attr):

@@ -51,14 +51,16 @@ from collections import OrderedDict
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import f1_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import (_get_feature_names, check_array, check_is_fitted, column_or_1d,
+                                      validate_data)
 from torch.nn import functional as F
 
 from ephys2tx.errors import InputError
@@ -160,7 +162,20 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
     temperature_ : float
     module_ : TwoSpeciesNet
     history_ : dict
+    positional_ : bool
+        Fitted on unnamed input (no string column names): ``X`` and ``X_source`` then hold the same columns in the same
+        order, read as consecutive families (as :class:`~ephys2tx.models.bilstm.AttentionBiLSTMClassifier`
+        with ``families=None``) instead of the design's IPFX / VISp schemas.
+
+    Notes
+    -----
+    The mouse cells are fit parameters (``X_source``, ``y_source``). With
+    scikit-learn's metadata routing enabled they are requested by default, so
+    a meta-estimator passes them whole to every fit.
     """
+
+    # The mouse cells are training data of every fit: routed by default.
+    __metadata_request__fit = {"X_source": True, "y_source": True}
 
     def __init__(self, design="adapters", alignment=None, *, source_weight=0.5,
                  alignment_weight=1.0, finetune=True, finetune_lr_factor=0.3, token_dim=16,
@@ -189,25 +204,48 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.random_state = random_state
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # imputed in-fold, per species
+        return tags
+
     # ------------------------------------------------------------------ inputs
     def _human_matrix(self, X) -> np.ndarray:
+        if getattr(self, "positional_", False):
+            return validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
         if self.design == "harmonised" and isinstance(X, pd.DataFrame) and \
                 not set(self.human_columns_) <= set(X.columns):
             raise InputError("the human table lacks harmonised features; pass IPFX-named columns.")
         return _named_columns(X, self.human_columns_, "X (human cells)")
 
     def _mouse_matrix(self, X_source) -> np.ndarray:
+        if getattr(self, "positional_", False):
+            Xm = check_array(X_source, ensure_all_finite="allow-nan", dtype=np.float64,
+                             input_name="X_source")
+            if Xm.shape[1] != len(self.mouse_columns_):
+                raise InputError(f"X_source (mouse cells) has {Xm.shape[1]} columns; X is an unnamed "
+                                 f"array of {len(self.mouse_columns_)} columns, which X_source must "
+                                 "match in order (or pass both as DataFrames with IPFX / VISp names).")
+            return Xm
         if self.design == "harmonised":
             X_source = convert_mouse(X_source)
         return _named_columns(X_source, self.mouse_columns_, "X_source (mouse cells)")
 
-    def _build_module(self, n_classes: int) -> TwoSpeciesNet:
-        """The untrained network for the fitted ``human_columns_`` and ``mouse_columns_``."""
+    def _token_positions(self) -> tuple[list[list[int]], list[list[int]]]:
+        """Per shared token, the positions of its human and of its mouse columns."""
+        if getattr(self, "positional_", False):
+            positions = [[int(i) for i in cols] for cols in self.families_.values()]
+            return positions, positions
         _, human_tokens, _, mouse_tokens = species_inputs(self.design)
         hpos = {c: i for i, c in enumerate(self.human_columns_)}
         mpos = {c: i for i, c in enumerate(self.mouse_columns_)}
-        return TwoSpeciesNet([[hpos[c] for c in cols] for cols in human_tokens.values()],
-                             [[mpos[c] for c in mouse_tokens[f]] for f in human_tokens],
+        return ([[hpos[c] for c in cols] for cols in human_tokens.values()],
+                [[mpos[c] for c in mouse_tokens[f]] for f in human_tokens])
+
+    def _build_module(self, n_classes: int) -> TwoSpeciesNet:
+        """The untrained network for the fitted ``human_columns_`` and ``mouse_columns_``."""
+        human_positions, mouse_positions = self._token_positions()
+        return TwoSpeciesNet(human_positions, mouse_positions,
                              n_classes, shared_tokenizer=self.design == "harmonised",
                              token_dim=int(self.token_dim), hidden_size=int(self.hidden_size),
                              embedding_dim=int(self.embedding_dim), dropout=float(self.dropout),
@@ -232,19 +270,33 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
             raise InputError(f"design must be one of {DESIGNS}, got {self.design!r}.")
         if self.alignment not in (None, "mmd"):
             raise InputError(f"alignment must be None or 'mmd', got {self.alignment!r}.")
+        # no column names (an array, or a DataFrame without string column names): positional
+        self.positional_ = _get_feature_names(X) is None
+        if self.positional_:  # unnamed arrays: consecutive families, the same columns in both species
+            from ephys2tx.models.bilstm import resolve_families
+
+            Xh, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64,
+                                  ensure_min_samples=2)
+            self.human_columns_ = self.mouse_columns_ = list(range(Xh.shape[1]))
+            self.families_ = resolve_families(None, Xh.shape[1])
+        y = column_or_1d(y, warn=True) if self.positional_ else np.asarray(y)
+        check_classification_targets(y)
+        if len(np.unique(y)) < 2:
+            raise ValueError(f"need human cells of at least 2 classes to fit, got 1 class: {y[0]!r}.")
         if X_source is None or y_source is None:
             raise InputError("the transfer model needs mouse cells: fit(X, y, X_source=..., y_source=...).")
-        human_cols, human_tokens, mouse_cols, _ = species_inputs(self.design)
-        self.human_columns_, self.mouse_columns_ = list(human_cols), list(mouse_cols)
-        self.families_ = OrderedDict((f, list(c)) for f, c in human_tokens.items())
-        Xh = self._human_matrix(X)
+        if not self.positional_:
+            human_cols, human_tokens, mouse_cols, _ = species_inputs(self.design)
+            self.human_columns_, self.mouse_columns_ = list(human_cols), list(mouse_cols)
+            self.families_ = OrderedDict((f, list(c)) for f, c in human_tokens.items())
+            Xh = self._human_matrix(X)
         Xm = self._mouse_matrix(X_source)
-        y = np.asarray(y)
         y_source = np.asarray(y_source)
         if len(Xh) != len(y) or len(Xm) != len(y_source):
             raise InputError("X and y (or X_source and y_source) have different numbers of rows.")
-        self.feature_names_in_ = np.asarray(self.human_columns_, dtype=object)
-        self.n_features_in_ = len(self.human_columns_)
+        if not self.positional_:
+            self.feature_names_in_ = np.asarray(self.human_columns_, dtype=object)
+            self.n_features_in_ = len(self.human_columns_)
         self.classes_, yh = np.unique(y, return_inverse=True)
         lookup = {c: i for i, c in enumerate(self.classes_)}
         keep_m = np.array([v in lookup for v in y_source])
@@ -333,6 +385,7 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """Most probable human subclass."""
+        check_is_fitted(self, "module_")
         return self.classes_[np.argmax(self._logits(self._human_z(X)), axis=1)]
 
     def embed(self, X, species: str = "human") -> np.ndarray:
@@ -352,6 +405,43 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
             _, att = self.module_.embed(torch.as_tensor(self._human_z(X), dtype=torch.float64), "human")
         index = X.index if isinstance(X, pd.DataFrame) else None
         return pd.DataFrame(att.numpy(), columns=list(self.families_), index=index)
+
+    # ------------------------------------------------------------------ persistence
+    def _export_state(self) -> tuple[dict, dict]:
+        """``(JSON fields, tensors)``, for :func:`~ephys2tx.models.persistence.save_model`.
+
+        Per-species columns and preprocessing; the network's weights.
+        """
+        from ephys2tx.models.persistence import estimator_fields, preprocessing_fields, state_tensors
+
+        fields = estimator_fields(self)
+        if getattr(self, "positional_", False):
+            fields["positional"] = True
+        fields.update(
+            human_columns=list(self.human_columns_), mouse_columns=list(self.mouse_columns_),
+            families={k: list(v) for k, v in self.families_.items()},
+            preprocessing={sp: preprocessing_fields(*scaling)
+                           for sp, scaling in (("human", self.human_scaling_),
+                                               ("mouse", self.mouse_scaling_))})
+        return fields, state_tensors(self.module_)
+
+    @classmethod
+    def _from_state(cls, fields: dict, tensors: dict, *, source="the weights file"):
+        """The fitted model that :meth:`_export_state` described."""
+        from ephys2tx.models.persistence import load_state, preprocessing_arrays, restore_estimator_fields
+
+        est = restore_estimator_fields(cls, fields)
+        est.positional_ = bool(fields.get("positional", False))
+        est.human_columns_ = list(fields["human_columns"])
+        est.mouse_columns_ = list(fields["mouse_columns"])
+        est.families_ = OrderedDict((k, list(v)) for k, v in fields["families"].items())
+        prep = fields["preprocessing"]
+        est.human_scaling_ = preprocessing_arrays(prep["human"])
+        est.mouse_scaling_ = preprocessing_arrays(prep["mouse"])
+        with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave torch's RNG alone
+            module = est._build_module(len(est.classes_)).double()
+        est.module_ = load_state(module, tensors, str(source)).eval()
+        return est
 
 
 
@@ -391,41 +481,73 @@ class MousePriorClassifier(ClassifierMixin, BaseEstimator):
     training rows only (never on test cells), the human classifier on those
     rows.
 
+    The mouse cells are fit parameters (``X_source``, ``y_source``), not rows
+    of ``X``. With scikit-learn's metadata routing enabled they are requested
+    by default (``set_fit_request(X_source=True, y_source=True)``), so a
+    meta-estimator or ``cross_validate(..., params={"X_source": ...})`` passes
+    them whole to every fit; without routing, pass them to ``fit`` directly.
+
     Parameters
     ----------
-    base : {"hgb", "rf"}
-        Human classifier: class-balanced gradient-boosted trees
-        (:func:`~ephys2tx.models.baselines.make_hgb`) or random forest.
+    base : "hgb", "rf" or estimator, default="hgb"
+        Human classifier. ``"hgb"``: class-balanced gradient-boosted trees
+        (:func:`~ephys2tx.models.baselines.make_hgb`, seeded from
+        ``random_state``); ``"rf"``: the class-balanced random forest
+        (:func:`~ephys2tx.models.baselines.make_rf`); an unfitted classifier
+        with ``predict_proba`` is cloned and used as given (as
+        :class:`~sklearn.ensemble.StackingClassifier` does).
     alignment : {"zscore", "quantile", "coral"}
         How human harmonised features are brought into the mouse model's
         space: per-feature standardisation of each species on its own cells;
         per-feature quantile matching to a normal distribution in each
         species; or CORAL (mean and covariance of the human cells mapped onto
         the mouse cells').
-    source_model : {"logreg", "rf"}
-        The mouse classifier (class-balanced).
+    source_model : "logreg", "rf" or estimator, default="logreg"
+        The mouse classifier: class-balanced logistic regression or random
+        forest, or an unfitted classifier with ``predict_proba`` (cloned).
     max_iter : int or None
-        Boosting iterations of the ``hgb`` human classifier (None: the
+        Boosting iterations of the ``"hgb"`` human classifier (None: the
         defaults of :func:`~ephys2tx.models.baselines.make_hgb`); the study
-        chooses it per outer fold, as for the human-only ``hgb``.
+        chooses it per outer fold, as for the human-only ``hgb``. Only with
+        ``base="hgb"``.
     random_state : int, RandomState or None
+    shared_features : list of str or int, or None
+        Columns of ``X`` that the mouse model reads, in the order of the
+        mouse table's columns. None: the harmonised features
+        (:data:`~ephys2tx.features.harmonise.HARMONISED_FEATURES`) when ``X``
+        has them all by name (the mouse table is then converted from VISp
+        names if needed); otherwise every column of ``X``, which ``X_source``
+        must then have too (by name, or by position for unnamed arrays).
 
     Attributes
     ----------
     classes_, n_features_in_, feature_names_in_
+    shared_positions_ : ndarray of int
+        Positions in ``X`` of the columns the mouse model reads.
     source_model_ : fitted mouse classifier
     base_model_ : fitted human classifier
     prior_columns_ : list of str
         Names of the appended mouse-view columns.
+    n_iter_ : int
+        Boosting iterations of the human classifier (1 for one without iterations).
     """
 
+    # The mouse cells are training data of every fit: routed by default.
+    __metadata_request__fit = {"X_source": True, "y_source": True}
+
     def __init__(self, base="hgb", alignment="zscore", source_model="logreg", max_iter=None,
-                 random_state=None):
+                 random_state=None, shared_features=None):
         self.base = base
         self.alignment = alignment
         self.source_model = source_model
         self.max_iter = max_iter
         self.random_state = random_state
+        self.shared_features = shared_features
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # imputed in-fold (mouse and human sides separately)
+        return tags
 
     def _standardiser(self, Z: np.ndarray):
         from sklearn.preprocessing import QuantileTransformer
@@ -435,17 +557,76 @@ class MousePriorClassifier(ClassifierMixin, BaseEstimator):
                                        random_state=0).fit(Z)
         return StandardScaler().fit(Z)
 
+    # ------------------------------------------------------------------ inputs
+    def _check_params(self) -> None:
+        if not (self.base in ("hgb", "rf") or _is_classifier_like(self.base)):
+            raise InputError(f"base must be 'hgb', 'rf' or a classifier, got {self.base!r}.")
+        if self.alignment not in ("zscore", "quantile", "coral"):
+            raise InputError(f"alignment must be zscore, quantile or coral, got {self.alignment!r}.")
+        if not (self.source_model in ("logreg", "rf") or _is_classifier_like(self.source_model)):
+            raise InputError(f"source_model must be 'logreg', 'rf' or a classifier, got "
+                             f"{self.source_model!r}.")
+        if self.max_iter is not None and not _is_str(self.base, "hgb"):
+            raise InputError("max_iter applies to base='hgb' only; set it on the base estimator.")
+
+    def _shared_columns(self, n_features: int) -> list:
+        """Names (X with names) or positions (unnamed X) of the columns the mouse model reads."""
+        names = getattr(self, "feature_names_in_", None)
+        names = None if names is None else [str(c) for c in names]
+        if self.shared_features is not None:
+            wanted = list(self.shared_features)
+            if not wanted:
+                raise InputError("shared_features must name at least one column of X.")
+            if all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in wanted):
+                return [int(c) for c in wanted]
+            if names is None:
+                raise InputError("shared_features names columns, but X has no column names; pass X "
+                                 "as a pandas DataFrame or give shared_features as positions.")
+            return [str(c) for c in wanted]
+        if names is not None and set(HARMONISED_FEATURES) <= set(names):
+            return list(HARMONISED_FEATURES)
+        return names if names is not None else list(range(n_features))
+
+    def _positions(self, shared: list, n_features: int) -> np.ndarray:
+        if shared and isinstance(shared[0], int):
+            bad = [c for c in shared if not 0 <= c < n_features]
+            if bad:
+                raise InputError(f"shared_features has position {bad[0]}, but X has {n_features} columns.")
+            return np.asarray(shared, dtype=int)
+        where = {str(c): i for i, c in enumerate(self.feature_names_in_)}
+        missing = [c for c in shared if c not in where]
+        if missing:
+            raise InputError(f"X (human cells) lacks column {missing[0]!r} ({len(missing)} missing).")
+        return np.asarray([where[c] for c in shared], dtype=int)
+
+    def _source_matrix(self, X_source, shared: list) -> np.ndarray:
+        """The mouse cells' columns that match ``shared``, as floats (NaN allowed)."""
+        if shared and isinstance(shared[0], str):
+            if not isinstance(X_source, pd.DataFrame):
+                raise InputError("X is a DataFrame, so X_source (mouse cells) must be a pandas "
+                                 "DataFrame with named feature columns too.")
+            if not set(shared) <= set(X_source.columns):
+                X_source = convert_mouse(X_source)  # VISp names -> harmonised IPFX names
+            return _named_columns(X_source, shared, "X_source (mouse cells)")
+        matrix = check_array(X_source, ensure_all_finite="allow-nan", dtype=np.float64,
+                             input_name="X_source")
+        if matrix.shape[1] != len(shared):
+            raise InputError(f"X_source (mouse cells) has {matrix.shape[1]} columns; the mouse model "
+                             f"reads {len(shared)} columns of X (shared_features), so it needs as "
+                             "many, in the same order (or pass X as a DataFrame with IPFX names).")
+        return matrix
+
     def fit(self, X, y, *, X_source=None, y_source=None):
         """Fit the mouse model on ``(X_source, y_source)``, then the human model on ``(X, y)``.
 
         Parameters
         ----------
-        X : DataFrame
-            Human cells (IPFX names; must hold the harmonised features).
+        X : DataFrame or array-like
+            Human cells (IPFX names: the harmonised features are read by name).
         y : array-like
             Human subclasses.
-        X_source : DataFrame
-            Mouse cells (VISp names); always training data.
+        X_source : DataFrame or array-like
+            Mouse cells (VISp or harmonised IPFX names); always training data.
         y_source : array-like
             Mouse subclasses.
         """
@@ -453,22 +634,21 @@ class MousePriorClassifier(ClassifierMixin, BaseEstimator):
 
         from ephys2tx.models.baselines import make_hgb, make_rf
 
-        if self.base not in ("hgb", "rf"):
-            raise InputError(f"base must be 'hgb' or 'rf', got {self.base!r}.")
-        if self.alignment not in ("zscore", "quantile", "coral"):
-            raise InputError(f"alignment must be zscore, quantile or coral, got {self.alignment!r}.")
-        if self.source_model not in ("logreg", "rf"):
-            raise InputError(f"source_model must be 'logreg' or 'rf', got {self.source_model!r}.")
+        self._check_params()
+        values, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64,
+                                  ensure_min_samples=2)
+        shared = self._shared_columns(values.shape[1])
+        check_classification_targets(y)
+        if len(np.unique(y)) < 2:
+            raise ValueError(f"need human cells of at least 2 classes to fit, got 1 class: {y[0]!r}.")
         if X_source is None or y_source is None:
             raise InputError("the transfer model needs mouse cells: fit(X, y, X_source=..., y_source=...).")
-        shared = list(HARMONISED_FEATURES)
-        Xh_shared = _named_columns(X, shared, "X (human cells)")
-        Xm = _named_columns(convert_mouse(X_source), shared, "X_source (mouse cells)")
-        y, y_source = np.asarray(y), np.asarray(y_source)
-        if len(X) != len(y) or len(Xm) != len(y_source):
-            raise InputError("X and y (or X_source and y_source) have different numbers of rows.")
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        self.n_features_in_ = X.shape[1]
+        self.shared_positions_ = self._positions(shared, values.shape[1])
+        Xh_shared = values[:, self.shared_positions_]
+        Xm = self._source_matrix(X_source, shared)
+        y_source = column_or_1d(y_source, warn=True)
+        if len(Xm) != len(y_source):
+            raise InputError("X_source and y_source have different numbers of rows.")
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
 
@@ -477,12 +657,14 @@ class MousePriorClassifier(ClassifierMixin, BaseEstimator):
         Zm = self.source_imputer_.transform(Xm)
         self.source_standardiser_ = self._standardiser(Zm)
         Sm = self.source_standardiser_.transform(Zm)
-        if self.source_model == "logreg":
+        if _is_str(self.source_model, "logreg"):
             mouse_model = LogisticRegression(class_weight="balanced", max_iter=5000)
-        else:
+        elif _is_str(self.source_model, "rf"):
             mouse_model = RandomForestClassifier(n_estimators=300, min_samples_leaf=3,
                                                  class_weight="balanced_subsample", n_jobs=1,
                                                  random_state=seed)
+        else:
+            mouse_model = clone(self.source_model)
         self.source_model_ = mouse_model.fit(Sm, y_source)
 
         # Human side: alignment fitted on the human training rows only.
@@ -493,44 +675,80 @@ class MousePriorClassifier(ClassifierMixin, BaseEstimator):
         else:
             self.target_standardiser_ = self._standardiser(Zh)
         self.prior_columns_ = [f"mouse_view_{c}" for c in self.source_model_.classes_]
-        if self.base == "hgb":
+        if _is_str(self.base, "hgb"):
             base = make_hgb(random_state=seed,
                             **({} if self.max_iter is None else {"max_iter": int(self.max_iter)}))
-        else:
+        elif _is_str(self.base, "rf"):
             base = make_rf(random_state=seed)
-        self.base_model_ = base.fit(self._augment(X), y)
+        else:
+            base = clone(self.base)
+        self.base_model_ = base.fit(self._augment(values), y)
         self.classes_ = self.base_model_.classes_
+        final = self.base_model_[-1] if hasattr(self.base_model_, "steps") else self.base_model_
+        self.n_iter_ = int(np.max(getattr(final, "n_iter_", 1)))
         return self
 
-    def mouse_view(self, X) -> pd.DataFrame:
-        """Log-probabilities of the mouse model for human cells ``X`` (one column per class)."""
-        check_is_fitted(self, "source_model_")
-        Zh = self.target_imputer_.transform(
-            _named_columns(X, list(HARMONISED_FEATURES), "X (human cells)"))
+    # ------------------------------------------------------------------ predict
+    def _validated(self, X) -> np.ndarray:
+        """``X`` checked against the fitted columns (a DataFrame may hold them in any order)."""
+        names = getattr(self, "feature_names_in_", None)
+        if isinstance(X, pd.DataFrame) and names is not None:
+            missing = [c for c in names if c not in X.columns]
+            if missing:
+                raise InputError(f"X (human cells) lacks column {missing[0]!r} ({len(missing)} missing).")
+            X = X[list(names)]
+        return validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
+
+    def _shared_index(self) -> np.ndarray:
+        positions = getattr(self, "shared_positions_", None)
+        if positions is None:  # a model saved before shared_features existed: harmonised names
+            where = {str(c): i for i, c in enumerate(self.feature_names_in_)}
+            positions = np.asarray([where[c] for c in HARMONISED_FEATURES], dtype=int)
+        return positions
+
+    def _mouse_log_proba(self, values: np.ndarray) -> np.ndarray:
+        Zh = self.target_imputer_.transform(values[:, self._shared_index()])
         if self.alignment == "coral":
             mu_h, a, mu_m = self.coral_
             Sm = self.source_standardiser_.transform((Zh - mu_h) @ a + mu_m)
         else:
             Sm = self.target_standardiser_.transform(Zh)
-        proba = self.source_model_.predict_proba(Sm)
-        index = X.index if isinstance(X, pd.DataFrame) else None
-        return pd.DataFrame(np.log(proba + 1e-3), index=index, columns=self.prior_columns_)
+        return np.log(self.source_model_.predict_proba(Sm) + 1e-3)
 
-    def _augment(self, X) -> pd.DataFrame:
-        if not isinstance(X, pd.DataFrame):
-            raise InputError("X (human cells) must be a pandas DataFrame with named feature columns.")
-        frame = X[list(self.feature_names_in_)]
-        return pd.concat([frame, self.mouse_view(frame)], axis=1)
+    def _augment(self, values: np.ndarray):
+        """The human features plus the mouse view (a DataFrame when fitted on named columns)."""
+        view = self._mouse_log_proba(values)
+        names = getattr(self, "feature_names_in_", None)
+        if names is None:
+            return np.hstack([values, view])
+        return pd.concat([pd.DataFrame(values, columns=list(names)),
+                          pd.DataFrame(view, columns=self.prior_columns_)], axis=1)
+
+    def mouse_view(self, X) -> pd.DataFrame:
+        """Log-probabilities of the mouse model for human cells ``X`` (one column per class)."""
+        check_is_fitted(self, "source_model_")
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(self._mouse_log_proba(self._validated(X)), index=index,
+                            columns=self.prior_columns_)
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities of the human model."""
         check_is_fitted(self, "base_model_")
-        return self.base_model_.predict_proba(self._augment(X))
+        return self.base_model_.predict_proba(self._augment(self._validated(X)))
 
     def predict(self, X) -> np.ndarray:
         """Most probable human subclass."""
         check_is_fitted(self, "base_model_")
-        return self.base_model_.predict(self._augment(X))
+        return self.base_model_.predict(self._augment(self._validated(X)))
+
+
+def _is_str(value, name: str) -> bool:
+    return isinstance(value, str) and value == name
+
+
+def _is_classifier_like(value) -> bool:
+    return not isinstance(value, str) and hasattr(value, "fit") and hasattr(value, "predict_proba")
+
 
 
 def transfer_models(random_state=None) -> dict[str, BaseEstimator]:
