@@ -277,7 +277,7 @@ def _embedding(dataset: PatchSeqDataset, seed: int, quick: bool) -> tuple[pd.Dat
 
 def run_study(config: StudyConfig, *,
               progress: Callable[[str, int, int], None] | None = None,
-              datasets: dict[str, PatchSeqDataset] | None = None) -> StudyResult:
+              datasets: dict[str, PatchSeqDataset] | None = None, cache=None) -> StudyResult:
     """Run every species x split scheme x model on shared folds.
 
     Parameters
@@ -287,6 +287,9 @@ def run_study(config: StudyConfig, *,
         ``progress(description, done, total)`` after each fold.
     datasets : dict, optional
         Pre-loaded datasets by species (default: load from ``config.data_dir``).
+    cache : FoldCache, optional
+        Reuse the fold fits stored there (:mod:`ephys2tx.evaluation.fold_cache`,
+        content-addressed: any change of data, parameter, fold or code misses).
 
     Returns
     -------
@@ -377,7 +380,7 @@ def run_study(config: StudyConfig, *,
                 # forests' trees gain less from threads than their folds from processes:
                 # sparse PCA and short fits are serial.)
                 n_jobs=config.n_jobs,
-                torch_threads=1 if is_neural(model_name) else None)
+                torch_threads=1 if is_neural(model_name) else None, cache=cache)
             species_results[sp].cv[(scheme, model_name)] = result
             record = {
                 "species": sp, "model": model_name, "split": scheme,

@@ -149,7 +149,7 @@ def cross_validate(estimator, X: pd.DataFrame, y, folds: Sequence[Fold], *, clas
                    on_fold: Callable[[Fold, dict], None] | None = None,
                    families: dict[str, list[str]] | None = None, n_permutations: int = 0,
                    random_state: int = 0, fit_params: dict | None = None,
-                   n_jobs: int = 1, torch_threads: int | None = None) -> CVResult:
+                   n_jobs: int = 1, torch_threads: int | None = None, cache=None) -> CVResult:
     """Fit a fresh clone of ``estimator`` on each fold's training rows and predict its test rows.
 
     Parameters
@@ -178,6 +178,9 @@ def cross_validate(estimator, X: pd.DataFrame, y, folds: Sequence[Fold], *, clas
     torch_threads : int, optional
         Torch intra-op threads while fitting (1 suits small networks, and
         parallel folds).
+    cache : FoldCache, optional
+        Folds whose inputs were fitted before are read from it
+        (:mod:`ephys2tx.evaluation.fold_cache`); the others are computed and stored.
     """
     y = np.asarray(y, dtype=object)
     classes = list(classes)
@@ -191,14 +194,22 @@ def cross_validate(estimator, X: pd.DataFrame, y, folds: Sequence[Fold], *, clas
     # Folds in parallel processes: one OpenMP thread each (the folds fill the cores).
     args = (classes, fit_params, families, n_permutations, random_state, torch_threads,
             None if n_jobs == 1 else 1)
-    if n_jobs == 1:
-        outputs = (_run_fold(estimator, X, y, fold, *args) for fold in folds)
+    keys, cached = _cached_folds(cache, estimator, X, y, folds, classes, fit_params, families,
+                                 n_permutations, random_state)
+    todo = [fold for fold, hit in zip(folds, cached) if hit is None]
+    if n_jobs == 1 or not todo:
+        computed = (_run_fold(estimator, X, y, fold, *args) for fold in todo)
     else:
         from joblib import Parallel, delayed
 
-        outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_run_fold)(estimator, X, y, fold, *args) for fold in folds)
-    for out in outputs:
+        computed = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_run_fold)(estimator, X, y, fold, *args) for fold in todo)
+    for key, hit in zip(keys, cached):
+        out = hit
+        if out is None:
+            out = next(computed)
+            if key is not None:
+                cache.store(key, out)
         fold = out["fold"]
         oof[fold.repeat, fold.test] = out["pred"]
         if out["proba"] is None:
@@ -216,6 +227,22 @@ def cross_validate(estimator, X: pd.DataFrame, y, folds: Sequence[Fold], *, clas
                     params={k: repr(v) for k, v in estimator.get_params(deep=False).items()},
                     oof_attention=pd.concat(attention_parts) if attention_parts else None,
                     family_importance=pd.DataFrame(importance_rows) if importance_rows else None)
+
+
+def _cached_folds(cache, estimator, X, y, folds, classes, fit_params, families, n_permutations,
+                  seed) -> tuple[list, list]:
+    """(key or None, cached result or None) per fold; no keys without a cache or when uncacheable."""
+    if cache is None:
+        return [None] * len(folds), [None] * len(folds)
+    from ephys2tx.evaluation.fold_cache import UncacheableError
+
+    try:
+        data_key = cache.data_key(X, y, fit_params, classes)
+        keys = [cache.key(data_key, estimator, fold, families=families,
+                          n_permutations=n_permutations, seed=seed) for fold in folds]
+    except UncacheableError:
+        return [None] * len(folds), [None] * len(folds)
+    return keys, [cache.load(key, fold) for key, fold in zip(keys, folds)]
 
 
 def summarise_cv(result: CVResult, y, *, n_boot: int = 1000, random_state: int = 0) -> dict:
