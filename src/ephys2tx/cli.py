@@ -15,7 +15,6 @@ import click
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ephys2tx import __version__
 from ephys2tx.errors import InputError
@@ -45,7 +44,10 @@ DataDirOption = Annotated[
 ]
 
 
-def _progress() -> Progress:
+def _progress():
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn)
+
     return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                     MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False,
                     disable=not console.is_terminal)
