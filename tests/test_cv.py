@@ -205,9 +205,17 @@ def test_models_sharing_the_workers_give_their_own_results(human_subset):
     models = {"spca_rf": make_spca_rf(family_positions(ds.families, list(X.columns)),
                                       n_estimators=20, random_state=0),
               "logreg": make_logreg(random_state=0)}
+    import threading
+
     seen = {name: [] for name in models}
+    lock = threading.Lock()  # callbacks that cannot be pickled (e.g. a progress bar) stay home
+
+    def on_fold(fold, record, name):
+        with lock:
+            seen[name].append(fold.fold)
+
     tasks = [CVTask(model, X, y, folds, classes=CLASSES, model_name=name,
-                    on_fold=lambda fold, record, name=name: seen[name].append(fold.fold))
+                    on_fold=lambda fold, record, name=name: on_fold(fold, record, name))
              for name, model in models.items()]
     together = cross_validate_many(tasks, n_jobs=2)
     for (name, model), result in zip(models.items(), together):

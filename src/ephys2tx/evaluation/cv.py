@@ -230,10 +230,6 @@ def cross_validate_many(tasks: Sequence[CVTask], *, n_jobs: int = 1, cache=None)
     todo = [(t, i) for t, (task, y, classes, args, keys, cached) in enumerate(prepared)
             for i, hit in enumerate(cached) if hit is None]
 
-    def job(t: int, i: int):
-        task, y, _, args, _, _ = prepared[t]
-        return _run_fold(task.estimator, task.X, y, task.folds[i], *args)
-
     outs: dict[tuple[int, int], dict] = {}
     for t, (task, *_, cached) in enumerate(prepared):
         for i, hit in enumerate(cached):
@@ -241,16 +237,16 @@ def cross_validate_many(tasks: Sequence[CVTask], *, n_jobs: int = 1, cache=None)
                 outs[t, i] = hit
                 if task.on_fold is not None:
                     task.on_fold(hit["fold"], hit["record"])
+    # the workers get the fold's inputs only (not the callbacks, which may hold a progress bar)
+    inputs = [((t, i), prepared[t][0].estimator, prepared[t][0].X, prepared[t][1],
+               prepared[t][0].folds[i], *prepared[t][3]) for t, i in todo]
     if n_jobs == 1 or not todo:
-        computed = (((t, i), job(t, i)) for t, i in todo)
+        computed = (_tagged_fold(*job) for job in inputs)
     else:
         from joblib import Parallel, delayed
 
-        def tagged(t: int, i: int):
-            return (t, i), job(t, i)
-
         computed = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-            delayed(tagged)(t, i) for t, i in todo)
+            delayed(_tagged_fold)(*job) for job in inputs)
     for (t, i), out in computed:
         task, *_, keys, _ = prepared[t]
         if keys[i] is not None:
@@ -260,6 +256,11 @@ def cross_validate_many(tasks: Sequence[CVTask], *, n_jobs: int = 1, cache=None)
             task.on_fold(out["fold"], out["record"])
     return [_assemble(task, y, classes, [outs[t, i] for i in range(len(task.folds))])
             for t, (task, y, classes, *_) in enumerate(prepared)]
+
+
+def _tagged_fold(tag, *args) -> tuple:
+    """``(tag, _run_fold(*args))``: results of a pool that returns them as they finish."""
+    return tag, _run_fold(*args)
 
 
 def _assemble(task: CVTask, y: np.ndarray, classes: list[str], outs: list[dict]) -> CVResult:
