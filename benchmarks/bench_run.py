@@ -69,15 +69,19 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--max-load", type=float, default=0.5)
     parser.add_argument("--max-wait", type=float, default=1200.0)
+    parser.add_argument("--run-args", default="",
+                        help="Extra `ephys2tx run` arguments, e.g. \"--species human --model rf\" "
+                             "(a smaller run, to check the script; the targets are for the default).")
     args = parser.parse_args(argv)
     cli = Path(sys.executable).with_name("ephys2tx")
-    print(f"cores: {os.cpu_count()}; --jobs {args.jobs}")
+    print(f"cores: {os.cpu_count()}; --jobs {args.jobs} {args.run_args}".rstrip())
     configs = [("run --quick", ["--quick"])] + ([("run (full)", [])] if args.full else [])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for label, extra in configs:
             cache = tmp / f"cache-{len(extra)}"
-            common = [*extra, "--jobs", str(args.jobs), "--cache-dir", str(cache)]
+            common = [*extra, *args.run_args.split(), "--jobs", str(args.jobs),
+                      "--cache-dir", str(cache)]
             if args.data_dir:
                 common += ["--data-dir", str(args.data_dir)]
             metrics = []
