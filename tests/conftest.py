@@ -62,6 +62,12 @@ def copy_data_dir(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.fixture(autouse=True)
+def _fold_cache_per_test(tmp_path_factory, monkeypatch):
+    """Each test (and the commands it runs) gets an empty fold cache, never the user's."""
+    monkeypatch.setenv("EPHYS2TX_FOLD_CACHE", str(tmp_path_factory.mktemp("fold_cache")))
+
+
 @pytest.fixture
 def writable_data_dir(data_dir, tmp_path) -> Path:
     """A fresh writable copy of the real data directory, for tests that break it."""

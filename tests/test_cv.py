@@ -193,3 +193,35 @@ def test_parallel_folds_give_the_same_results(human_subset):
     np.testing.assert_array_equal(serial.oof, parallel.oof)
     np.testing.assert_array_equal(serial.oof_proba, parallel.oof_proba)
     assert serial.macro_f1_per_fold == parallel.macro_f1_per_fold
+
+
+def test_models_sharing_the_workers_give_their_own_results(human_subset):
+    """cross_validate_many (all folds of several models in one pool) = one cross_validate each."""
+    from ephys2tx.evaluation.cv import CVTask, cross_validate_many
+
+    ds = human_subset
+    X, y = ds.features, ds.labels.to_numpy()
+    folds = make_splits(y, n_splits=3, n_repeats=1, random_state=0)
+    models = {"spca_rf": make_spca_rf(family_positions(ds.families, list(X.columns)),
+                                      n_estimators=20, random_state=0),
+              "logreg": make_logreg(random_state=0)}
+    import threading
+
+    seen = {name: [] for name in models}
+    lock = threading.Lock()  # callbacks that cannot be pickled (e.g. a progress bar) stay home
+
+    def on_fold(fold, record, name):
+        with lock:
+            seen[name].append(fold.fold)
+
+    tasks = [CVTask(model, X, y, folds, classes=CLASSES, model_name=name,
+                    on_fold=lambda fold, record, name=name: on_fold(fold, record, name))
+             for name, model in models.items()]
+    together = cross_validate_many(tasks, n_jobs=2)
+    for (name, model), result in zip(models.items(), together):
+        alone = cross_validate(model, X, y, folds, classes=CLASSES, n_jobs=1)
+        assert result.model == name and sorted(seen[name]) == [0, 1, 2]
+        np.testing.assert_array_equal(result.oof, alone.oof)
+        np.testing.assert_array_equal(result.oof_proba, alone.oof_proba)
+        assert [s["fold"] for s in result.fold_scores] == [0, 1, 2]
+        assert result.macro_f1_per_fold == alone.macro_f1_per_fold

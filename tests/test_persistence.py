@@ -276,3 +276,44 @@ def test_model_json_not_utf8_or_not_an_object(table, tmp_path):
     (out / "model.json").write_text("[1, 2]")
     with pytest.raises(InputError, match="JSON list"):
         load_model(out)
+
+
+_SKOPS_ALLOW_LIST = """
+import hashlib, sys
+{pre}
+from ephys2tx.models.persistence import _skops_io
+_skops_io()
+from skops.io._trusted_types import SKLEARN_ESTIMATOR_TYPE_NAMES as names
+print("torch" in sys.modules, len(names), hashlib.sha256(repr(sorted(names)).encode()).hexdigest())
+"""
+
+
+def test_skops_is_imported_without_torch_and_with_the_same_allow_list(tmp_path):
+    """Loading a forest does not import torch, and skops' default allow-list is unchanged by it."""
+    import subprocess
+    import sys
+
+    def run(pre: str) -> list[str]:
+        out = subprocess.run([sys.executable, "-c", _SKOPS_ALLOW_LIST.format(pre=pre)],
+                             capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    without = run("")
+    with_torch = run("import torch")
+    assert without[0] == "False" and with_torch[0] == "True"
+    assert int(without[1]) > 100
+    assert without[1:] == with_torch[1:]
+
+
+def test_torch_imports_normally_after_a_forest_is_loaded(table, tmp_path):
+    import subprocess
+    import sys
+
+    X, y = table
+    forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(X.fillna(0), y)
+    out = save_model(forest, tmp_path / "rf")
+    code = (f"import sys\nfrom ephys2tx.models.persistence import load_model\n"
+            f"load_model({str(out)!r})\nassert 'torch' not in sys.modules\n"
+            "import torch\nprint(float(torch.ones(2).sum()))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "2.0"

@@ -15,7 +15,6 @@ import click
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ephys2tx import __version__
 from ephys2tx.errors import InputError
@@ -45,7 +44,10 @@ DataDirOption = Annotated[
 ]
 
 
-def _progress() -> Progress:
+def _progress():
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn)
+
     return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                     MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False,
                     disable=not console.is_terminal)
@@ -70,8 +72,14 @@ def run(
         "--labels", help="Labels of --features: a table with id and subclass columns.")] = None,
     label_column: Annotated[Optional[str], typer.Option(
         "--label-column", help="Label column of --labels (or of --features itself).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        "--cache-dir", help="Fold-fit cache (default: $EPHYS2TX_FOLD_CACHE, else the user cache).",
+        show_default=False)] = None,
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="Fit every fold, reading and writing no cache.")] = False,
 ) -> None:
     """Run the whole study on the real data and write metrics.json, figures and report.md."""
+    from ephys2tx.evaluation.fold_cache import open_fold_cache
     from ephys2tx.report.writer import (results_markdown_table, transfer_comparison_markdown,
                                         write_results)
     from ephys2tx.study import STUDY_OUTPUT_KIND, StudyConfig, run_study, study_inputs
@@ -92,13 +100,14 @@ def run(
         overrides["n_repeats"] = n_repeats
     config = StudyConfig.quick_config(**overrides) if quick else StudyConfig(**overrides)
     check_output_dir(out, kind=STUDY_OUTPUT_KIND, overwrite=overwrite, inputs=study_inputs(config))
+    cache = open_fold_cache(cache_dir, enabled=not no_cache, out_dir=out)
     with _progress() as bar:
         task = bar.add_task("loading data", total=None)
 
         def progress(description: str, done: int, total: int) -> None:
             bar.update(task, description=description, completed=done, total=total)
 
-        result = run_study(config, progress=progress)
+        result = run_study(config, progress=progress, cache=cache)
     path = write_results(result, out, overwrite=overwrite)
     typer.echo(results_markdown_table(result))
     transfer = transfer_comparison_markdown(result)
@@ -110,6 +119,9 @@ def run(
         typer.echo("\n" + benchmark_table(result.shift).to_markdown(index=False))
     console.print(f"[green]wrote[/green] {path}/report.md, metrics.json and figures "
                   f"in {result.seconds:.0f} s")
+    if cache is not None:
+        console.print(f"fold cache {cache.directory}: {cache.hits} fold(s) reused, "
+                      f"{cache.misses} fitted", highlight=False)
 
 
 @app.command()

@@ -20,7 +20,7 @@ from ephys2tx.data.datasets import (
     load_dataset,
     with_held_out_class,
 )
-from ephys2tx.evaluation.cv import CVResult, cross_validate, summarise_cv
+from ephys2tx.evaluation.cv import CVResult, CVTask, cross_validate_many, summarise_cv
 from ephys2tx.evaluation.selection import MOUSE_LOCKBOX_FRACTION, lockbox_mask
 from ephys2tx.evaluation.splits import check_foldable, make_splits
 from ephys2tx.evaluation.stats import encode, holm, paired_difference
@@ -277,7 +277,7 @@ def _embedding(dataset: PatchSeqDataset, seed: int, quick: bool) -> tuple[pd.Dat
 
 def run_study(config: StudyConfig, *,
               progress: Callable[[str, int, int], None] | None = None,
-              datasets: dict[str, PatchSeqDataset] | None = None) -> StudyResult:
+              datasets: dict[str, PatchSeqDataset] | None = None, cache=None) -> StudyResult:
     """Run every species x split scheme x model on shared folds.
 
     Parameters
@@ -287,6 +287,9 @@ def run_study(config: StudyConfig, *,
         ``progress(description, done, total)`` after each fold.
     datasets : dict, optional
         Pre-loaded datasets by species (default: load from ``config.data_dir``).
+    cache : FoldCache, optional
+        Reuse the fold fits stored there (:mod:`ephys2tx.evaluation.fold_cache`,
+        content-addressed: any change of data, parameter, fold or code misses).
 
     Returns
     -------
@@ -353,6 +356,7 @@ def run_study(config: StudyConfig, *,
                             random_state=config.seed)
         columns = list(ds.features.columns)
         classes = list(ds.class_counts())  # the four subclasses, or those a user table has
+        tasks = []
         for model_name in sp_models:
             estimator = make_model(model_name, ds.families, columns, random_state=config.seed,
                                    quick=config.quick, species=ds.species)
@@ -368,16 +372,18 @@ def run_study(config: StudyConfig, *,
             if model_name in TRANSFER_MODELS:
                 mouse = loaded["mouse"]
                 fit_params = {"X_source": mouse.features, "y_source": mouse.labels.to_numpy()}
-            result = cross_validate(
+            tasks.append(CVTask(
                 estimator, ds.features, y, folds, classes=classes, model_name=model_name,
                 on_fold=on_fold, families=ds.families if is_family_model else None,
                 n_permutations=config.n_permutations if is_family_model else 0,
                 random_state=config.seed, fit_params=fit_params,
-                # Folds in parallel; small networks take one torch thread per fold. (The
-                # forests' trees gain less from threads than their folds from processes:
-                # sparse PCA and short fits are serial.)
-                n_jobs=config.n_jobs,
-                torch_threads=1 if is_neural(model_name) else None)
+                # Small networks take one torch thread per fold. (The forests' trees gain
+                # less from threads than their folds from processes: sparse PCA and short
+                # fits are serial.)
+                torch_threads=1 if is_neural(model_name) else None))
+        # the folds of all models of this species and split share the workers
+        results = cross_validate_many(tasks, n_jobs=config.n_jobs, cache=cache)
+        for model_name, result in zip(sp_models, results):
             species_results[sp].cv[(scheme, model_name)] = result
             record = {
                 "species": sp, "model": model_name, "split": scheme,

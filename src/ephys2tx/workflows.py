@@ -47,7 +47,7 @@ class TrainResult:
 def train(species: str, model: str, out, *, data_dir=None, n_splits: int = 5,
           calibration: str = DEFAULT_CALIBRATION, n_estimators: int = FOREST_TREES,
           max_epochs: int | None = None, random_state: int = 0, overwrite: bool = False,
-          verify: bool = True, progress=None) -> TrainResult:
+          verify: bool = True, progress=None, threads: int | None = None) -> TrainResult:
     """Train on the full reference of ``species`` and save a model directory at ``out``.
 
     Parameters
@@ -68,13 +68,19 @@ def train(species: str, model: str, out, *, data_dir=None, n_splits: int = 5,
     verify : bool
         Check the data files' sha256.
     progress : callable, optional
+    threads : int, optional
+        Torch, BLAS and OpenMP threads of the fits (default
+        :func:`ephys2tx.models.threads.default_threads`: 1 on at most 2 cores).
+        The forest's trees are fitted by its own ``n_jobs`` workers.
 
     Raises
     ------
     InputError
         Unknown species/model/calibration, ``transfer`` for a species other
-        than human, or an existing ``out`` without ``overwrite``.
+        than human, a bad ``threads``, or an existing ``out`` without ``overwrite``.
     """
+    from ephys2tx.models.threads import limit_threads, resolve_threads
+
     out = Path(out)
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}; choose from {', '.join(MODELS)}.")
@@ -85,6 +91,7 @@ def train(species: str, model: str, out, *, data_dir=None, n_splits: int = 5,
                          f"as source data), not {species}; use --species human.")
     if calibration not in CALIBRATIONS:
         raise InputError(f"unknown calibration {calibration!r}; use {' or '.join(CALIBRATIONS)}.")
+    threads = resolve_threads(threads)
     check_output_dir(out, kind=MODEL_OUTPUT_KIND, overwrite=overwrite,
                      inputs=[resolve_data_dir(data_dir)])
     ref = reference_data(species, data_dir, verify=verify)
@@ -95,10 +102,11 @@ def train(species: str, model: str, out, *, data_dir=None, n_splits: int = 5,
         mouse = load_dataset("mouse_visp", data_dir, verify=verify)
         source = (mouse.features, mouse.labels)
         checksums.update(mouse.checksums)
-    fitted = fit_reference_model(ref.features, ref.labels, species=species, model=model,
-                                 groups=ref.groups, n_splits=n_splits, calibration=calibration,
-                                 n_estimators=n_estimators, max_epochs=max_epochs,
-                                 random_state=random_state, source=source, progress=progress)
+    with limit_threads(threads, torch=model != "forest"):
+        fitted = fit_reference_model(ref.features, ref.labels, species=species, model=model,
+                                     groups=ref.groups, n_splits=n_splits, calibration=calibration,
+                                     n_estimators=n_estimators, max_epochs=max_epochs,
+                                     random_state=random_state, source=source, progress=progress)
     path = save_reference_model(fitted, out, checksums=checksums, overwrite=overwrite)
     return TrainResult(path=path, model=fitted)
 

@@ -23,6 +23,10 @@ def train_command(
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the data files' sha256."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace --out if it is a model directory written by ephys2tx."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, max=256, show_default=False,
+        help="Torch/BLAS/OpenMP threads (default: 1 on machines with <= 2 cores, else half the "
+             "cores, at most 8)."),
 ) -> None:
     """Train on the full reference, record CV metrics, calibration and OOD threshold, and save."""
     from ephys2tx.workflows import train
@@ -30,7 +34,7 @@ def train_command(
     result = train(species, model, out, data_dir=data_dir, n_splits=n_splits,
                    calibration=calibration, n_estimators=n_estimators, max_epochs=max_epochs,
                    random_state=seed, overwrite=overwrite, verify=verify,
-                   progress=lambda msg: typer.echo(msg, err=True))
+                   progress=lambda msg: typer.echo(msg, err=True), threads=threads)
     rec = result.model.record
     cv, cal = rec["cv"], rec["calibration"]
     typer.echo(f"{model} on {species} ({rec['n_cells']} cells, {len(result.model.features)} features): "

@@ -149,7 +149,7 @@ def cross_validate(estimator, X: pd.DataFrame, y, folds: Sequence[Fold], *, clas
                    on_fold: Callable[[Fold, dict], None] | None = None,
                    families: dict[str, list[str]] | None = None, n_permutations: int = 0,
                    random_state: int = 0, fit_params: dict | None = None,
-                   n_jobs: int = 1, torch_threads: int | None = None) -> CVResult:
+                   n_jobs: int = 1, torch_threads: int | None = None, cache=None) -> CVResult:
     """Fit a fresh clone of ``estimator`` on each fold's training rows and predict its test rows.
 
     Parameters
@@ -178,27 +178,101 @@ def cross_validate(estimator, X: pd.DataFrame, y, folds: Sequence[Fold], *, clas
     torch_threads : int, optional
         Torch intra-op threads while fitting (1 suits small networks, and
         parallel folds).
+    cache : FoldCache, optional
+        Folds whose inputs were fitted before are read from it
+        (:mod:`ephys2tx.evaluation.fold_cache`); the others are computed and stored.
     """
-    y = np.asarray(y, dtype=object)
-    classes = list(classes)
-    n_repeats = max(f.repeat for f in folds) + 1
+    task = CVTask(estimator, X, y, folds, classes=classes, model_name=model_name, on_fold=on_fold,
+                  families=families, n_permutations=n_permutations, random_state=random_state,
+                  fit_params=fit_params, torch_threads=torch_threads)
+    return cross_validate_many([task], n_jobs=n_jobs, cache=cache)[0]
+
+
+@dataclass
+class CVTask:
+    """One model to cross-validate (the arguments of :func:`cross_validate`)."""
+
+    estimator: object
+    X: pd.DataFrame
+    y: object
+    folds: Sequence[Fold]
+    classes: Sequence[str]
+    model_name: str = "model"
+    on_fold: Callable[[Fold, dict], None] | None = None
+    families: dict[str, list[str]] | None = None
+    n_permutations: int = 0
+    random_state: int = 0
+    fit_params: dict | None = None
+    torch_threads: int | None = None
+
+
+def cross_validate_many(tasks: Sequence[CVTask], *, n_jobs: int = 1, cache=None) -> list[CVResult]:
+    """:func:`cross_validate` of several models, their folds sharing one pool of workers.
+
+    With the folds of one model at a time, a worker waits at the end of each
+    model for the slowest fold (with 3 folds on 2 workers, a quarter of the
+    time); here every fold of every task is queued at once. Each fold's result
+    depends only on its own inputs, so the results are those of one
+    :func:`cross_validate` per task; each task's ``on_fold`` is called as its
+    folds finish.
+    """
+    prepared = []
+    for task in tasks:
+        y = np.asarray(task.y, dtype=object)
+        classes = list(task.classes)
+        # Folds in parallel processes: one OpenMP thread each (the folds fill the cores).
+        args = (classes, task.fit_params, task.families, task.n_permutations, task.random_state,
+                task.torch_threads, None if n_jobs == 1 else 1)
+        keys, cached = _cached_folds(cache, task.estimator, task.X, y, task.folds, classes,
+                                     task.fit_params, task.families, task.n_permutations,
+                                     task.random_state)
+        prepared.append((task, y, classes, args, keys, cached))
+    todo = [(t, i) for t, (task, y, classes, args, keys, cached) in enumerate(prepared)
+            for i, hit in enumerate(cached) if hit is None]
+
+    outs: dict[tuple[int, int], dict] = {}
+    for t, (task, *_, cached) in enumerate(prepared):
+        for i, hit in enumerate(cached):
+            if hit is not None:
+                outs[t, i] = hit
+                if task.on_fold is not None:
+                    task.on_fold(hit["fold"], hit["record"])
+    # the workers get the fold's inputs only (not the callbacks, which may hold a progress bar)
+    inputs = [((t, i), prepared[t][0].estimator, prepared[t][0].X, prepared[t][1],
+               prepared[t][0].folds[i], *prepared[t][3]) for t, i in todo]
+    if n_jobs == 1 or not todo:
+        computed = (_tagged_fold(*job) for job in inputs)
+    else:
+        from joblib import Parallel, delayed
+
+        computed = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+            delayed(_tagged_fold)(*job) for job in inputs)
+    for (t, i), out in computed:
+        task, *_, keys, _ = prepared[t]
+        if keys[i] is not None:
+            cache.store(keys[i], out)
+        outs[t, i] = out
+        if task.on_fold is not None:
+            task.on_fold(out["fold"], out["record"])
+    return [_assemble(task, y, classes, [outs[t, i] for i in range(len(task.folds))])
+            for t, (task, y, classes, *_) in enumerate(prepared)]
+
+
+def _tagged_fold(tag, *args) -> tuple:
+    """``(tag, _run_fold(*args))``: results of a pool that returns them as they finish."""
+    return tag, _run_fold(*args)
+
+
+def _assemble(task: CVTask, y: np.ndarray, classes: list[str], outs: list[dict]) -> CVResult:
+    """The :class:`CVResult` of one task from its folds' results, in fold order."""
+    n_repeats = max(f.repeat for f in task.folds) + 1
     oof = np.full((n_repeats, len(y)), None, dtype=object)
     oof_proba = np.full((n_repeats, len(y), len(classes)), np.nan)
     has_proba = True
     scores: list[dict] = []
     attention_parts: list[pd.DataFrame] = []
     importance_rows: list[dict] = []
-    # Folds in parallel processes: one OpenMP thread each (the folds fill the cores).
-    args = (classes, fit_params, families, n_permutations, random_state, torch_threads,
-            None if n_jobs == 1 else 1)
-    if n_jobs == 1:
-        outputs = (_run_fold(estimator, X, y, fold, *args) for fold in folds)
-    else:
-        from joblib import Parallel, delayed
-
-        outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_run_fold)(estimator, X, y, fold, *args) for fold in folds)
-    for out in outputs:
+    for out in outs:
         fold = out["fold"]
         oof[fold.repeat, fold.test] = out["pred"]
         if out["proba"] is None:
@@ -209,13 +283,27 @@ def cross_validate(estimator, X: pd.DataFrame, y, folds: Sequence[Fold], *, clas
         if out["attention"] is not None:
             attention_parts.append(out["attention"])
         importance_rows.extend(out["importance"])
-        if on_fold is not None:
-            on_fold(fold, out["record"])
-    return CVResult(model=model_name, classes=classes, folds=list(folds), fold_scores=scores,
-                    oof=oof, oof_proba=oof_proba if has_proba else None,
-                    params={k: repr(v) for k, v in estimator.get_params(deep=False).items()},
+    return CVResult(model=task.model_name, classes=classes, folds=list(task.folds),
+                    fold_scores=scores, oof=oof, oof_proba=oof_proba if has_proba else None,
+                    params={k: repr(v) for k, v in task.estimator.get_params(deep=False).items()},
                     oof_attention=pd.concat(attention_parts) if attention_parts else None,
                     family_importance=pd.DataFrame(importance_rows) if importance_rows else None)
+
+
+def _cached_folds(cache, estimator, X, y, folds, classes, fit_params, families, n_permutations,
+                  seed) -> tuple[list, list]:
+    """(key or None, cached result or None) per fold; no keys without a cache or when uncacheable."""
+    if cache is None:
+        return [None] * len(folds), [None] * len(folds)
+    from ephys2tx.evaluation.fold_cache import UncacheableError
+
+    try:
+        data_key = cache.data_key(X, y, fit_params, classes)
+        keys = [cache.key(data_key, estimator, fold, families=families,
+                          n_permutations=n_permutations, seed=seed) for fold in folds]
+    except UncacheableError:
+        return [None] * len(folds), [None] * len(folds)
+    return keys, [cache.load(key, fold) for key, fold in zip(keys, folds)]
 
 
 def summarise_cv(result: CVResult, y, *, n_boot: int = 1000, random_state: int = 0) -> dict:

@@ -40,6 +40,8 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -255,10 +257,45 @@ def save_model(estimator, directory, *, training_checksums=None, extra=None, ove
     return target
 
 
-def _dump_skops(estimator, path: Path) -> None:
-    """Write ``estimator`` with skops; refuse types outside :data:`TRUSTED_TYPES` (a bug, not input)."""
+class _NoTorchImport:
+    """Meta-path finder refusing ``torch`` to the thread that installed it (see :func:`_skops_io`)."""
+
+    def __init__(self):
+        self.thread = threading.get_ident()
+
+    def find_spec(self, name, path=None, target=None):
+        if (name == "torch" or name.startswith("torch.")) and threading.get_ident() == self.thread:
+            raise ImportError("torch is not imported while skops.io is imported")
+        return None
+
+
+def _skops_io():
+    """``skops.io``, imported without importing torch.
+
+    At import, skops builds its default allow-list with scikit-learn's
+    ``all_estimators()``, which walks every sub-package of sklearn, among them
+    ``sklearn.externals.array_api_compat.torch``: that imports torch (about a
+    second and a thousand modules) only for the walk to skip it (``externals``
+    hold no estimator). Refusing torch during that import leaves the list
+    unchanged (tests/test_persistence.py compares it with and without torch)
+    and keeps loading a forest free of torch. Once imported, torch imports
+    normally.
+    """
+    if "skops.io" not in sys.modules and "torch" not in sys.modules:
+        blocker = _NoTorchImport()
+        sys.meta_path.insert(0, blocker)
+        try:
+            import skops.io  # noqa: F401
+        finally:
+            sys.meta_path.remove(blocker)
     import skops.io as sio
 
+    return sio
+
+
+def _dump_skops(estimator, path: Path) -> None:
+    """Write ``estimator`` with skops; refuse types outside :data:`TRUSTED_TYPES` (a bug, not input)."""
+    sio = _skops_io()
     sio.dump(estimator, path)
     unknown = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
     if unknown:
@@ -270,8 +307,7 @@ def _dump_skops(estimator, path: Path) -> None:
 
 def _load_skops(path: Path):
     """Rebuild an estimator from a skops file, refusing any type outside :data:`TRUSTED_TYPES`."""
-    import skops.io as sio
-
+    sio = _skops_io()
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:  # noqa: BLE001 - a damaged zip/JSON of any kind

@@ -1,0 +1,276 @@
+"""A content-addressed cache of cross-validation fold fits (``ephys2tx run``).
+
+A fold's result (out-of-fold predictions and probabilities, its scores, the
+attention and family importance it measured) depends only on what goes into
+:func:`ephys2tx.evaluation.cv._fold`. The key is the sha256 of all of it:
+
+* the content of the training/test data (feature table, labels, the mouse
+  source cells of a transfer model), hashed value by value;
+* the estimator's class and its parameters (``get_params(deep=True)``,
+  nested estimators by class and parameters);
+* the fold (repeat, fold number, train and test row indices), the classes,
+  the families and number of permutations, the permutation seed;
+* the code: the ephys2tx version and a fingerprint of its source files, and
+  the versions of numpy, scipy, scikit-learn, imbalanced-learn and torch.
+
+So any change of data, parameter, fold or code misses; a repeated run reuses
+every fold and prints the same table. Timing fields (``fit_seconds``) are those
+of the run that computed the fold.
+
+An entry is two files: ``<key>.npz`` (arrays, read with ``allow_pickle=False``)
+and ``<key>.json`` (scores and the npz's sha256), each written atomically, the
+JSON last. Nothing is pickled: an entry is data, never code. An entry that
+cannot be read or whose npz does not match its sha256 is ignored with a
+warning and recomputed (then overwritten). A parameter that has no stable
+description (an object whose ``repr`` holds a memory address) makes the fold
+uncacheable: it is computed as without a cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import ephys2tx
+from ephys2tx.errors import InputError
+from ephys2tx.io import sha256_file, write_bytes, write_json
+
+__all__ = ["FOLD_CACHE_FORMAT", "FoldCache", "UncacheableError", "content_hash",
+           "default_fold_cache_dir", "open_fold_cache"]
+
+#: Bumped when the entry layout changes (part of every key).
+FOLD_CACHE_FORMAT = 1
+_LIBRARIES = ("numpy", "scipy", "scikit-learn", "imbalanced-learn", "torch")
+
+
+class UncacheableError(ValueError):
+    """A fold input without a stable description (its result is computed, not cached)."""
+
+
+#: Environment variable naming the default fold cache folder.
+ENV_VAR = "EPHYS2TX_FOLD_CACHE"
+
+
+def default_fold_cache_dir() -> Path:
+    """``$EPHYS2TX_FOLD_CACHE``, else ``<user cache>/ephys2tx/folds`` (:mod:`platformdirs`)."""
+    env = os.environ.get(ENV_VAR, "")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("ephys2tx")) / "folds"
+
+
+def open_fold_cache(cache_dir=None, *, enabled: bool = True, out_dir=None) -> FoldCache | None:
+    """The fold cache of ``ephys2tx run``: ``cache_dir`` or the default; None when disabled.
+
+    Raises
+    ------
+    InputError
+        The folder is inside ``out_dir`` or cannot be written.
+    """
+    if not enabled:
+        return None
+    folder = default_fold_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
+    from ephys2tx.safety import check_writable_dir
+
+    if out_dir is not None:
+        real_cache, real_out = Path(os.path.abspath(folder)), Path(os.path.abspath(out_dir))
+        if real_cache == real_out or real_out in real_cache.parents:
+            raise InputError(f"--cache-dir {folder} is inside the output folder {out_dir}; put the "
+                             "cache elsewhere, or pass --no-cache.")
+    check_writable_dir(folder, what=f"fold cache (--cache-dir or ${ENV_VAR}; --no-cache disables it)")
+    return FoldCache(folder)
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 over ephys2tx's version, its source files and the versions of the numeric libraries."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    digest = hashlib.sha256(f"ephys2tx {ephys2tx.__version__}\n".encode())
+    root = Path(ephys2tx.__file__).parent
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".yaml", ".json") and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(root)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    for name in _LIBRARIES:
+        try:
+            digest.update(f"{name} {version(name)}\n".encode())
+        except PackageNotFoundError:
+            digest.update(f"{name} -\n".encode())
+    return digest.hexdigest()
+
+
+def _feed(digest, obj) -> None:
+    """Update ``digest`` with a type-tagged, order-preserving description of ``obj``."""
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, np.generic)):
+        digest.update(f"{type(obj).__name__}:{obj!r};".encode())
+    elif isinstance(obj, pd.DataFrame):
+        digest.update(b"DataFrame(")
+        _feed(digest, [str(c) for c in obj.columns])
+        _feed(digest, [str(t) for t in obj.dtypes])
+        _feed(digest, obj.index)
+        for col in range(obj.shape[1]):
+            _feed(digest, obj.iloc[:, col].to_numpy())
+        digest.update(b");")
+    elif isinstance(obj, (pd.Series, pd.Index)):
+        digest.update(f"{type(obj).__name__}({obj.dtype};{obj.name!r};".encode())
+        _feed(digest, obj.to_numpy())
+        digest.update(b");")
+    elif isinstance(obj, np.ndarray):
+        digest.update(f"ndarray({obj.dtype.str};{obj.shape};".encode())
+        if obj.dtype.kind == "O":
+            for value in obj.ravel():
+                _feed(digest, value)
+        else:
+            digest.update(np.ascontiguousarray(obj).tobytes())
+        digest.update(b");")
+    elif isinstance(obj, dict):
+        digest.update(f"dict{len(obj)}(".encode())
+        for key in sorted(obj, key=repr):
+            _feed(digest, key)
+            _feed(digest, obj[key])
+        digest.update(b");")
+    elif isinstance(obj, (list, tuple)):
+        digest.update(f"{type(obj).__name__}{len(obj)}(".encode())
+        for value in obj:
+            _feed(digest, value)
+        digest.update(b");")
+    elif hasattr(obj, "get_params") and not isinstance(obj, type):
+        cls = type(obj)
+        digest.update(f"estimator {cls.__module__}.{cls.__qualname__}(".encode())
+        _feed(digest, obj.get_params(deep=False))
+        digest.update(b");")
+    elif isinstance(obj, type) or (callable(obj) and hasattr(obj, "__qualname__")):
+        if "<" in obj.__qualname__:  # a lambda or a local function: not named uniquely
+            raise UncacheableError(f"no stable description of {obj.__qualname__}")
+        digest.update(f"callable {obj.__module__}.{obj.__qualname__};".encode())
+    else:
+        text = repr(obj)
+        if " at 0x" in text or " object at " in text:
+            raise UncacheableError(f"no stable description of {type(obj).__name__}: {text[:80]}")
+        digest.update(f"{type(obj).__module__}.{type(obj).__qualname__}:{text};".encode())
+
+
+def content_hash(*parts) -> str:
+    """sha256 of the content of ``parts`` (arrays, frames, estimators, plain data)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        _feed(digest, part)
+    return digest.hexdigest()
+
+
+class FoldCache:
+    """Fold results stored under ``directory`` by the sha256 of their inputs.
+
+    Parameters
+    ----------
+    directory : path
+        Created on the first write.
+
+    Attributes
+    ----------
+    hits, misses : int
+        Folds read from the cache and folds computed (since creation).
+    """
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        self.hits = 0
+        self.misses = 0
+
+    def __repr__(self) -> str:
+        return f"FoldCache({str(self.directory)!r})"
+
+    def data_key(self, X, y, fit_params, classes) -> str:
+        """The part of the key shared by every fold of one model on one table."""
+        return content_hash("data", X, np.asarray(y, dtype=object), fit_params or {}, list(classes))
+
+    def key(self, data_key: str, estimator, fold, *, families, n_permutations: int,
+            seed: int) -> str:
+        """Key of one fold (raises :class:`UncacheableError` for unstable parameters)."""
+        return content_hash(FOLD_CACHE_FORMAT, code_fingerprint(), data_key, estimator,
+                            estimator.get_params(deep=True), int(fold.repeat), int(fold.fold),
+                            np.asarray(fold.train, dtype=np.int64), np.asarray(fold.test, dtype=np.int64),
+                            families or {}, int(n_permutations), int(seed))
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        folder = self.directory / key[:2]
+        return folder / f"{key}.json", folder / f"{key}.npz"
+
+    def load(self, key: str, fold) -> dict | None:
+        """The stored result of ``fold`` (as :func:`~ephys2tx.evaluation.cv._fold` returns it), or None."""
+        meta_path, npz_path = self._paths(key)
+        if not meta_path.exists():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if meta.get("format") != FOLD_CACHE_FORMAT or meta.get("key") != key:
+                raise ValueError("format or key differs")
+            if sha256_file(npz_path) != meta["npz_sha256"]:
+                raise ValueError("the npz does not match its sha256")
+            with np.load(npz_path, allow_pickle=False) as arrays:
+                pred = arrays["pred"].astype(object)
+                proba = arrays["proba"] if meta["has_proba"] else None
+                attention = None
+                if meta["attention"] is not None:
+                    att = meta["attention"]
+                    attention = pd.DataFrame(arrays["attention"], columns=att["columns"],
+                                             index=pd.Index(att["index"], name=att["index_name"]))
+            if len(pred) != len(fold.test) or (proba is not None and len(proba) != len(fold.test)):
+                raise ValueError("the stored arrays do not fit the fold")
+            out = {"fold": fold, "pred": pred, "proba": proba, "record": meta["record"],
+                   "attention": attention, "importance": meta["importance"]}
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            warnings.warn(f"fold cache entry {meta_path} is unreadable ({type(exc).__name__}: {exc}); "
+                          "it is recomputed.", RuntimeWarning, stacklevel=2)
+            return None
+        self.hits += 1
+        return out
+
+    def store(self, key: str, out: dict) -> None:
+        """Write one fold's result (npz, then the JSON naming its sha256; both atomic).
+
+        A failed write (disk full, no permission) is a warning: the run goes on.
+        """
+        self.misses += 1
+        try:
+            self._store(key, out)
+        except OSError as exc:
+            warnings.warn(f"cannot write to the fold cache {self.directory} ({exc.strerror or exc}); "
+                          "the run goes on without storing this fold.", RuntimeWarning, stacklevel=2)
+
+    def _store(self, key: str, out: dict) -> None:
+        meta_path, npz_path = self._paths(key)
+        meta_path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"pred": np.asarray([str(p) for p in out["pred"]], dtype=str)}
+        if out["proba"] is not None:
+            arrays["proba"] = np.asarray(out["proba"], dtype=float)
+        attention = out["attention"]
+        if attention is not None:
+            arrays["attention"] = attention.to_numpy(dtype=float)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        write_bytes(npz_path, buffer.getvalue())
+        meta = {"format": FOLD_CACHE_FORMAT, "key": key, "npz_sha256": sha256_file(npz_path),
+                "has_proba": out["proba"] is not None, "record": out["record"],
+                "importance": out["importance"],
+                "attention": None if attention is None else {
+                    "columns": [str(c) for c in attention.columns],
+                    "index": attention.index.tolist(), "index_name": attention.index.name}}
+        write_json(meta_path, meta, indent=None)
+
+    def size_bytes(self) -> int:
+        """Bytes the entries take on disk."""
+        if not self.directory.is_dir():
+            return 0
+        return sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
