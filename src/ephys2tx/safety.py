@@ -64,7 +64,7 @@ def read_marker(folder: PathLike) -> dict | None:
         if path.is_symlink() or not path.is_file() or path.stat().st_size > 65536:
             return None
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8, not JSON, too deep
         return None
     return data if isinstance(data, dict) and data.get("created_by") == "ephys2tx" else None
 
