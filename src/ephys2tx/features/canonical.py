@@ -27,6 +27,7 @@ __all__ = [
     "UnitIssue",
     "canonical_names",
     "check_units",
+    "check_values_kept",
     "unit_factor",
 ]
 
@@ -234,4 +235,52 @@ def check_units(table: pd.DataFrame, sources: dict[str, str] | None = None) -> l
         median = float(np.median(values))
         if not spec.low <= median <= spec.high:
             issues.append(UnitIssue(name, sources.get(name, name), median, _suggest(spec, median)))
+    return issues
+
+
+@dataclass(frozen=True)
+class LostValuesIssue:
+    """A column most of whose values become missing on the way to a canonical feature."""
+
+    feature: str
+    source: str
+    n_values: int
+    n_lost: int
+
+    def message(self) -> str:
+        """One line: what, where, how to fix."""
+        return (f"column {self.source!r} (canonical {self.feature}): {self.n_lost} of its "
+                f"{self.n_values} values become missing, as values that no cell can have (missing-"
+                "value codes such as a duration or resistance <= 0, or a column-map expr giving "
+                "inf/NaN); check the sign and unit of the column (a column map can set `sign: -1`), "
+                "or pass --force to treat them as missing.")
+
+
+def check_values_kept(counts: dict[str, int], table: pd.DataFrame, sources: dict[str, str] | None = None,
+                      *, min_values: int = 3) -> list[LostValuesIssue]:
+    """Canonical columns that lost more than half of their source's values (codes, expr).
+
+    A few zeros or negative values in a column are missing-value codes (see
+    :mod:`ephys2tx.data.missing_codes`); most of a column is a sign, unit or
+    definition error that must not silently become "missing".
+
+    Parameters
+    ----------
+    counts : dict
+        Canonical name -> number of values in the user's source column.
+    table : DataFrame
+        The canonical table after every conversion and masking.
+    sources : dict, optional
+        Canonical name -> the user's column name, for messages.
+    min_values : int
+        Columns with fewer source values are not judged.
+    """
+    sources = sources or {}
+    issues = []
+    for name, n_values in counts.items():
+        if name not in table.columns or n_values < min_values:
+            continue
+        kept = int(table[name].notna().sum())
+        if kept < n_values / 2:
+            issues.append(LostValuesIssue(name, sources.get(name, name), n_values, n_values - kept))
     return issues
