@@ -56,7 +56,7 @@ def extract_command(
                     bar = stack.enter_context(Progress(
                         TextColumn("cells"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("done, {task.fields[failed]} failed, {task.fields[remaining]} remaining"),
-                        TimeRemainingColumn(), console=console))
+                        TimeRemainingColumn(), console=console, disable=not console.is_terminal))
                     bars.append((bar, bar.add_task("extract", total=done + remaining, failed=0,
                                                    remaining=remaining)))
                 bar, task = bars[0]

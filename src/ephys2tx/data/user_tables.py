@@ -130,6 +130,8 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     if kind is None:
         raise InputError(f"input table {path} has suffix {path.suffix!r}; use .csv, .tsv, "
                          ".parquet or .xlsx.")
+    if kind in ("csv", "tsv"):  # first: its messages name the line, pandas' do not always
+        check_complete_rows(path, sep="\t" if kind == "tsv" else ",")
     try:
         if kind == "csv":
             # index_col=False: separators ending every line never shift the columns onto the index
@@ -153,8 +155,6 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     if table.shape[0] == 0 or table.shape[1] == 0:
         raise InputError(f"input table {path} is empty ({table.shape[0]} rows, {table.shape[1]} "
                          "columns); it needs a header and one row per cell.")
-    if kind in ("csv", "tsv"):
-        check_complete_rows(path, sep="\t" if kind == "tsv" else ",")
     return table
 
 
