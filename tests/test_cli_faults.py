@@ -219,7 +219,7 @@ TABLES: dict[str, tuple[Callable, str]] = {
     "every feature value empty": (lambda sb: sb.table(sb.frame[["cell_id"]].assign(tau=np.nan, sag=np.nan)),
                                   r"no cell of .*bad\.csv has a value for any feature"),
     "every duration negative": (lambda sb: sb.table(sb.frame.assign(tau=-sb.frame["tau"])),
-                                r"column 'tau' \(canonical tau\): 30 of its 30 values become missing.*--force"),
+                                r"column 'tau' \(canonical tau\): 30 of its 30 values are negative.*sign: -1.*--force"),
 }
 
 

@@ -240,7 +240,7 @@ def check_units(table: pd.DataFrame, sources: dict[str, str] | None = None) -> l
 
 @dataclass(frozen=True)
 class LostValuesIssue:
-    """A column most of whose values become missing on the way to a canonical feature."""
+    """A column most of whose values are negative where no cell can have a negative value."""
 
     feature: str
     source: str
@@ -250,37 +250,39 @@ class LostValuesIssue:
     def message(self) -> str:
         """One line: what, where, how to fix."""
         return (f"column {self.source!r} (canonical {self.feature}): {self.n_lost} of its "
-                f"{self.n_values} values become missing, as values that no cell can have (missing-"
-                "value codes such as a duration or resistance <= 0, or a column-map expr giving "
-                "inf/NaN); check the sign and unit of the column (a column map can set `sign: -1`), "
-                "or pass --force to treat them as missing.")
+                f"{self.n_values} values are negative, which no cell can have (they would be read as "
+                "missing-value codes); the sign looks flipped: fix it (a column map can set "
+                "`sign: -1`), or pass --force to treat them as missing.")
 
 
-def check_values_kept(counts: dict[str, int], table: pd.DataFrame, sources: dict[str, str] | None = None,
+def check_values_kept(raw: pd.DataFrame, table: pd.DataFrame, sources: dict[str, str] | None = None,
                       *, min_values: int = 3) -> list[LostValuesIssue]:
-    """Canonical columns that lost more than half of their source's values (codes, expr).
+    """Canonical columns most of whose values are negative codes: a flipped sign, not missing values.
 
-    A few zeros or negative values in a column are missing-value codes (see
-    :mod:`ephys2tx.data.missing_codes`); most of a column is a sign, unit or
-    definition error that must not silently become "missing".
+    A few negative durations or resistances are failed fits and are read as
+    missing (see :mod:`ephys2tx.data.missing_codes`); most of a column
+    negative is a sign error that must not silently become "missing". (Zeros
+    are left alone: a column of 0 codes is a legitimately missing feature.)
 
     Parameters
     ----------
-    counts : dict
-        Canonical name -> number of values in the user's source column.
+    raw : DataFrame
+        The canonical table before missing-value codes are masked.
     table : DataFrame
-        The canonical table after every conversion and masking.
+        The same after masking.
     sources : dict, optional
         Canonical name -> the user's column name, for messages.
     min_values : int
-        Columns with fewer source values are not judged.
+        Columns with fewer values are not judged.
     """
     sources = sources or {}
     issues = []
-    for name, n_values in counts.items():
+    for name in raw.columns:
+        values = pd.to_numeric(raw[name], errors="coerce")
+        n_values = int(values.notna().sum())
         if name not in table.columns or n_values < min_values:
             continue
-        kept = int(table[name].notna().sum())
-        if kept < n_values / 2:
-            issues.append(LostValuesIssue(name, sources.get(name, name), n_values, n_values - kept))
+        lost = int(((values < 0) & table[name].isna()).sum())
+        if lost > n_values / 2:
+            issues.append(LostValuesIssue(name, sources.get(name, name), n_values, lost))
     return issues

@@ -63,8 +63,8 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
                          f"{cmap.name!r} (every value is empty, a missing-value code such as 0 mV "
                          "or a duration <= 0, or inf/NaN from an expr); check the table and the column map.")
     notes = [note for note in [describe_detection(cmap)] if note]
-    counts = {name: int(table.data[col].notna().sum()) for name, col in sources.items()}
-    for issue in [*check_units(canonical, sources), *check_values_kept(counts, canonical, sources)]:
+    raw = apply_column_map(cmap, table.data, where=str(input_path))[0]  # before any code is masked
+    for issue in [*check_units(canonical, sources), *check_values_kept(raw, canonical, sources)]:
         if not force:
             raise InputError(issue.message())
         notes.append("continuing (--force): " + issue.message())
