@@ -168,6 +168,12 @@ def _tsv_short_row(sb):
     return sb.write("cells.tsv", "\n".join(lines) + "\n")
 
 
+def _long_row(sb):
+    lines = sb.cells.read_text().splitlines()
+    lines[5] += ",99"
+    return sb.write("long.csv", "\n".join(lines) + "\n")
+
+
 def _parquet_with_inf(sb):
     path = sb.root / "cells.parquet"
     sb.frame.assign(sag=lambda t: t["sag"].where(t.index != 2, np.inf)).to_parquet(path)
@@ -200,7 +206,22 @@ TABLES: dict[str, tuple[Callable, str]] = {
     "non-numeric value": (lambda sb: _cell(sb, "sag", "n/a?"), r"column 'sag' .*non-numeric value 'n/a\?'"),
     "tau in ms under an IPFX name": (lambda sb: sb.table(sb.frame.assign(tau=sb.frame["tau"] * 1000)),
                                      r"column 'tau' .*unit: ms.*--force"),
+    # red team 2 (notes/faults/findings2.md)
+    "a column name used twice": (lambda sb: sb.write("dup.csv", sb.cells.read_text().replace("sag,", "tau,", 1)),
+                                 r"dup\.csv has 1 column name\(s\) used twice, e\.g\. 'tau'"),
+    "the id column name used twice": (
+        lambda sb: sb.write("dup.csv", sb.cells.read_text().replace("tau,", "cell_id,", 1)),
+        r"used twice, e\.g\. 'cell_id'"),
+    "a row longer than its header": (_long_row, r"long\.csv line 6 has 11 fields, more than the 10 of its header"),
+    "ids that differ only by blanks": (lambda sb: sb.table(sb.frame.assign(cell_id=["a", " a "] + [
+        f"c{i}" for i in range(len(sb.frame) - 2)])), r"duplicated id 'a'"),
+    "an id of blanks only": (lambda sb: _cell(sb, "cell_id", "   "), r"id column 'cell_id' .* is empty on data row 4"),
+    "every feature value empty": (lambda sb: sb.table(sb.frame[["cell_id"]].assign(tau=np.nan, sag=np.nan)),
+                                  r"no cell of .*bad\.csv has a value for any feature"),
+    "every duration negative": (lambda sb: sb.table(sb.frame.assign(tau=-sb.frame["tau"])),
+                                r"column 'tau' \(canonical tau\): 30 of its 30 values are negative.*sign: -1.*--force"),
 }
+
 
 
 def _table_case(make, pattern, command):
@@ -233,6 +254,12 @@ COLUMN_MAPS = {
     "column map unit of the wrong kind": (
         lambda sb: _map_file(sb, "columns:\n  - {column: tau, name: tau, unit: pA}\n"),
         r"unit 'pA' \(current\) cannot be converted"),
+    "column map id_column a list": (
+        lambda sb: _map_file(sb, "id_column: [cell_id]\ncolumns:\n  - {column: tau, name: tau, unit: s}\n"),
+        r"'id_column' must be a column name, got \['cell_id'\]"),
+    "column map expr giving no finite value": (
+        lambda sb: _map_file(sb, "columns:\n  - {column: tau, name: tau, unit: s, expr: 'x/0'}\n"),
+        r"no cell of .*cells\.csv has a value for any feature read by column map 'map'"),
 }
 
 
@@ -311,7 +338,30 @@ MODELS = {
     "model folder missing": (lambda sb: predict(sb)[:2] + [sb.root / "none"] + predict(sb)[3:],
                              r"model directory .*none does not exist"),
     "model path is a file": (lambda sb: predict(sb)[:2] + [sb.cells] + predict(sb)[3:], r"cells\.csv is a file"),
+    "model.json classes not those of the estimator": (
+        lambda sb: _mapping_field(sb, "classes", ["A", "B"]), r"mapping\.classes is \['A', 'B'\], but the saved "
+                                                              r"estimator predicts 4 classes"),
+    "model.json unknown species": (lambda sb: _mapping_field(sb, "species", "cat"), r"mapping\.species is 'cat'"),
+    "model.json unknown model": (lambda sb: _mapping_field(sb, "model", "svm"), r"mapping\.model is 'svm'"),
+    "model.json features a string": (lambda sb: _mapping_field(sb, "features", "tau"),
+                                     r"mapping\.features must be a non-empty list of names"),
+    "model.json features repeated": (lambda sb: _mapping_field(sb, "features", ["tau"] * 93),
+                                     r"mapping\.features names the same entry twice"),
+    "model.json nested 100000 deep": (
+        lambda sb: (sb.model / "model.json").write_text("[" * 100000 + "]" * 100000) and predict(sb),
+        r"model\.json is not valid JSON"),
+    "model.json with a 5000-digit number": (
+        lambda sb: (sb.model / "model.json").write_text(
+            (sb.model / "model.json").read_text().replace('"format_version": 1', '"format_version": 1' + "0" * 5000))
+        and predict(sb), r"model\.json is not valid JSON"),
 }
+
+
+def _mapping_field(sb, name, value):
+    meta = json.loads((sb.model / "model.json").read_text())
+    meta["extra"]["mapping"][name] = value
+    (sb.model / "model.json").write_text(json.dumps(meta))
+    return predict(sb)
 
 
 # ------------------------------------------------------------------ cases: outputs
@@ -455,7 +505,7 @@ def _few_lamp5(path):
     table.to_csv(path, index=False)
 
 
-def _feature_table(sb, edit=lambda t: t, n=30):
+def _feature_table(sb, edit=lambda t: t, n=30, families=None):
     """A table in the layout of `ephys2tx extract` (family map in the schema metadata)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -469,7 +519,7 @@ def _feature_table(sb, edit=lambda t: t, n=30):
     frame = edit(frame)
     table = pa.Table.from_pandas(frame)
     meta = {**(table.schema.metadata or {}),
-            META_FAMILIES: json.dumps({"fam_a": ["a_0", "a_1"], "fam_b": ["b_0", "b_1"]}).encode()}
+            META_FAMILIES: families or json.dumps({"fam_a": ["a_0", "a_1"], "fam_b": ["b_0", "b_1"]}).encode()}
     path = sb.root / "features.parquet"
     pq.write_table(table.replace_schema_metadata(meta), path)
     return path
@@ -497,6 +547,23 @@ FEATURE_TABLES = {
     "run --features, header-only table": (
         lambda sb: _with_features(sb, _feature_table(sb, lambda t: t.iloc[:0])),
         r"features\.parquet holds no cells"),
+    "run --features, family metadata not JSON": (
+        lambda sb: _with_features(sb, _feature_table(sb, families=b"{not json")),
+        r"features\.parquet: its 'ephys2tx\.families' metadata is not valid JSON"),
+    "run --features, family metadata a list": (
+        lambda sb: _with_features(sb, _feature_table(sb, families=b"[1, 2]")),
+        r"'ephys2tx\.families' metadata is a JSON list, not a dict"),
+    "run --features, a family names a missing column": (
+        lambda sb: _with_features(sb, _feature_table(sb, families=json.dumps(
+            {"fam_a": ["a_0", "zz"], "fam_b": ["a_1", "b_0", "b_1"]}).encode())),
+        r"metadata names column 'zz', which the table lacks"),
+    "run --features, text in a feature column": (
+        lambda sb: _with_features(sb, _feature_table(sb, lambda t: t.assign(a_0="x"))),
+        r"feature column 'a_0' of .*features\.parquet is not numeric"),
+    "run --labels without --features": (lambda sb: run(sb, "--labels", sb.cells),
+                                        r"--labels labels the cells of --features"),
+    "run --label-column without --features": (lambda sb: run(sb, "--label-column", "subclass"),
+                                              r"--label-column labels the cells of --features"),
     "run --features, output is the feature table": (
         lambda sb: _with_features(sb, _feature_table(sb))[:-2] + ["--out", sb.root / "features.parquet"],
         r"is an existing file|is the input"),
@@ -547,7 +614,40 @@ ARGUMENTS = {
         lambda sb: run(sb, "--no-verify", data=_tampered(sb, HUMAN["meta"].relpath, _few_lamp5)),
         r"cell\(s\) of class 'Lamp5', fewer than the 3 cross-validation folds"),
     "fetch --cells without --dandiset": (lambda sb: fetch(sb, "--cells", "1,2"), r"--cells needs --dandiset"),
+    "predict --prior names a class twice": (lambda sb: predict(sb, "--prior", "Lamp5=0.5,lamp5=0.5"),
+                                            r"--prior names Lamp5 twice"),
+    "fetch --mirror not a URL": (lambda sb: fetch(sb)[:-1] + ["not a url"], r"--mirror 'not a url' is not an http"),
+    "fetch --mirror a malformed URL": (lambda sb: fetch(sb)[:-1] + ["http://[::1"], r"is not an http"),
+    "fetch from an unreachable mirror leaves no folder": (lambda sb: fetch(sb), r"cannot download .*127\.0\.0\.1:9"),
+    # extract: outputs checked before any cell is read; a batch in which no cell can be read
+    "extract, only an empty .nwb": (lambda sb: _extract(sb, sb.write("nwb/e.nwb", b"")),
+                                    r"none of the 1 recording\(s\) could be extracted .*e\.nwb: unreadable"),
+    "extract, HDF5 that is not NWB": (lambda sb: _extract(sb, _hdf5(sb)),
+                                      r"none of the 1 recording\(s\) could be extracted .*not an NWB 2 file"),
+    "extract --out inside the input folder": (
+        lambda sb: _extract(sb, sb.write("nwb/e.nwb", b"").parent, out=sb.root / "nwb" / "f.parquet"),
+        r"--out .*f\.parquet is inside the input folder"),
+    "extract --out not parquet": (lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""), out=sb.root / "f.csv"),
+                                  r"--out .*f\.csv must name a parquet file"),
+    "extract --out .": (lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""), out=Path(".")),
+                        r"--out \. is the current folder"),
+    "extract --cache-dir is the input folder": (
+        lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""), "--cache-dir", sb.root / "nwb"),
+        r"--cache-dir .*nwb contains the input"),
 }
+
+
+def _extract(sb, *inputs, out=None):
+    return ["extract", *inputs, "-o", out or sb.root / "f.parquet", "--workers", "1"]
+
+
+def _hdf5(sb):
+    import h5py
+
+    (sb.root / "nwb").mkdir(exist_ok=True)
+    with h5py.File(sb.root / "nwb" / "h.nwb", "w") as handle:
+        handle.create_dataset("x", data=[1, 2])
+    return sb.root / "nwb" / "h.nwb"
 
 
 # ------------------------------------------------------------------ the test
@@ -565,7 +665,7 @@ for _group in (MODELS, OUTPUTS, ARGUMENTS, FEATURE_TABLES):
 
 
 def test_the_suite_is_large_enough():
-    assert len(CASES) >= 60
+    assert len(CASES) >= 100
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -578,6 +678,7 @@ def test_fault_fails_cleanly_and_changes_nothing(name, cells, tiny_model, data_d
     monkeypatch.setenv("HOME", str(root / "home"))
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "matplotlib"))  # its font cache is not ours
     monkeypatch.delenv("EPHYS2TX_CACHE", raising=False)
+    import pynwb  # noqa: F401  (its import writes pynwb's own type cache under $HOME: not ours)
     sb = Sandbox(root=root, data=data_dir, model=Path(shutil.copytree(tiny_model, root / "model")),
                  cells=root / "cells.csv", frame=cells)
     cells.to_csv(sb.cells, index=False)

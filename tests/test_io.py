@@ -46,3 +46,23 @@ def test_staged_directory_replaces_the_folder_whole_or_not_at_all(tmp_path):
         (folder / "c.txt").write_text("second")
     assert sorted(p.name for p in target.iterdir()) == ["c.txt"]  # replaced, not merged
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folder left
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_folder(tmp_path, monkeypatch):
+    """A write error without a file name (ENOSPC, EFBIG) names the target; new folders are removed."""
+    import errno
+
+    import pandas as pd
+    import pyarrow.csv as pa_csv
+
+    from ephys2tx.io import write_csv
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pa_csv, "write_csv", full)
+    target = tmp_path / "new" / "sub" / "p.csv"
+    with pytest.raises(OSError) as info:
+        write_csv(pd.DataFrame({"a": [1]}), target)
+    assert info.value.filename == str(target) and info.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []

@@ -89,9 +89,8 @@ def run(
                      verify=verify, n_jobs=jobs)
     if n_splits is not None:
         overrides["n_splits"] = n_splits
-    if features is not None:
-        overrides.update(feature_table=str(features), label_column=label_column,
-                         label_table=None if labels is None else str(labels))
+    overrides.update(feature_table=None if features is None else str(features),
+                     label_column=label_column, label_table=None if labels is None else str(labels))
     if species:
         overrides["species"] = tuple(species)
     if models:

@@ -58,6 +58,11 @@ def replace_atomically(target: Path, write: Callable[[BinaryIO], None]) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # e.g. a full disk while writing: name the file the user asked for
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -140,7 +145,16 @@ def write_csv(frame, path: str | os.PathLike) -> Path:
     import pyarrow.csv as pa_csv
 
     path = Path(path)
+    created = [p for p in reversed(path.parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    return replace_atomically(path, lambda handle: pa_csv.write_csv(
-        table, handle, pa_csv.WriteOptions(quoting_style="needed")))
+    try:
+        return replace_atomically(path, lambda handle: pa_csv.write_csv(
+            table, handle, pa_csv.WriteOptions(quoting_style="needed")))
+    except BaseException:
+        for folder in reversed(created):  # folders made for this file only: nothing half-written stays
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise

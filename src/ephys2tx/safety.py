@@ -40,7 +40,7 @@ from pathlib import Path
 
 from ephys2tx.errors import InputError
 
-__all__ = ["MARKER", "check_output_dir", "check_output_file", "check_writable_dir",
+__all__ = ["MARKER", "check_location", "check_output_dir", "check_output_file", "check_writable_dir",
            "interrupts_raise", "is_own_output", "read_marker", "staged_output_dir"]
 
 #: Marker file written into every output folder; ``--overwrite`` replaces only folders holding it.
@@ -64,7 +64,7 @@ def read_marker(folder: PathLike) -> dict | None:
         if path.is_symlink() or not path.is_file() or path.stat().st_size > 65536:
             return None
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8, not JSON, too deep
         return None
     return data if isinstance(data, dict) and data.get("created_by") == "ephys2tx" else None
 
@@ -142,6 +142,21 @@ def _check_location(path: Path, *, option: str, inputs: Iterable, allow_inside_i
             raise InputError(f"{option} {path} is inside the input folder {item}; write the "
                              "output outside it.")
     return real
+
+
+def check_location(path: PathLike, *, option: str = "--out", inputs: Iterable = ()) -> Path:
+    """Refuse an output location that is protected or touches an input (see the module docstring).
+
+    Not the home or current folder or their parents, not the root, not an
+    input, not a folder holding an input, not inside an input folder.
+
+    Returns
+    -------
+    Path
+        The resolved location.
+    """
+    return _check_location(Path(path).expanduser(), option=option, inputs=inputs,
+                           allow_inside_inputs=False)
 
 
 def check_output_dir(path: PathLike, *, kind: str, overwrite: bool = False, option: str = "--out",

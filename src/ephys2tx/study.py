@@ -240,6 +240,10 @@ def _check_config(config: StudyConfig, models: Sequence[str]) -> None:
             raise InputError(f"unknown model {m!r}; choose from {', '.join(known)}.")
     if config.n_splits < 2 or config.n_repeats < 1:
         raise InputError("need --n-splits >= 2 and --n-repeats >= 1.")
+    if config.feature_table is None and (config.label_table or config.label_column):
+        option = "--labels" if config.label_table else "--label-column"
+        raise InputError(f"{option} labels the cells of --features; pass --features (a table from "
+                         f"`ephys2tx extract`), or drop {option} to study the shared tables.")
     if config.feature_table is not None:
         if len(config.species) != 1 or config.species[0] not in ("mouse", "human"):
             raise InputError("--features holds cells of one species: pass exactly one --species, "
@@ -269,7 +273,9 @@ def _embedding(dataset: PatchSeqDataset, seed: int, quick: bool) -> tuple[pd.Dat
     if quick:
         coords, method = PCA(n_components=2, random_state=seed).fit_transform(scores), "PCA"
     else:
-        coords = TSNE(n_components=2, init="pca", perplexity=30, random_state=seed).fit_transform(scores)
+        perplexity = min(30.0, max(1.0, (len(scores) - 1) / 3))  # t-SNE needs perplexity < n cells
+        coords = TSNE(n_components=2, init="pca", perplexity=perplexity,
+                      random_state=seed).fit_transform(scores)
         method = "t-SNE"
     return (pd.DataFrame(coords, index=dataset.features.index, columns=["dim1", "dim2"])
             .assign(subclass=dataset.labels.to_numpy())), method

@@ -167,7 +167,7 @@ def predict(model_dir, input_path, out, *, column_map=None, id_column: str | Non
                             written_by="ephys2tx predict (no predictions header)")
     ref = load_reference_model(model_dir)
     query = read_query(input_path, column_map=column_map, id_column=id_column, force=force)
-    if not set(ref.features) & set(query.features.columns):
+    if not [f for f in ref.features if f in query.features and query.features[f].notna().any()]:
         raise InputError(f"none of the model's features is in {input_path} after column map "
                          f"{query.column_map!r}; check the column map (model features start "
                          f"with {ref.features[:3]}).")

@@ -56,12 +56,14 @@ def extract_command(
                     bar = stack.enter_context(Progress(
                         TextColumn("cells"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("done, {task.fields[failed]} failed, {task.fields[remaining]} remaining"),
-                        TimeRemainingColumn(), console=console))
+                        TimeRemainingColumn(), console=console, disable=not console.is_terminal))
                     bars.append((bar, bar.add_task("extract", total=done + remaining, failed=0,
                                                    remaining=remaining)))
                 bar, task = bars[0]
                 bar.update(task, completed=done, failed=failed, remaining=remaining)
+                counts[:] = [done, failed, remaining]
 
+            counts: list = []  # off a terminal the bar is silent: one status line on success only
             result = extract_features(inputs, out, ap_window=ap_window, compact=compact, summary=summary,
                                       workers=available_cores() if workers is None else workers,
                                       scheduler=scheduler, cache_dir=cache_dir, progress=progress,
@@ -74,6 +76,9 @@ def extract_command(
         raise SystemExit(130) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if counts and not console.is_terminal:
+        done, failed, remaining = counts
+        console.print(f"cells {done}/{done + remaining} done, {failed} failed, {remaining} remaining")
     typer.echo(f"{result.n_cells} cells -> {result.features_path}; {result.n_failed} failed -> "
                f"{result.failures_path} ({result.n_from_cache} from cache)")
     by_note: dict = {}

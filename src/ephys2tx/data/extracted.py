@@ -87,9 +87,37 @@ def read_feature_table(path: str | Path) -> FeatureTable:
                          "by `ephys2tx extract` (or was re-saved without its metadata)")
     frame = table.to_pandas()
     frame.index = frame.index.astype(str)
-    return FeatureTable(frame=frame, families=json.loads(meta[META_FAMILIES]),
-                        summary_columns=json.loads(meta.get(META_SUMMARY, b"[]")),
-                        settings=json.loads(meta.get(META_SETTINGS, b"{}")))
+    families = _metadata(path, meta, META_FAMILIES, None, dict)
+    bad = next((fam for fam, cols in families.items() if not isinstance(cols, list) or not cols
+                or not all(isinstance(c, str) for c in cols)), None)
+    if bad is not None:
+        raise InputError(f"{path}: family {bad!r} of its '{META_FAMILIES.decode()}' metadata is not a "
+                         "list of column names; the file was altered: extract it again.")
+    missing = [c for cols in families.values() for c in cols if c not in frame.columns]
+    if missing:
+        raise InputError(f"{path}: its '{META_FAMILIES.decode()}' metadata names column "
+                         f"{missing[0]!r}, which the table lacks ({len(missing)} such); the file was "
+                         "altered: extract it again.")
+    for col in (c for cols in families.values() for c in cols):
+        if not pd.api.types.is_numeric_dtype(frame[col]) or pd.api.types.is_bool_dtype(frame[col]):
+            raise InputError(f"feature column {col!r} of {path} is not numeric ({frame[col].dtype}); "
+                             "the file was altered: extract it again.")
+    return FeatureTable(frame=frame, families=families,
+                        summary_columns=_metadata(path, meta, META_SUMMARY, b"[]", list),
+                        settings=_metadata(path, meta, META_SETTINGS, b"{}", dict))
+
+
+def _metadata(path: Path, meta: dict, key: bytes, default: bytes | None, kind: type):
+    """One JSON entry of the parquet schema metadata, of type ``kind``, or an InputError."""
+    try:
+        value = json.loads(meta.get(key, default))
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, too deep
+        raise InputError(f"{path}: its '{key.decode()}' metadata is not valid JSON; the file was "
+                         "altered: extract it again.") from exc
+    if not isinstance(value, kind):
+        raise InputError(f"{path}: its '{key.decode()}' metadata is a JSON {type(value).__name__}, "
+                         f"not a {kind.__name__}; the file was altered: extract it again.")
+    return value
 
 
 def normalise_labels(raw: pd.Series) -> pd.Series:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ def _download(url: str, destination: Path, expected_sha256: str, timeout: float,
         digest = hashlib.sha256()
         try:
             response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (https/http only)
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: a malformed URL
             raise InputError(
                 f"cannot download {url}: {exc}. Check the network, or pass --mirror "
                 "with a reachable copy of the files."
@@ -140,9 +141,36 @@ def fetch_datasets(
         raise InputError(
             f"unknown dataset {unknown[0]!r}; choose from {', '.join(DATASET_FILES)}."
         )
+    try:
+        scheme = None if mirror is None else urllib.parse.urlsplit(mirror).scheme
+    except ValueError:  # e.g. an unclosed [IPv6 address
+        scheme = ""
+    if mirror is not None and scheme not in ("http", "https", "file"):
+        raise InputError(f"--mirror {mirror!r} is not an http(s):// or file:// address; give the "
+                         "base URL of a copy of the data folder, e.g. https://host/ephys2tx-data.")
     root = Path(data_dir)
     present = _check_targets(root, [spec for name in names for spec in DATASET_FILES[name].values()],
                              overwrite=overwrite)
+    # Folders that do not exist yet: removed again if they are still empty when a download fails.
+    created = sorted({p for name in names for spec in DATASET_FILES[name].values()
+                      for p in [(root / spec.relpath).parent, *(root / spec.relpath).parents]
+                      if _is_within(p, root) and not p.exists()}, key=lambda p: -len(p.parts))
+    try:
+        return _fetch_files(root, names, present, mirror, force, timeout, on_file, on_bytes)
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()  # only if empty: verified files already downloaded are kept
+            except OSError:
+                pass
+        raise
+
+
+def _is_within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _fetch_files(root, names, present, mirror, force, timeout, on_file, on_bytes) -> list[FetchRecord]:
     records: list[FetchRecord] = []
     for name in names:
         for spec in DATASET_FILES[name].values():

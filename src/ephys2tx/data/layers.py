@@ -210,6 +210,7 @@ def parse_class_prior(text: str, classes) -> np.ndarray:
     classes = list(classes)
     values = dict.fromkeys(classes, 0.0)
     lookup = {c.lower(): c for c in classes}
+    seen: set = set()
     for part in str(text).split(","):
         if not part.strip():
             continue
@@ -220,6 +221,10 @@ def parse_class_prior(text: str, classes) -> np.ndarray:
         if cls is None:
             raise InputError(f"--prior names unknown class {name.strip()!r}; classes are "
                              f"{', '.join(classes)}.")
+        if cls in seen:
+            raise InputError(f"--prior names {cls} twice; give each class once, e.g. "
+                             "Lamp5=0.6,Vip=0.4.")
+        seen.add(cls)
         try:
             v = float(number)
         except ValueError:
@@ -228,6 +233,8 @@ def parse_class_prior(text: str, classes) -> np.ndarray:
             raise InputError(f"--prior value for {cls} must be a non-negative number, got {number.strip()!r}.")
         values[cls] = v
     mix = np.array([values[c] for c in classes])
+    if mix.max() > 0:
+        mix = mix / mix.max()  # proportions: only ratios matter, and 1e308 + 1e308 must not overflow
     if mix.sum() <= 0:
         raise InputError("--prior gives every class 0; give at least one positive proportion.")
     return mix / mix.sum()

@@ -67,6 +67,11 @@ def check_complete_rows(path: str | os.PathLike, *, sep: str = ",", encoding: st
                         f"{path} line {reader.line_num} has {len(row)} of the {width} fields of "
                         "its header: the row is incomplete (a file cut off, or a missing "
                         "separator); restore the complete file, or fill the row.")
+                if len(row) > width and any(field.strip() for field in row[width:]):
+                    raise InputError(
+                        f"{path} line {reader.line_num} has {len(row)} fields, more than the "
+                        f"{width} of its header (a value without a column name, or a separator "
+                        "inside a number); name every column, or quote the value.")
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read {path} as delimited text: {exc}".replace("\n", " ")) from exc
 
@@ -125,11 +130,15 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     if kind is None:
         raise InputError(f"input table {path} has suffix {path.suffix!r}; use .csv, .tsv, "
                          ".parquet or .xlsx.")
+    if kind in ("csv", "tsv"):  # first: its messages name the line, pandas' do not always
+        check_complete_rows(path, sep="\t" if kind == "tsv" else ",")
     try:
         if kind == "csv":
-            table = pd.read_csv(path, encoding="utf-8-sig", low_memory=False)
+            # index_col=False: separators ending every line never shift the columns onto the index
+            table = pd.read_csv(path, encoding="utf-8-sig", low_memory=False, index_col=False)
         elif kind == "tsv":
-            table = pd.read_csv(path, sep="\t", encoding="utf-8-sig", low_memory=False)
+            table = pd.read_csv(path, sep="\t", encoding="utf-8-sig", low_memory=False,
+                                index_col=False)
         elif kind == "parquet":
             table = pd.read_parquet(path)
             if any(name is not None for name in table.index.names):  # e.g. `ephys2tx extract` output
@@ -141,13 +150,35 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"cannot read {path} as {kind}: {first}") from exc
+    _check_unique_header(path, kind, table)
     table.columns = [str(c) for c in table.columns]
     if table.shape[0] == 0 or table.shape[1] == 0:
         raise InputError(f"input table {path} is empty ({table.shape[0]} rows, {table.shape[1]} "
                          "columns); it needs a header and one row per cell.")
-    if kind in ("csv", "tsv"):
-        check_complete_rows(path, sep="\t" if kind == "tsv" else ",")
     return table
+
+
+def _check_unique_header(path: Path, kind: str, table: pd.DataFrame) -> None:
+    """Refuse a header that names a column twice (pandas would silently rename one ``name.1``)."""
+    import csv
+    from collections import Counter
+
+    if kind in ("csv", "tsv"):
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as handle:
+                header = next(csv.reader(handle, delimiter="\t" if kind == "tsv" else ","), [])
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise InputError(f"cannot read {path} as delimited text: {exc}".replace("\n", " ")) from exc
+    elif kind == "excel":
+        header = list(pd.read_excel(path, sheet_name=0, header=None, nrows=1).iloc[0]) \
+            if table.shape[1] else []
+    else:
+        header = list(table.columns)
+    names = [str(c).strip() for c in header if not (isinstance(c, float) and c != c)]
+    twice = [name for name, n in Counter(names).items() if n > 1 and name]
+    if twice:
+        raise InputError(f"{path} has {len(twice)} column name(s) used twice, e.g. {twice[0]!r}; "
+                         "give every column its own name.")
 
 
 def detect_id_column(table: pd.DataFrame, *, id_column: str | None = None,
@@ -194,11 +225,14 @@ class UserTable:
 def _id_strings(ids: pd.Series) -> pd.Series:
     """Ids as text; whole-number floats (how CSV/Excel readers give integer ids with gaps) without ".0"."""
     kind = pd.api.types.infer_dtype(ids, skipna=False)
-    if kind in ("string", "integer"):
+    if kind == "string":  # "a" and "a " are the same cell, written carelessly
+        return ids.astype(str).str.strip()
+    if kind == "integer":
         return ids.astype(str)
     if kind == "floating" and (ids % 1 == 0).all():
         return ids.astype("int64").astype(str)
-    return ids.map(lambda v: str(int(v)) if isinstance(v, float) and float(v).is_integer() else str(v))
+    return ids.map(lambda v: str(int(v)) if isinstance(v, float) and float(v).is_integer()
+                   else str(v).strip())
 
 
 def read_user_table(path: str | os.PathLike, *, id_column: str | None = None,
@@ -217,6 +251,10 @@ def read_user_table(path: str | os.PathLike, *, id_column: str | None = None,
         raise InputError(f"id column {col!r} of {path} is empty on data row {row + 1}; give every "
                          "cell an id.")
     ids = _id_strings(ids)
+    if (ids == "").any():
+        row = int((ids == "").to_numpy().nonzero()[0][0])
+        raise InputError(f"id column {col!r} of {path} is empty on data row {row + 1}; give every "
+                         "cell an id.")
     dup = ids.duplicated(keep=False)
     if dup.any():
         first = ids[dup].iloc[0]

@@ -27,6 +27,7 @@ __all__ = [
     "UnitIssue",
     "canonical_names",
     "check_units",
+    "check_values_kept",
     "unit_factor",
 ]
 
@@ -234,4 +235,54 @@ def check_units(table: pd.DataFrame, sources: dict[str, str] | None = None) -> l
         median = float(np.median(values))
         if not spec.low <= median <= spec.high:
             issues.append(UnitIssue(name, sources.get(name, name), median, _suggest(spec, median)))
+    return issues
+
+
+@dataclass(frozen=True)
+class LostValuesIssue:
+    """A column most of whose values are negative where no cell can have a negative value."""
+
+    feature: str
+    source: str
+    n_values: int
+    n_lost: int
+
+    def message(self) -> str:
+        """One line: what, where, how to fix."""
+        return (f"column {self.source!r} (canonical {self.feature}): {self.n_lost} of its "
+                f"{self.n_values} values are negative, which no cell can have (they would be read as "
+                "missing-value codes); the sign looks flipped: fix it (a column map can set "
+                "`sign: -1`), or pass --force to treat them as missing.")
+
+
+def check_values_kept(raw: pd.DataFrame, table: pd.DataFrame, sources: dict[str, str] | None = None,
+                      *, min_values: int = 3) -> list[LostValuesIssue]:
+    """Canonical columns most of whose values are negative codes: a flipped sign, not missing values.
+
+    A few negative durations or resistances are failed fits and are read as
+    missing (see :mod:`ephys2tx.data.missing_codes`); most of a column
+    negative is a sign error that must not silently become "missing". (Zeros
+    are left alone: a column of 0 codes is a legitimately missing feature.)
+
+    Parameters
+    ----------
+    raw : DataFrame
+        The canonical table before missing-value codes are masked.
+    table : DataFrame
+        The same after masking.
+    sources : dict, optional
+        Canonical name -> the user's column name, for messages.
+    min_values : int
+        Columns with fewer values are not judged.
+    """
+    sources = sources or {}
+    issues = []
+    for name in raw.columns:
+        values = pd.to_numeric(raw[name], errors="coerce")
+        n_values = int(values.notna().sum())
+        if name not in table.columns or n_values < min_values:
+            continue
+        lost = int(((values < 0) & table[name].isna()).sum())
+        if lost > n_values / 2:
+            issues.append(LostValuesIssue(name, sources.get(name, name), n_values, lost))
     return issues

@@ -288,9 +288,13 @@ def column_map_from_dict(spec: dict, *, source: str = "<memory>") -> ColumnMap:
             column=item["column"], name=item["name"], unit=unit, sign=sign,
             offset=_number(item.get("offset", 0.0), "offset", where),
             scale=_number(item.get("scale", 1.0), "scale", where), minus=minus, expr=expr))
+    id_column = spec.get("id_column")
+    if id_column is not None and (not isinstance(id_column, str) or not id_column.strip()):
+        raise InputError(f"column map {source}: 'id_column' must be a column name, got "
+                         f"{id_column!r}.")
     return ColumnMap(name=str(spec.get("name", Path(source).stem)), entries=tuple(entries),
                      strict=bool(spec.get("strict", True)), description=str(spec.get("description", "")),
-                     id_column=spec.get("id_column"), source=source)
+                     id_column=id_column, source=source)
 
 
 def shipped_map_path(name: str) -> Path:

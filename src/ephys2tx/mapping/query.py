@@ -46,7 +46,7 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
     """
     from ephys2tx.data.missing_codes import mask_missing_codes
     from ephys2tx.data.user_tables import check_finite, read_user_table
-    from ephys2tx.features.canonical import check_units
+    from ephys2tx.features.canonical import check_units, check_values_kept
     from ephys2tx.features.column_map import (apply_column_map, describe_detection,
                                               resolve_column_map)
 
@@ -59,8 +59,13 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
     canonical, sources = apply_column_map(cmap, mask_missing_codes(table.data)[0], where=str(input_path))
     check_finite(canonical, where=str(input_path), sources=sources)
     canonical = mask_missing_codes(canonical)[0]
+    if not canonical.notna().to_numpy().any():
+        raise InputError(f"no cell of {input_path} has a value for any feature read by column map "
+                         f"{cmap.name!r} (every value is empty, a missing-value code such as 0 mV "
+                         "or a duration <= 0, or inf/NaN from an expr); check the table and the column map.")
     notes = [note for note in [describe_detection(cmap)] if note]
-    for issue in check_units(canonical, sources):
+    raw = apply_column_map(cmap, table.data, where=str(input_path))[0]  # before any code is masked
+    for issue in [*check_units(canonical, sources), *check_values_kept(raw, canonical, sources)]:
         if not force:
             raise InputError(issue.message())
         notes.append("continuing (--force): " + issue.message())

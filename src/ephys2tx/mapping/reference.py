@@ -413,6 +413,36 @@ def save_reference_model(ref: ReferenceModel, directory, *, checksums: dict | No
                       extra={"mapping": mapping}, overwrite=overwrite)
 
 
+def _check_mapping_record(path: Path, mapping: dict, estimator) -> None:
+    """The ``extra.mapping`` record of ``model.json`` is consistent with itself and the estimator."""
+    from ephys2tx.models.map_models import MAP_MODELS
+
+    def bad(field: str, why: str) -> InputError:
+        return InputError(f"{path} field mapping.{field} {why}; the model folder is damaged or was "
+                          "edited: re-train it with `ephys2tx train`.")
+
+    for field in ("features", "classes"):
+        names = mapping.get(field)
+        if not isinstance(names, list) or not names or not all(
+                isinstance(n, str) and n for n in names):
+            raise bad(field, "must be a non-empty list of names")
+        if len(set(names)) != len(names):
+            raise bad(field, "names the same entry twice")
+    if mapping.get("species") not in SPECIES:
+        raise bad("species", f"is {mapping.get('species')!r}, not one of {', '.join(SPECIES)}")
+    if mapping.get("model") not in (*MODELS, *MAP_MODELS):
+        raise bad("model", f"is {mapping.get('model')!r}, not a model of ephys2tx")
+    fitted = [str(c) for c in getattr(estimator, "classes_", mapping["classes"])]
+    codes = [str(i) for i in range(len(mapping["classes"]))]  # the estimator predicts class codes
+    if fitted not in (mapping["classes"], codes):
+        raise bad("classes", f"is {mapping['classes']}, but the saved estimator predicts "
+                  f"{len(fitted)} classes ({', '.join(fitted)})")
+    n_in = getattr(estimator, "n_features_in_", len(mapping["features"]))
+    if n_in != len(mapping["features"]):
+        raise bad("features", f"lists {len(mapping['features'])} features, but the saved estimator "
+                  f"takes {n_in}")
+
+
 def load_reference_model(directory) -> ReferenceModel:
     """Load a model directory written by :func:`save_reference_model`.
 
@@ -437,6 +467,7 @@ def load_reference_model(directory) -> ReferenceModel:
         raise InputError(f"{directory} holds a model without calibration/OOD information (not "
                          "written by `ephys2tx train`); re-train it with `ephys2tx train`.")
     estimator = load_model(directory)
+    _check_mapping_record(directory / "model.json", mapping, estimator)
     try:
         return ReferenceModel(estimator=estimator, features=[str(f) for f in mapping["features"]],
                               classes=[str(c) for c in mapping["classes"]],

@@ -365,8 +365,9 @@ def _read_meta(directory: Path) -> dict:
     except UnicodeDecodeError as exc:
         raise InputError(f"{path} is not UTF-8 text (byte {exc.start}); it is not a model file of "
                          "ephys2tx: use a model folder written by `ephys2tx train`.") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path} is not valid JSON ({exc}); the model directory is corrupted, "
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5000-digit number, [[[[...
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path} is not valid JSON ({first}); the model directory is corrupted, "
                          "train the model again.") from exc
     except OSError as exc:
         raise InputError(f"cannot read {path} ({exc.strerror or exc}); check the model folder.") from exc

@@ -17,6 +17,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import resource
 import stat
 from collections import Counter
@@ -190,7 +191,8 @@ def _unique_ids(cells: list[tuple[str, Path]]) -> None:
                          f"{dup[:5]}; rename the files or pass each file once")
 
 
-def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite: bool = False) -> tuple[Path, Path]:
+def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite: bool = False,
+                 inputs: Iterable = ()) -> tuple[Path, Path]:
     """Validate every output location before any work starts.
 
     ``out`` and ``<out>.failures.csv`` must not exist, unless ``overwrite``;
@@ -206,6 +208,9 @@ def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite
         Per-cell cache directory (default ``<out>.cache``).
     overwrite : bool
         Replace outputs of an earlier ``ephys2tx extract`` run.
+    inputs : iterable of path
+        The files and folders given as inputs: ``out`` and the cache may not
+        be one of them, hold one, or lie inside an input folder.
 
     Returns
     -------
@@ -218,8 +223,17 @@ def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite
         An output exists (without ``overwrite``) or is not ephys2tx's, a
         location is a directory or not writable, or ``cache_dir`` is a file.
     """
-    out = Path(out)
-    cache_dir = Path(cache_dir) if cache_dir is not None else out.with_name(out.name + ".cache")
+    from ephys2tx.safety import check_location
+
+    out = Path(out).expanduser()
+    inputs = list(inputs)
+    check_location(out, option="--out", inputs=inputs)
+    if out.suffix.lower() not in (".parquet", ".pq") and not out.is_dir():
+        raise InputError(f"--out {out} must name a parquet file (suffix .parquet), e.g. "
+                         f"{out.with_name(out.stem + '.parquet')}")
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else out.with_name(out.name + ".cache")
+    if cache_dir is not None:
+        check_location(cache_dir, option="--cache-dir", inputs=inputs)
     failures = failures_path_for(out)
     if out.is_dir():
         raise InputError(f"--out {out} is a directory; give a file name such as {out / 'features.parquet'}")
@@ -530,7 +544,8 @@ def extract_features(
         raise InputError(f"ap_window={ap_window} s is outside (0, 0.05]; use e.g. 0.003")
     if int(workers) < 1:
         raise InputError(f"workers={workers} must be >= 1")
-    inputs = find_inputs(paths)
+    paths_given = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    inputs = find_inputs(paths_given)
     settings = {"ap_window": float(ap_window), "compact": bool(compact)}
     if not summary:  # only then, so caches written with summaries stay valid
         settings["summary"] = False
@@ -548,7 +563,8 @@ def extract_features(
     elif protocol_map is not None and not isinstance(protocol_map, dict):
         load_protocol_map(protocol_map)  # still validated: a bad map is an error whatever the inputs
     _unique_ids([(_cell_id(p), p) for p, _ in cells])
-    out, cache_dir = check_output(out, cache_dir, overwrite=overwrite)
+    out, cache_dir = check_output(out, cache_dir, overwrite=overwrite, inputs=paths_given)
+    new_cache = not os.path.lexists(cache_dir)
 
     client = connect_scheduler(scheduler) if isinstance(scheduler, str) else scheduler
     try:
@@ -565,6 +581,13 @@ def extract_features(
                          "Dask workers must see the cache directory at the same path (shared filesystem)")
     table, failures, notes = _assemble_table(records, compact=compact, summary=summary)
     failures += inputs.skipped
+    if len(table) == 0 and failures:  # nothing to write: an error, not an empty table
+        if new_cache:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        first = failures[0]
+        raise InputError(f"none of the {len(failures)} recording(s) could be extracted (e.g. "
+                         f"{first['path']}: {first['reason']}); no table written: check that they are "
+                         "NWB 2 current-clamp recordings (or ABF files with --protocol-map)")
     failures_path = failures_path_for(out)
     _write_parquet(table, out, settings, notes)
     _write_failures(failures, failures_path)
