@@ -254,6 +254,19 @@ def _invoke(argv: list[str] | None) -> int:
     return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
 
+def _quiet_resource_trackers() -> None:
+    """Keep the worker pools' resource trackers from warning after an interrupt.
+
+    A run interrupted while its fold workers hold semaphores ends with the trackers (child
+    processes, which read ``PYTHONWARNINGS``) warning about "leaked" semaphores that they then
+    clean up; the warning would follow the one ``aborted`` line.
+    """
+    rules = [f"ignore::UserWarning:{module}" for module in
+             ("joblib.externals.loky.backend.resource_tracker", "multiprocessing.resource_tracker")]
+    current = [r for r in os.environ.get("PYTHONWARNINGS", "").split(",") if r]
+    os.environ["PYTHONWARNINGS"] = ",".join(current + [r for r in rules if r not in current])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the exit code.
 
@@ -262,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     outputs are removed, the targets are left as they were); 1 an internal
     error (one line; ``EPHYS2TX_DEBUG=1`` shows the traceback).
     """
+    _quiet_resource_trackers()
     with interrupts_raise() as received:
         try:
             code = _invoke(argv)
