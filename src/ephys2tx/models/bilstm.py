@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -36,6 +35,7 @@ from ephys2tx.errors import InputError
 from ephys2tx.models.nn.networks import FamilyTokenBiLSTM, FlatMLP
 from ephys2tx.models.nn.training import EarlyStopping, TemperatureScaling, smote_step, train_epochs
 from ephys2tx.models.standardise import fit_standardiser, standardise
+from ephys2tx.schemas import resolve_families as resolve_family_map
 
 __all__ = [
     "EarlyStopping",
@@ -58,75 +58,11 @@ _PREDICT_BATCH = 1024
 
 
 def resolve_families(families, n_features: int, feature_names=None) -> OrderedDict:
-    """Resolve a ``families`` parameter to ``OrderedDict(name -> list of column indices)``.
+    """:func:`ephys2tx.schemas.resolve_families` with ``default="chunks"`` (the family models' default).
 
-    Parameters
-    ----------
-    families : None or Mapping
-        None splits the columns into up to 12 consecutive, near-equal chunks
-        (named ``f00``, ``f01``, ...). A mapping gives, per family, a list of
-        column names (needs ``feature_names``) or of integer indices.
-    n_features : int
-        Number of input columns.
-    feature_names : sequence of str, optional
-        Column names of the training table.
-
-    Returns
-    -------
-    OrderedDict
-        Family name -> sorted-as-given list of int indices. Columns in no family
-        are ignored by the model.
-
-    Raises
-    ------
-    InputError
-        Empty family, unknown column or index, or a column in two families.
+    None splits the columns into up to 12 consecutive, near-equal chunks (``f00``, ``f01``, ...).
     """
-    if families is None:
-        chunks = np.array_split(np.arange(n_features), min(DEFAULT_N_FAMILIES, n_features))
-        return OrderedDict((f"f{k:02d}", [int(i) for i in c]) for k, c in enumerate(chunks))
-    if not isinstance(families, Mapping) or len(families) == 0:
-        raise InputError(
-            f"families must be None or a non-empty mapping family -> columns, got {type(families).__name__}; "
-            "pass e.g. dataset.families."
-        )
-    name_to_index = None if feature_names is None else {str(n): i for i, n in enumerate(feature_names)}
-    resolved: OrderedDict = OrderedDict()
-    owner: dict[int, str] = {}
-    for fam, cols in families.items():
-        if isinstance(cols, (str, bytes)) or len(cols) == 0:
-            raise InputError(f"feature family {fam!r} must be a non-empty list of columns, got {cols!r}.")
-        indices = []
-        for col in cols:
-            if isinstance(col, (int, np.integer)) and not isinstance(col, bool):
-                if not 0 <= int(col) < n_features:
-                    raise InputError(
-                        f"feature family {fam!r} names column index {col}, but X has {n_features} "
-                        "columns; fix the family definition."
-                    )
-                idx = int(col)
-            else:
-                if name_to_index is None:
-                    raise InputError(
-                        f"feature family {fam!r} names column {col!r} but X has no column names; "
-                        "fit on a pandas DataFrame or give the families as integer indices."
-                    )
-                if str(col) not in name_to_index:
-                    raise InputError(
-                        f"feature family {fam!r} names column {col!r}, which is not in the training "
-                        "table; fix the family definition or the table's columns."
-                    )
-                idx = name_to_index[str(col)]
-            if idx in owner:
-                raise InputError(
-                    f"column {col!r} is in two feature families ({owner[idx]!r} and {fam!r}); "
-                    "put it in exactly one."
-                )
-            owner[idx] = str(fam)
-            indices.append(idx)
-        resolved[str(fam)] = indices
-    return resolved
-
+    return OrderedDict(resolve_family_map(families, n_features, feature_names, default="chunks"))
 
 # --------------------------------------------------------------------------- estimators
 
@@ -208,7 +144,6 @@ class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
         if len(self.classes_) < 2:
             raise ValueError(f"need samples of at least 2 classes to fit, got 1 class: {self.classes_[0]!r}.")
         names = getattr(self, "feature_names_in_", None)
-        from ephys2tx.schemas import resolve_families as resolve_family_map  # the one resolver
 
         self.families_ = resolve_family_map(self.families, X.shape[1], names, default="chunks")
 
