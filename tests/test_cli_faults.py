@@ -696,3 +696,90 @@ def test_fault_fails_cleanly_and_changes_nothing(name, cells, tiny_model, data_d
     assert lines[0].startswith("error: "), lines[0]
     assert re.search(pattern, lines[0]), lines[0]
     assert snapshot(root) == before  # nothing created, changed or deleted
+
+
+# ------------------------------------------------------------------ two processes, one output
+
+_HOLD = ("import sys, time\nfrom ephys2tx.safety import claim_output\n"
+         "claim_output(sys.argv[1])\nprint('held', flush=True)\ntime.sleep(120)\n")
+
+CONCURRENT = {  # command -> (arguments, the output the other process is writing)
+    "run": lambda sb: (run(sb), sb.root / "results"),
+    "train": lambda sb: (train(sb), sb.root / "model_out"),
+    "map": lambda sb: (mapping(sb), sb.root / "mapped"),
+    "predict": lambda sb: (predict(sb, out=sb.root / "p.csv"), sb.root / "p.csv"),
+    "extract": lambda sb: (_extract(sb, _hdf5(sb)), sb.root / "f.parquet"),
+}
+
+
+@pytest.mark.parametrize("command", list(CONCURRENT))
+def test_an_output_another_process_is_writing_is_refused(command, cells, tiny_model, data_dir,
+                                                         tmp_path, monkeypatch, capsys):
+    """A second command on the same output exits 2 at once; the first one's files are untouched."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "sandbox"
+    root.mkdir()
+    monkeypatch.setenv("HOME", str(root / "home"))
+    monkeypatch.delenv("EPHYS2TX_CACHE", raising=False)
+    sb = Sandbox(root=root, data=data_dir, model=Path(shutil.copytree(tiny_model, root / "model")),
+                 cells=root / "cells.csv", frame=cells)
+    cells.to_csv(sb.cells, index=False)
+    args, target = CONCURRENT[command](sb)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(target)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(root)
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        assert code == 2, captured.err
+        assert captured.out == ""
+        lines = [line for line in captured.err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), lines
+        assert re.search(rf"another ephys2tx process \(pid {holder.pid}\) is writing .*"
+                         rf"{re.escape(target.name)} right now", lines[0]), lines[0]
+        assert snapshot(root) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_two_predicts_on_one_output_the_second_is_refused(cells, tiny_model, tmp_path):
+    """Real processes: the second `predict -o f.csv` exits 2 while the first writes f.csv."""
+    import subprocess
+    import sys
+    import time
+
+    from ephys2tx.safety import lock_path
+
+    script = Path(sys.executable).with_name("ephys2tx")
+    cells.to_csv(tmp_path / "cells.csv", index=False)
+    out = tmp_path / "p.csv"
+    args = ["predict", "-m", str(tiny_model), "-i", str(tmp_path / "cells.csv"), "-o", str(out)]
+    # The second process has imported everything and waits for a line: it starts at once.
+    ready = ("import sys\nfrom ephys2tx.cli import main\nimport ephys2tx.workflows\n"
+             "sys.stdin.readline()\nsys.exit(main(sys.argv[1:]))\n")
+    second = subprocess.Popen([sys.executable, "-c", ready, *args], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen([str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and first.poll() is None:
+        lock = lock_path(out)
+        if lock.exists() and lock.read_text().split()[:1] == [str(first.pid)]:
+            break
+        time.sleep(0.01)
+    assert first.poll() is None, "the first predict ended before the second started"
+    _, err2 = second.communicate("go\n", timeout=120)
+    assert first.poll() is None, "the first predict ended before the second was refused"
+    assert second.returncode == 2, err2
+    assert err2.strip().splitlines() == [
+        f"error: another ephys2tx process (pid {first.pid}) is writing --out {out} right now; wait "
+        "until it has finished, or choose another path."]
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert out.read_text().startswith('"cell_id","predicted_subclass"')
+    assert not lock_path(out).exists()

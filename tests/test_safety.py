@@ -127,3 +127,86 @@ def test_signals_raise_once_and_handlers_are_restored():
                 pass
     assert info.value.signum == signal.SIGTERM == received["signum"]
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+# ------------------------------------------------------------------ output claims
+
+
+HOLD = ("import sys, time\nfrom ephys2tx.safety import claim_output\n"
+        "claim_output(sys.argv[1])\nprint('held', flush=True)\ntime.sleep(120)\n")
+
+
+@pytest.fixture
+def held_elsewhere():
+    """Claim a path from another process (as a running ephys2tx command would); kill it after."""
+    import subprocess
+    import sys
+
+    procs = []
+
+    def hold(path):
+        proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE,
+                                text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield hold
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_claim_is_reentrant_and_given_back(tmp_path):
+    from ephys2tx.safety import claim_output, lock_path, release_output
+
+    target = tmp_path / "not" / "yet" / "there"
+    assert claim_output(target) is True
+    assert claim_output(tmp_path / "not" / "yet" / ".." / "yet" / "there") is False  # same place
+    assert lock_path(target).read_text().split()[0] == str(os.getpid())
+    release_output(target)
+    assert not lock_path(target).exists()  # nothing left behind
+    assert claim_output(target) is True
+    release_output(target)
+    assert not (tmp_path / "not").exists()  # claiming creates nothing at the target
+
+
+def test_a_location_claimed_by_another_process_is_refused_until_it_dies(tmp_path, held_elsewhere):
+    from ephys2tx.safety import claim_output, lock_path, release_output
+
+    folder, table = tmp_path / "results", tmp_path / "p.csv"
+    holders = [held_elsewhere(folder), held_elsewhere(table)]
+    with pytest.raises(InputError, match=rf"another ephys2tx process \(pid {holders[0].pid}\) is "
+                                         r"writing --out .*results right now"):
+        check_output_dir(folder, kind="study")
+    with pytest.raises(InputError, match="another ephys2tx process .* is writing -o"):
+        check_output_file(table, option="-o")
+    for proc in holders:  # killed: the lock file stays, but its flock went with the process
+        proc.kill()
+        proc.wait()
+    assert lock_path(folder).exists()
+    assert check_output_dir(folder, kind="study") == folder
+    assert check_output_file(table) == table
+    release_output(folder)
+    release_output(table)
+    assert claim_output(folder) is True  # and again, now that this process gave it back
+    release_output(folder)
+
+
+def test_a_failed_check_gives_its_new_claim_back(tmp_path):
+    from ephys2tx.safety import lock_path
+
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(InputError, match="already exists"):
+        check_output_dir(tmp_path / "taken", kind="study")
+    assert not lock_path(tmp_path / "taken").exists()
+
+
+def test_a_staged_folder_gives_its_claim_back_once_written(tmp_path):
+    from ephys2tx.safety import lock_path
+
+    target = check_output_dir(tmp_path / "out", kind="study")
+    assert lock_path(target).exists()
+    with staged_output_dir(target, "study") as staging:
+        (staging / "a.txt").write_text("a")
+    assert not lock_path(target).exists()

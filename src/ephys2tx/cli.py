@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from ephys2tx import __version__
 from ephys2tx.errors import InputError
-from ephys2tx.safety import check_output_dir, interrupts_raise
+from ephys2tx.safety import check_output_dir, interrupts_raise, release_claims
 
 app = typer.Typer(
     name="ephys2tx",
@@ -281,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             code = _invoke(argv)
         except KeyboardInterrupt:  # a signal during the error report itself
             code = 130
+        finally:
+            release_claims()  # the output locations this command claimed
     signum = received["signum"]
     if signum is not None or code == 130:
         name = "" if signum in (None, signal.SIGINT) else f" ({signal.Signals(signum).name})"

@@ -14,7 +14,10 @@ Every command that writes checks all of its output locations with
   ``--overwrite``;
 * the first existing parent must be a folder in which a file can actually be
   created (a probe, so that a read-only file system or a path blocked by a
-  file is found before a long fit, also when running as root).
+  file is found before a long fit, also when running as root);
+* the target is claimed for this process (:func:`claim_output`, an exclusive
+  ``flock`` that the kernel drops when the process ends): a second ephys2tx
+  process writing the same location is refused.
 
 Folders are then written through :func:`staged_output_dir` (a staging folder
 renamed into place, see :func:`ephys2tx.io.staged_directory`), which writes
@@ -28,9 +31,12 @@ what, where and how to fix it.
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import json
 import os
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -41,7 +47,8 @@ from pathlib import Path
 from ephys2tx.errors import InputError
 
 __all__ = ["MARKER", "check_location", "check_output_dir", "check_output_file", "check_writable_dir",
-           "interrupts_raise", "is_own_output", "read_marker", "staged_output_dir"]
+           "claim_output", "interrupts_raise", "is_own_output", "read_marker", "release_claims",
+           "release_output", "releases_claims", "staged_output_dir"]
 
 #: Marker file written into every output folder; ``--overwrite`` replaces only folders holding it.
 MARKER = ".ephys2tx-output.json"
@@ -159,9 +166,34 @@ def check_location(path: PathLike, *, option: str = "--out", inputs: Iterable = 
                            allow_inside_inputs=False)
 
 
+def _checked_target(path: PathLike, option: str, inputs: Iterable) -> Path:
+    """The location rules and the link rule shared by output folders and files."""
+    path = Path(path).expanduser()
+    _check_location(path, option=option, inputs=inputs, allow_inside_inputs=False)
+    if path.is_symlink():
+        raise InputError(f"{option} {path} is a symbolic link; ephys2tx does not replace links: "
+                         "give the real path or a new one.")
+    return path
+
+
+@contextmanager
+def _claimed_while_checking(path: Path, option: str) -> Iterator[None]:
+    """Claim ``path`` (:func:`claim_output`) for the checks; a failed check gives a new claim back."""
+    new = claim_output(path, option=option)
+    try:
+        yield
+    except BaseException:
+        if new:
+            release_output(path)
+        raise
+
+
 def check_output_dir(path: PathLike, *, kind: str, overwrite: bool = False, option: str = "--out",
                      inputs: Iterable = (), has_overwrite: bool = True) -> Path:
     """Check an output folder before any work starts (see the module docstring).
+
+    The folder is also claimed for this process (:func:`claim_output`): another
+    ephys2tx process writing the same location is refused.
 
     Parameters
     ----------
@@ -189,35 +221,32 @@ def check_output_dir(path: PathLike, *, kind: str, overwrite: bool = False, opti
     ------
     InputError
     """
-    path = Path(path).expanduser()
-    _check_location(path, option=option, inputs=inputs, allow_inside_inputs=False)
-    if path.is_symlink():
-        raise InputError(f"{option} {path} is a symbolic link; ephys2tx does not replace links: "
-                         "give the real path or a new one.")
-    if path.exists():
-        if not path.is_dir():
-            raise InputError(f"{option} {path} is an existing file; ephys2tx never replaces a file "
-                             "it did not create: choose another path.")
-        if not overwrite:
-            hint = " or pass --overwrite" if has_overwrite else ""
-            raise InputError(f"output {path} already exists; choose another path{hint}.")
-        marker = read_marker(path)
-        if marker is None:
-            raise InputError(f"{option} {path} exists and was not written by ephys2tx (no {MARKER} "
-                             "in it), so --overwrite does not replace it; choose another path or "
-                             "remove it yourself.")
-        if marker.get("kind") != kind:
-            raise InputError(f"{option} {path} holds ephys2tx {marker.get('kind')!r} output, not "
-                             f"{kind!r}; --overwrite replaces only output of the same kind: choose "
-                             "another path.")
-    check_writable_dir(path.parent, what=option, target=path)
+    path = _checked_target(path, option, inputs)
+    with _claimed_while_checking(path, option):
+        if path.exists():
+            if not path.is_dir():
+                raise InputError(f"{option} {path} is an existing file; ephys2tx never replaces a "
+                                 "file it did not create: choose another path.")
+            if not overwrite:
+                hint = " or pass --overwrite" if has_overwrite else ""
+                raise InputError(f"output {path} already exists; choose another path{hint}.")
+            marker = read_marker(path)
+            if marker is None:
+                raise InputError(f"{option} {path} exists and was not written by ephys2tx (no "
+                                 f"{MARKER} in it), so --overwrite does not replace it; choose "
+                                 "another path or remove it yourself.")
+            if marker.get("kind") != kind:
+                raise InputError(f"{option} {path} holds ephys2tx {marker.get('kind')!r} output, "
+                                 f"not {kind!r}; --overwrite replaces only output of the same kind: "
+                                 "choose another path.")
+        check_writable_dir(path.parent, what=option, target=path)
     return path
 
 
 def check_output_file(path: PathLike, *, overwrite: bool = False, option: str = "--out",
                       inputs: Iterable = (), recognise: Callable[[Path], bool] | None = None,
                       written_by: str = "ephys2tx") -> Path:
-    """Check an output file before any work starts.
+    """Check an output file before any work starts, and claim it (:func:`claim_output`).
 
     With ``overwrite``, an existing file is replaced only if ``recognise(path)``
     says ephys2tx wrote it (e.g. a predictions table by its header).
@@ -226,22 +255,20 @@ def check_output_file(path: PathLike, *, overwrite: bool = False, option: str = 
     ------
     InputError
     """
-    path = Path(path).expanduser()
-    _check_location(path, option=option, inputs=inputs, allow_inside_inputs=False)
-    if path.is_symlink():
-        raise InputError(f"{option} {path} is a symbolic link; ephys2tx does not replace links: "
-                         "give the real path or a new one.")
-    if path.exists():
-        if path.is_dir():
-            raise InputError(f"{option} {path} is a folder; give a file path, e.g. "
-                             f"{path / 'predictions.csv'}.")
-        if not overwrite:
-            raise InputError(f"output {path} already exists; choose another path or pass --overwrite.")
-        if recognise is None or not recognise(path):
-            raise InputError(f"{option} {path} exists and was not written by {written_by}, so "
-                             "--overwrite does not replace it; choose another path or remove it "
-                             "yourself.")
-    check_writable_dir(path.parent, what=option, target=path)
+    path = _checked_target(path, option, inputs)
+    with _claimed_while_checking(path, option):
+        if path.exists():
+            if path.is_dir():
+                raise InputError(f"{option} {path} is a folder; give a file path, e.g. "
+                                 f"{path / 'predictions.csv'}.")
+            if not overwrite:
+                raise InputError(f"output {path} already exists; choose another path or pass "
+                                 "--overwrite.")
+            if recognise is None or not recognise(path):
+                raise InputError(f"{option} {path} exists and was not written by {written_by}, so "
+                                 "--overwrite does not replace it; choose another path or remove "
+                                 "it yourself.")
+        check_writable_dir(path.parent, what=option, target=path)
     return path
 
 
@@ -275,9 +302,12 @@ def staged_output_dir(target: PathLike, kind: str, *, overwrite: bool = False,
                 raise InputError(f"{option} {target} is not ephys2tx {kind!r} output (no matching "
                                  f"{MARKER}); it was not replaced: choose another path.")
 
-    with staged_directory(target, before_replace=recheck) as staging:
-        yield staging
-        write_marker(staging, kind, **details)
+    try:
+        with staged_directory(target, before_replace=recheck) as staging:
+            yield staging
+            write_marker(staging, kind, **details)
+    finally:
+        release_output(target)  # written (or given up): the location is free again
 
 
 # --------------------------------------------------------------------------- interrupts
@@ -322,3 +352,157 @@ def interrupts_raise() -> Iterator[dict]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+# --------------------------------------------------------------------------- output claims
+
+#: Claims this process holds: resolved target -> (owner pid, lock file descriptor, lock path).
+_CLAIMS: dict[str, tuple[int, int, Path]] = {}
+_CLAIMS_LOCK = threading.Lock()
+
+
+def _lock_dir() -> Path | None:
+    """This user's folder of output locks (``$TMPDIR/ephys2tx-locks-<uid>``), or None if unusable.
+
+    The locks live outside the output's folder, keyed by the resolved target, so
+    that a target whose parent does not exist yet is claimed too, and nothing is
+    left among the user's files. A folder of that name that is not this user's
+    own folder (a link, another owner) is not used.
+    """
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    folder = Path(tempfile.gettempdir()) / f"ephys2tx-locks-{uid}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or (hasattr(os, "getuid") and info.st_uid != uid):
+        return None
+    return folder
+
+
+def lock_path(path: PathLike) -> Path | None:
+    """The lock file of the claim on ``path`` (:func:`claim_output`), or None if locks are unusable."""
+    folder = _lock_dir()
+    if folder is None:
+        return None
+    key = str(_resolved(Path(path).expanduser()))
+    return folder / (hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".lock")
+
+
+def _holder(fd: int) -> str:
+    """`` (pid N)`` from a lock file's content, or ``""``."""
+    try:
+        first = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+    except OSError:
+        return ""
+    return f" (pid {first[0]})" if first and first[0].isdigit() else ""
+
+
+def claim_output(path: PathLike, *, option: str = "--out") -> bool:
+    """Claim an output location for this process, so that no other ephys2tx process writes it.
+
+    The claim is an exclusive ``flock`` on a lock file named after the resolved
+    ``path``: the kernel drops it when the process ends in any way (Ctrl-C,
+    SIGKILL, a crash), so a lock left by a killed process never blocks. A
+    location this process has claimed already is claimed again at no cost
+    (commands check their outputs more than once). Claims are given back by
+    :func:`release_output` / :func:`release_claims` (the CLI does at the end
+    of every command) and at exit.
+
+    Returns
+    -------
+    bool
+        True if the claim is new, False if this process held it already (or
+        the platform has no ``flock``).
+
+    Raises
+    ------
+    InputError
+        Another process holds the claim.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return False
+    key = str(_resolved(Path(path).expanduser()))
+    with _CLAIMS_LOCK:
+        held = _CLAIMS.get(key)
+        if held is not None and held[0] == os.getpid():
+            return False
+        lock = lock_path(key)
+        if lock is None:
+            return False
+        for _ in range(10):
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_CLOEXEC", 0), 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _holder(fd)
+                os.close(fd)
+                raise InputError(f"another ephys2tx process{holder} is writing {option} {path} "
+                                 "right now; wait until it has finished, or choose another path.")
+            try:  # the previous holder may have removed the file between our open and flock
+                if os.stat(lock, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        else:  # pragma: no cover - a lock file replaced ten times in a row
+            return False
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {key}\n".encode("utf-8", "surrogateescape"), 0)
+        _CLAIMS[key] = (os.getpid(), fd, lock)
+        return True
+
+
+def release_output(path: PathLike) -> None:
+    """Give back this process's claim on ``path`` (see :func:`claim_output`), if it holds one."""
+    key = str(_resolved(Path(path).expanduser()))
+    with _CLAIMS_LOCK:
+        _release(key)
+
+
+def _release(key: str) -> None:
+    held = _CLAIMS.get(key)
+    if held is None or held[0] != os.getpid():  # a forked child does not give back its parent's claims
+        return
+    del _CLAIMS[key]
+    _, fd, lock = held
+    try:
+        os.unlink(lock)  # while still locked: a process waiting on this file sees it replaced
+    except OSError:
+        pass
+    os.close(fd)
+
+
+def releases_claims(func: Callable) -> Callable:
+    """Decorate a workflow so that the claims it takes are given back when it returns or fails.
+
+    Claims the caller held before the call are kept.
+    """
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with _CLAIMS_LOCK:
+            before = set(_CLAIMS)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            with _CLAIMS_LOCK:
+                for key in set(_CLAIMS) - before:
+                    _release(key)
+
+    return wrapper
+
+
+def release_claims() -> None:
+    """Give back every claim this process holds (end of a command, exit)."""
+    with _CLAIMS_LOCK:
+        for key in list(_CLAIMS):
+            _release(key)
+
+
+atexit.register(release_claims)

@@ -26,7 +26,7 @@ from ephys2tx.mapping.reference import (CALIBRATIONS, DEFAULT_CALIBRATION, FORES
                                         load_reference_model, reference_data, save_reference_model)
 from ephys2tx.models.persistence import MODEL_OUTPUT_KIND
 from ephys2tx.report.mapping_report import MAPPING_OUTPUT_KIND, write_mapping_report
-from ephys2tx.safety import check_output_dir, check_output_file
+from ephys2tx.safety import check_output_dir, check_output_file, releases_claims
 
 __all__ = ["MAPPING_OUTPUT_KIND", "MapResult", "PredictResult", "TrainResult", "map_cells",
            "predict", "train"]
@@ -44,6 +44,7 @@ class TrainResult:
     model: ReferenceModel
 
 
+@releases_claims
 def train(species: str, model: str, out, *, data_dir=None, n_splits: int = 5,
           calibration: str = DEFAULT_CALIBRATION, n_estimators: int = FOREST_TREES,
           max_epochs: int | None = None, random_state: int = 0, overwrite: bool = False,
@@ -125,6 +126,7 @@ class PredictResult:
     alarm: object = None  # ShiftReport from the OOD flags (ephys2tx.models.shift_alarm.ood_alarm)
 
 
+@releases_claims
 def predict(model_dir, input_path, out, *, column_map=None, id_column: str | None = None,
             force: bool = False, overwrite: bool = False, layer: str | None = None,
             layer_column: str | None = None, prior: str | None = None, data_dir=None,
@@ -209,6 +211,7 @@ class MapResult:
     shift: object = None  # ShiftOutcome: alarm, shift handling, user prior
 
 
+@releases_claims
 def map_cells(input_path, species: str, out_dir, *, column_map=None, align: str | None = "auto",
               id_column: str | None = None, force: bool = False, overwrite: bool = False,
               data_dir=None, cache_dir=None, verify: bool = True, n_estimators: int = FOREST_TREES,

@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ephys2tx.safety import releases_claims as _releases_claims
 from ephys2tx.io import replace_atomically
 from ephys2tx.errors import InputError
 
@@ -223,11 +224,12 @@ def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite
         An output exists (without ``overwrite``) or is not ephys2tx's, a
         location is a directory or not writable, or ``cache_dir`` is a file.
     """
-    from ephys2tx.safety import check_location
+    from ephys2tx.safety import check_location, claim_output
 
     out = Path(out).expanduser()
     inputs = list(inputs)
     check_location(out, option="--out", inputs=inputs)
+    claim_output(out, option="--out")  # one extract process per output (held until it ends)
     if out.suffix.lower() not in (".parquet", ".pq") and not out.is_dir():
         raise InputError(f"--out {out} must name a parquet file (suffix .parquet), e.g. "
                          f"{out.with_name(out.stem + '.parquet')}")
@@ -473,6 +475,7 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+@_releases_claims
 def extract_features(
     paths: Sequence[str | Path] | str | Path,
     out: str | Path,
