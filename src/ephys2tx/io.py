@@ -94,19 +94,41 @@ def staged_directory(target: str | os.PathLike, *,
         The staging folder, on the same file system as ``target``.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
-    content = staging / "content"
+    created = _make_parents(target)
+    done = False
     try:
-        content.mkdir()  # the umask applies, as for any new folder (mkdtemp's is private)
-        yield content
-        if before_replace is not None:
-            before_replace()
-        if target.exists():
-            os.replace(target, staging / "previous")
-        os.replace(content, target)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+        content = staging / "content"
+        try:
+            content.mkdir()  # the umask applies, as for any new folder (mkdtemp's is private)
+            yield content
+            if before_replace is not None:
+                before_replace()
+            if target.exists():
+                os.replace(target, staging / "previous")
+            os.replace(content, target)
+            done = True
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not done:
+            _remove_empty(created)
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """Create the missing parent folders of ``path``; return those created, outermost first."""
+    created = [p for p in reversed(path.parents) if not p.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Remove folders made for an output that was not written (innermost first, if still empty)."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -145,16 +167,11 @@ def write_csv(frame, path: str | os.PathLike) -> Path:
     import pyarrow.csv as pa_csv
 
     path = Path(path)
-    created = [p for p in reversed(path.parents) if not p.exists()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    created = _make_parents(path)
     try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
         return replace_atomically(path, lambda handle: pa_csv.write_csv(
             table, handle, pa_csv.WriteOptions(quoting_style="needed")))
     except BaseException:
-        for folder in reversed(created):  # folders made for this file only: nothing half-written stays
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
+        _remove_empty(created)  # folders made for this file only: nothing half-written stays
         raise
