@@ -21,7 +21,7 @@ import pytest
 
 from ephys2tx.safety import MARKER, staged_output_dir
 
-from test_cli_faults import snapshot
+from test_cli_faults import snapshot, tiny_model  # noqa: F401  (a fixture: a 5-tree model)
 
 SCRIPT = Path(sys.executable).with_name("ephys2tx")
 
@@ -173,16 +173,6 @@ FEATURES = ["tau", "input_resistance", "v_baseline", "sag", "rheobase_i", "width
             "upstroke_downstroke_ratio_rheo", "threshold_v_rheo", "fi_fit_slope"]
 
 
-@pytest.fixture(scope="module")
-def small_model(data_dir, tmp_path_factory) -> Path:
-    from ephys2tx.cli import main
-
-    out = tmp_path_factory.mktemp("signal_models") / "model"
-    assert main(["train", "--species", "human", "--n-estimators", "5", "--n-splits", "2",
-                 "--data-dir", str(data_dir), "--out", str(out)]) == 0
-    return out
-
-
 @pytest.fixture
 def query(human, tmp_path) -> Path:
     sandbox = _sandbox(tmp_path)
@@ -305,7 +295,7 @@ def test_map_interrupted_while_writing_then_maps_again(point, signum, query, dat
 @pytest.mark.parametrize("point, signum", [
     ("reading", signal.SIGINT), ("reading", signal.SIGTERM),
     ("predicting", signal.SIGTERM), ("writing", signal.SIGINT), ("writing", signal.SIGTERM)])
-def test_predict_interrupted(point, signum, query, small_model, monkeypatch, capsys):
+def test_predict_interrupted(point, signum, query, tiny_model, monkeypatch, capsys):
     import ephys2tx.io as io_module
     import ephys2tx.workflows as workflows
     from ephys2tx.cli import main
@@ -327,11 +317,11 @@ def test_predict_interrupted(point, signum, query, small_model, monkeypatch, cap
 
         monkeypatch.setattr(io_module.os, "fsync", fsync)
     before = snapshot(sandbox)
-    code = main(["predict", "-m", str(small_model), "-i", str(query), "-o", str(out)])
+    code = main(["predict", "-m", str(tiny_model), "-i", str(query), "-o", str(out)])
     monkeypatch.undo()
     _check_in_process(code, capsys, signum, sandbox, before, out)
     assert not (sandbox / "out").exists()  # the folder made for the file went with it
-    assert main(["predict", "-m", str(small_model), "-i", str(query), "-o", str(out)]) == 0
+    assert main(["predict", "-m", str(tiny_model), "-i", str(query), "-o", str(out)]) == 0
 
 
 # Real processes: the signal comes from outside, at a point found by watching the process.
@@ -362,7 +352,7 @@ def test_map_process_interrupted_while_fitting(query, data_dir):
     assert not _left_behind(sandbox) and not _cache_entries(cache)
 
 
-def test_predict_process_terminated(query, small_model):
+def test_predict_process_terminated(query, tiny_model):
     import time as _time
 
     from ephys2tx.safety import lock_path
@@ -370,7 +360,7 @@ def test_predict_process_terminated(query, small_model):
     sandbox = query.parent
     out = sandbox / "p.csv"
     before = snapshot(sandbox)
-    proc = _start(["predict", "-m", str(small_model), "-i", str(query), "-o", str(out)], sandbox)
+    proc = _start(["predict", "-m", str(tiny_model), "-i", str(query), "-o", str(out)], sandbox)
     deadline = _time.monotonic() + 60
     while proc.poll() is None and not lock_path(out).exists() and _time.monotonic() < deadline:
         _time.sleep(0.01)  # the claim is taken by the output check, before the work starts
