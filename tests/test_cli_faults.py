@@ -185,7 +185,9 @@ TABLES: dict[str, tuple[Callable, str]] = {
     "-inf value": (lambda sb: _cell(sb, "tau", "-inf"), r"column 'tau' .*value -inf \(cell \d+"),
     "1e300 value": (lambda sb: _cell(sb, "rheobase_i", "1e300"), r"column 'rheobase_i' .*1e\+300 .*finite numbers"),
     "1e400 overflow": (lambda sb: _cell(sb, "width_rheo", "1e400"),
-                       r"column 'width_rheo' .*(value inf|non-numeric value '1e400')"),
+                       r"column 'width_rheo' of .*bad\.csv has the value '1e400' \(cell \d+\), "
+                       r"beyond the range of a floating-point number"),
+    "-1e400 overflow": (lambda sb: _cell(sb, "sag", "-1e400"), r"column 'sag' .*'-1e400' .*not finite"),
     "Infinity spelled out": (lambda sb: _cell(sb, "v_baseline", "Infinity"), r"column 'v_baseline' .*inf"),
     "inf in parquet": (_parquet_with_inf, r"column 'sag' of .*cells\.parquet has the value inf"),
     "table cut mid-row": (_truncated, r"cut\.csv line 31 has \d+ of the 10 fields .*incomplete"),
@@ -218,6 +220,11 @@ TABLES: dict[str, tuple[Callable, str]] = {
     "an id of blanks only": (lambda sb: _cell(sb, "cell_id", "   "), r"id column 'cell_id' .* is empty on data row 4"),
     "every feature value empty": (lambda sb: sb.table(sb.frame[["cell_id"]].assign(tau=np.nan, sag=np.nan)),
                                   r"no cell of .*bad\.csv has a value for any feature"),
+    "a third of tau in ms (mixed units)": (
+        lambda sb: sb.table(sb.frame.assign(tau=sb.frame["tau"].where(sb.frame.index % 3 != 0,
+                                                                      sb.frame["tau"] * 1000))),
+        r"column 'tau' \(canonical tau, expected s .*\): 10 of its 30 values lie outside the "
+        r"plausible range .*mixes units.*1000 times too large.*--force"),
     "every duration negative": (lambda sb: sb.table(sb.frame.assign(tau=-sb.frame["tau"])),
                                 r"column 'tau' \(canonical tau\): 30 of its 30 values are negative.*sign: -1.*--force"),
 }

@@ -177,6 +177,25 @@ def test_check_units_catches_wrong_unit_and_suggests_conversion():
     assert "sign: -1" in check_units(flipped)[0].message()
 
 
+def test_check_units_catches_a_column_of_mixed_units():
+    """A plausible median does not hide a batch of cells in another unit."""
+    from ephys2tx.features.canonical import MixedUnitsIssue, UnitIssue
+
+    rng = np.random.RandomState(0)
+    tau = pd.Series(rng.uniform(0.005, 0.03, 40))
+    assert check_units(pd.DataFrame({"tau": tau})) == []
+    mixed = tau.where(tau.index >= 8, tau * 1000)  # 8 of 40 cells (20%) in ms
+    (issue,) = check_units(pd.DataFrame({"tau": mixed}), {"tau": "Tau"})
+    assert isinstance(issue, MixedUnitsIssue) and (issue.n_outside, issue.n_values) == (8, 40)
+    assert "'Tau'" in issue.message() and "1000 times too large" in issue.message()
+    few = tau.where(tau.index >= 2, tau * 1000)  # 2 outliers: not enough to judge
+    assert check_units(pd.DataFrame({"tau": few})) == []
+    most = tau * 1000  # the median itself is off: the unit issue, not the mixed one
+    assert [type(i) for i in check_units(pd.DataFrame({"tau": most}))] == [UnitIssue]
+    flipped = pd.DataFrame({"rheobase_i": np.r_[rng.uniform(50, 300, 20), -rng.uniform(50, 300, 5)]})
+    assert "sign-flipped" in check_units(flipped)[0].message()
+
+
 def test_real_tables_pass_the_range_checks(human, mouse_visp):
     assert check_units(human.features) == []
     assert check_units(convert_mouse(mouse_visp.features)[list(HARMONISED_FEATURES)]) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -88,3 +90,17 @@ def test_parquet_with_a_named_index(tmp_path):
     table = read_user_table(path)
     assert table.id_column == "cell_id" and list(table.data.index) == ["101", "102", "103"]
     assert list(table.data.columns) == ["tau", "v_baseline"]
+
+
+def test_numbers_beyond_the_float_range_are_out_of_range_not_text():
+    from ephys2tx.data.user_tables import numeric_column
+
+    raw = pd.Series(["1.5", "", None, "2e3"], index=["a", "b", "c", "d"])
+    assert numeric_column(raw, column="tau", where="t.csv").tolist()[::3] == [1.5, 2000.0]
+    for text in ("1e400", "-1e400", "1E+999"):
+        with pytest.raises(InputError, match=rf"column 'tau' of t\.csv has the value '{re.escape(text)}' "
+                                             r"\(cell x\), beyond the range .*not finite"):
+            numeric_column(pd.Series(["1", text], index=["w", "x"]), column="tau", where="t.csv")
+    with pytest.raises(InputError, match=r"non-numeric value '1e4OO' \(cell 7\)"):
+        numeric_column(pd.Series(["1", "1e4OO"]), column="tau", where="t.csv",
+                       ids=pd.Series(["6", "7"]))

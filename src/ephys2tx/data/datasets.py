@@ -186,19 +186,10 @@ def _require_columns(table: pd.DataFrame, columns, path: Path) -> None:
 
 def _numeric(table: pd.DataFrame, columns, path: Path, id_column: str) -> pd.DataFrame:
     """Columns as float; a non-numeric or non-finite value is an InputError naming the cell."""
-    from ephys2tx.data.user_tables import check_finite
+    from ephys2tx.data.user_tables import check_finite, numeric_column
 
-    out = {}
-    for col in columns:
-        values = pd.to_numeric(table[col], errors="coerce")
-        bad = values.isna() & table[col].notna()
-        if bad.any():
-            row = table.loc[bad.idxmax()]
-            raise InputError(
-                f"column {col!r} of {path} has non-numeric value {row[col]!r} "
-                f"(cell {row[id_column]}); fix it or leave the cell empty for missing."
-            )
-        out[col] = values.astype(float)
+    out = {col: numeric_column(table[col], column=col, where=str(path), ids=table[id_column])
+           for col in columns}
     frame = pd.DataFrame(out, index=table.index)
     check_finite(frame.set_axis(table[id_column].astype(str), axis=0), where=str(path))
     return frame

@@ -25,7 +25,7 @@ import pandas as pd
 from ephys2tx.errors import InputError
 
 __all__ = ["ID_CANDIDATES", "MAX_ABS_VALUE", "UserTable", "check_complete_rows", "check_finite",
-           "detect_id_column", "read_table", "read_user_table"]
+           "detect_id_column", "numeric_column", "read_table", "read_user_table"]
 
 #: Largest magnitude accepted for a feature value; larger values (and inf/-inf) are errors.
 #: No electrophysiology feature in any unit comes near it, and squares of it stay finite.
@@ -110,6 +110,58 @@ def check_finite(frame: pd.DataFrame, *, where: str, sources: dict | None = None
                 f"{frame.index[pos]}, {int(bad.sum())} such value(s)); values must be finite "
                 f"numbers of magnitude <= {MAX_ABS_VALUE:g}: fix it, or leave the cell empty for "
                 "missing.")
+
+
+def _beyond_float_range(text: str) -> bool:
+    """Whether ``text`` is a number too large for a float (``1e400``: read as inf)."""
+    import math
+
+    try:
+        return math.isinf(float(text)) and "inf" not in text.lower()
+    except ValueError:
+        return False
+
+
+def numeric_column(raw: pd.Series, *, column: str, where: str, ids: pd.Series | None = None
+                   ) -> pd.Series:
+    """A column as floats; text that is no number, or a number beyond the float range, is refused.
+
+    Parameters
+    ----------
+    raw : Series
+        The column as read.
+    column : str
+        Its name in the file.
+    where : str
+        The file.
+    ids : Series, optional
+        Cell ids aligned with ``raw`` (default: ``raw``'s index).
+
+    Raises
+    ------
+    InputError
+        Naming the file, column, value and cell: ``1e400`` is out of range (a
+        float cannot hold it), ``abc`` is non-numeric.
+    """
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        return raw.astype(float)
+    values = pd.to_numeric(raw, errors="coerce")
+    suspect = values.isna() & raw.notna()
+    if suspect.any():
+        text = raw[suspect].astype(str).str.strip()
+        bad = text[text != ""]
+        if len(bad):
+            label = bad.index[0]
+            cell = label if ids is None else ids[label]
+            if _beyond_float_range(bad.iloc[0]):
+                raise InputError(
+                    f"column {column!r} of {where} has the value {raw[label]!r} (cell {cell}), "
+                    "beyond the range of a floating-point number (it is not finite); values must "
+                    f"be finite numbers of magnitude <= {MAX_ABS_VALUE:g}: fix it, or leave the "
+                    "cell empty for missing.")
+            raise InputError(f"column {column!r} of {where} has non-numeric value {raw[label]!r} "
+                             f"(cell {cell}); fix it or leave it empty for missing.")
+    return values.astype(float)
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:

@@ -25,6 +25,7 @@ __all__ = [
     "UNITS",
     "CanonicalFeature",
     "UnitIssue",
+    "MixedUnitsIssue",
     "canonical_names",
     "check_units",
     "check_values_kept",
@@ -190,25 +191,72 @@ _DEFINITION_HINTS = {
 }
 
 
+def _scale_into_range(spec: CanonicalFeature, value: float) -> float | None:
+    """The first of :data:`_CANDIDATE_SCALES` that brings ``value`` into the feature's range."""
+    for scale in _CANDIDATE_SCALES:
+        if UNITS[spec.unit][0] == "dimensionless" and scale != -1.0:
+            continue  # a unit factor cannot explain a dimensionless value
+        if spec.low <= value * scale <= spec.high:
+            return scale
+    return None
+
+
 def _suggest(spec: CanonicalFeature, median: float) -> str | None:
     """The conversion that brings ``median`` into the range, phrased for the user."""
     if spec.name in _DEFINITION_HINTS:
         return _DEFINITION_HINTS[spec.name]
-    for scale in _CANDIDATE_SCALES:
-        if UNITS[spec.unit][0] == "dimensionless" and scale != -1.0:
-            continue  # a unit factor cannot explain a dimensionless value
-        if spec.low <= median * scale <= spec.high:
-            if scale == -1.0:
-                return "the sign looks flipped: add `sign: -1` to this column's map entry"
-            units = [u for u, (dim, f) in UNITS.items()
-                     if dim == UNITS[spec.unit][0] and np.isclose(f / UNITS[spec.unit][1], scale)]
-            unit_hint = f" (the values look like {units[0]}: set `unit: {units[0]}`)" if units else ""
-            return f"multiply by {scale:g}{unit_hint}"
-    return None
+    scale = _scale_into_range(spec, median)
+    if scale is None:
+        return None
+    if scale == -1.0:
+        return "the sign looks flipped: add `sign: -1` to this column's map entry"
+    units = [u for u, (dim, f) in UNITS.items()
+             if dim == UNITS[spec.unit][0] and np.isclose(f / UNITS[spec.unit][1], scale)]
+    unit_hint = f" (the values look like {units[0]}: set `unit: {units[0]}`)" if units else ""
+    return f"multiply by {scale:g}{unit_hint}"
 
 
-def check_units(table: pd.DataFrame, sources: dict[str, str] | None = None) -> list[UnitIssue]:
-    """Columns of a canonical-named table whose median is outside the plausible range.
+#: A column whose median is plausible but with at least this share (and
+#: :data:`MIXED_MIN_VALUES`) of its values outside the plausible range mixes units
+#: (in the shared reference tables no feature has more than 1% of its values outside).
+MIXED_SHARE = 0.10
+MIXED_MIN_VALUES = 3
+
+
+@dataclass(frozen=True)
+class MixedUnitsIssue:
+    """A column with a plausible median but a sizeable share of its values outside the range."""
+
+    feature: str
+    source: str
+    n_values: int
+    n_outside: int
+    example: float
+    scale: float | None  # the factor that brings the outlying values into the range, if one does
+
+    def message(self) -> str:
+        """One line: what, where, how to fix."""
+        spec = CANONICAL_FEATURES[self.feature]
+        text = (f"column {self.source!r} (canonical {self.feature}, expected {spec.unit} in "
+                f"[{spec.low:g}, {spec.high:g}]): {self.n_outside} of its {self.n_values} values "
+                f"lie outside the plausible range (e.g. {self.example:.4g}) although its median is "
+                "inside: the column mixes units, or those cells were converted differently")
+        if self.scale == -1.0:
+            text += "; those values look sign-flipped"
+        elif self.scale is not None:
+            text += f"; those values look {1 / self.scale:g} times too large"
+        return text + "; fix those values, or pass --force to continue anyway."
+
+
+def check_units(table: pd.DataFrame, sources: dict[str, str] | None = None
+                ) -> list[UnitIssue | MixedUnitsIssue]:
+    """Columns of a canonical-named table whose values are implausible for their feature.
+
+    A column whose median is outside the plausible range (a wrong unit or
+    definition) is a :class:`UnitIssue`; one whose median is plausible but
+    with at least :data:`MIXED_SHARE` of its values outside the range (units
+    mixed between cells, e.g. a batch of cells in ms among cells in s) is a
+    :class:`MixedUnitsIssue`.
 
     Parameters
     ----------
@@ -219,7 +267,7 @@ def check_units(table: pd.DataFrame, sources: dict[str, str] | None = None) -> l
 
     Returns
     -------
-    list of UnitIssue
+    list of UnitIssue or MixedUnitsIssue
         Empty when every column looks right.
     """
     sources = sources or {}
@@ -233,8 +281,15 @@ def check_units(table: pd.DataFrame, sources: dict[str, str] | None = None) -> l
             continue
         spec = CANONICAL_FEATURES[name]
         median = float(np.median(values))
+        source = sources.get(name, name)
         if not spec.low <= median <= spec.high:
-            issues.append(UnitIssue(name, sources.get(name, name), median, _suggest(spec, median)))
+            issues.append(UnitIssue(name, source, median, _suggest(spec, median)))
+            continue
+        outside = values[(values < spec.low) | (values > spec.high)]
+        if len(outside) >= max(MIXED_MIN_VALUES, MIXED_SHARE * len(values)):
+            typical = float(np.median(outside))
+            issues.append(MixedUnitsIssue(name, source, len(values), len(outside), typical,
+                                          _scale_into_range(spec, typical)))
     return issues
 
 

@@ -440,19 +440,10 @@ def describe_detection(cmap: ColumnMap) -> str | None:
 
 
 def _numeric_column(table: pd.DataFrame, column: str, where: str) -> np.ndarray:
-    raw = table[column]
-    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
-        return raw.to_numpy(dtype=float, na_value=np.nan)
-    values = pd.to_numeric(raw, errors="coerce")
-    suspect = values.isna() & raw.notna()
-    if suspect.any():
-        text = raw[suspect].astype(str).str.strip()
-        bad = text[text != ""]
-        if len(bad):
-            cell = bad.index[0]
-            raise InputError(f"column {column!r} of {where} has non-numeric value {raw[cell]!r} "
-                             f"(cell {cell}); fix it or leave it empty for missing.")
-    return values.to_numpy(dtype=float, na_value=np.nan)
+    from ephys2tx.data.user_tables import numeric_column
+
+    return numeric_column(table[column], column=column, where=where).to_numpy(dtype=float,
+                                                                              na_value=np.nan)
 
 
 def apply_column_map(cmap: ColumnMap, table: pd.DataFrame, *, where: str = "the table"
