@@ -245,6 +245,10 @@ def _map_file(sb, text: str | bytes, name="map.yaml"):
     return sb.write(name, text)
 
 
+_GOOD_ENTRIES = ("id_column: cell_id\ncolumns:\n  - {column: tau, name: tau, unit: s}\n"
+                 "  - {column: input_resistance, name: input_resistance, unit: MOhm}\n")
+
+
 COLUMN_MAPS = {
     "column map not UTF-8": (lambda sb: _map_file(sb, "name: caf\xe9\ncolumns: []\n".encode("latin-1")),
                              r"column map .*map\.yaml is not UTF-8"),
@@ -266,7 +270,24 @@ COLUMN_MAPS = {
         r"'id_column' must be a column name, got \['cell_id'\]"),
     "column map expr giving no finite value": (
         lambda sb: _map_file(sb, "columns:\n  - {column: tau, name: tau, unit: s, expr: 'x/0'}\n"),
-        r"no cell of .*cells\.csv has a value for any feature read by column map 'map'"),
+        r"column map .*map\.yaml, column 'tau': expr 'x/0' gives no finite value for any cell of "
+        r".*cells\.csv \(e\.g\. x = [\d.e-]+\); fix the expr"),
+    # fault hunt 3 (notes/faults/findings3.md)
+    "column map expr empties one of several columns": (
+        lambda sb: _map_file(sb, _GOOD_ENTRIES + "  - {column: v_baseline, name: sag, unit: '1', expr: 'log(x)'}\n"),
+        r"column 'v_baseline': expr 'log\(x\)' gives no finite value for any cell"),
+    "column map expr overflowing for every cell": (
+        lambda sb: _map_file(sb, _GOOD_ENTRIES + "  - {column: sag, name: sag, unit: '1', expr: 'x*1e308*1e10'}\n"),
+        r"column 'sag': expr 'x\*1e308\*1e10' gives no finite value"),
+    "column map expr 1/(x-x)": (
+        lambda sb: _map_file(sb, _GOOD_ENTRIES + "  - {column: sag, name: sag, unit: '1', expr: '1/(x-x)'}\n"),
+        r"column 'sag': expr '1/\(x-x\)' gives no finite value"),
+    "column map minus the column itself": (
+        lambda sb: _map_file(sb, _GOOD_ENTRIES + "  - {column: sag, name: sag, unit: '1', minus: sag}\n"),
+        r"column 'sag': 'minus' names the column itself"),
+    "column map scale 0": (
+        lambda sb: _map_file(sb, _GOOD_ENTRIES + "  - {column: sag, name: sag, unit: '1', scale: 0}\n"),
+        r"column 'sag': 'scale' is 0"),
 }
 
 
@@ -537,6 +558,23 @@ def _with_features(sb, path, *extra):
             "--model", "logreg", "--out", sb.root / "results", *extra]
 
 
+def _labels(sb, n=30) -> pd.DataFrame:
+    return pd.DataFrame({"cell_id": [f"cell{i}" for i in range(n)],
+                         "subclass": np.resize(["Pvalb", "Sst", "Vip"], n)})
+
+
+def _with_labels(sb, labels, *extra, encoding="utf-8"):
+    """`run --features` (no label column in it) with ``labels`` as --labels (None: a folder)."""
+    path = _feature_table(sb, lambda t: t.drop(columns="subclass"))
+    target = sb.root / "labels.csv"
+    if labels is None:
+        target.mkdir()
+    else:
+        target.write_bytes(labels.to_csv(index=False).encode(encoding))
+    return ["run", "--features", path, "--labels", target, "--species", "mouse", "--model",
+            "logreg", "--quick", "--out", sb.root / "results", *extra]
+
+
 def _inf_feature(t):
     t.iloc[4, 1] = np.inf
     return t
@@ -623,6 +661,43 @@ ARGUMENTS = {
     "fetch --cells without --dandiset": (lambda sb: fetch(sb, "--cells", "1,2"), r"--cells needs --dandiset"),
     "predict --prior names a class twice": (lambda sb: predict(sb, "--prior", "Lamp5=0.5,lamp5=0.5"),
                                             r"--prior names Lamp5 twice"),
+    # fault hunt 3 (notes/faults/findings3.md): the shift options of map and predict
+    "map --model empty": (lambda sb: mapping(sb, "--model", ""), r"unknown --model ''"),
+    "map --model svm": (lambda sb: mapping(sb, "--model", "svm"), r"unknown --model 'svm'; use one of forest"),
+    "map --model transfer (a train model)": (lambda sb: mapping(sb, "--model", "transfer"), r"unknown --model 'transfer'"),
+    "map --align empty": (lambda sb: mapping(sb, "--align", ""), r"unknown --align ''"),
+    "map --species both": (lambda sb: ["map", "--species", "both", *mapping(sb)[3:]], r"--species must be mouse or human, got 'both'"),
+    "map --prior without =": (lambda sb: mapping(sb, "--prior", "Lamp5"), r"--prior entry 'Lamp5' must look like Lamp5=0\.6"),
+    "map --prior not a number": (lambda sb: mapping(sb, "--prior", "Lamp5=abc"), r"--prior value 'abc' for Lamp5 is not a number"),
+    "map --prior negative": (lambda sb: mapping(sb, "--prior", "Lamp5=-0.5,Vip=1.5"), r"must be a non-negative number, got '-0\.5'"),
+    "map --prior all zero": (lambda sb: mapping(sb, "--prior", "Lamp5=0,Pvalb=0,Sst=0,Vip=0"), r"--prior gives every class 0"),
+    "map --prior nan": (lambda sb: mapping(sb, "--prior", "Lamp5=nan,Vip=1"), r"non-negative number, got 'nan'"),
+    "map --prior separated by semicolons": (lambda sb: mapping(sb, "--prior", "Lamp5=0.5;Vip=0.5"), r"'0\.5;Vip=0\.5' for Lamp5 is not a number"),
+    "predict --prior 1e400": (lambda sb: predict(sb, "--prior", "Lamp5=1e400,Vip=1"), r"non-negative number, got '1e400'"),
+    "predict --prior a class the model lacks": (lambda sb: predict(sb, "--prior", "Sncg=1"), r"unknown class 'Sncg'; classes are Lamp5"),
+    "map --layer and --prior": (lambda sb: mapping(sb, "--layer", "L1", "--prior", "Vip=1"), r"one of --layer, --layer-column and --prior"),
+    "predict --layer not a layer": (lambda sb: predict(sb, "--layer", "L9", "--data-dir", sb.data), r"layer 'L9' is not a cortical layer"),
+    "predict --layer, data dir missing": (lambda sb: predict(sb, "--layer", "L1", "--data-dir", sb.root / "nodata"), r"nodata does not exist"),
+    "predict --layer, data dir a file": (lambda sb: predict(sb, "--layer", "L1", "--data-dir", sb.cells), r"cells\.csv is a file, not a folder"),
+    "map --layer-column absent": (lambda sb: mapping(sb, "--layer-column", "nope"), r"--layer-column 'nope' is not a column of"),
+    "map --layer-column a feature column": (lambda sb: mapping(sb, "--layer-column", "tau"), r"layer [\d.]+ is not a cortical layer"),
+    "map --layer-column of unknown layers": (
+        lambda sb: mapping(sb, "--layer-column", "layer", input=sb.table(sb.frame.assign(layer="L9"))), r"layer 'L9' is not a cortical layer"),
+    # run --features with odd --labels tables
+    "run --labels, no id in common": (lambda sb: _with_labels(sb, _labels(sb).assign(cell_id=lambda t: "x" + t["cell_id"])),
+                                      r"no cell id of .*features\.parquet \(e\.g\. 'cell0'\) appears in the labels"),
+    "run --labels, duplicated ids": (lambda sb: _with_labels(sb, pd.concat([_labels(sb), _labels(sb).iloc[:3]])),
+                                     r"labels\.csv has duplicated id 'cell0'"),
+    "run --labels, one class": (lambda sb: _with_labels(sb, _labels(sb).assign(subclass="Pvalb")), r"has only class 'Pvalb'"),
+    "run --labels, header only": (lambda sb: _with_labels(sb, _labels(sb).iloc[:0]), r"labels\.csv is empty"),
+    "run --labels, no label column": (lambda sb: _with_labels(sb, _labels(sb), "--label-column", "nope"), r"has no label column 'nope'"),
+    "run --labels, every label empty": (lambda sb: _with_labels(sb, _labels(sb).assign(subclass=np.nan)), r"has no labels to learn from"),
+    "run --labels, numbers as classes": (lambda sb: _with_labels(sb, _labels(sb).assign(subclass=np.resize([1, 2, 3], 30))),
+                                         r"no cell of .* is left after QC with one of the classes"),
+    "run --labels, no id column": (lambda sb: _with_labels(sb, _labels(sb)[["subclass"]]), r"labels\.csv has no cell id column"),
+    "run --labels, UTF-16": (lambda sb: _with_labels(sb, _labels(sb), encoding="utf-16"),
+                             r"labels\.csv as delimited text: it is not UTF-8 .*save it as UTF-8"),
+    "run --labels a folder": (lambda sb: _with_labels(sb, None), r"labels\.csv is a folder"),
     "fetch --mirror not a URL": (lambda sb: fetch(sb)[:-1] + ["not a url"], r"--mirror 'not a url' is not an http"),
     "fetch --mirror a malformed URL": (lambda sb: fetch(sb)[:-1] + ["http://[::1"], r"is not an http"),
     "fetch from an unreachable mirror leaves no folder": (lambda sb: fetch(sb), r"cannot download .*127\.0\.0\.1:9"),

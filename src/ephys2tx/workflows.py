@@ -279,7 +279,7 @@ def map_cells(input_path, species: str, out_dir, *, column_map=None, align: str 
     started = time.perf_counter()
     out_dir = Path(out_dir)
     align = "none" if align is None else align
-    model = model or DEFAULT_MAP_MODEL
+    model = DEFAULT_MAP_MODEL if model is None else model
     if species not in ("mouse", "human"):
         raise InputError(f"map --species must be mouse or human, got {species!r}.")
     if align not in ALIGN_METHODS:

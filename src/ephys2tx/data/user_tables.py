@@ -72,7 +72,10 @@ def check_complete_rows(path: str | os.PathLike, *, sep: str = ",", encoding: st
                         f"{path} line {reader.line_num} has {len(row)} fields, more than the "
                         f"{width} of its header (a value without a column name, or a separator "
                         "inside a number); name every column, or quote the value.")
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
+        raise InputError(f"cannot read {path} as delimited text: it is not UTF-8 ({exc.reason} at "
+                         f"byte {exc.start}); save it as UTF-8 CSV (or as Parquet or Excel).") from exc
+    except csv.Error as exc:
         raise InputError(f"cannot read {path} as delimited text: {exc}".replace("\n", " ")) from exc
 
 

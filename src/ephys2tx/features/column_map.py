@@ -281,13 +281,20 @@ def column_map_from_dict(spec: dict, *, source: str = "<memory>") -> ColumnMap:
         minus = item.get("minus")
         if minus is not None and not isinstance(minus, str):
             raise InputError(f"{where}: 'minus' must be a column name.")
+        if minus is not None and minus == item["column"]:
+            raise InputError(f"{where}: 'minus' names the column itself, so every value would be "
+                             "0; name the column to subtract.")
+        scale = _number(item.get("scale", 1.0), "scale", where)
+        if scale == 0:
+            raise InputError(f"{where}: 'scale' is 0, so every value would be the offset; give "
+                             "the factor that converts the column (e.g. 0.001).")
         expr = item.get("expr")
         if expr is not None:
             expr = SafeExpression(expr, where=where).text  # validated now, not when applied
         entries.append(ColumnMapEntry(
             column=item["column"], name=item["name"], unit=unit, sign=sign,
             offset=_number(item.get("offset", 0.0), "offset", where),
-            scale=_number(item.get("scale", 1.0), "scale", where), minus=minus, expr=expr))
+            scale=scale, minus=minus, expr=expr))
     id_column = spec.get("id_column")
     if id_column is not None and (not isinstance(id_column, str) or not id_column.strip()):
         raise InputError(f"column map {source}: 'id_column' must be a column name, got "
@@ -470,7 +477,13 @@ def apply_column_map(cmap: ColumnMap, table: pd.DataFrame, *, where: str = "the 
         if entry.minus:
             values = values - _numeric_column(table, entry.minus, where)
         if entry.expr:
-            values = _compiled(entry.expr)(values)
+            before = np.isfinite(values)
+            result = _compiled(entry.expr)(values)
+            if before.any() and not np.isfinite(result).any():
+                raise InputError(f"column map {cmap.source}, column {entry.column!r}: expr "
+                                 f"{entry.expr!r} gives no finite value for any cell of {where} "
+                                 f"(e.g. x = {float(values[before][0]):g}); fix the expr.")
+            values = result
         out[entry.name] = values * entry.factor + entry.offset
         sources[entry.name] = entry.column
     if not out:
