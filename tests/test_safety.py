@@ -171,6 +171,19 @@ def test_a_claim_is_reentrant_and_given_back(tmp_path):
     assert not (tmp_path / "not").exists()  # claiming creates nothing at the target
 
 
+def test_the_lock_folder_goes_with_the_last_claim(tmp_path, monkeypatch):
+    from ephys2tx import safety
+
+    monkeypatch.setattr(safety, "_CLAIMS", {})  # this test's claims only
+    monkeypatch.setattr(safety.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert safety.claim_output(tmp_path / "a") and safety.claim_output(tmp_path / "b")
+    safety.release_output(tmp_path / "a")
+    assert safety.lock_path(tmp_path / "b").exists()
+    safety.release_output(tmp_path / "b")
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
 def test_a_location_claimed_by_another_process_is_refused_until_it_dies(tmp_path, held_elsewhere):
     from ephys2tx.safety import claim_output, lock_path, release_output
 

@@ -361,16 +361,22 @@ _CLAIMS: dict[str, tuple[int, int, Path]] = {}
 _CLAIMS_LOCK = threading.Lock()
 
 
+def _lock_folder() -> Path:
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"ephys2tx-locks-{uid}"
+
+
 def _lock_dir() -> Path | None:
     """This user's folder of output locks (``$TMPDIR/ephys2tx-locks-<uid>``), or None if unusable.
 
     The locks live outside the output's folder, keyed by the resolved target, so
     that a target whose parent does not exist yet is claimed too, and nothing is
-    left among the user's files. A folder of that name that is not this user's
-    own folder (a link, another owner) is not used.
+    left among the user's files (the folder is removed when its last lock is
+    given back). A folder of that name that is not this user's own folder (a
+    link, another owner) is not used.
     """
     uid = os.getuid() if hasattr(os, "getuid") else 0
-    folder = Path(tempfile.gettempdir()) / f"ephys2tx-locks-{uid}"
+    folder = _lock_folder()
     try:
         folder.mkdir(mode=0o700, exist_ok=True)
         info = os.lstat(folder)
@@ -381,13 +387,11 @@ def _lock_dir() -> Path | None:
     return folder
 
 
-def lock_path(path: PathLike) -> Path | None:
-    """The lock file of the claim on ``path`` (:func:`claim_output`), or None if locks are unusable."""
-    folder = _lock_dir()
-    if folder is None:
-        return None
+def lock_path(path: PathLike) -> Path:
+    """The lock file of the claim on ``path`` (:func:`claim_output`); nothing is created."""
     key = str(_resolved(Path(path).expanduser()))
-    return folder / (hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".lock")
+    return _lock_folder() / (hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+                             + ".lock")
 
 
 def _holder(fd: int) -> str:
@@ -430,12 +434,17 @@ def claim_output(path: PathLike, *, option: str = "--out") -> bool:
         held = _CLAIMS.get(key)
         if held is not None and held[0] == os.getpid():
             return False
-        lock = lock_path(key)
-        if lock is None:
+        if _lock_dir() is None:
             return False
+        lock = lock_path(key)
         for _ in range(10):
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-                         | getattr(os, "O_CLOEXEC", 0), 0o600)
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                             | getattr(os, "O_CLOEXEC", 0), 0o600)
+            except FileNotFoundError:  # the folder was removed by a process giving its last claim back
+                if _lock_dir() is None:
+                    return False
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -475,6 +484,10 @@ def _release(key: str) -> None:
     except OSError:
         pass
     os.close(fd)
+    try:
+        lock.parent.rmdir()  # the last claim given back: nothing is left in the temporary folder
+    except OSError:
+        pass
 
 
 def releases_claims(func: Callable) -> Callable:
