@@ -370,3 +370,20 @@ def test_predict_process_terminated(query, tiny_model):
     _, err = proc.communicate(timeout=120)
     _check(proc.returncode, err, workers, signal.SIGTERM, sandbox, before, out)
     assert not lock_path(out).exists()
+
+
+def test_a_signal_while_the_claims_are_given_back_still_aborts_cleanly(tmp_path, monkeypatch,
+                                                                        capsys):
+    """The last step of every command (giving back its output claims) is interruptible too."""
+    import ephys2tx.cli as cli
+
+    real = cli.release_claims
+
+    def release():
+        os.kill(os.getpid(), signal.SIGTERM)
+        real()
+
+    monkeypatch.setattr(cli, "release_claims", release)
+    assert cli.main(["--version"]) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "aborted (SIGTERM)"

@@ -278,11 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_resource_trackers()
     with interrupts_raise() as received:
         try:
-            code = _invoke(argv)
-        except KeyboardInterrupt:  # a signal during the error report itself
+            try:
+                code = _invoke(argv)
+            finally:
+                release_claims()  # the output locations this command claimed
+        except KeyboardInterrupt:  # a signal during the error report or the release itself
             code = 130
-        finally:
-            release_claims()  # the output locations this command claimed
     signum = received["signum"]
     if signum is not None or code == 130:
         name = "" if signum in (None, signal.SIGINT) else f" ({signal.Signals(signum).name})"
