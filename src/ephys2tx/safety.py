@@ -338,11 +338,14 @@ def interrupts_raise() -> Iterator[dict]:
         yield state
         return
 
+    closing = False
+
     def handler(signum, frame):
         if state["signum"] is not None:
             return
         state["signum"] = signum
-        raise Interrupted(signum)
+        if not closing:  # once the block has ended the signal is only recorded
+            raise Interrupted(signum)
 
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in previous:
@@ -350,6 +353,7 @@ def interrupts_raise() -> Iterator[dict]:
     try:
         yield state
     finally:
+        closing = True
         for sig, old in previous.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
