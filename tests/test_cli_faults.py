@@ -782,7 +782,8 @@ def test_fault_fails_cleanly_and_changes_nothing(name, cells, tiny_model, data_d
 
 # ------------------------------------------------------------------ two processes, one output
 
-_HOLD = ("import sys, time\nfrom ephys2tx.safety import claim_output\n"
+_HOLD = ("import signal, sys, time\nfrom ephys2tx.safety import claim_output\n"
+         "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))  # exits, giving the claim back\n"
          "claim_output(sys.argv[1])\nprint('held', flush=True)\ntime.sleep(120)\n")
 
 CONCURRENT = {  # command -> (arguments, the output the other process is writing)
@@ -825,7 +826,7 @@ def test_an_output_another_process_is_writing_is_refused(command, cells, tiny_mo
                          rf"{re.escape(target.name)} right now", lines[0]), lines[0]
         assert snapshot(root) == before
     finally:
-        holder.kill()
+        holder.terminate()
         holder.wait()
 
 

@@ -132,7 +132,8 @@ def test_signals_raise_once_and_handlers_are_restored():
 # ------------------------------------------------------------------ output claims
 
 
-HOLD = ("import sys, time\nfrom ephys2tx.safety import claim_output\n"
+HOLD = ("import signal, sys, time\nfrom ephys2tx.safety import claim_output\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))  # exits, giving the claim back\n"
         "claim_output(sys.argv[1])\nprint('held', flush=True)\ntime.sleep(120)\n")
 
 
@@ -153,7 +154,7 @@ def held_elsewhere():
 
     yield hold
     for proc in procs:
-        proc.kill()
+        proc.terminate()
         proc.wait()
 
 
