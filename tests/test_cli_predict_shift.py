@@ -1,0 +1,114 @@
+"""``ephys2tx predict`` under shift: --align auto|none|em, the user prior, the shift alarm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ephys2tx import CLASSES
+from ephys2tx.cli import main
+
+
+def _run(args, capsys):
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def model_dir(data_dir, tmp_path_factory):
+    """A small human forest trained through ``ephys2tx train`` (seed 0)."""
+    out = tmp_path_factory.mktemp("models") / "human_forest"
+    code = main(["train", "--species", "human", "--model", "forest", "--n-estimators", "10",
+                 "--n-splits", "3", "--data-dir", str(data_dir), "--out", str(out)])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def pvalb_cells(human, tmp_path_factory):
+    """60 real human Pvalb cells (a query whose class mix is far from the training mix)."""
+    ids = human.labels.index[human.labels == "Pvalb"][:60]
+    path = tmp_path_factory.mktemp("q") / "pvalb.csv"
+    human.features.loc[ids].rename_axis("cell_id").reset_index().to_csv(path, index=False)
+    return path
+
+
+def _predict(model_dir, path, tmp_path, capsys, *args, name="p.csv"):
+    code, out, err = _run(["predict", "--model", model_dir, "--input", path, "--column-map", "ipfx",
+                           "--out", tmp_path / name, *args], capsys)
+    return code, out, err, (pd.read_csv(tmp_path / name) if code == 0 else None)
+
+
+def test_em_re_estimates_the_class_mix_and_keeps_the_unadapted_call(model_dir, pvalb_cells, tmp_path,
+                                                                    capsys):
+    code, _, err, em = _predict(model_dir, pvalb_cells, tmp_path, capsys, "--align", "em", name="em.csv")
+    assert code == 0, err
+    assert "estimated class mix of the query (EM): " in err
+    code, _, err, none = _predict(model_dir, pvalb_cells, tmp_path, capsys, "--align", "none",
+                                  name="none.csv")
+    assert code == 0, err
+    assert "predicted_subclass_unadapted" not in none.columns
+    pd.testing.assert_series_equal(em["predicted_subclass_unadapted"], none["predicted_subclass"],
+                                   check_names=False)
+    np.testing.assert_allclose(em[[f"prob_{c}" for c in CLASSES]].sum(axis=1), 1.0, atol=1e-9)
+    # an all-Pvalb query: EM moves the class mix towards Pvalb
+    assert em["prob_Pvalb"].mean() > none["prob_Pvalb"].mean() + 0.05
+    assert (em["predicted_subclass"] == "Pvalb").mean() >= (none["predicted_subclass"] == "Pvalb").mean()
+
+
+def test_em_is_the_label_shift_em_of_map(model_dir, human):
+    from ephys2tx.mapping.reference import load_reference_model
+    from ephys2tx.models.label_shift import em_prior
+    from ephys2tx.models.predict_shift import predict_with_shift
+    from ephys2tx.models.shift_adapt import reference_prior
+
+    model = load_reference_model(model_dir)
+    X = human.features.iloc[::7]
+    outcome = predict_with_shift(model, X, align="em")
+    base = model.predict_frame(X)[[f"prob_{c}" for c in model.classes]].to_numpy(float)
+    expected = em_prior(base, reference_prior(model))
+    np.testing.assert_allclose(outcome.predictions[[f"prob_{c}" for c in model.classes]], expected.proba)
+    np.testing.assert_allclose(outcome.adapt.class_mix, expected.prior)
+    assert outcome.adapt.method == "em" and outcome.adapt.requested == "em"
+
+
+def test_auto_says_what_it_chose(model_dir, pvalb_cells, tmp_path, capsys):
+    from ephys2tx.models.predict_shift import PREDICT_AUTO_METHOD
+    from ephys2tx.models.shift_adapt import AUTO_MIN_CELLS
+
+    code, _, err, pred = _predict(model_dir, pvalb_cells, tmp_path, capsys)
+    assert code == 0, err
+    assert f"--align auto chose {PREDICT_AUTO_METHOD}: 60 cells" in err
+    assert ("predicted_subclass_unadapted" in pred.columns) == (PREDICT_AUTO_METHOD != "none")
+    small = tmp_path / "small.csv"
+    pd.read_csv(pvalb_cells).iloc[:AUTO_MIN_CELLS - 1].to_csv(small, index=False)
+    code, _, err, pred = _predict(model_dir, small, tmp_path, capsys, name="small_out.csv")
+    assert code == 0, err
+    assert f"--align auto chose none: only {AUTO_MIN_CELLS - 1} cells" in err
+    assert "predicted_subclass_unadapted" not in pred.columns
+
+
+def test_a_user_prior_replaces_the_estimated_mix_and_the_em_call_is_kept(model_dir, pvalb_cells,
+                                                                         tmp_path, capsys):
+    prior = "Lamp5=0.7,Vip=0.1,Sst=0.1,Pvalb=0.1"
+    code, _, err, em = _predict(model_dir, pvalb_cells, tmp_path, capsys, "--align", "em", "--prior", prior,
+                                name="em.csv")
+    assert code == 0, err
+    code, _, _, em_free = _predict(model_dir, pvalb_cells, tmp_path, capsys, "--align", "em",
+                                   name="em_free.csv")
+    code, _, _, none = _predict(model_dir, pvalb_cells, tmp_path, capsys, "--align", "none", "--prior", prior,
+                                name="none.csv")
+    assert "explicit class prior (--prior)" in err
+    pd.testing.assert_series_equal(em["predicted_subclass_no_prior"], em_free["predicted_subclass"],
+                                   check_names=False)
+    pd.testing.assert_series_equal(em["predicted_subclass"], none["predicted_subclass"])
+    assert (em["predicted_subclass"] == "Lamp5").sum() >= (em["predicted_subclass_no_prior"] == "Lamp5").sum()
+
+
+def test_an_unknown_align_is_refused(model_dir, pvalb_cells, tmp_path, capsys):
+    code, _, err, _ = _predict(model_dir, pvalb_cells, tmp_path, capsys, "--align", "ot")
+    assert code == 2 and "unknown --align 'ot'" in err and "Traceback" not in err
+    assert not (tmp_path / "p.csv").exists()
