@@ -112,3 +112,31 @@ def test_an_unknown_align_is_refused(model_dir, pvalb_cells, tmp_path, capsys):
     code, _, err, _ = _predict(model_dir, pvalb_cells, tmp_path, capsys, "--align", "ot")
     assert code == 2 and "unknown --align 'ot'" in err and "Traceback" not in err
     assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.slow
+def test_predict_shift_benchmark_runs_and_selects_leave_one_scenario_out(data_dir):
+    """Two real scenarios, a small forest: the benchmark's scores, CIs and LOSO selection."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_predict_shift.py"
+    spec = importlib.util.spec_from_file_location("bench_predict_shift", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    res = bench.run(data_dir, scenarios=("human L2", "bridge (IPFX pipeline)"), n_boot=50, n_estimators=20)
+    by_name = {s["name"]: s for s in res["scenarios"]}
+    bridge = by_name["bridge (IPFX pipeline)"]["methods"]
+    assert set(bridge) == {"none", "em", "none+layer", "em+layer"}
+    lo, hi = bridge["em"]["macro_f1_ci95"]
+    assert lo <= bridge["em"]["macro_f1"] <= hi
+    # the bridge cells are almost all Lamp5 and Vip: re-estimating the class mix helps a lot
+    assert bridge["em"]["macro_f1"] > bridge["none"]["macro_f1"] + 0.05
+    assert by_name["bridge (IPFX pipeline)"]["n_missing_features"] == 2  # read through the ipfx map
+    # leave-one-scenario-out: each scenario's choice is the better one on the other scenario
+    for name, other in (("human L2", "bridge (IPFX pipeline)"), ("bridge (IPFX pipeline)", "human L2")):
+        m = by_name[other]["methods"]
+        assert res["loso"][name]["choice"] == ("em" if m["em"]["macro_f1"] > m["none"]["macro_f1"] else "none")
+    table = bench.results_table(res)
+    assert list(table["scenario"]) == ["human L2", "bridge (IPFX pipeline)", "mean"]
+    assert bench.defaults(res)["auto_method"] in ("none", "em")
