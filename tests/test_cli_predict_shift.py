@@ -140,3 +140,95 @@ def test_predict_shift_benchmark_runs_and_selects_leave_one_scenario_out(data_di
     table = bench.results_table(res)
     assert list(table["scenario"]) == ["human L2", "bridge (IPFX pipeline)", "mean"]
     assert bench.defaults(res)["auto_method"] in ("none", "em")
+
+
+# ----------------------------------------------------------------------------- shift alarm
+
+
+@pytest.fixture(scope="module")
+def held_in_cells(human, tmp_path_factory):
+    """Every 4th real human cell, all features, and the same cells through a simulated other rig."""
+    table = human.features.iloc[::4].rename_axis("cell_id").reset_index()
+    folder = tmp_path_factory.mktemp("rig")
+    table.to_csv(folder / "cells.csv", index=False)
+    shifted = table.copy()
+    shifted[["v_baseline", "threshold_v_rheo"]] += 14.0  # a liquid-junction offset
+    shifted[["tau", "input_resistance"]] *= 2.0
+    shifted.to_csv(folder / "shifted.csv", index=False)
+    return folder / "cells.csv", folder / "shifted.csv"
+
+
+def test_train_stores_a_bounded_float32_sample_of_its_cells(model_dir, human):
+    from ephys2tx.mapping.reference import load_reference_model
+    from ephys2tx.models.persistence import load_reference_sample
+    from ephys2tx.models.predict_shift import MAX_REFERENCE_ROWS, reference_frames
+
+    arrays = load_reference_sample(model_dir)
+    model = load_reference_model(model_dir)
+    assert arrays["X"].dtype == np.float32 and len(arrays["X"]) <= MAX_REFERENCE_ROWS
+    X, labels = reference_frames(arrays, model)
+    assert list(X.columns) == model.features and len(X) == len(human.labels)  # 664 < 1000: all cells
+    assert pd.Series(labels).value_counts().to_dict() == human.labels.value_counts().to_dict()
+
+
+def test_reference_sample_is_stratified_and_bounded():
+    from ephys2tx.models.predict_shift import reference_sample
+
+    rng = np.random.default_rng(0)
+    y = rng.choice(CLASSES, size=4000, p=[0.1, 0.4, 0.3, 0.2])
+    X = pd.DataFrame(rng.normal(size=(4000, 3)), columns=["a", "b", "c"])
+    sample = reference_sample(X, y, CLASSES, random_state=0)
+    assert sample["X"].shape == (1000, 3) and sample["X"].dtype == np.float32
+    share = np.bincount(sample["y"], minlength=4) / 1000
+    np.testing.assert_allclose(share, [np.mean(y == c) for c in CLASSES], atol=0.002)
+    with pytest.raises(ValueError, match="outside the model's classes"):
+        reference_sample(X, np.append(y[:-1], "Sncg"), CLASSES)
+
+
+def test_a_shifted_query_fires_one_loud_alarm_before_adaptation(model_dir, held_in_cells, tmp_path, capsys):
+    cells, shifted = held_in_cells
+    code, _, err, _ = _predict(model_dir, cells, tmp_path, capsys, name="a.csv")
+    assert code == 0, err
+    assert "SHIFT ALARM" not in err and "shift check: no shift detected" in err
+    code, _, err, _ = _predict(model_dir, shifted, tmp_path, capsys, "--align", "em", name="b.csv")
+    assert code == 0, err
+    alarm = [line for line in err.splitlines() if "SHIFT ALARM" in line]
+    assert len(alarm) == 1
+    assert "beyond a class-mix difference" in alarm[0] and "v_baseline" in alarm[0]
+    assert "report.md" not in alarm[0] and "ephys2tx map" in alarm[0]
+
+
+def test_a_model_folder_without_a_sample_still_predicts_and_says_so(model_dir, held_in_cells, tmp_path, capsys):
+    import json
+    import shutil
+
+    old = tmp_path / "old_model"
+    shutil.copytree(model_dir, old)
+    meta = json.loads((old / "model.json").read_text())
+    del meta["reference_sample_file"], meta["reference_sample_sha256"]
+    (old / "model.json").write_text(json.dumps(meta))
+    (old / "reference_sample.npz").unlink()
+    _, shifted = held_in_cells
+    code, _, err, pred = _predict(old, shifted, tmp_path, capsys)
+    assert code == 0, err
+    assert "stores no sample of its training cells" in err and "counts OOD cells only" in err
+    new = _predict(model_dir, shifted, tmp_path, capsys, name="new.csv")[3]
+    pd.testing.assert_frame_equal(pred, new)  # the predictions do not depend on the sample
+
+
+def test_a_sample_that_does_not_fit_the_model_is_refused(model_dir, held_in_cells, tmp_path, capsys):
+    import json
+    import shutil
+
+    from ephys2tx.models.persistence import sha256_file
+
+    bad = tmp_path / "bad_model"
+    shutil.copytree(model_dir, bad)
+    arrays = dict(np.load(bad / "reference_sample.npz"))
+    arrays["X"] = arrays["X"][:, :5]
+    np.savez(bad / "reference_sample.npz", **arrays)
+    meta = json.loads((bad / "model.json").read_text())
+    meta["reference_sample_sha256"] = sha256_file(bad / "reference_sample.npz")
+    (bad / "model.json").write_text(json.dumps(meta))
+    code, _, err, _ = _predict(bad, held_in_cells[0], tmp_path, capsys)
+    assert code == 2 and "reference_sample.npz does not fit" in err and "Traceback" not in err

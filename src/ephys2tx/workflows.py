@@ -107,7 +107,13 @@ def train(species: str, model: str, out, *, data_dir=None, n_splits: int = 5,
                                      groups=ref.groups, n_splits=n_splits, calibration=calibration,
                                      n_estimators=n_estimators, max_epochs=max_epochs,
                                      random_state=random_state, source=source, progress=progress)
-    path = save_reference_model(fitted, out, checksums=checksums, overwrite=overwrite)
+    from ephys2tx.models.predict_shift import reference_sample
+
+    # a bounded sample of the training cells: predict tests a query against it (shift alarm)
+    sample = reference_sample(ref.features[fitted.features], ref.labels, fitted.classes,
+                              random_state=random_state)
+    path = save_reference_model(fitted, out, checksums=checksums, overwrite=overwrite,
+                                reference_sample=sample)
     return TrainResult(path=path, model=fitted)
 
 
@@ -177,6 +183,10 @@ def predict(model_dir, input_path, out, *, column_map=None, id_column: str | Non
                             inputs=input_paths(model_dir, input_path, column_map),
                             written_by="ephys2tx predict (no predictions header)")
     ref = load_reference_model(model_dir)
+    from ephys2tx.models.persistence import load_reference_sample
+    from ephys2tx.models.predict_shift import reference_frames
+
+    reference, reference_labels = reference_frames(load_reference_sample(model_dir), ref)
     query = read_query(input_path, column_map=column_map, id_column=id_column, force=force)
     if not [f for f in ref.features if f in query.features and query.features[f].notna().any()]:
         raise InputError(f"none of the model's features is in {input_path} after column map "
@@ -192,6 +202,7 @@ def predict(model_dir, input_path, out, *, column_map=None, id_column: str | Non
                                                layer_values=layer_values, prior=prior,
                                                data_dir=data_dir, verify=verify)
     shift = predict_with_shift(ref, query.features, align=align, user_prior=user_prior,
+                               reference=reference, reference_labels=reference_labels,
                                random_state=random_state)
     predictions = shift.predictions
     notes = prediction_warnings(query, ref, predictions)

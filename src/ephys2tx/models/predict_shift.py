@@ -35,11 +35,14 @@ from ephys2tx.errors import InputError
 from ephys2tx.models.shift_adapt import (AUTO_MIN_CELLS, ShiftOutcome, _labels_and_confidence,
                                          adapt_predict, reference_prior)
 
-__all__ = ["PREDICT_ALIGN_METHODS", "PREDICT_AUTO_METHOD", "PREDICT_DEFAULT_ALIGN",
-           "predict_auto_method", "predict_with_shift"]
+__all__ = ["MAX_REFERENCE_ROWS", "PREDICT_ALIGN_METHODS", "PREDICT_AUTO_METHOD", "PREDICT_DEFAULT_ALIGN",
+           "predict_auto_method", "predict_with_shift", "reference_frames", "reference_sample"]
 
 PREDICT_ALIGN_METHODS = ("auto", "none", "em")
 PREDICT_DEFAULT_ALIGN = "auto"
+#: Training cells stored in a model folder for the shift test (``shift_alarm`` uses at most
+#: 1000 reference cells too).
+MAX_REFERENCE_ROWS = 1000
 _PROB = "prob_"
 
 
@@ -170,3 +173,68 @@ def predict_with_shift(model, X: pd.DataFrame, *, align: str = PREDICT_DEFAULT_A
         out["predicted_subclass_no_prior"], out["confidence_no_prior"] = label, conf
     notes += result.notes
     return ShiftOutcome(predictions=out, alarm=alarm, adapt=result, notes=notes)
+
+
+def reference_sample(features: pd.DataFrame, labels, classes, *, max_rows: int = MAX_REFERENCE_ROWS,
+                     random_state: int = 0) -> dict:
+    """A class-stratified sample of at most ``max_rows`` training cells, as plain arrays.
+
+    Stored by ``ephys2tx train`` in the model folder (``reference_sample.npz``) so
+    that ``predict`` can test a query against the training cells.
+
+    Parameters
+    ----------
+    features : DataFrame
+        The training cells on the model's features, in the model's order.
+    labels : array-like
+        Their classes (each in ``classes``).
+    classes : list of str
+        The model's classes; labels are stored as their codes.
+    max_rows : int
+    random_state : int
+
+    Returns
+    -------
+    dict
+        ``X`` (float32, rows x features), ``y`` (int16 class codes), ``features``
+        (unicode names, to check against the model at load time).
+    """
+    labels = np.asarray(labels, dtype=object)
+    codes = pd.Series(labels).map({c: i for i, c in enumerate(classes)})
+    if codes.isna().any():
+        raise ValueError(f"labels outside the model's classes {list(classes)}.")
+    codes = codes.to_numpy(dtype=np.int16)
+    n = len(codes)
+    rows = np.arange(n)
+    if n > max_rows:
+        from sklearn.model_selection import train_test_split
+
+        rows, _ = train_test_split(rows, train_size=max_rows, stratify=codes, random_state=random_state)
+        rows = np.sort(rows)
+    return {"X": features.to_numpy(dtype=np.float32)[rows], "y": codes[rows],
+            "features": np.asarray([str(f) for f in features.columns], dtype=str)}
+
+
+def reference_frames(arrays: dict | None, model) -> tuple[pd.DataFrame | None, np.ndarray | None]:
+    """The stored reference sample as (features, labels) for ``model``; (None, None) without one.
+
+    Raises
+    ------
+    InputError
+        A sample that does not fit the model (features, shapes, class codes).
+    """
+    if arrays is None:
+        return None, None
+    bad = InputError("the model folder's reference_sample.npz does not fit its model.json (features, "
+                     "shapes or classes differ): the folder is damaged or was edited; train the model again.")
+    try:
+        X, y, names = arrays["X"], arrays["y"], [str(f) for f in arrays["features"]]
+    except (KeyError, TypeError):
+        raise bad from None
+    K = len(model.classes)
+    if (names != list(model.features) or X.ndim != 2 or X.shape != (len(y), len(names)) or y.ndim != 1
+            or not np.issubdtype(X.dtype, np.floating) or not np.issubdtype(y.dtype, np.integer)
+            or len(y) == 0 or y.min() < 0 or y.max() >= K or np.isinf(X).any()):
+        raise bad
+    return (pd.DataFrame(X.astype(float), columns=list(model.features)),
+            np.asarray(model.classes, dtype=object)[y.astype(int)])
