@@ -232,3 +232,26 @@ def test_a_sample_that_does_not_fit_the_model_is_refused(model_dir, held_in_cell
     (bad / "model.json").write_text(json.dumps(meta))
     code, _, err, _ = _predict(bad, held_in_cells[0], tmp_path, capsys)
     assert code == 2 and "reference_sample.npz does not fit" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- missing features
+
+
+@pytest.mark.parametrize("kept, loud", [(80, False), (50, True)])
+def test_missing_model_features_are_named_and_many_recommend_map(kept, loud, model_dir, human, tmp_path,
+                                                                 capsys):
+    """93 model features: 13 absent (under a third) are named; 43 absent (over a third) recommend map."""
+    from ephys2tx.mapping.reference import load_reference_model
+
+    features = load_reference_model(model_dir).features
+    path = tmp_path / "few.csv"
+    human.features.iloc[::9][features[:kept]].rename_axis("cell_id").reset_index().to_csv(path, index=False)
+    code, _, err, pred = _predict(model_dir, path, tmp_path, capsys, "--align", "none")
+    assert code == 0, err
+    absent = features[kept:]
+    line = next(line for line in err.splitlines() if "features are absent" in line)
+    assert line.startswith(f"warning: {len(absent)} of the model's {len(features)} features are absent")
+    assert ", ".join(absent[:6]) + ", ..." in line and absent[6] not in line
+    assert ("more than a third of the model's features are missing" in err) == loud
+    assert ("use `ephys2tx map`" in err) == loud
+    assert pred["predicted_subclass"].isin(CLASSES).all()  # still predicted, from the medians
