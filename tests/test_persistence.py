@@ -317,3 +317,61 @@ def test_torch_imports_normally_after_a_forest_is_loaded(table, tmp_path):
             "import torch\nprint(float(torch.ones(2).sum()))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "2.0"
+
+
+# ----------------------------------------------------------------------------- reference sample
+
+
+def _sample_dir(table, tmp_path, **arrays):
+    X, y = table
+    forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(X.fillna(0), y)
+    sample = arrays or {"X": X.to_numpy(np.float32), "y": np.arange(len(y)) % 4,
+                        "features": np.asarray(X.columns, dtype=str)}
+    return save_model(forest, tmp_path / "rf", reference_sample=sample), sample
+
+
+def test_reference_sample_round_trips_and_is_optional(table, tmp_path):
+    from ephys2tx.models.persistence import load_reference_sample
+
+    out, sample = _sample_dir(table, tmp_path)
+    meta = read_model_metadata(out)
+    assert meta["reference_sample_file"] == "reference_sample.npz" and len(meta["reference_sample_sha256"]) == 64
+    loaded = load_reference_sample(out)
+    assert set(loaded) == {"X", "y", "features"} and loaded["X"].dtype == np.float32
+    for key in sample:
+        np.testing.assert_array_equal(loaded[key], sample[key])
+    assert load_reference_sample(_forest_dir(table, tmp_path / "plain")) is None  # written without one
+
+
+def test_reference_sample_is_checked_like_the_weights(table, tmp_path):
+    from ephys2tx.models.persistence import load_reference_sample
+
+    out, _ = _sample_dir(table, tmp_path)
+    path = out / "reference_sample.npz"
+    data = bytearray(path.read_bytes())
+    data[200] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="corrupted"):
+        load_reference_sample(out)
+    path.unlink()
+    with pytest.raises(InputError, match="missing"):
+        load_reference_sample(out)
+    for name in ("../outside.npz", "/etc/passwd", "sub/x.npz"):
+        _rewrite_meta(out, reference_sample_file=name)
+        with pytest.raises(InputError, match="inside the model folder"):
+            load_reference_sample(out)
+
+
+def test_reference_sample_never_unpickles(table, tmp_path):
+    """An npz holding an object array (a pickle) with a matching sha256 is refused, not loaded."""
+    from ephys2tx.models.persistence import load_reference_sample, sha256_file
+
+    out, _ = _sample_dir(table, tmp_path)
+    path = out / "reference_sample.npz"
+    np.savez(path, X=np.array([{"a": 1}], dtype=object))
+    _rewrite_meta(out, reference_sample_sha256=sha256_file(path))
+    with pytest.raises(InputError, match="not a readable arrays file"):
+        load_reference_sample(out)
+    with pytest.raises(TypeError, match="object dtype"):
+        save_model(RandomForestClassifier(n_estimators=2).fit([[0], [1]], [0, 1]), tmp_path / "o",
+                   reference_sample={"X": np.array([None], dtype=object)})

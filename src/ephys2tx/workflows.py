@@ -108,7 +108,13 @@ def train(species: str, model: str, out, *, data_dir=None, n_splits: int = 5,
                                      groups=ref.groups, n_splits=n_splits, calibration=calibration,
                                      n_estimators=n_estimators, max_epochs=max_epochs,
                                      random_state=random_state, source=source, progress=progress)
-    path = save_reference_model(fitted, out, checksums=checksums, overwrite=overwrite)
+    from ephys2tx.models.predict_shift import reference_sample
+
+    # a bounded sample of the training cells: predict tests a query against it (shift alarm)
+    sample = reference_sample(ref.features[fitted.features], ref.labels, fitted.classes,
+                              random_state=random_state)
+    path = save_reference_model(fitted, out, checksums=checksums, overwrite=overwrite,
+                                reference_sample=sample)
     return TrainResult(path=path, model=fitted)
 
 
@@ -123,14 +129,15 @@ class PredictResult:
     predictions: pd.DataFrame
     warnings: list
     model: ReferenceModel
-    alarm: object = None  # ShiftReport from the OOD flags (ephys2tx.models.shift_alarm.ood_alarm)
+    alarm: object = None  # ShiftReport, computed before any adaptation
+    shift: object = None  # ShiftOutcome: alarm, shift handling, user prior (ephys2tx.models.predict_shift)
 
 
 @releases_claims
 def predict(model_dir, input_path, out, *, column_map=None, id_column: str | None = None,
             force: bool = False, overwrite: bool = False, layer: str | None = None,
             layer_column: str | None = None, prior: str | None = None, data_dir=None,
-            verify: bool = True) -> PredictResult:
+            verify: bool = True, align: str = "auto", random_state: int = 0) -> PredictResult:
     """Predict subclass, calibrated probabilities, confidence and OOD flag for a user table.
 
     Parameters
@@ -152,6 +159,12 @@ def predict(model_dir, input_path, out, *, column_map=None, id_column: str | Non
         reference metadata from ``data_dir``.
     data_dir, verify :
         Where the reference metadata is (only for ``layer``/``layer_column``).
+    align : {"auto", "none", "em"}
+        Shift handling (:mod:`ephys2tx.models.predict_shift`): ``em`` re-estimates
+        the query's class mix (Saerens et al. 2002); ``auto`` decides from the data
+        and says what it chose. An adapted call keeps the model's own call beside.
+    random_state : int
+        Of the shift alarm's permutation tests.
 
     Returns
     -------
@@ -164,33 +177,42 @@ def predict(model_dir, input_path, out, *, column_map=None, id_column: str | Non
         corrupted model directory; any bad table or column map; no model
         feature in the table. Nothing is written then.
     """
+    from ephys2tx.models.predict_shift import PREDICT_ALIGN_METHODS
+
+    if align not in PREDICT_ALIGN_METHODS:
+        raise InputError(f"unknown --align {align!r}; use one of {', '.join(PREDICT_ALIGN_METHODS)}.")
     out = check_output_file(out, overwrite=overwrite, recognise=is_predictions_table,
                             inputs=input_paths(model_dir, input_path, column_map),
                             written_by="ephys2tx predict (no predictions header)")
     ref = load_reference_model(model_dir)
+    from ephys2tx.models.persistence import load_reference_sample
+    from ephys2tx.models.predict_shift import reference_frames
+
+    reference, reference_labels = reference_frames(load_reference_sample(model_dir), ref)
     query = read_query(input_path, column_map=column_map, id_column=id_column, force=force)
     if not [f for f in ref.features if f in query.features and query.features[f].notna().any()]:
         raise InputError(f"none of the model's features is in {input_path} after column map "
                          f"{query.column_map!r}; check the column map (model features start "
                          f"with {ref.features[:3]}).")
-    predictions = ref.predict_frame(query.features)
-    notes = prediction_warnings(query, ref, predictions)
     from ephys2tx.data.layers import user_class_prior
-    from ephys2tx.models.shift_adapt import prior_predictions, read_layer_column
-    from ephys2tx.models.shift_alarm import ood_alarm
+    from ephys2tx.models.predict_shift import predict_with_shift
+    from ephys2tx.models.shift_adapt import read_layer_column
 
     layer_values = None if layer_column is None else read_layer_column(
         input_path, layer_column, query.ids, id_column=query.id_column)
-    user_prior, prior_notes = user_class_prior(ref.classes, ref.species, len(predictions), layer=layer,
+    user_prior, prior_notes = user_class_prior(ref.classes, ref.species, len(query.ids), layer=layer,
                                                layer_values=layer_values, prior=prior,
                                                data_dir=data_dir, verify=verify)
-    if user_prior is not None:
-        predictions = prior_predictions(ref, predictions, user_prior)
-        notes += prior_notes
-    alarm = ood_alarm(predictions["ood_flag"], ood_expected=float(ref.ood_norm.get("false_alarm_rate", 0.05)))
+    shift = predict_with_shift(ref, query.features, align=align, user_prior=user_prior,
+                               reference=reference, reference_labels=reference_labels,
+                               random_state=random_state)
+    predictions = shift.predictions
+    notes = prediction_warnings(query, ref, predictions)
+    shift.notes.extend(prior_notes)
     frame = assemble_output(query, predictions)
     write_csv(frame, out)
-    return PredictResult(path=out, predictions=frame, warnings=notes, model=ref, alarm=alarm)
+    return PredictResult(path=out, predictions=frame, warnings=notes, model=ref, alarm=shift.alarm,
+                         shift=shift)
 
 
 # --------------------------------------------------------------------------- map

@@ -16,6 +16,7 @@ def predict_command(
     layer: Optional[str] = typer.Option(None, "--layer", help="Cortical layer of all cells: a class prior from the reference's cells of that layer (needs the data)."),
     layer_column: Optional[str] = typer.Option(None, "--layer-column", help="Column of the input holding each cell's layer."),
     prior: Optional[str] = typer.Option(None, "--prior", help="Explicit class mix, e.g. Lamp5=0.6,Vip=0.3,Sst=0.05,Pvalb=0.05."),
+    align: str = typer.Option("auto", "--align", help="Shift handling: auto (decides from the data and says what it chose), none, or em (re-estimate the query's class mix, Saerens et al. 2002). An adapted call keeps the model's own call beside."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Cell id column (default: detected)."),
     force: bool = typer.Option(False, "--force", help="Continue despite unit/range warnings."),
     overwrite: bool = typer.Option(False, "--overwrite",
@@ -27,11 +28,13 @@ def predict_command(
 
     result = predict(model, input, out, column_map=column_map, id_column=id_column, force=force,
                      overwrite=overwrite, layer=layer, layer_column=layer_column, prior=prior,
-                     data_dir=data_dir)
+                     data_dir=data_dir, align=align)
+    from ephys2tx.report.shift_report import terminal_lines
+
     for note in result.warnings:
         typer.echo(f"warning: {note}", err=True)
-    if result.alarm is not None and result.alarm.fired:
-        typer.secho(result.alarm.message, err=True, fg="red", bold=True)
+    for line, loud in terminal_lines(result.shift):
+        typer.secho(line, err=True, fg="red" if loud else None, bold=loud)
     pred = result.predictions
     done = pred["predicted_subclass"] != ""
     counts = pred.loc[done, "predicted_subclass"].value_counts().to_dict()

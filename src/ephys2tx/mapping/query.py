@@ -96,15 +96,26 @@ def assemble_output(query: Query, predictions: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+#: How many absent model features ``predict`` names.
+MISSING_SHOWN = 6
+#: Above this share (numerator, denominator) of absent model features, ``predict`` recommends ``map``.
+MAX_MISSING_SHARE = (1, 3)
+
+
 def prediction_warnings(query: Query, ref: ReferenceModel, predictions: pd.DataFrame) -> list[str]:
     """The query's warnings, plus absent model features and cells left without a prediction."""
     notes = list(query.warnings)
     missing = [f for f in ref.features if f not in query.features.columns
                or query.features[f].isna().all()]
     if missing:
+        shown = ", ".join(missing[:MISSING_SHOWN]) + (", ..." if len(missing) > MISSING_SHOWN else "")
         notes.append(f"{len(missing)} of the model's {len(ref.features)} features are absent from "
-                     f"the input (imputed with reference medians), e.g. {missing[0]}; "
-                     "`ephys2tx map` trains a reference model on exactly the features you have.")
+                     f"the input (imputed with reference medians): {shown}.")
+        if len(missing) * MAX_MISSING_SHARE[1] > len(ref.features) * MAX_MISSING_SHARE[0]:
+            notes.append(f"more than a third of the model's features are missing ({len(missing)} of "
+                         f"{len(ref.features)}): the model reads training medians in their place, which "
+                         "pulls its calls towards the typical training cell; use `ephys2tx map`, which "
+                         "trains a reference model on exactly the features you have.")
     empty = predictions.index[predictions["n_features"] == 0]
     if len(empty):
         notes.append(f"{len(empty)} cell(s) have no value for any model feature and get no "

@@ -401,8 +401,9 @@ def fit_reference_model(X: pd.DataFrame, y: pd.Series, *, species: str, model: s
 
 
 def save_reference_model(ref: ReferenceModel, directory, *, checksums: dict | None = None,
-                         overwrite: bool = False) -> Path:
-    """Save with :func:`ephys2tx.models.persistence.save_model` (atomic)."""
+                         overwrite: bool = False, reference_sample: dict | None = None) -> Path:
+    """Save with :func:`ephys2tx.models.persistence.save_model` (atomic), with an optional
+    sample of the training cells (:func:`ephys2tx.models.predict_shift.reference_sample`)."""
     from ephys2tx.models.persistence import save_model
 
     mapping = {"format": MAPPING_FORMAT, "species": ref.species, "model": ref.model,
@@ -410,7 +411,7 @@ def save_reference_model(ref: ReferenceModel, directory, *, checksums: dict | No
                "calibrator": ref.calibrator.to_dict(), "ood": ref.ood.to_dict(),
                "ood_norm": ref.ood_norm, "record": ref.record}
     return save_model(ref.estimator, directory, training_checksums=checksums or {},
-                      extra={"mapping": mapping}, overwrite=overwrite)
+                      extra={"mapping": mapping}, overwrite=overwrite, reference_sample=reference_sample)
 
 
 def _check_mapping_record(path: Path, mapping: dict, estimator) -> None:

@@ -9,6 +9,8 @@ Directory format (``format_version`` 1)::
                             # free "extra" metadata (e.g. ephys2tx.mapping's calibrator)
       weights.safetensors   # kind "torch": the network's state dict
       model.skops           # kind "sklearn-skops": a scikit-learn estimator (skops.io)
+      reference_sample.npz  # optional: a bounded sample of the training cells (float32 features,
+                            # class codes) for predict's shift test; plain arrays, no pickle
       .ephys2tx-output.json # ownership marker (ephys2tx.safety): --overwrite replaces only such folders
 
 ``kind`` tells the loader how to rebuild the estimator: ``"torch"`` for the
@@ -52,7 +54,7 @@ from ephys2tx.io import sha256_file
 from ephys2tx.errors import InputError
 
 __all__ = ["FORMAT_VERSION", "MODEL_OUTPUT_KIND", "TRUSTED_TYPES", "load_model",
-           "read_model_metadata", "save_model", "sha256_file"]
+           "load_reference_sample", "read_model_metadata", "save_model", "sha256_file"]
 
 #: Kind of a model folder in its ownership marker (:mod:`ephys2tx.safety`).
 MODEL_OUTPUT_KIND = "model"
@@ -61,6 +63,10 @@ FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 TORCH_WEIGHTS = "weights.safetensors"
 SKOPS_FILE = "model.skops"
+#: Optional arrays file (``numpy.savez``, read with ``allow_pickle=False``): training-cell sample.
+REFERENCE_SAMPLE_FILE = "reference_sample.npz"
+#: A reference sample file larger than this is refused unread.
+MAX_REFERENCE_SAMPLE_BYTES = 64 * 2**20
 #: The pickle file of the first format: refused, never loaded.
 LEGACY_PICKLE_FILES = ("model.joblib", "model.pkl", "model.pickle")
 #: Types that skops does not trust by default and that ephys2tx models contain; nothing else
@@ -185,7 +191,8 @@ def load_state(module, tensors: dict, what: str):
     return module
 
 
-def save_model(estimator, directory, *, training_checksums=None, extra=None, overwrite=False) -> Path:
+def save_model(estimator, directory, *, training_checksums=None, extra=None, overwrite=False,
+               reference_sample: dict | None = None) -> Path:
     """Write a fitted estimator to ``directory`` (atomically).
 
     Parameters
@@ -202,6 +209,10 @@ def save_model(estimator, directory, *, training_checksums=None, extra=None, ove
         Free JSON-serialisable metadata (e.g. dataset name, CV figures).
     overwrite : bool, default=False
         Replace an existing directory, if it is a model folder written by ephys2tx.
+    reference_sample : dict of str -> ndarray, optional
+        Plain numeric/string arrays (no object dtype) written to
+        :data:`REFERENCE_SAMPLE_FILE`, sha256-recorded in ``model.json``
+        (read back by :func:`load_reference_sample`).
 
     Returns
     -------
@@ -250,6 +261,13 @@ def save_model(estimator, directory, *, training_checksums=None, extra=None, ove
                 feature_names=None if names is None else [str(n) for n in names],
                 classes=None if classes is None else _jsonable(np.asarray(classes).tolist()),
             )
+        if reference_sample is not None:
+            arrays = {str(k): np.asarray(v) for k, v in reference_sample.items()}
+            if any(a.dtype == object for a in arrays.values()):
+                raise TypeError("reference_sample arrays must not have object dtype (no pickle).")
+            np.savez(tmp / REFERENCE_SAMPLE_FILE, **arrays)
+            meta.update(reference_sample_file=REFERENCE_SAMPLE_FILE,
+                        reference_sample_sha256=sha256_file(tmp / REFERENCE_SAMPLE_FILE))
         with open(tmp / MODEL_JSON, "w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=1)
             handle.flush()
@@ -393,14 +411,49 @@ def _read_meta(directory: Path) -> dict:
 
 
 def _check_weights(directory: Path, meta: dict) -> Path:
-    weights = _confined(directory, meta.get("weights_file"), "weights_file")
-    if not weights.is_file():
-        raise InputError(f"{weights} is missing; the model directory is incomplete, save it again.")
-    actual = sha256_file(weights)
-    if actual != meta.get("weights_sha256"):
-        raise InputError(f"{weights} is corrupted: sha256 {actual} does not match "
-                         f"{meta.get('weights_sha256')} recorded in {MODEL_JSON}; save the model again.")
-    return weights
+    return _checked_file(directory, meta, "weights")
+
+
+def _checked_file(directory: Path, meta: dict, what: str) -> Path:
+    """The file named by ``<what>_file`` in ``model.json``: inside the folder, present, sha256 as recorded."""
+    path = _confined(directory, meta.get(f"{what}_file"), f"{what}_file")
+    if not path.is_file():
+        raise InputError(f"{path} is missing; the model directory is incomplete, save it again.")
+    actual = sha256_file(path)
+    if actual != meta.get(f"{what}_sha256"):
+        raise InputError(f"{path} is corrupted: sha256 {actual} does not match "
+                         f"{meta.get(f'{what}_sha256')} recorded in {MODEL_JSON}; save the model again.")
+    return path
+
+
+def load_reference_sample(directory) -> dict | None:
+    """The arrays of the model folder's reference sample, or None for a folder written without one.
+
+    The file must lie inside the folder and match the sha256 of ``model.json``;
+    it is read with ``allow_pickle=False`` (arrays only, no code).
+
+    Raises
+    ------
+    InputError
+        A sample named in ``model.json`` that is missing, corrupted, too large
+        or not a plain arrays file.
+    """
+    import zipfile
+
+    directory = Path(directory)
+    meta = _read_meta(directory)
+    if meta.get("reference_sample_file") is None:
+        return None
+    path = _checked_file(directory, meta, "reference_sample")
+    if path.stat().st_size > MAX_REFERENCE_SAMPLE_BYTES:
+        raise InputError(f"{path} is larger than {MAX_REFERENCE_SAMPLE_BYTES >> 20} MiB; it is not a "
+                         "reference sample written by `ephys2tx train`: train the model again.")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path} is not a readable arrays file ({type(exc).__name__}); the model "
+                         "directory is damaged: train the model again.") from exc
 
 
 def _load_exported(meta: dict, weights: Path):
