@@ -45,7 +45,7 @@ def main(argv=None) -> int:
                            "95% interval": f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]",
                            "training donors/animals": r["n_train_groups"]} for r in res["rows"]])
     print(f"Δ macro-F1, {res['candidate']} − {res['baseline']}, {res['n_refits']} donor-resampled refits "
-          "per scenario (interval: Δ ± 1.96 SD of the refit Δs)\n")
+          f"per scenario (interval: Δ ± {res['t_quantile']:.2f} SD of the refit Δs, Student t)\n")
     print(table.to_markdown(index=False))
     m = res["mean"]
     print(f"\nmean Δ over {m['n_scenarios']} scenarios: {m['delta']:+.3f} "

@@ -814,9 +814,10 @@ def delta_training_variance(config: ShiftBenchmarkConfig, *, candidate: str,
     reference models on it exactly as ``map`` does, predicts the query with
     both, and scores both on one bootstrap resample of the query cells (the same
     for both). The spread of the replicate Δs then holds training and query
-    sampling together; the interval is the point Δ (full training side) ± 1.96
-    replicate SDs. Synthetic-rig scenarios are skipped: their tasks already
-    redraw the training fold.
+    sampling together; the interval is the point Δ (full training side) ± t
+    replicate SDs (Student t with ``n_refits - 1`` degrees of freedom: few
+    refits give a wide interval, not a falsely narrow one). Synthetic-rig
+    scenarios are skipped: their tasks already redraw the training fold.
 
     Parameters
     ----------
@@ -858,6 +859,9 @@ def delta_training_variance(config: ShiftBenchmarkConfig, *, candidate: str,
                             random_state=config.seed, mean_relevance=tau)
         return _pred_codes(fitted[kind].classes, res.proba)
 
+    from scipy.stats import t as student_t
+
+    t_crit = float(student_t.ppf(0.975, n_refits - 1))
     kinds = sorted({parse(candidate)[0], parse(baseline)[0]})
     total = len(scenarios) * (n_refits + 1)
     done = 0
@@ -895,14 +899,14 @@ def delta_training_variance(config: ShiftBenchmarkConfig, *, candidate: str,
             done += 1
         sd = float(np.std(deltas, ddof=1))
         rows.append({"scenario": scen.name, "delta": point, "refit_deltas": deltas, "sd": sd,
-                     "ci95": [point - 1.96 * sd, point + 1.96 * sd],
+                     "ci95": [point - t_crit * sd, point + t_crit * sd],
                      "n_train_groups": int(len(unique))})
     points = np.array([r["delta"] for r in rows])
     reps = np.array([r["refit_deltas"] for r in rows])  # scenarios × refits
     mean_sd = float(np.std(reps.mean(axis=0), ddof=1))
     return {"config": asdict(config), "candidate": candidate, "baseline": baseline,
-            "n_refits": int(n_refits), "rows": rows,
+            "n_refits": int(n_refits), "t_quantile": t_crit, "rows": rows,
             "mean": {"delta": float(points.mean()),
-                     "ci95": [float(points.mean() - 1.96 * mean_sd), float(points.mean() + 1.96 * mean_sd)],
+                     "ci95": [float(points.mean() - t_crit * mean_sd), float(points.mean() + t_crit * mean_sd)],
                      "scenarios_better": int((points > 0).sum()), "n_scenarios": int(len(points))},
             "seconds": round(time.perf_counter() - started, 1)}
