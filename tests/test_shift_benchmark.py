@@ -128,3 +128,51 @@ def test_the_study_hook_writes_the_section(small_run, tmp_path):
     records = json.loads((out / "metrics.json").read_text())
     assert records[-1]["section"] == "shift_benchmark"
     assert records[-1]["selection"]["overall"]["choice"] == small_run["selection"]["overall"]["choice"]
+
+
+def test_training_variance_refits_on_donor_resamples(monkeypatch):
+    """Mechanics (synthetic): the full-side Δ is the direct Δ, each refit sees a donor subset."""
+    from ephys2tx.experiments import shift_benchmark as sb
+
+    rng = np.random.default_rng(0)
+    classes = ["Lamp5", "Pvalb", "Sst", "Vip"]
+    n = 240
+    y = pd.Series(np.repeat(classes, n // 4), index=[f"c{i}" for i in range(n)])
+    centres = {c: rng.normal(0, 2, 4) for c in classes}
+    X = pd.DataFrame([centres[c] + rng.normal(0, 1, 4) for c in y], index=y.index,
+                     columns=["a", "b", "c", "d"])
+    groups = pd.Series([f"donor{i % 12}" for i in range(n)], index=y.index, dtype="string")
+    query = rng.random(n) < 0.3
+    task = sb.Task(X[~query], y[~query], X[query] + 0.5, y[query])
+    scen = sb.Scenario("toy", "toy", "toy", [task])
+    seen = []
+    real_fit = sb._fit
+
+    def spy_fit(kind, Xt, yt, config, seed):
+        seen.append(set(groups.reindex(Xt.index)))
+        return real_fit(kind, Xt, yt, config, seed)
+
+    monkeypatch.setattr(sb, "build_scenarios", lambda config: [scen])
+    monkeypatch.setattr(sb, "_training_groups", lambda config: groups)
+    monkeypatch.setattr(sb, "_fit", spy_fit)
+    config = ShiftBenchmarkConfig(n_estimators=20, seed=0)
+    res = sb.delta_training_variance(config, candidate="hgb:em", baseline="forest:none", n_refits=3)
+    row = res["rows"][0]
+    assert len(row["refit_deltas"]) == 3 and row["n_train_groups"] == 12
+    assert row["ci95"][0] <= row["delta"] <= row["ci95"][1]
+    # the full training side: the same Δ as scoring the two refitted models directly
+    from ephys2tx.models.shift_adapt import adapt_predict
+
+    fits = {k: real_fit(k, task.X_train, task.y_train, config, 0) for k in ("forest", "hgb")}
+    truth = _codes(task.y_query)
+    labels = np.unique(truth)
+    a = sb._pred_codes(classes, adapt_predict(fits["hgb"], task.X_query, task.X_train, task.y_train,
+                                              "em").proba)
+    b = sb._pred_codes(classes, adapt_predict(fits["forest"], task.X_query, task.X_train, task.y_train,
+                                              "none").proba)
+    assert row["delta"] == pytest.approx(_scores(truth, a, labels)[0][0] - _scores(truth, b, labels)[0][0])
+    # two fits (forest, hgb) per replicate: the first pair on every donor, the refits on fewer
+    assert seen[0] == seen[1] == set(groups)
+    assert all(len(s) < 12 for s in seen[2:])
+    with pytest.raises(ValueError, match="n_refits"):
+        sb.delta_training_variance(config, candidate="hgb:em", n_refits=1)

@@ -57,7 +57,8 @@ import pandas as pd
 
 from ephys2tx import CLASSES
 
-__all__ = ["ShiftBenchmarkConfig", "Task", "build_scenarios", "loso_select", "run_shift_benchmark"]
+__all__ = ["ShiftBenchmarkConfig", "Task", "build_scenarios", "delta_training_variance", "loso_select",
+           "run_shift_benchmark"]
 
 DEFAULT_CANDIDATE = "forest:none"
 
@@ -782,3 +783,130 @@ def shift_defaults(results: dict) -> dict:
                               "layer_candidate": layer or None,
                               "scenarios": [s["name"] for s in results["scenarios"]],
                               "config": {k: results["config"][k] for k in ("models", "seed", "n_boot")}}}
+
+
+# ----------------------------------------------------------------------------- training variance
+
+
+def _training_groups(config: ShiftBenchmarkConfig) -> pd.Series:
+    """Donor (human) or animal (mouse) of every reference cell, by cell id (``unknown:<id>`` if none)."""
+    from ephys2tx.data.datasets import load_dataset
+
+    parts = []
+    for name in ("mouse_visp", "human"):
+        ds = load_dataset(name, config.data_dir, verify=config.verify)
+        if ds.groups is not None:
+            parts.append(ds.groups.astype("string"))
+    groups = pd.concat(parts)
+    return groups[~groups.index.duplicated()]
+
+
+def delta_training_variance(config: ShiftBenchmarkConfig, *, candidate: str,
+                            baseline: str = DEFAULT_CANDIDATE, n_refits: int = 5,
+                            progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Δ macro-F1 of ``candidate`` over ``baseline`` per scenario, with training-set variance.
+
+    The main benchmark's Δ intervals bootstrap the query cells of one fixed
+    training side, so they treat the fitted models as fixed. Here each of
+    ``n_refits`` replicates draws the training side's donors (human) or animals
+    (mouse) with replacement and keeps each drawn donor once (about 63% of them:
+    a smaller training side, hence a conservative, wider interval), refits both
+    reference models on it exactly as ``map`` does, predicts the query with
+    both, and scores both on one bootstrap resample of the query cells (the same
+    for both). The spread of the replicate Δs then holds training and query
+    sampling together; the interval is the point Δ (full training side) ± t
+    replicate SDs (Student t with ``n_refits - 1`` degrees of freedom: few
+    refits give a wide interval, not a falsely narrow one). Synthetic-rig
+    scenarios are skipped: their tasks already redraw the training fold.
+
+    Parameters
+    ----------
+    config : ShiftBenchmarkConfig
+        Scenarios, trees, seed and data (``models``/``methods`` are not used).
+    candidate, baseline : str
+        ``model:method[@relevance]`` as in the benchmark's candidates, e.g.
+        ``hgb:ccm_mix@100`` and ``forest:none``.
+    n_refits : int
+    progress : callable, optional
+
+    Returns
+    -------
+    dict
+        ``config``, ``candidate``, ``baseline``, ``n_refits`` and ``rows`` (per
+        scenario: point Δ, replicate Δs, their SD and the interval), ``mean``
+        (mean point Δ over scenarios, with the interval of the mean of the
+        replicate Δs), ``seconds``.
+    """
+    from ephys2tx.models.shift_adapt import adapt_predict
+
+    started = time.perf_counter()
+    if n_refits < 2:
+        raise ValueError(f"n_refits must be at least 2, got {n_refits}.")
+    scenarios = [s for s in build_scenarios(config) if s.family != "synthetic rig"]
+    groups = _training_groups(config)
+    rng = np.random.default_rng([config.seed, 4242])
+
+    def parse(name):
+        kind, method = name.split(":")
+        method, _, tau = method.partition("@")
+        return kind, method, (float(tau) if tau else None)
+
+    def predict(fitted, task, which, X_ref, y_ref):
+        kind, method, tau = parse(which)
+        if method == "auto":
+            raise ValueError("give the method auto resolves to (e.g. ccm_mix@100), not auto.")
+        res = adapt_predict(fitted[kind], task.X_query, X_ref, y_ref, method,
+                            random_state=config.seed, mean_relevance=tau)
+        return _pred_codes(fitted[kind].classes, res.proba)
+
+    from scipy.stats import t as student_t
+
+    t_crit = float(student_t.ppf(0.975, n_refits - 1))
+    kinds = sorted({parse(candidate)[0], parse(baseline)[0]})
+    total = len(scenarios) * (n_refits + 1)
+    done = 0
+    rows = []
+    for scen in scenarios:
+        task = scen.tasks[0]
+        truth = _codes(task.y_query)
+        labels = np.unique(truth[truth >= 0])
+        train_groups = groups.reindex(task.X_train.index)
+        train_groups = train_groups.fillna(pd.Series("unknown:" + task.X_train.index.astype(str),
+                                                     index=task.X_train.index)).to_numpy(dtype=object)
+        unique = np.unique(train_groups)
+        deltas, point = [], None
+        for r in range(n_refits + 1):
+            if progress is not None:
+                progress(f"training variance · {scen.name} · {'full' if r == 0 else f'refit {r}/{n_refits}'}",
+                         done, total)
+            if r == 0:
+                keep = np.ones(len(train_groups), dtype=bool)
+                cells = np.arange(len(truth))
+            else:
+                drawn = np.unique(rng.choice(unique, size=len(unique), replace=True))
+                keep = np.isin(train_groups, drawn)
+                cells = rng.integers(0, len(truth), size=len(truth))
+            X_ref, y_ref = task.X_train[keep], task.y_train[keep]
+            fitted = {k: _fit(k, X_ref, y_ref, config, config.seed + r) for k in kinds}
+            a = predict(fitted, task, candidate, X_ref, y_ref)
+            b = predict(fitted, task, baseline, X_ref, y_ref)
+            fa, _ = _scores(truth[cells], a[cells], labels)
+            fb, _ = _scores(truth[cells], b[cells], labels)
+            if r == 0:
+                point = float(fa[0] - fb[0])
+            else:
+                deltas.append(float(fa[0] - fb[0]))
+            done += 1
+        sd = float(np.std(deltas, ddof=1))
+        rows.append({"scenario": scen.name, "delta": point, "refit_deltas": deltas, "sd": sd,
+                     "ci95": [point - t_crit * sd, point + t_crit * sd],
+                     "n_train_groups": int(len(unique))})
+    points = np.array([r["delta"] for r in rows])
+    reps = np.array([r["refit_deltas"] for r in rows])  # scenarios × refits
+    mean_sd = float(np.std(reps.mean(axis=0), ddof=1))
+    return {"config": asdict(config), "candidate": candidate, "baseline": baseline,
+            "n_refits": int(n_refits), "t_quantile": t_crit, "rows": rows,
+            "mean": {"delta": float(points.mean()),
+                     "ci95": [float(points.mean() - t_crit * mean_sd), float(points.mean() + t_crit * mean_sd)],
+                     "scenarios_better": int((points > 0).sum()), "n_scenarios": int(len(points))},
+            "seconds": round(time.perf_counter() - started, 1)}
