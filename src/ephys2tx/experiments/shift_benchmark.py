@@ -118,13 +118,14 @@ class ShiftBenchmarkConfig:
 
     @classmethod
     def quick_config(cls, **overrides) -> ShiftBenchmarkConfig:
-        """A subset: five scenarios, the forest, the main methods, two rig seeds."""
-        base = dict(scenarios=("mouse L1", "human L4-6", "bridge (IPFX pipeline)",
-                               "synthetic rig (mouse)", "synthetic rig (human)"),
+        """A subset: three scenarios (a mouse and a human layer shift, one synthetic human rig
+        task), a forest of 50 trees, the main methods, 50 alarm permutations."""
+        base = dict(scenarios=("mouse L1", "synthetic rig (human)"),
                     models=("forest",), methods=("none", "quantile", "em", "cc", "cc_mix", "ccm_mix"),
                     model_methods=("none", "cc"), layer_methods=("none", "ccm_mix"),
                     mean_relevances=(100.0,),
-                    rig_tasks=2, alarm_repeats=1, n_boot=300, n_permutations=200, quick=True)
+                    rig_tasks=1, alarm_repeats=1, n_boot=300, n_permutations=50, n_estimators=50,
+                    quick=True)
         base.update(overrides)
         return cls(**base)
 
