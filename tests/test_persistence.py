@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.ensemble import RandomForestClassifier
 
 import ephys2tx
@@ -174,6 +173,8 @@ def test_transfer_round_trip_is_exact(design, human, mouse_visp, tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(human.features), model.predict_proba(human.features))
     np.testing.assert_array_equal(loaded.embed(Xs, species="mouse"), model.embed(Xs, species="mouse"))
     pd.testing.assert_frame_equal(loaded.explain(X), model.explain(X))
+    import torch
+
     rng_state = torch.get_rng_state()
     load_model(out)
     assert torch.equal(torch.get_rng_state(), rng_state)  # loading leaves torch's RNG alone
