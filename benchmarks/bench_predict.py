@@ -38,17 +38,9 @@ from ephys2tx.mapping import (fit_reference_model, load_reference_model, referen
                               save_reference_model)
 from ephys2tx.workflows import predict
 
+from _quiet import wait_for_quiet  # benchmarks/ (the script's folder) is on sys.path
+
 N_CELLS = 300_000
-
-
-def wait_for_quiet(max_load: float, max_wait: float) -> float:
-    """Sleep until the 1-minute load average is below ``max_load`` (or ``max_wait`` s passed)."""
-    deadline = time.monotonic() + max_wait
-    load = os.getloadavg()[0]
-    while load > max_load and time.monotonic() < deadline:
-        time.sleep(15)
-        load = os.getloadavg()[0]
-    return load
 
 
 def best_of(repeats: int, fn) -> tuple[float, float]:

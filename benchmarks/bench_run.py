@@ -26,18 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _quiet import wait_for_quiet  # benchmarks/ (the script's folder) is on sys.path
+
 TIMING_KEYS = {"seconds", "fit_seconds", "fit_seconds_mean", "started", "finished",
                "created_utc", "elapsed_seconds"}
-
-
-def wait_for_quiet(max_load: float, max_wait: float) -> float:
-    """Sleep until the 1-minute load average is below ``max_load`` (or ``max_wait`` s passed)."""
-    deadline = time.monotonic() + max_wait
-    load = os.getloadavg()[0]
-    while load > max_load and time.monotonic() < deadline:
-        time.sleep(15)
-        load = os.getloadavg()[0]
-    return load
 
 
 def without_timing(value):

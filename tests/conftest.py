@@ -54,6 +54,16 @@ def bridge(data_dir):
     return load_dataset("mouse_l1_bridge", data_dir)
 
 
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    """``ephys2tx ARGS`` in this process: (exit code, stdout, stderr) of that call only."""
+    from ephys2tx.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def copy_data_dir(src: Path, dst: Path) -> Path:
     """A writable copy of the data directory (the shared one is read-only)."""
     shutil.copytree(src, dst, copy_function=shutil.copyfile)

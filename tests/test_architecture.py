@@ -51,3 +51,40 @@ def test_library_modules_import_heavy_libraries_only_where_used():
                              "ephys2tx.report.writer, ephys2tx.models.registry")
     assert not {"torch", "ipfx", "pynwb", "matplotlib", "dask", "distributed", "skops", "ot",
                 "pytorch_metric_learning"} & loaded
+
+
+def test_neural_estimator_modules_import_torch_only_when_a_network_is_used():
+    """The estimators can be named (registry, persistence, estimator checks) without torch."""
+    loaded = _imported_after("import ephys2tx.models.bilstm, ephys2tx.models.transfer; "
+                             "from ephys2tx.models.registry import make_model; "
+                             "make_model('bilstm', {'a': ['x'], 'b': ['y']}, ['x', 'y'])")
+    assert "torch" not in loaded
+    assert "torch" in _imported_after("from ephys2tx.models.bilstm import FamilyTokenBiLSTM")
+
+
+_COLLECTED_MODULES = """
+import sys
+import pytest
+
+class Report:
+    def pytest_collection_finish(self, session):
+        print("LOADED", " ".join(sorted({m.split(".")[0] for m in sys.modules})))
+
+raise SystemExit(pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", TESTS],
+                             plugins=[Report()]))
+"""
+
+
+def test_collecting_the_tests_imports_no_heavy_library():
+    """Test collection imports no torch, ipfx, pynwb, matplotlib or dask: they are imported by
+    the tests and fixtures that use them (collection used to take about a minute)."""
+    from pathlib import Path
+
+    tests = str(Path(__file__).parent)
+    out = subprocess.run([sys.executable, "-c", _COLLECTED_MODULES.replace("TESTS", repr(tests))],
+                         capture_output=True, text=True, cwd=Path(tests).parent)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("LOADED "))
+    loaded = set(line.split()[1:])
+    assert "pytest" in loaded and "ephys2tx" in loaded
+    assert not {"torch", "ipfx", "pynwb", "matplotlib", "dask", "distributed"} & loaded

@@ -5,19 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-
 from ephys2tx.errors import InputError
 from ephys2tx.models import bilstm as bilstm_mod
 from ephys2tx.models.bilstm import (
     AttentionBiLSTMClassifier,
-    FamilyTokenBiLSTM,
     FlatMLPClassifier,
     bilstm_ablation_models,
     resolve_families,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(autouse=True)
+def _import_torch():
+    """torch, imported when a test runs: collecting the tests imports no torch."""
+    global torch
+    import torch
 
 
 FAST = dict(max_epochs=15, patience=5, batch_size=64, token_dim=8, hidden_size=8, embedding_dim=8)
@@ -44,13 +48,13 @@ FAMILIES = {"spike": ["feat_0", "feat_1", "feat_2"], "passive": ["feat_3", "feat
 
 def test_module_shapes_and_attention_rows_sum_to_one():
     torch.manual_seed(0)
-    module = FamilyTokenBiLSTM([[0, 1], [2], [3, 4, 5]], n_classes=4, token_dim=4,
+    module = bilstm_mod.FamilyTokenBiLSTM([[0, 1], [2], [3, 4, 5]], n_classes=4, token_dim=4,
                                hidden_size=5, embedding_dim=6).eval()
     logits, attention = module(torch.randn(7, 6))
     assert logits.shape == (7, 4)
     assert attention.shape == (7, 3)
     assert torch.allclose(attention.sum(1), torch.ones(7))
-    mean_module = FamilyTokenBiLSTM([[0, 1], [2], [3, 4, 5]], 4, pooling="mean", head="softmax")
+    mean_module = bilstm_mod.FamilyTokenBiLSTM([[0, 1], [2], [3, 4, 5]], 4, pooling="mean", head="softmax")
     _, attention = mean_module(torch.randn(2, 6))
     assert torch.allclose(attention, torch.full((2, 3), 1 / 3))
 
@@ -58,7 +62,7 @@ def test_module_shapes_and_attention_rows_sum_to_one():
 def test_block_diagonal_tokens_equal_per_family_projections():
     torch.manual_seed(1)
     families = [[0, 5], [1, 2, 3], [4], [6, 7]]
-    module = FamilyTokenBiLSTM(families, 3, token_dim=4)
+    module = bilstm_mod.FamilyTokenBiLSTM(families, 3, token_dim=4)
     x = torch.randn(5, 8)
     expected = torch.stack([torch.nn.functional.gelu(p(x[:, f]))
                             for p, f in zip(module.tokenizer.adapters, families)], dim=1)

@@ -135,3 +135,26 @@ def test_datasets_command(data_dir, capsys):
     assert main(["datasets", "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out
     assert "mouse_visp" in out and "3854 cells" in out and "664 cells" in out
+
+
+def test_console_script_exits_promptly_after_a_run_with_worker_pools(data_dir, tmp_path):
+    """The console entry point exits as soon as the work is done, also when worker pools ran
+    (``run`` with 2 jobs): skipping the interpreter teardown must not wait on live workers."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    cli = shutil.which("ephys2tx", path=str(Path(sys.executable).parent))
+    assert cli is not None
+    out = tmp_path / "results"
+    args = [cli, "run", "--quick", "--species", "human", "--model", "logreg", "--n-splits", "2",
+            "--jobs", "2", "--no-cache", "--data-dir", str(data_dir), "--out", str(out)]
+    started = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    seconds = time.perf_counter() - started
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "metrics.json").is_file()
+    # the study itself reports its time; the process may take little longer than that
+    study = float(done.stderr.split(" figures in ")[1].split(" s")[0])
+    assert seconds < study + 60, (seconds, study)

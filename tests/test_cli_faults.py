@@ -657,7 +657,7 @@ ARGUMENTS = {
         r"has only class 'Pvalb'; a classifier needs at least two classes"),
     "run --no-verify, fewer cells of a class than folds": (
         lambda sb: run(sb, "--no-verify", data=_tampered(sb, HUMAN["meta"].relpath, _few_lamp5)),
-        r"cell\(s\) of class 'Lamp5', fewer than the 3 cross-validation folds"),
+        r"cell\(s\) of class 'Lamp5', fewer than the 2 cross-validation folds"),
     "fetch --cells without --dandiset": (lambda sb: fetch(sb, "--cells", "1,2"), r"--cells needs --dandiset"),
     "predict --prior names a class twice": (lambda sb: predict(sb, "--prior", "Lamp5=0.5,lamp5=0.5"),
                                             r"--prior names Lamp5 twice"),

@@ -19,18 +19,13 @@ import yaml
 
 from ephys2tx import CLASSES
 from ephys2tx.cli import main
+
+from conftest import run_cli as _run
 from ephys2tx.mapping import load_reference_model
 
 #: A few human features (IPFX names) for the ``map`` queries: a small, fast reference model.
 MAP_FEATURES = ["tau", "input_resistance", "v_baseline", "sag", "rheobase_i", "width_rheo",
                 "upstroke_downstroke_ratio_rheo", "threshold_v_rheo", "fi_fit_slope"]
-
-
-def _run(args, capsys):
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

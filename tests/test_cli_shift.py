@@ -9,17 +9,11 @@ import pandas as pd
 import pytest
 
 from ephys2tx import CLASSES
-from ephys2tx.cli import main
+
+from conftest import run_cli as _run
 
 FEATURES = ["tau", "input_resistance", "v_baseline", "sag", "rheobase_i", "width_rheo",
             "upstroke_downstroke_ratio_rheo", "threshold_v_rheo", "fi_fit_slope", "peak_deltav_rheo"]
-
-
-def _run(args, capsys):
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

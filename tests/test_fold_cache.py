@@ -126,7 +126,7 @@ def test_a_second_identical_study_run_reuses_every_fold(data_dir, tmp_path):
     cache = FoldCache(tmp_path / "cache")
     first = run_study(config, cache=cache)
     computed = cache.misses
-    assert computed == 2 * 3 * 2 and cache.hits == 0  # 2 models x 3 folds x (stratified, donor)
+    assert computed == 2 * 2 * 2 and cache.hits == 0  # 2 models x 2 folds x (stratified, donor)
     second = run_study(config, cache=cache)
     assert cache.hits == computed and cache.misses == computed
 

@@ -6,14 +6,23 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from torch.nn import functional as F
 
-from ephys2tx.models.nn.encoder import AttentionBiLSTMEncoder
-from ephys2tx.models.nn.heads import ArcFaceHead, SoftmaxHead, make_head
-from ephys2tx.models.nn.networks import FamilyTokenBiLSTM, FlatMLP, TwoSpeciesNet
-from ephys2tx.models.nn.tokenizer import FamilyTokenizer
-from ephys2tx.models.nn.training import EarlyStopping, TemperatureScaling, smote_step, train_epochs
+
+@pytest.fixture(autouse=True)
+def _import_torch():
+    """torch and the nn modules, imported when a test runs: collecting the tests imports no torch."""
+    global torch, F, AttentionBiLSTMEncoder, ArcFaceHead, SoftmaxHead, make_head, FamilyTokenBiLSTM
+    global FlatMLP, TwoSpeciesNet, FamilyTokenizer, EarlyStopping, TemperatureScaling, smote_step
+    global train_epochs
+    import torch
+    from torch.nn import functional as F
+
+    from ephys2tx.models.nn.encoder import AttentionBiLSTMEncoder
+    from ephys2tx.models.nn.heads import ArcFaceHead, SoftmaxHead, make_head
+    from ephys2tx.models.nn.networks import FamilyTokenBiLSTM, FlatMLP, TwoSpeciesNet
+    from ephys2tx.models.nn.tokenizer import FamilyTokenizer
+    from ephys2tx.models.nn.training import EarlyStopping, TemperatureScaling, smote_step, train_epochs
+
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

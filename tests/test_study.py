@@ -72,7 +72,7 @@ def test_quick_run_end_to_end(data_dir, human, tmp_path):
 
 @pytest.mark.slow
 def test_quick_run_end_to_end_default_folds(data_dir, human, tmp_path):
-    """The exact documented quick command (3 folds by default)."""
+    """The exact documented quick command (2 folds by default)."""
     from ephys2tx.safety import MARKER
 
     out = tmp_path / "results"
@@ -81,7 +81,7 @@ def test_quick_run_end_to_end_default_folds(data_dir, human, tmp_path):
     (out / MARKER).write_text('{"created_by": "ephys2tx", "kind": "study"}')  # a run's own folder
     assert _run_cli(data_dir, out, None) == 2  # exists: refused up front without --overwrite
     assert _run_cli(data_dir, out, None, "--overwrite") == 0
-    _check_results(out, human, 3)
+    _check_results(out, human, 2)
     assert not (out / "stale.txt").exists()  # the folder was replaced, not merged
 
 
@@ -151,6 +151,30 @@ def test_run_on_an_extracted_feature_table(nwb_set, tmp_path, capsys):
     assert main(base + ["--out", str(tmp_path / "unlabelled")]) == 2
     assert "no labels to learn from" in capsys.readouterr().err
     assert not (tmp_path / "unlabelled").exists()
+
+
+def test_quick_runs_each_model_family_once_per_its_block():
+    """The quick look (no --model) runs the models of QUICK_BLOCK_MODELS in each block; the full
+    run every model in every block."""
+    from ephys2tx.models.registry import (BASELINE_MODELS, BILSTM_MODELS, QUICK_BLOCK_MODELS,
+                                          TRANSFER_MODELS)
+    from ephys2tx.study import _species_models, default_models
+
+    quick = StudyConfig.quick_config()
+    assert quick.n_splits == 2 and quick.n_repeats == 1
+    single, transfer = default_models(quick=True)
+    blocks = {(sp, s): _species_models(sp, s, quick, single, transfer)
+              for sp in ("mouse", "human", "mouse_5class") for s in ("stratified", "donor")}
+    for key, models in blocks.items():
+        assert models == QUICK_BLOCK_MODELS.get(key, ())
+        assert not models or models[0] == REFERENCE_MODEL
+    assert set().union(*blocks.values()) == set(single) | set(transfer)
+    full = StudyConfig()
+    assert (full.n_splits, full.n_repeats) == (5, 3)
+    single, transfer = default_models(quick=False)
+    assert _species_models("human", "donor", full, single, transfer) == (
+        BASELINE_MODELS + BILSTM_MODELS + TRANSFER_MODELS)
+    assert _species_models("mouse", "donor", full, single, transfer) == BASELINE_MODELS + BILSTM_MODELS
 
 
 def test_donor_species_limits_the_donor_grouped_folds(human, mouse_visp):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from threadpoolctl import threadpool_info
 
 from ephys2tx.errors import InputError
@@ -22,6 +21,8 @@ def test_bad_thread_counts_are_refused(bad):
 
 
 def test_limits_apply_inside_and_are_restored():
+    import torch
+
     before = torch.get_num_threads()
     outside = {(p["user_api"], p["num_threads"]) for p in threadpool_info()}
     target = 3 if before != 3 else 2

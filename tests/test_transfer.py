@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from ephys2tx import CLASSES
 from ephys2tx.errors import InputError
@@ -14,8 +13,6 @@ from ephys2tx.models.transfer import (
     MouseHumanTransferClassifier,
     MousePriorClassifier,
     _coral_map,
-    arcface_loss,
-    class_conditional_mmd,
     species_inputs,
     transfer_models,
 )
@@ -24,6 +21,13 @@ TINY = dict(max_epochs=3, patience=2, token_dim=4, hidden_size=4, embedding_dim=
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(autouse=True)
+def _import_torch():
+    """torch, imported when a test runs: collecting the tests imports no torch."""
+    global torch
+    import torch
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +173,8 @@ def test_arcface_without_margin_is_scaled_cosine_cross_entropy():
     cos = torch.rand(6, 4) * 2 - 1
     y = torch.tensor([0, 1, 2, 3, 0, 1])
     plain = torch.nn.functional.cross_entropy(8 * cos, y)
+    from ephys2tx.models.transfer import arcface_loss
+
     assert torch.allclose(arcface_loss(8 * cos, y, 8.0, 0.0), plain, atol=1e-5)
     assert arcface_loss(8 * cos, y, 8.0, 0.3) > plain  # the margin makes the true class harder
 
@@ -177,6 +183,8 @@ def test_class_conditional_mmd_is_zero_for_the_same_cells_and_grows_with_shift()
     torch.manual_seed(0)
     emb = torch.randn(40, 5)
     y = torch.arange(40) % 2
+    from ephys2tx.models.transfer import class_conditional_mmd
+
     same = class_conditional_mmd(emb, y, emb, y, 2)
     shifted = class_conditional_mmd(emb, y, emb + torch.tensor([2.0, 0, 0, 0, 0]), y, 2)
     assert abs(float(same)) < 1e-6 and float(shifted) > 0.05

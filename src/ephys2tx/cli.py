@@ -58,10 +58,10 @@ def run(
     data_dir: DataDirOption = None,
     out: Annotated[Path, typer.Option("--out", help="Results folder to create (checked before the run starts).")] = Path("results"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it is a results folder written by ephys2tx run.")] = False,
-    quick: Annotated[bool, typer.Option("--quick", help="A fast look: one repeat of 3 folds, the main models only, fewer trees and epochs, donor-grouped folds for human cells only.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="A fast look: one repeat of 2 folds, each model family once, fewer trees and epochs, donor-grouped folds for human cells only, a reduced shift benchmark.")] = False,
     species: Annotated[Optional[list[str]], typer.Option("--species", help="mouse, human and/or mouse_5class (Sncg as a fifth class; repeatable).")] = None,
     models: Annotated[Optional[list[str]], typer.Option("--model", help="Model names (repeatable; default: all).")] = None,
-    n_splits: Annotated[Optional[int], typer.Option(min=2, max=MAX_SPLITS, help="Folds per repeat (default 5; 3 with --quick).")] = None,
+    n_splits: Annotated[Optional[int], typer.Option(min=2, max=MAX_SPLITS, help="Folds per repeat (default 5; 2 with --quick).")] = None,
     n_repeats: Annotated[Optional[int], typer.Option(min=1, max=MAX_REPEATS, help="Repeats (default 3; 1 with --quick).")] = None,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of folds, models and bootstraps.")] = 0,
     jobs: Annotated[int, typer.Option("--jobs", min=1, max=MAX_JOBS, help="Folds fitted in parallel (worker processes).")] = 2,
@@ -292,5 +292,32 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def console_main() -> None:
+    """Console-script entry point: :func:`main`, then exit without finalising the interpreter.
+
+    Every output is written, renamed and closed by then; the exit handlers
+    (:mod:`atexit`: temporary folders, logging) still run and the standard
+    streams are flushed. Only the teardown of modules and objects is skipped:
+    about a second after a large ``predict``, for nothing. While a thread or a
+    child process is alive (the worker pools of ``run``: they shut down in
+    threading's exit, before :mod:`atexit`), the interpreter exits normally.
+    """
+    code = main()
+    import threading
+
+    mp = sys.modules.get("multiprocessing")
+    if threading.active_count() > 1 or (mp is not None and mp.active_children()):
+        sys.exit(code)
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be shown
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()

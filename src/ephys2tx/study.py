@@ -29,7 +29,7 @@ from ephys2tx.models.registry import (
     BASELINE_MODELS,
     BILSTM_MODELS,
     FIVE_CLASS_MODELS,
-    QUICK_FIVE_CLASS_MODELS,
+    QUICK_BLOCK_MODELS,
     QUICK_MODELS,
     QUICK_TRANSFER_MODELS,
     TRANSFER_MODELS,
@@ -136,13 +136,15 @@ class StudyConfig:
 
     @classmethod
     def quick_config(cls, **overrides) -> StudyConfig:
-        """A fast look: one repeat of 3 folds, smaller forests, fewer epochs and bootstraps.
+        """A fast look: one repeat of 2 folds, smaller forests, fewer epochs and bootstraps.
 
-        Donor-grouped folds for human cells only: with a median of 3 cells per
-        mouse, the mouse donor-grouped scores of the full run match the
-        stratified ones (README results), while human donors are the question.
+        Each model family runs once, on one block (species and split):
+        :data:`~ephys2tx.models.registry.QUICK_BLOCK_MODELS`. Donor-grouped folds
+        for human cells only: with a median of 3 cells per mouse, the mouse
+        donor-grouped scores of the full run match the stratified ones (README
+        results), while human donors are the question.
         """
-        base = dict(n_splits=3, n_repeats=1, quick=True, n_boot=300, n_permutations=1,
+        base = dict(n_splits=2, n_repeats=1, quick=True, n_boot=300, n_permutations=1,
                     donor_species=("human",))
         base.update(overrides)
         return cls(**base)
@@ -342,7 +344,7 @@ def run_study(config: StudyConfig, *,
             if scheme == "donor" and (scored[sp].groups is None or (
                     config.donor_species is not None and sp not in config.donor_species)):
                 continue
-            sp_models = _species_models(sp, config, single_models, transfer_models)
+            sp_models = _species_models(sp, scheme, config, single_models, transfer_models)
             if sp_models:
                 plan.append((sp, scheme, sp_models))
                 # every split is checked before the first fit of any model
@@ -409,7 +411,13 @@ def run_study(config: StudyConfig, *,
             res.embedding, res.embedding_method = _embedding(res.dataset, config.seed, config.quick)
     shared = None
     if transfer_models and "transfer_b" in transfer_models:
-        shared = shared_embedding(loaded["mouse"], loaded["human"], config.seed, config.quick)
+        if config.quick:  # one torch thread, as in the folds: 2 threads took 3-4x the CPU time
+            from ephys2tx.models.threads import limit_threads
+
+            with limit_threads(1, torch=True):
+                shared = shared_embedding(loaded["mouse"], loaded["human"], config.seed, True)
+        else:
+            shared = shared_embedding(loaded["mouse"], loaded["human"], config.seed, config.quick)
     from ephys2tx.experiments.shift_benchmark import benchmark_for_study
 
     shift = benchmark_for_study(config, progress)
@@ -417,12 +425,20 @@ def run_study(config: StudyConfig, *,
                        seconds=time.perf_counter() - start, shared_embedding=shared, shift=shift)
 
 
-def _species_models(sp: str, config: StudyConfig, single_models, transfer_models) -> tuple[str, ...]:
-    """The models scored for one species key."""
+def _species_models(sp: str, scheme: str, config: StudyConfig, single_models,
+                    transfer_models) -> tuple[str, ...]:
+    """The models scored for one species key and split scheme.
+
+    The quick look (without ``--model``) runs the models of
+    :data:`~ephys2tx.models.registry.QUICK_BLOCK_MODELS` for the block.
+    """
+    models = single_models + (transfer_models if sp == "human" else ())
+    if config.quick and not config.models:
+        allowed = QUICK_BLOCK_MODELS.get((sp, scheme), ())
+        return tuple(m for m in models if m in allowed)
     if sp == "mouse_5class":
-        allowed = QUICK_FIVE_CLASS_MODELS if config.quick and not config.models else FIVE_CLASS_MODELS
-        return tuple(m for m in single_models if m in allowed)
-    return single_models + (transfer_models if sp == "human" else ())
+        return tuple(m for m in single_models if m in FIVE_CLASS_MODELS)
+    return models
 
 
 def _exclude_lockbox(ds: PatchSeqDataset, config: StudyConfig) -> tuple[PatchSeqDataset, dict | None]:

@@ -119,13 +119,14 @@ class ShiftBenchmarkConfig:
 
     @classmethod
     def quick_config(cls, **overrides) -> ShiftBenchmarkConfig:
-        """A subset: five scenarios, the forest, the main methods, two rig seeds."""
-        base = dict(scenarios=("mouse L1", "human L4-6", "bridge (IPFX pipeline)",
-                               "synthetic rig (mouse)", "synthetic rig (human)"),
+        """A subset: three scenarios (a mouse and a human layer shift, one synthetic human rig
+        task), a forest of 50 trees, the main methods, 50 alarm permutations."""
+        base = dict(scenarios=("mouse L1", "synthetic rig (human)"),
                     models=("forest",), methods=("none", "quantile", "em", "cc", "cc_mix", "ccm_mix"),
                     model_methods=("none", "cc"), layer_methods=("none", "ccm_mix"),
                     mean_relevances=(100.0,),
-                    rig_tasks=2, alarm_repeats=1, n_boot=300, n_permutations=200, quick=True)
+                    rig_tasks=1, alarm_repeats=1, n_boot=300, n_permutations=50, n_estimators=50,
+                    quick=True)
         base.update(overrides)
         return cls(**base)
 
@@ -171,6 +172,14 @@ def _mouse_reference(data_dir, verify):
     return ds, X, held
 
 
+def _held_out_task(X: pd.DataFrame, y: pd.Series, query: np.ndarray, layers: pd.Series,
+                   species: str) -> Task:
+    """Train on the rows outside ``query`` and query the rows in it; the query cells are left
+    out of the layer tables (their layers are what the query holds)."""
+    return Task(X[~query], y[~query], X[query], y[query], layers=layers[query],
+                layer_species=species, exclude_from_layer_tables=tuple(X.index[query]))
+
+
 def build_scenarios(config: ShiftBenchmarkConfig) -> list[Scenario]:
     """Every scenario of the benchmark (restricted to ``config.scenarios``)."""
     from sklearn.model_selection import StratifiedKFold
@@ -190,34 +199,26 @@ def build_scenarios(config: ShiftBenchmarkConfig) -> list[Scenario]:
     scenarios = []
 
     m_layer = mouse.metadata["Cortical layer"].astype("string").replace({"L6a": "L6", "L6b": "L6"})
-    for layer in ("L1", "L2/3", "L4", "L5", "L6"):
-        name = f"mouse {layer}"
-        if not want(name):
-            continue
-        q = (m_layer == layer).fillna(False).to_numpy()
-        scenarios.append(Scenario(name, "mouse layer", f"mouse VISp, train on the other layers, query {layer}", [
-            Task(MX[~q], MY[~q], MX[q], MY[q], layers=m_layer[q], layer_species="mouse",
-                 exclude_from_layer_tables=tuple(MX.index[q]))]))
-
     h_layer = human.metadata["Cortical_layer"].astype("string")
-    for name, values in (("human L2", ("2",)), ("human L3", ("3",)), ("human L4-6", ("4", "5", "5_6", "6"))):
-        if not want(name):
-            continue
-        q = h_layer.isin(values).fillna(False).to_numpy()
-        scenarios.append(Scenario(name, "human layer", f"human, train on the other layers, query layer(s) "
-                                  f"{', '.join(values)}", [
-            Task(HX[~q], HY[~q], HX[q], HY[q], layers=h_layer[q], layer_species="human",
-                 exclude_from_layer_tables=tuple(HX.index[q]))]))
-
     cond = human.metadata["condition"].astype("string")
-    for a, b in (("acute", "culture"), ("culture", "acute")):
-        name = f"human {a}->{b}"
-        if not want(name):
-            continue
-        q = (cond == b).fillna(False).to_numpy()
-        scenarios.append(Scenario(name, "human condition", f"human, train on {a} slices, query {b}", [
-            Task(HX[~q], HY[~q], HX[q], HY[q], layers=h_layer[q], layer_species="human",
-                 exclude_from_layer_tables=tuple(HX.index[q]))]))
+    # scenarios that hold the query cells out of one table: (name, kind, description, table, query)
+    held_out = [
+        *[(f"mouse {layer}", "mouse layer", f"mouse VISp, train on the other layers, query {layer}",
+           "mouse", m_layer == layer) for layer in ("L1", "L2/3", "L4", "L5", "L6")],
+        *[(name, "human layer", f"human, train on the other layers, query layer(s) {', '.join(values)}",
+           "human", h_layer.isin(values))
+          for name, values in (("human L2", ("2",)), ("human L3", ("3",)),
+                               ("human L4-6", ("4", "5", "5_6", "6")))],
+        *[(f"human {a}->{b}", "human condition", f"human, train on {a} slices, query {b}", "human",
+           cond == b) for a, b in (("acute", "culture"), ("culture", "acute"))],
+    ]
+    tables = {"mouse": (MX, MY, m_layer), "human": (HX, HY, h_layer)}
+    for name, kind, description, species, query in held_out:
+        if want(name):
+            X, y, layers = tables[species]
+            q = query.fillna(False).to_numpy()
+            scenarios.append(Scenario(name, kind, description,
+                                      [_held_out_task(X, y, q, layers, species)]))
 
     if want("mouse->human"):
         scenarios.append(Scenario("mouse->human", "species", "mouse reference (21 harmonised features) "

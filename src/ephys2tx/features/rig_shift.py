@@ -32,6 +32,7 @@ other parts of a synthetic query (a lab's feature subset, its class mix).
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import asdict, dataclass
 
@@ -114,26 +115,29 @@ def sample_rig_shift(rng) -> RigShift:
     )
 
 
+#: Feature kind -> (the :class:`RigShift` field, how it acts on the values): a liquid junction
+#: potential adds to voltages; the resistance scales resistances and f-I slopes and divides
+#: currents; the kinetics scale widths and divide rates.
+_SIMPLE_EFFECTS = {
+    "voltage": ("ljp_mv", operator.add),
+    "resistance": ("resistance_factor", operator.mul),
+    "time_constant": ("tau_factor", operator.mul),
+    "current": ("resistance_factor", operator.truediv),
+    "fi_slope": ("resistance_factor", operator.mul),
+    "width": ("kinetics_factor", operator.mul),
+    "rate": ("kinetics_factor", operator.truediv),
+}
+
+
 def apply_rig_shift(X: pd.DataFrame, shift: RigShift) -> pd.DataFrame:
     """The features of ``X`` (canonical names and units) as the rig ``shift`` would report them."""
     out = X.astype(float).copy()
     for col in out.columns:
         kind = feature_kind(col)
         v = out[col].to_numpy()
-        if kind == "voltage":
-            v = v + shift.ljp_mv
-        elif kind == "resistance":
-            v = v * shift.resistance_factor
-        elif kind == "time_constant":
-            v = v * shift.tau_factor
-        elif kind == "current":
-            v = v / shift.resistance_factor
-        elif kind == "fi_slope":
-            v = v * shift.resistance_factor
-        elif kind == "width":
-            v = v * shift.kinetics_factor
-        elif kind == "rate":
-            v = v / shift.kinetics_factor
+        if kind in _SIMPLE_EFFECTS:
+            field, op = _SIMPLE_EFFECTS[kind]
+            v = op(v, getattr(shift, field))
         elif kind == "sag":
             if shift.sag_steady_state:
                 v = v / np.maximum(1.0 - v, 0.05)

@@ -23,17 +23,17 @@ import math
 from collections import OrderedDict
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
-from torch.nn import functional as F
 
 from ephys2tx.errors import InputError
-from ephys2tx.models.nn.networks import FamilyTokenBiLSTM, FlatMLP
-from ephys2tx.models.nn.training import EarlyStopping, TemperatureScaling, smote_step, train_epochs
+from ephys2tx.models.nn.lazy import functional as F
+from ephys2tx.models.nn.lazy import networks as _networks
+from ephys2tx.models.nn.lazy import reexports, torch
+from ephys2tx.models.nn.lazy import training as _training
 from ephys2tx.models.standardise import fit_standardiser, standardise
 from ephys2tx.schemas import resolve_families as resolve_family_map
 
@@ -46,6 +46,11 @@ __all__ = [
     "bilstm_ablation_models",
     "resolve_families",
 ]
+
+# torch and the networks are imported when a network is built, trained or read; the names
+# re-exported from ephys2tx.models.nn at their first use
+__getattr__ = reexports(__name__, {"FamilyTokenBiLSTM": _networks, "FlatMLP": _networks,
+                                   "EarlyStopping": _training})
 
 #: Number of families when ``families=None`` (consecutive equal column chunks).
 DEFAULT_N_FAMILIES = 12
@@ -118,8 +123,9 @@ class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
         if not self.smote:
             return X, y
         # (the last draw from rng in fit, so drawing it when SMOTE is then skipped changes nothing)
-        return smote_step(X, y, k_neighbors=int(self.smote_k_neighbors),
-                          random_state=rng.randint(np.iinfo(np.int32).max), n_classes=len(self.classes_))
+        return _training.smote_step(X, y, k_neighbors=int(self.smote_k_neighbors),
+                                    random_state=rng.randint(np.iinfo(np.int32).max),
+                                    n_classes=len(self.classes_))
 
     # ---- fit
     def fit(self, X, y):
@@ -166,7 +172,8 @@ class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
             self.history_ = self._train(module, X_tr, y_tr, X_va, y_va, seed, device)
         self.module_ = module.eval()
         if len(val_idx) >= 2:
-            self.temperature_ = TemperatureScaling().fit(self._logits(Z[val_idx]), y_va).temperature_
+            scaler = _training.TemperatureScaling().fit(self._logits(Z[val_idx]), y_va)
+            self.temperature_ = scaler.temperature_
         else:
             self.temperature_ = 1.0
         return self
@@ -187,12 +194,12 @@ class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
         def validation_loss():
             return F.cross_entropy(module(xv)[0], yv)
 
-        stopper = EarlyStopping(self.patience, lower_is_better=True)
-        history = train_epochs(module, optimizer, batch_loss, n_rows=len(yt),
-                               batch_size=int(self.batch_size), max_epochs=int(self.max_epochs),
-                               generator=torch.Generator().manual_seed(seed),
-                               validation=validation_loss if len(y_va) > 0 else None,
-                               callbacks=[stopper], device=device, verbose=self.verbose)
+        stopper = _training.EarlyStopping(self.patience, lower_is_better=True)
+        history = _training.train_epochs(module, optimizer, batch_loss, n_rows=len(yt),
+                                         batch_size=int(self.batch_size), max_epochs=int(self.max_epochs),
+                                         generator=torch.Generator().manual_seed(seed),
+                                         validation=validation_loss if len(y_va) > 0 else None,
+                                         callbacks=[stopper], device=device, verbose=self.verbose)
         best_epoch = stopper.best_epoch if stopper.restored else len(history["train_loss"]) - 1
         return {"train_loss": history["train_loss"], "validation_loss": history["validation"],
                 "best_epoch": best_epoch}
@@ -239,7 +246,7 @@ class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Temperature-calibrated class probabilities, columns in ``classes_`` order."""
-        return TemperatureScaling.probabilities(self._logits(self._validated(X)), self.temperature_)
+        return _training.TemperatureScaling.probabilities(self._logits(self._validated(X)), self.temperature_)
 
     def predict(self, X) -> np.ndarray:
         """Most probable class per cell."""
@@ -365,7 +372,7 @@ class AttentionBiLSTMClassifier(_TorchClassifierBase):
             raise InputError(f"pooling must be 'attention' or 'mean', got {self.pooling!r}.")
 
     def _build_module(self, n_classes: int) -> FamilyTokenBiLSTM:
-        return FamilyTokenBiLSTM(
+        return _networks.FamilyTokenBiLSTM(
             list(self.families_.values()), n_classes, token_dim=int(self.token_dim),
             hidden_size=int(self.hidden_size), embedding_dim=int(self.embedding_dim),
             dropout=float(self.dropout), pooling=self.pooling, head=self.head,
@@ -427,10 +434,10 @@ class FlatMLPClassifier(_TorchClassifierBase):
         return None
 
     def _build_module(self, n_classes: int) -> FlatMLP:
-        return FlatMLP(self.n_features_in_, n_classes, hidden_size=int(self.hidden_size),
-                       embedding_dim=int(self.embedding_dim), dropout=float(self.dropout),
-                       head=self.head, arcface_scale=float(self.arcface_scale),
-                       arcface_margin=float(self.arcface_margin))
+        return _networks.FlatMLP(self.n_features_in_, n_classes, hidden_size=int(self.hidden_size),
+                                 embedding_dim=int(self.embedding_dim), dropout=float(self.dropout),
+                                 head=self.head, arcface_scale=float(self.arcface_scale),
+                                 arcface_margin=float(self.arcface_margin))
 
 
 def bilstm_ablation_models(families, random_state=None) -> dict[str, BaseEstimator]:

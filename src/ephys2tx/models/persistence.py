@@ -275,32 +275,43 @@ def save_model(estimator, directory, *, training_checksums=None, extra=None, ove
     return target
 
 
-class _NoTorchImport:
-    """Meta-path finder refusing ``torch`` to the thread that installed it (see :func:`_skops_io`)."""
+#: Packages that scikit-learn's ``all_estimators()`` walk imports only through
+#: ``sklearn.externals.array_api_compat`` (its torch and dask wrappers), whose modules the walk
+#: then skips: ``externals`` hold no estimator.
+WALK_ONLY_IMPORTS = ("torch", "dask")
 
-    def __init__(self):
+
+class _RefusedImports:
+    """Meta-path finder refusing :data:`WALK_ONLY_IMPORTS` to the thread that installed it
+    (see :func:`_skops_io`)."""
+
+    def __init__(self, names):
         self.thread = threading.get_ident()
+        self.names = tuple(names)
 
     def find_spec(self, name, path=None, target=None):
-        if (name == "torch" or name.startswith("torch.")) and threading.get_ident() == self.thread:
-            raise ImportError("torch is not imported while skops.io is imported")
+        top = name.partition(".")[0]
+        if top in self.names and threading.get_ident() == self.thread:
+            raise ImportError(f"{top} is not imported while skops.io is imported")
         return None
 
 
 def _skops_io():
-    """``skops.io``, imported without importing torch.
+    """``skops.io``, imported without importing torch or dask.
 
     At import, skops builds its default allow-list with scikit-learn's
     ``all_estimators()``, which walks every sub-package of sklearn, among them
-    ``sklearn.externals.array_api_compat.torch``: that imports torch (about a
-    second and a thousand modules) only for the walk to skip it (``externals``
-    hold no estimator). Refusing torch during that import leaves the list
-    unchanged (tests/test_persistence.py compares it with and without torch)
-    and keeps loading a forest free of torch. Once imported, torch imports
-    normally.
+    ``sklearn.externals.array_api_compat.torch`` and ``.dask``: they import
+    torch (about a second and a thousand modules) and dask.array (about half a
+    second) only for the walk to skip them (``externals`` hold no estimator).
+    Refusing those imports during that import leaves the list unchanged
+    (tests/test_persistence.py compares it with and without them) and keeps
+    loading a forest free of torch and dask. Once skops is imported, they
+    import normally.
     """
-    if "skops.io" not in sys.modules and "torch" not in sys.modules:
-        blocker = _NoTorchImport()
+    refused = [n for n in WALK_ONLY_IMPORTS if n not in sys.modules]
+    if "skops.io" not in sys.modules and refused:
+        blocker = _RefusedImports(refused)
         sys.meta_path.insert(0, blocker)
         try:
             import skops.io  # noqa: F401
@@ -324,8 +335,17 @@ def _dump_skops(estimator, path: Path) -> None:
 
 
 def _load_skops(path: Path):
-    """Rebuild an estimator from a skops file, refusing any type outside :data:`TRUSTED_TYPES`."""
+    """Rebuild an estimator from a skops file, refusing any type outside :data:`TRUSTED_TYPES`.
+
+    ``skops.io.load`` audits the file's types before it rebuilds anything, so
+    one pass reads and checks the file; the failures are then diagnosed
+    (unreadable file, untrusted type, or a file that cannot be rebuilt).
+    """
     sio = _skops_io()
+    try:
+        return sio.load(path, trusted=list(TRUSTED_TYPES))
+    except Exception as exc:  # noqa: BLE001 - diagnosed below
+        failure = exc
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:  # noqa: BLE001 - a damaged zip/JSON of any kind
@@ -336,12 +356,9 @@ def _load_skops(path: Path):
         raise InputError(f"{path} contains the type {unknown[0]!r}, which ephys2tx does not trust "
                          "(a model file is data, never code); use a model folder written by "
                          "`ephys2tx train`.")
-    try:
-        return sio.load(path, trusted=[t for t in untrusted if t in TRUSTED_TYPES])
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"cannot rebuild the estimator of {path} ({type(exc).__name__}); the model "
-                         "directory is damaged or from another version: train the model again."
-                         ) from exc
+    raise InputError(f"cannot rebuild the estimator of {path} ({type(failure).__name__}); the model "
+                     "directory is damaged or from another version: train the model again."
+                     ) from failure
 
 
 def _retrain_hint(directory: Path) -> str:

@@ -14,16 +14,24 @@ BASELINE_MODELS = ("spca_rf", "rf", "hgb", "logreg")
 #: Models of the mouse five-subclass block (Sncg as a fifth class, for Gouwens 2020), and of a
 #: quick look at it.
 FIVE_CLASS_MODELS = ("spca_rf", "rf", "hgb", "logreg")
-QUICK_FIVE_CLASS_MODELS = ("spca_rf", "hgb")
 BILSTM_MODELS = ("bilstm", "bilstm_nosmote", "bilstm_softmax", "bilstm_meanpool", "mlp")
 #: Mouse -> human transfer designs and their same-architecture human-only twins (human only).
 TRANSFER_MODELS = ("transfer_a", "transfer_b", "transfer_c", "transfer_d", "transfer_a_human",
                    "transfer_b_human")
 
-#: A quick look runs the main models only: no BiLSTM ablations, and of the transfer designs
-#: the neural one with all features (b), its twin, and the stacking one (d).
+#: A quick look runs each model family once, on the (species, split) block where it costs least,
+#: beside the reference ``spca_rf`` of every block: no BiLSTM ablations, and of the transfer
+#: designs the neural one with all features (b), its twin, and the stacking one (d).
+QUICK_BLOCK_MODELS = {
+    ("mouse", "stratified"): ("spca_rf", "rf", "logreg"),
+    ("human", "stratified"): ("spca_rf", "hgb", "logreg", "bilstm", "mlp", "transfer_b",
+                              "transfer_d", "transfer_b_human"),
+    ("human", "donor"): ("spca_rf", "hgb", "logreg"),
+    ("mouse_5class", "stratified"): ("spca_rf", "hgb"),
+}
 QUICK_MODELS = ("spca_rf", "rf", "hgb", "logreg", "bilstm", "mlp")
 QUICK_TRANSFER_MODELS = ("transfer_b", "transfer_d", "transfer_b_human")
+QUICK_FIVE_CLASS_MODELS = QUICK_BLOCK_MODELS[("mouse_5class", "stratified")]
 
 #: Transfer model -> its same-architecture human-only baseline.
 TRANSFER_TWINS = {"transfer_a": "transfer_a_human", "transfer_b": "transfer_b_human",
@@ -64,7 +72,7 @@ def family_positions(families: Mapping[str, Sequence[str]], columns: Sequence[st
 
 
 #: Epoch cap of the neural models in quick mode.
-QUICK_MAX_EPOCHS = 10
+QUICK_MAX_EPOCHS = 5
 
 #: Choices made per outer fold by inner cross-validation on human cells
 #: (:class:`~ephys2tx.models.selection.InnerCVSelector`): candidates, the default first.
@@ -72,8 +80,9 @@ QUICK_MAX_EPOCHS = 10
 #: alignment of human to mouse cells.
 BOOSTING_ITERATIONS = ((100, 300), (50,))
 TRANSFER_D_ALIGNMENTS = ("zscore", "quantile")
-#: Inner folds of those choices.
+#: Inner folds of those choices (full run; quick run).
 INNER_SPLITS = 3
+QUICK_INNER_SPLITS = 2
 
 
 def nested_choice(name: str, *, random_state: int = 0, quick: bool = False):
@@ -98,7 +107,8 @@ def nested_choice(name: str, *, random_state: int = 0, quick: bool = False):
                       for a in TRANSFER_D_ALIGNMENTS for n in iterations]
     else:
         return None
-    return InnerCVSelector(candidates, inner_splits=INNER_SPLITS, random_state=random_state)
+    return InnerCVSelector(candidates, inner_splits=QUICK_INNER_SPLITS if quick else INNER_SPLITS,
+                           random_state=random_state)
 
 
 def _quick_epochs(estimator, quick: bool):

@@ -50,7 +50,6 @@ from collections import OrderedDict
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
@@ -61,16 +60,22 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (_get_feature_names, check_array, check_is_fitted, column_or_1d,
                                       validate_data)
-from torch.nn import functional as F
 
 from ephys2tx.errors import InputError
 from ephys2tx.schemas import HUMAN_IPFX_SCHEMA, MOUSE_VISP_SCHEMA
 from ephys2tx.features.harmonise import HARMONISED_FEATURES, convert_mouse
-from ephys2tx.models.nn.heads import arcface_loss
-from ephys2tx.models.nn.losses import class_conditional_mmd
-from ephys2tx.models.nn.networks import TwoSpeciesNet
-from ephys2tx.models.nn.training import EarlyStopping, TemperatureScaling, smote_step, train_epochs
+from ephys2tx.models.nn.lazy import LazyModule
+from ephys2tx.models.nn.lazy import functional as F
+from ephys2tx.models.nn.lazy import networks as _networks
+from ephys2tx.models.nn.lazy import reexports, torch
+from ephys2tx.models.nn.lazy import training as _training
 from ephys2tx.models.standardise import fit_standardiser, standardise
+
+# torch and the networks are imported when a network is built, trained or read
+_heads = LazyModule("ephys2tx.models.nn.heads")
+_losses = LazyModule("ephys2tx.models.nn.losses")
+__getattr__ = reexports(__name__, {"TwoSpeciesNet": _networks, "arcface_loss": _heads,
+                                   "class_conditional_mmd": _losses})
 
 # (arcface_loss and class_conditional_mmd are re-exported: they are part of this module's API)
 __all__ = ["DESIGNS", "MOUSE_FAMILY_TO_SHARED", "MouseHumanTransferClassifier", "MousePriorClassifier",
@@ -245,11 +250,11 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
     def _build_module(self, n_classes: int) -> TwoSpeciesNet:
         """The untrained network for the fitted ``human_columns_`` and ``mouse_columns_``."""
         human_positions, mouse_positions = self._token_positions()
-        return TwoSpeciesNet(human_positions, mouse_positions,
-                             n_classes, shared_tokenizer=self.design == "harmonised",
-                             token_dim=int(self.token_dim), hidden_size=int(self.hidden_size),
-                             embedding_dim=int(self.embedding_dim), dropout=float(self.dropout),
-                             scale=float(self.arcface_scale), margin=float(self.arcface_margin))
+        return _networks.TwoSpeciesNet(human_positions, mouse_positions,
+                                       n_classes, shared_tokenizer=self.design == "harmonised",
+                                       token_dim=int(self.token_dim), hidden_size=int(self.hidden_size),
+                                       embedding_dim=int(self.embedding_dim), dropout=float(self.dropout),
+                                       scale=float(self.arcface_scale), margin=float(self.arcface_margin))
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, *, X_source=None, y_source=None):
@@ -314,8 +319,8 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         Zm = standardise(Xm, self.mouse_scaling_)
         Xh_tr, yh_tr = Zh[tr], yh[tr]
         if self.smote:
-            Xh_tr, yh_tr = smote_step(Xh_tr, yh_tr, k_neighbors=5, random_state=seed,
-                                      n_classes=len(self.classes_))
+            Xh_tr, yh_tr = _training.smote_step(Xh_tr, yh_tr, k_neighbors=5, random_state=seed,
+                                                n_classes=len(self.classes_))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = self._build_module(len(self.classes_))
@@ -331,7 +336,7 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
                                     lr=float(self.learning_rate) * float(self.finetune_lr_factor))
         self.history_ = {"joint": joint, "finetune": tuned}
         self.module_ = net.double().eval()
-        self.temperature_ = TemperatureScaling().fit(self._logits(Zh[va]), yh[va]).temperature_
+        self.temperature_ = _training.TemperatureScaling().fit(self._logits(Zh[va]), yh[va]).temperature_
         return self
 
     def _train(self, net: TwoSpeciesNet, d: dict, gen: torch.Generator, *, joint: bool, lr: float) -> dict:
@@ -354,7 +359,7 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
                 emb_m, _ = net.embed(d["xm"][mb], "mouse")
                 loss = loss + float(self.source_weight) * mouse_loss(emb_m, d["ym"][mb])
                 if self.alignment == "mmd":
-                    loss = loss + float(self.alignment_weight) * class_conditional_mmd(
+                    loss = loss + float(self.alignment_weight) * _losses.class_conditional_mmd(
                         emb_h, d["yh"][b], emb_m, d["ym"][mb], n_classes)
             return loss
 
@@ -363,10 +368,10 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
             pred = net.logits(emb_v, "human").argmax(1).numpy()
             return f1_score(d["yv"], pred, average="macro", labels=range(n_classes), zero_division=0)
 
-        stopper = EarlyStopping(self.patience)
-        history = train_epochs(net, opt, batch_loss, n_rows=len(d["yh"]), batch_size=bs,
-                               max_epochs=int(self.max_epochs), generator=gen,
-                               validation=validation_macro_f1, callbacks=[stopper])
+        stopper = _training.EarlyStopping(self.patience)
+        history = _training.train_epochs(net, opt, batch_loss, n_rows=len(d["yh"]), batch_size=bs,
+                                         max_epochs=int(self.max_epochs), generator=gen,
+                                         validation=validation_macro_f1, callbacks=[stopper])
         return {"validation_macro_f1": history["validation"], "best": stopper.best_score}
 
     # ------------------------------------------------------------------ predict
@@ -381,7 +386,7 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Calibrated probabilities of the human head."""
-        return TemperatureScaling.probabilities(self._logits(self._human_z(X)), self.temperature_)
+        return _training.TemperatureScaling.probabilities(self._logits(self._human_z(X)), self.temperature_)
 
     def predict(self, X) -> np.ndarray:
         """Most probable human subclass."""
