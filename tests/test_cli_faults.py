@@ -693,7 +693,10 @@ ARGUMENTS = {
     "run --labels, no label column": (lambda sb: _with_labels(sb, _labels(sb), "--label-column", "nope"), r"has no label column 'nope'"),
     "run --labels, every label empty": (lambda sb: _with_labels(sb, _labels(sb).assign(subclass=np.nan)), r"has no labels to learn from"),
     "run --labels, numbers as classes": (lambda sb: _with_labels(sb, _labels(sb).assign(subclass=np.resize([1, 2, 3], 30))),
-                                         r"no cell of .* is left after QC with one of the classes"),
+                                         r"the labels of .* are numbers \(e\.g\. '1'\), not class names"),
+    "run --labels, 40 unknown class names": (
+        lambda sb: _with_labels(sb, _labels(sb, 40).assign(subclass=[f"type{i:02d}" for i in range(40)])),
+        r"no cell of .* is left after QC with one of the classes .*\.\.\.\); check the labels"),
     "run --labels, no id column": (lambda sb: _with_labels(sb, _labels(sb)[["subclass"]]), r"labels\.csv has no cell id column"),
     "run --labels, UTF-16": (lambda sb: _with_labels(sb, _labels(sb), encoding="utf-16"),
                              r"labels\.csv as delimited text: it is not UTF-8 .*save it as UTF-8"),

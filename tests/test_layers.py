@@ -56,7 +56,8 @@ def test_parse_class_prior():
     np.testing.assert_allclose(parse_class_prior("Lamp5=0.6, vip=0.3,Sst=0.1", CLASSES), [0.6, 0, 0.1, 0.3])
     np.testing.assert_allclose(parse_class_prior("Lamp5=2,Vip=2", CLASSES), [0.5, 0, 0, 0.5])
     for bad, match in (("Sncg=0.5", "unknown class"), ("Lamp5", "look like"), ("Lamp5=x", "not a number"),
-                       ("Lamp5=-1", "non-negative"), ("Lamp5=0", "every class 0")):
+                       ("Lamp5=-1", "non-negative"), ("Lamp5=0", "every class 0"),
+                       (",,,", "no entries"), ("  ", "no entries")):
         with pytest.raises(InputError, match=match):
             parse_class_prior(bad, CLASSES)
 

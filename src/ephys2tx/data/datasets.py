@@ -269,8 +269,15 @@ def _assemble(name, species, features, labels, groups, metadata, families, repor
     features = _mask_codes(features, report)
     kept, other = _apply_qc(features, labels, report, max_missing)
     if len(kept) == 0 and labels.notna().any():
+        given = labels.dropna()
+        if len(given) and pd.to_numeric(given.astype(str), errors="coerce").notna().all():
+            raise InputError(f"the labels of {files} are numbers (e.g. {given.iloc[0]!r}), not class names; "
+                             f"the label column must hold {', '.join(CLASSES)}.")
+        detail = str(report[-1]["detail"] or "all")
+        if len(detail) > 160:
+            detail = detail[:157].rstrip() + "..."
         raise InputError(f"no cell of {files} is left after QC with one of the classes "
-                         f"{', '.join(CLASSES)} (dropped: {report[-1]['detail'] or 'all'}); check the "
+                         f"{', '.join(CLASSES)} (dropped: {detail}); check the "
                          "labels and the missing values.")
     held = None
     if len(other):

@@ -232,6 +232,9 @@ def parse_class_prior(text: str, classes) -> np.ndarray:
         if not np.isfinite(v) or v < 0:
             raise InputError(f"--prior value for {cls} must be a non-negative number, got {number.strip()!r}.")
         values[cls] = v
+    if not seen:
+        raise InputError(f"--prior {str(text)!r} has no entries; give class proportions, e.g. "
+                         "Lamp5=0.6,Vip=0.3,Sst=0.05,Pvalb=0.05.")
     mix = np.array([values[c] for c in classes])
     if mix.max() > 0:
         mix = mix / mix.max()  # proportions: only ratios matter, and 1e308 + 1e308 must not overflow
