@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from bench_predict import wait_for_quiet
+from _quiet import wait_for_quiet  # benchmarks/ (the script's folder) is on sys.path
 
 N_QUERY = 300
 
