@@ -54,6 +54,18 @@ def bridge(data_dir):
     return load_dataset("mouse_l1_bridge", data_dir)
 
 
+@pytest.fixture(scope="session")
+def human_forest_dir(data_dir, tmp_path_factory):
+    """A small human forest trained through ``ephys2tx train`` (seed 0); read it, never change it."""
+    from ephys2tx.cli import main
+
+    out = tmp_path_factory.mktemp("models") / "human_forest"
+    code = main(["train", "--species", "human", "--model", "forest", "--n-estimators", "10",
+                 "--n-splits", "3", "--data-dir", str(data_dir), "--out", str(out)])
+    assert code == 0
+    return out
+
+
 def run_cli(args, capsys) -> tuple[int, str, str]:
     """``ephys2tx ARGS`` in this process: (exit code, stdout, stderr) of that call only."""
     from ephys2tx.cli import main

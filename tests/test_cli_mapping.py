@@ -36,13 +36,8 @@ def human_cells(human):
 
 
 @pytest.fixture(scope="module")
-def model_dir(data_dir, tmp_path_factory):
-    """A small human forest trained through ``ephys2tx train``."""
-    out = tmp_path_factory.mktemp("models") / "human_forest"
-    code = main(["train", "--species", "human", "--model", "forest", "--n-estimators", "10",
-                 "--n-splits", "3", "--data-dir", str(data_dir), "--out", str(out)])
-    assert code == 0
-    return out
+def model_dir(human_forest_dir):
+    return human_forest_dir
 
 
 # ------------------------------------------------------------------ bad input: table and column map

@@ -7,24 +7,13 @@ import pandas as pd
 import pytest
 
 from ephys2tx import CLASSES
-from ephys2tx.cli import main
 
-
-def _run(args, capsys):
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from conftest import run_cli as _run
 
 
 @pytest.fixture(scope="module")
-def model_dir(data_dir, tmp_path_factory):
-    """A small human forest trained through ``ephys2tx train`` (seed 0)."""
-    out = tmp_path_factory.mktemp("models") / "human_forest"
-    code = main(["train", "--species", "human", "--model", "forest", "--n-estimators", "10",
-                 "--n-splits", "3", "--data-dir", str(data_dir), "--out", str(out)])
-    assert code == 0
-    return out
+def model_dir(human_forest_dir):
+    return human_forest_dir
 
 
 @pytest.fixture(scope="module")
