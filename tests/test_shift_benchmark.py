@@ -176,3 +176,50 @@ def test_training_variance_refits_on_donor_resamples(monkeypatch):
     assert all(len(s) < 12 for s in seen[2:])
     with pytest.raises(ValueError, match="n_refits"):
         sb.delta_training_variance(config, candidate="hgb:em", n_refits=1)
+
+
+def test_training_variance_does_not_depend_on_workers(monkeypatch):
+    """Every draw is made before the fits: 2 worker processes give the serial result exactly."""
+    from ephys2tx.experiments import shift_benchmark as sb
+
+    rng = np.random.default_rng(1)
+    classes = ["Lamp5", "Pvalb", "Sst", "Vip"]
+    y = pd.Series(np.repeat(classes, 40), index=[f"c{i}" for i in range(160)])
+    centres = {c: rng.normal(0, 2, 3) for c in classes}
+    X = pd.DataFrame([centres[c] + rng.normal(0, 1, 3) for c in y], index=y.index, columns=["a", "b", "c"])
+    groups = pd.Series([f"d{i % 8}" for i in range(160)], index=y.index, dtype="string")
+    query = rng.random(160) < 0.3
+    scen = sb.Scenario("toy", "toy", "toy", [sb.Task(X[~query], y[~query], X[query] - 0.4, y[query])])
+    monkeypatch.setattr(sb, "build_scenarios", lambda config: [scen])
+    monkeypatch.setattr(sb, "_training_groups", lambda config: groups)
+    config = ShiftBenchmarkConfig(n_estimators=10, seed=3)
+    seen = []
+    serial = sb.delta_training_variance(config, candidate="forest:em", n_refits=2,
+                                        progress=lambda d, done, total: seen.append((done, total)))
+    parallel = sb.delta_training_variance(config, candidate="forest:em", n_refits=2, n_jobs=2)
+    assert serial["rows"] == parallel["rows"] and serial["mean"] == parallel["mean"]
+    assert seen[0] == (0, 3) and seen[-1] == (3, 3)
+
+
+def test_training_variance_enters_the_report(small_run):
+    """The run's shift table gets the training-variance column for the chosen default, and the prose its mean."""
+    import copy
+
+    from ephys2tx.report.shift_report import benchmark_markdown, benchmark_table
+
+    res = copy.deepcopy(small_run)
+    assert "Δ [CI95 training variance]" not in benchmark_table(res).columns
+    choice = res["selection"]["overall"]["choice"]
+    res["training_variance"] = {
+        "candidate": choice, "baseline": "forest:none", "n_refits": 3, "t_quantile": 4.3, "seconds": 2.0,
+        "rows": [{"scenario": "mouse L1", "delta": 0.1, "refit_deltas": [0.1, 0.2, 0.0], "sd": 0.1,
+                  "ci95": [-0.33, 0.53], "n_train_groups": 9}],
+        "mean": {"delta": 0.1, "ci95": [-0.33, 0.53], "scenarios_better": 1, "n_scenarios": 1}}
+    table = benchmark_table(res).set_index("scenario")
+    assert table.loc["mouse L1", "Δ [CI95 training variance]"] == "+0.100 [-0.33, +0.53]"
+    assert table.loc["synthetic rig (mouse)", "Δ [CI95 training variance]"] == "—"
+    text = benchmark_markdown(res)
+    assert "Mean Δ over these 1 scenarios +0.100 [-0.330, +0.530]" in text
+    assert "shown better (interval above 0) in 0, shown worse in 0" in text
+    res["training_variance"]["candidate"] = "something:else"  # another candidate's Δ is not shown
+    assert "Δ [CI95 training variance]" not in benchmark_table(res).columns

@@ -50,7 +50,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -58,7 +58,7 @@ import pandas as pd
 from ephys2tx import CLASSES
 
 __all__ = ["ShiftBenchmarkConfig", "Task", "build_scenarios", "delta_training_variance", "loso_select",
-           "run_shift_benchmark"]
+           "run_shift_benchmark", "training_variance_for"]
 
 DEFAULT_CANDIDATE = "forest:none"
 
@@ -95,6 +95,10 @@ class ShiftBenchmarkConfig:
     n_boot, n_permutations : int
     n_estimators : int
         Trees of the forest (as ``map``).
+    training_refits : int
+        Donor/animal-resampled refits per scenario for the interval of the chosen
+        default's Δ that includes training-set variance
+        (:func:`delta_training_variance`; 0: none).
     seed : int
     verify : bool
     quick : bool
@@ -113,20 +117,21 @@ class ShiftBenchmarkConfig:
     n_boot: int = 1000
     n_permutations: int = 200
     n_estimators: int = 100
+    training_refits: int = 5
     seed: int = 0
     verify: bool = True
     quick: bool = False
 
     @classmethod
     def quick_config(cls, **overrides) -> ShiftBenchmarkConfig:
-        """A subset: three scenarios (a mouse and a human layer shift, one synthetic human rig
-        task), a forest of 50 trees, the main methods, 50 alarm permutations."""
+        """A subset: two scenarios (the mouse layer-1 shift, one synthetic human rig task), a
+        forest of 50 trees, the main methods, 50 alarm permutations, 2 training-variance refits."""
         base = dict(scenarios=("mouse L1", "synthetic rig (human)"),
                     models=("forest",), methods=("none", "quantile", "em", "cc", "cc_mix", "ccm_mix"),
                     model_methods=("none", "cc"), layer_methods=("none", "ccm_mix"),
                     mean_relevances=(100.0,),
                     rig_tasks=1, alarm_repeats=1, n_boot=300, n_permutations=50, n_estimators=50,
-                    quick=True)
+                    training_refits=2, quick=True)
         base.update(overrides)
         return cls(**base)
 
@@ -762,7 +767,27 @@ def benchmark_for_study(study_config, progress=None) -> dict | None:
     common = dict(data_dir=study_config.data_dir, seed=study_config.seed, verify=study_config.verify)
     config = (ShiftBenchmarkConfig.quick_config(**common) if study_config.quick
               else ShiftBenchmarkConfig(**common))
-    return run_shift_benchmark(config, progress=progress)
+    results = run_shift_benchmark(config, progress=progress)
+    results["training_variance"] = training_variance_for(
+        results, config, n_jobs=getattr(study_config, "n_jobs", 1), progress=progress)
+    return results
+
+
+def training_variance_for(results: dict, config: ShiftBenchmarkConfig, *, n_jobs: int = 1,
+                          progress: Callable[[str, int, int], None] | None = None) -> dict | None:
+    """The chosen default's Δ over the former default, with training-set variance.
+
+    :func:`delta_training_variance` for the benchmark's overall choice against
+    :data:`DEFAULT_CANDIDATE`, with ``config.training_refits`` refits. None when
+    there is nothing to compare (no refits asked, the choice is the former
+    default, or no scenario with a real training side).
+    """
+    choice = results["selection"]["overall"]["choice"]
+    real = [s["name"] for s in results["scenarios"] if s["family"] != "synthetic rig"]
+    if config.training_refits < 2 or choice == DEFAULT_CANDIDATE or not real:
+        return None
+    return delta_training_variance(replace(config, scenarios=tuple(real)), candidate=choice,
+                                   n_refits=config.training_refits, n_jobs=n_jobs, progress=progress)
 
 
 def shift_defaults(results: dict) -> dict:
@@ -802,8 +827,35 @@ def _training_groups(config: ShiftBenchmarkConfig) -> pd.Series:
     return groups[~groups.index.duplicated()]
 
 
+def _parse_candidate(name: str) -> tuple[str, str, float | None]:
+    """``model:method[@relevance]`` → (model kind, method, relevance or None)."""
+    kind, method = name.split(":")
+    method, _, tau = method.partition("@")
+    return kind, method, (float(tau) if tau else None)
+
+
+def _replicate_delta(task: Task, keep: np.ndarray, cells: np.ndarray, candidate: str, baseline: str,
+                     config: ShiftBenchmarkConfig, seed: int) -> float:
+    """Δ macro-F1 (candidate − baseline) of one training-side replicate, scored on ``cells``."""
+    from ephys2tx.models.shift_adapt import adapt_predict
+
+    truth = _codes(task.y_query)
+    labels = np.unique(truth[truth >= 0])
+    X_ref, y_ref = task.X_train[keep], task.y_train[keep]
+    kinds = sorted({_parse_candidate(candidate)[0], _parse_candidate(baseline)[0]})
+    fitted = {k: _fit(k, X_ref, y_ref, config, seed) for k in kinds}
+    scores = []
+    for which in (candidate, baseline):
+        kind, method, tau = _parse_candidate(which)
+        res = adapt_predict(fitted[kind], task.X_query, X_ref, y_ref, method,
+                            random_state=config.seed, mean_relevance=tau)
+        pred = _pred_codes(fitted[kind].classes, res.proba)
+        scores.append(_scores(truth[cells], pred[cells], labels)[0][0])
+    return float(scores[0] - scores[1])
+
+
 def delta_training_variance(config: ShiftBenchmarkConfig, *, candidate: str,
-                            baseline: str = DEFAULT_CANDIDATE, n_refits: int = 5,
+                            baseline: str = DEFAULT_CANDIDATE, n_refits: int = 5, n_jobs: int = 1,
                             progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Δ macro-F1 of ``candidate`` over ``baseline`` per scenario, with training-set variance.
 
@@ -828,6 +880,10 @@ def delta_training_variance(config: ShiftBenchmarkConfig, *, candidate: str,
         ``model:method[@relevance]`` as in the benchmark's candidates, e.g.
         ``hgb:ccm_mix@100`` and ``forest:none``.
     n_refits : int
+    n_jobs : int
+        Replicates fitted in parallel (worker processes). Every donor and cell
+        draw is made before any fit, in one order, so the result does not
+        depend on ``n_jobs``.
     progress : callable, optional
 
     Returns
@@ -838,70 +894,60 @@ def delta_training_variance(config: ShiftBenchmarkConfig, *, candidate: str,
         (mean point Δ over scenarios, with the interval of the mean of the
         replicate Δs), ``seconds``.
     """
-    from ephys2tx.models.shift_adapt import adapt_predict
-
     started = time.perf_counter()
     if n_refits < 2:
         raise ValueError(f"n_refits must be at least 2, got {n_refits}.")
+    for which in (candidate, baseline):
+        if _parse_candidate(which)[1] == "auto":
+            raise ValueError("give the method auto resolves to (e.g. ccm_mix@100), not auto.")
     scenarios = [s for s in build_scenarios(config) if s.family != "synthetic rig"]
     groups = _training_groups(config)
     rng = np.random.default_rng([config.seed, 4242])
 
-    def parse(name):
-        kind, method = name.split(":")
-        method, _, tau = method.partition("@")
-        return kind, method, (float(tau) if tau else None)
-
-    def predict(fitted, task, which, X_ref, y_ref):
-        kind, method, tau = parse(which)
-        if method == "auto":
-            raise ValueError("give the method auto resolves to (e.g. ccm_mix@100), not auto.")
-        res = adapt_predict(fitted[kind], task.X_query, X_ref, y_ref, method,
-                            random_state=config.seed, mean_relevance=tau)
-        return _pred_codes(fitted[kind].classes, res.proba)
-
     from scipy.stats import t as student_t
 
     t_crit = float(student_t.ppf(0.975, n_refits - 1))
-    kinds = sorted({parse(candidate)[0], parse(baseline)[0]})
-    total = len(scenarios) * (n_refits + 1)
-    done = 0
-    rows = []
+    jobs, meta = [], []  # every draw first (one rng order), then the fits
     for scen in scenarios:
         task = scen.tasks[0]
-        truth = _codes(task.y_query)
-        labels = np.unique(truth[truth >= 0])
+        n_query = len(task.y_query)
         train_groups = groups.reindex(task.X_train.index)
         train_groups = train_groups.fillna(pd.Series("unknown:" + task.X_train.index.astype(str),
                                                      index=task.X_train.index)).to_numpy(dtype=object)
         unique = np.unique(train_groups)
-        deltas, point = [], None
+        meta.append((scen.name, len(unique)))
         for r in range(n_refits + 1):
-            if progress is not None:
-                progress(f"training variance · {scen.name} · {'full' if r == 0 else f'refit {r}/{n_refits}'}",
-                         done, total)
             if r == 0:
-                keep = np.ones(len(train_groups), dtype=bool)
-                cells = np.arange(len(truth))
+                keep, cells = np.ones(len(train_groups), dtype=bool), np.arange(n_query)
             else:
                 drawn = np.unique(rng.choice(unique, size=len(unique), replace=True))
                 keep = np.isin(train_groups, drawn)
-                cells = rng.integers(0, len(truth), size=len(truth))
-            X_ref, y_ref = task.X_train[keep], task.y_train[keep]
-            fitted = {k: _fit(k, X_ref, y_ref, config, config.seed + r) for k in kinds}
-            a = predict(fitted, task, candidate, X_ref, y_ref)
-            b = predict(fitted, task, baseline, X_ref, y_ref)
-            fa, _ = _scores(truth[cells], a[cells], labels)
-            fb, _ = _scores(truth[cells], b[cells], labels)
-            if r == 0:
-                point = float(fa[0] - fb[0])
-            else:
-                deltas.append(float(fa[0] - fb[0]))
-            done += 1
+                cells = rng.integers(0, n_query, size=n_query)
+            label = f"training variance · {scen.name} · {'full' if r == 0 else f'refit {r}/{n_refits}'}"
+            jobs.append((label, (task, keep, cells, candidate, baseline, config, config.seed + r)))
+    total = len(jobs)
+    if progress is not None and jobs:
+        progress(jobs[0][0], 0, total)
+    if n_jobs > 1 and len(jobs) > 1:
+        from joblib import Parallel, delayed
+
+        outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_replicate_delta)(*args) for _, args in jobs)
+    else:
+        outputs = (_replicate_delta(*args) for _, args in jobs)
+    deltas_all = []
+    for done, delta in enumerate(outputs, start=1):
+        deltas_all.append(delta)
+        if progress is not None:
+            progress(jobs[done - 1][0], done, total)
+    rows = []
+    per = n_refits + 1
+    for i, (name, n_groups) in enumerate(meta):
+        point, deltas = deltas_all[i * per], deltas_all[i * per + 1:(i + 1) * per]
         sd = float(np.std(deltas, ddof=1))
-        rows.append({"scenario": scen.name, "delta": point, "refit_deltas": deltas, "sd": sd,
+        rows.append({"scenario": name, "delta": point, "refit_deltas": deltas, "sd": sd,
                      "ci95": [point - t_crit * sd, point + t_crit * sd],
-                     "n_train_groups": int(len(unique))})
+                     "n_train_groups": int(n_groups)})
     points = np.array([r["delta"] for r in rows])
     reps = np.array([r["refit_deltas"] for r in rows])  # scenarios × refits
     mean_sd = float(np.std(reps.mean(axis=0), ddof=1))

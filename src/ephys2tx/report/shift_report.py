@@ -115,6 +115,7 @@ def _cell(stat: dict) -> str:
 def benchmark_table(results: dict) -> pd.DataFrame:
     """Per scenario: in-distribution, today's default, the chosen default, the LOSO choice, layer prior."""
     default = results["selection"]["overall"]["choice"]
+    variance = _variance_rows(results)
     rows = []
     for s in results["scenarios"]:
         today = s["methods"]["forest:none"]
@@ -135,14 +136,42 @@ def benchmark_table(results: dict) -> pd.DataFrame:
             "today (forest, none)": _cell(today),
             "drop": f"{drop:+.3f}",
             f"default ({default})": _cell(chosen),
-            "Δ default vs today": f"{chosen.get('delta_vs_default', 0.0):+.3f} "
+            "Δ default vs today [CI95 cells]": f"{chosen.get('delta_vs_default', 0.0):+.3f} "
             f"[{chosen.get('delta_ci95', [0, 0])[0]:+.2f}, {chosen.get('delta_ci95', [0, 0])[1]:+.2f}]",
+            **({} if variance is None else {"Δ [CI95 training variance]": variance.get(s["name"], "—")}),
             "LOSO choice": f"{s['loso_choice']}: {loso['macro_f1']:.3f}",
             "accuracy default / today": f"{chosen['accuracy']:.3f} / {today['accuracy']:.3f}",
             "with layer prior": "—" if layer is None else
             f"{layer['macro_f1']:.3f} (acc {layer['accuracy']:.3f}; {layer_name})",
         })
     return pd.DataFrame(rows)
+
+
+def _variance_rows(results: dict) -> dict[str, str] | None:
+    """Per scenario, the chosen default's Δ with its training-variance interval (None: not run)."""
+    tv = results.get("training_variance")
+    if not tv or tv.get("candidate") != results["selection"]["overall"]["choice"]:
+        return None
+    return {r["scenario"]: f"{r['delta']:+.3f} [{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}]"
+            for r in tv["rows"]}
+
+
+def variance_sentence(results: dict) -> str:
+    """One paragraph: how the training-variance interval is made, and the mean Δ with it."""
+    tv = results.get("training_variance")
+    if _variance_rows(results) is None:
+        return ""
+    m = tv["mean"]
+    return (f"*Δ [CI95 training variance]*: {tv['n_refits']} refits per scenario of both reference "
+            "models on a resample of the training side's donors (human) or animals (mouse), each "
+            "scored on a bootstrap resample of the query cells; the interval is Δ ± t × the SD of the "
+            f"refit Δs (Student t, {tv['n_refits'] - 1} df; synthetic-rig scenarios are not refitted: "
+            "their tasks already redraw the training fold). Mean Δ over these "
+            f"{m['n_scenarios']} scenarios {m['delta']:+.3f} [{m['ci95'][0]:+.3f}, {m['ci95'][1]:+.3f}]; "
+            f"the default is better in {m['scenarios_better']} of {m['n_scenarios']}, and shown better "
+            f"(interval above 0) in {sum(r['ci95'][0] > 0 for r in tv['rows'])}, shown worse in "
+            f"{sum(r['ci95'][1] < 0 for r in tv['rows'])}. The *CI95 cells* interval bootstraps the "
+            "query cells of one fixed fit and ignores training variance.")
 
 
 def method_table(results: dict, metric: str = "macro_f1") -> pd.DataFrame:
@@ -224,6 +253,7 @@ def benchmark_markdown(results: dict) -> str:
            else "; no scenario worse than today."),
         "",
         benchmark_table(results).to_markdown(index=False),
+        *(["", variance_sentence(results)] if variance_sentence(results) else []),
         "",
         "Every candidate (macro-F1; last column: mean gain over today on all scenarios):",
         "",
@@ -259,7 +289,9 @@ def benchmark_markdown(results: dict) -> str:
     notes = [f"- {s['name']}: " + "; ".join(s["layer_notes"]) for s in results["scenarios"] if s["layer_notes"]]
     if notes:
         lines += ["", "Layer priors used:", "", *notes]
-    lines += ["", f"Benchmark run time: {results['seconds']:.0f} s."]
+    tv = results.get("training_variance")
+    lines += ["", f"Benchmark run time: {results['seconds']:.0f} s"
+              + (f" (and {tv['seconds']:.0f} s for the training-variance refits)." if tv else ".")]
     return "\n".join(lines) + "\n"
 
 
