@@ -227,6 +227,14 @@ TABLES: dict[str, tuple[Callable, str]] = {
         r"plausible range .*mixes units.*1000 times too large.*--force"),
     "every duration negative": (lambda sb: sb.table(sb.frame.assign(tau=-sb.frame["tau"])),
                                 r"column 'tau' \(canonical tau\): 30 of its 30 values are negative.*sign: -1.*--force"),
+    # fault hunt 4 (notes/faults/findings4.md)
+    "a CSV separated by semicolons": (lambda sb: sb.write("semi.csv", sb.frame.to_csv(sep=";", decimal=",", index=False)),
+                                      r"semi\.csv is separated by semicolons, not commas .*save it as comma-separated"),
+    "a tab-separated file named .csv": (lambda sb: sb.write("tabs.csv", sb.frame.to_csv(sep="\t", index=False)),
+                                        r"tabs\.csv is separated by tabs, not commas .*name the file \.tsv"),
+    "a comment line above the header": (lambda sb: sb.write("c.csv", "# exported by rig 2\n" + sb.cells.read_text()),
+                                        r"c\.csv starts with the line '# exported by rig 2'.*delete the lines above"),
+    "input is /dev/null": (lambda sb: Path("/dev/null"), r"/dev/null is not a regular file"),
 }
 
 
@@ -425,6 +433,10 @@ OUTPUTS = {
     "predict --out unwritable": (lambda sb: predict(sb, out=Path("/proc/ephys2tx-test/p.csv")), r"not writable"),
     "predict --out is a link": (lambda sb: predict(sb, "--overwrite", out=_link_to_file(sb)), r"symbolic link"),
     "predict --out is the current folder": (lambda sb: predict(sb, out=Path(".")), r"is the current folder"),
+    "predict --out .xlsx (CSV bytes under another suffix)": (lambda sb: predict(sb, out=sb.root / "p.xlsx"),
+                                                            r"p\.xlsx must name a \.csv file"),
+    "predict --out a folder path ending in /": (lambda sb: predict(sb, out=str(sb.root / "newdir") + "/"),
+                                                r"newdir must name a \.csv file"),
     # map: one folder
     "map --out exists": (lambda sb: mapping(sb, out=sb.foreign_folder("m")), r"already exists; .*--overwrite"),
     "map --overwrite of a foreign folder": (lambda sb: mapping(sb, "--overwrite", out=sb.foreign_folder("m")),
@@ -869,3 +881,49 @@ def test_two_predicts_on_one_output_the_second_is_refused(cells, tiny_model, tmp
     assert first.returncode == 0, err
     assert out.read_text().startswith('"cell_id","predicted_subclass"')
     assert not lock_path(out).exists()
+
+
+# ------------------------------------------------------------------ valid but unusual tables (findings4.md)
+
+UNUSUAL_TABLES = {  # name -> (write the table, the ids predict must write back)
+    "headers in capitals and ids with leading zeros": (
+        lambda frame, root: frame.rename(columns=lambda c: c if c == "cell_id" else c.upper())
+        .assign(cell_id=[f"{i:03d}" for i in range(len(frame))]).to_csv(root / "t.csv", index=False)
+        or root / "t.csv", [f"{i:03d}" for i in range(30)]),
+    "Excel table below a title row, spreadsheet blank rows": (
+        lambda frame, root: _excel_below_title(frame, root), None),
+    "CSV with blank lines first and ',,,' rows": (lambda frame, root: _blank_lines_and_rows(frame, root), None),
+}
+
+
+def _blank_lines_and_rows(frame, root):
+    path = root / "t.csv"
+    path.write_text("\n\n" + frame.to_csv(index=False) + "," * 9 + "\n" + "," * 9 + "\n")
+    return path
+
+
+def _excel_below_title(frame, root):
+    path = root / "t.xlsx"
+    with pd.ExcelWriter(path) as writer:
+        pd.DataFrame({"Recorded on rig 2": []}).to_excel(writer, index=False)
+        frame.to_excel(writer, index=False, startrow=3)
+    return path
+
+
+@pytest.mark.parametrize("name", list(UNUSUAL_TABLES))
+def test_unusual_but_valid_tables_predict_like_the_plain_table(name, cells, tiny_model, tmp_path, capsys):
+    from conftest import run_cli
+
+    write, ids = UNUSUAL_TABLES[name]
+    plain = tmp_path / "plain.csv"
+    cells.to_csv(plain, index=False)
+    code, _, err = run_cli(["predict", "--model", tiny_model, "--input", plain, "--out",
+                            tmp_path / "want.csv"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["predict", "--model", tiny_model, "--input", write(cells, tmp_path),
+                            "--out", tmp_path / "got.csv"], capsys)
+    assert code == 0, err
+    want = pd.read_csv(tmp_path / "want.csv", dtype=str)
+    got = pd.read_csv(tmp_path / "got.csv", dtype=str)
+    assert list(got["cell_id"]) == (ids or list(want["cell_id"]))
+    pd.testing.assert_frame_equal(got.drop(columns="cell_id"), want.drop(columns="cell_id"))

@@ -274,3 +274,30 @@ def test_sag_ratio_of_another_definition_is_caught_with_the_fix():
     assert len(issues) == 1
     message = issues[0].message()
     assert "1 - 1/x" in message and "multiply" not in message
+
+
+# ---------------------------------------------------------------- fault hunt 4 (notes/faults/findings4.md)
+
+def test_shipped_maps_read_headers_in_another_case_or_spacing(tmp_path):
+    """`TAU`, `Input Resistance`, `v-baseline` are the IPFX columns; a user map stays exact."""
+    from ephys2tx.features.column_map import match_table_columns
+    from ephys2tx.mapping.query import read_query
+
+    frame = pd.DataFrame({"cell_id": ["a", "b", "c"], "tau": [0.01, 0.02, 0.03],
+                          "input_resistance": [200.0, 300.0, 250.0], "v_baseline": [-70.0, -65.0, -72.0]})
+    exact = tmp_path / "exact.csv"
+    frame.to_csv(exact, index=False)
+    loose = tmp_path / "loose.csv"
+    frame.rename(columns={"tau": "TAU", "input_resistance": "Input Resistance",
+                          "v_baseline": "v-baseline"}).to_csv(loose, index=False)
+    for column_map in (None, "ipfx"):
+        want, got = read_query(exact, column_map=column_map), read_query(loose, column_map=column_map)
+        pd.testing.assert_frame_equal(got.features, want.features)
+        assert got.sources["input_resistance"] == "Input Resistance"
+    # an exact name wins; two columns of one loose name are ambiguous and left alone
+    ipfx = load_column_map("ipfx")
+    fitted = match_table_columns(ipfx, ["tau", "TAU", "Sag", "SAG "])
+    names = {e.name: e.column for e in fitted.entries}
+    assert names["tau"] == "tau" and names["sag"] == "sag"
+    strict = column_map_from_dict({"columns": [{"column": "tau", "name": "tau", "unit": "s"}]})
+    assert match_table_columns(strict, ["TAU"]) is strict

@@ -104,3 +104,83 @@ def test_numbers_beyond_the_float_range_are_out_of_range_not_text():
     with pytest.raises(InputError, match=r"non-numeric value '1e4OO' \(cell 7\)"):
         numeric_column(pd.Series(["1", "1e4OO"]), column="tau", where="t.csv",
                        ids=pd.Series(["6", "7"]))
+
+
+# ---------------------------------------------------------------- fault hunt 4 (notes/faults/findings4.md)
+
+_CELLS = pd.DataFrame({"cell_id": ["a1", "a2", "a3"], "tau": [0.01, 0.02, 0.015],
+                       "v_baseline": [-70.0, -65.0, -72.0]})
+
+
+def _write_text(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("ids", [["007", "010", "100"], ["2E5", "3E5", "4E5"], ["1.1", "1.10", "1.2"],
+                                 [" x1", "x2 ", "x3"]])
+def test_csv_ids_are_read_as_written(tmp_path, ids):
+    """An id is a name: `007`, `2E5` and `1.10` are never turned into 7, 200000 and 1.1."""
+    path = tmp_path / "t.csv"
+    _CELLS.assign(cell_id=ids).to_csv(path, index=False)
+    table = read_user_table(path)
+    assert list(table.data.index) == [i.strip() for i in ids]
+    assert table.data["tau"].tolist() == pytest.approx([0.01, 0.02, 0.015])
+
+
+def test_csv_integer_ids_written_as_floats_are_those_integers(tmp_path):
+    path = _write_text(tmp_path / "t.csv", "cell_id,tau\n12.0,0.01\n13.0,0.02\n")
+    assert list(read_user_table(path).data.index) == ["12", "13"]
+    dup = _write_text(tmp_path / "d.csv", "cell_id,tau\n1,0.01\n1.0,0.02\n")
+    with pytest.raises(InputError, match="duplicated id '1'"):
+        read_user_table(dup)
+
+
+@pytest.mark.parametrize("text", [
+    "\n\ncell_id,tau,v_baseline\na1,0.01,-70\na2,0.02,-65\na3,0.015,-72\n",      # blank lines first
+    "cell_id,tau,v_baseline\na1,0.01,-70\n,,\na2,0.02,-65\na3,0.015,-72\n,,\n,,\n",  # spreadsheet ,,
+    " cell_id , tau ,v_baseline \na1,0.01,-70\na2,0.02,-65\na3,0.015,-72\n",     # blanks in the header
+    "cell_id\x00,tau,v_baseline\na1,0.01,-70\na2,0.02,-65\na3,0.015,-72\n",       # a NUL byte
+])
+def test_csv_layouts_spreadsheets_write_are_read(tmp_path, text):
+    table = read_user_table(_write_text(tmp_path / "t.csv", text))
+    assert list(table.data.index) == ["a1", "a2", "a3"]
+    assert list(table.data.columns) == ["tau", "v_baseline"]
+    assert table.data["v_baseline"].tolist() == [-70.0, -65.0, -72.0]
+
+
+def test_a_missing_id_is_named_by_its_row_after_empty_rows(tmp_path):
+    path = _write_text(tmp_path / "t.csv", "cell_id,tau\n,,\na1,0.01\n,0.02\n")
+    with pytest.raises(InputError, match="is empty on data row 3"):
+        read_user_table(path)
+
+
+def test_excel_table_below_blank_rows(tmp_path):
+    path = tmp_path / "t.xlsx"
+    with pd.ExcelWriter(path) as writer:
+        _CELLS.to_excel(writer, index=False, startrow=3)
+    table = read_user_table(path)
+    assert list(table.data.index) == ["a1", "a2", "a3"]
+    assert table.data["tau"].tolist() == pytest.approx([0.01, 0.02, 0.015])
+
+
+@pytest.mark.parametrize("name, text, pattern", [
+    ("semi.csv", "cell_id;tau\na1;0,01\n", r"semi\.csv is separated by semicolons, not commas"),
+    ("tabs.csv", "cell_id\ttau\na1\t0.01\n", r"tabs\.csv is separated by tabs, not commas.*name the file \.tsv"),
+    ("commas.tsv", "cell_id,tau\na1,0.01\n", r"commas\.tsv is separated by commas, not tabs.*name the file \.csv"),
+    ("comment.csv", "# rig 2, 2021\ncell_id,tau,sag\na1,0.01,0.1\n", r"starts with the line '# rig 2.*comment"),
+    ("comment1.csv", "# rig 2\ncell_id,tau\na1,0.01\n", r"starts with the line '# rig 2'"),
+])
+def test_other_separators_and_comment_lines_are_named(tmp_path, name, text, pattern):
+    with pytest.raises(InputError, match=pattern):
+        read_user_table(_write_text(tmp_path / name, text))
+
+
+def test_special_files_are_not_read(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/null"):
+        with pytest.raises(InputError, match="is not a regular file"):
+            read_user_table(path)  # never blocks on the pipe

@@ -184,6 +184,9 @@ def predict(model_dir, input_path, out, *, column_map=None, id_column: str | Non
     out = check_output_file(out, overwrite=overwrite, recognise=is_predictions_table,
                             inputs=input_paths(model_dir, input_path, column_map),
                             written_by="ephys2tx predict (no predictions header)")
+    if out.suffix.lower() != ".csv":  # never CSV bytes under .xlsx/.parquet, nor a file for a folder
+        raise InputError(f"--out {out} must name a .csv file: predictions are written as CSV "
+                         f"(e.g. --out {out.with_suffix('.csv') if out.name else 'predictions.csv'}).")
     ref = load_reference_model(model_dir)
     from ephys2tx.models.persistence import load_reference_sample
     from ephys2tx.models.predict_shift import reference_frames

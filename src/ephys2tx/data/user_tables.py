@@ -25,7 +25,7 @@ import pandas as pd
 from ephys2tx.errors import InputError
 
 __all__ = ["ID_CANDIDATES", "MAX_ABS_VALUE", "UserTable", "check_complete_rows", "check_finite",
-           "detect_id_column", "numeric_column", "read_table", "read_user_table"]
+           "detect_id_column", "numeric_column", "read_table", "read_user_table", "table_header"]
 
 #: Largest magnitude accepted for a feature value; larger values (and inf/-inf) are errors.
 #: No electrophysiology feature in any unit comes near it, and squares of it stay finite.
@@ -57,7 +57,7 @@ def check_complete_rows(path: str | os.PathLike, *, sep: str = ",", encoding: st
     try:
         with open(path, newline="", encoding=encoding) as handle:
             reader = csv.reader(handle, delimiter=sep)
-            header = next(reader, None)
+            header = next((row for row in reader if any(field.strip() for field in row)), None)
             if header is None:
                 return
             width = len(header)
@@ -68,6 +68,7 @@ def check_complete_rows(path: str | os.PathLike, *, sep: str = ",", encoding: st
                         "its header: the row is incomplete (a file cut off, or a missing "
                         "separator); restore the complete file, or fill the row.")
                 if len(row) > width and any(field.strip() for field in row[width:]):
+                    _check_header_form(path, header, sep)
                     raise InputError(
                         f"{path} line {reader.line_num} has {len(row)} fields, more than the "
                         f"{width} of its header (a value without a column name, or a separator "
@@ -77,6 +78,31 @@ def check_complete_rows(path: str | os.PathLike, *, sep: str = ",", encoding: st
                          f"byte {exc.start}); save it as UTF-8 CSV (or as Parquet or Excel).") from exc
     except csv.Error as exc:
         raise InputError(f"cannot read {path} as delimited text: {exc}".replace("\n", " ")) from exc
+
+
+_SEPARATORS = {",": "commas", "\t": "tabs", ";": "semicolons", "|": "vertical bars"}
+
+
+def _check_header_form(path: Path, header: list, sep: str) -> None:
+    """Name the likely cause when the header has fewer fields than the rows below it.
+
+    A header of one field that holds another separator (``cell_id;tau;sag``) is a
+    file separated by that character; a header starting with ``#`` is a comment
+    line above the real header.
+    """
+    if header and header[0].lstrip().startswith("#"):
+        raise InputError(f"{path} starts with the line {header[0][:40]!r}..., a comment above the "
+                         "column names; delete the lines above the header row.")
+    if len(header) == 1:
+        found = [s for s in _SEPARATORS if s != sep and s in header[0]]
+        if found:
+            other = found[0]
+            fix = ("name the file .tsv" if other == "\t" and sep == "," else
+                   "name the file .csv" if other == "," and sep == "\t" else
+                   "save it as comma-separated CSV with decimal points (or as Excel or Parquet)")
+            raise InputError(f"{path} is separated by {_SEPARATORS[other]}, not "
+                             f"{_SEPARATORS[sep]} (its header is the one field "
+                             f"{header[0][:40]!r}); {fix}.")
 
 
 def check_finite(frame: pd.DataFrame, *, where: str, sources: dict | None = None) -> None:
@@ -167,8 +193,78 @@ def numeric_column(raw: pd.Series, *, column: str, where: str, ids: pd.Series | 
     return values.astype(float)
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
+def _table_kind(path: Path) -> str:
+    """The reader of an input table (csv, tsv, parquet, excel), after checking it is a file."""
+    if path.is_dir():
+        raise InputError(f"input table {path} is a folder; give a table file (CSV, TSV, Parquet or "
+                         "Excel).")
+    if not path.exists():
+        raise InputError(f"input table {path} does not exist; check the path.")
+    if not path.is_file():  # a pipe, a device (/dev/null), a socket: never read
+        raise InputError(f"input table {path} is not a regular file; give a table file (CSV, TSV, "
+                         "Parquet or Excel).")
+    kind = _SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(f"input table {path} has suffix {path.suffix!r}; use .csv, .tsv, "
+                         ".parquet or .xlsx.")
+    return kind
+
+
+def _delimited_header(path: Path, kind: str) -> list[str]:
+    """The header row of a CSV/TSV file: its first line with a non-blank field."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle, delimiter="\t" if kind == "tsv" else ",")
+            header = next((row for row in reader if any(field.strip() for field in row)), [])
+            return [field.replace("\x00", "") for field in header]  # pandas drops NUL bytes too
+    except UnicodeDecodeError as exc:
+        raise InputError(f"cannot read {path} as delimited text: it is not UTF-8 ({exc.reason} at "
+                         f"byte {exc.start}); save it as UTF-8 CSV (or as Parquet or Excel).") from exc
+    except csv.Error as exc:
+        raise InputError(f"cannot read {path} as delimited text: {exc}".replace("\n", " ")) from exc
+
+
+def table_header(path: str | os.PathLike) -> list[str] | None:
+    """The column names of a CSV/TSV table as :func:`read_table` gives them (None for other kinds)."""
+    path = Path(path)
+    kind = _table_kind(path)
+    if kind not in ("csv", "tsv"):
+        return None
+    header = _delimited_header(path, kind)
+    if len(header) == 1:  # a comment line, or a file separated by another character
+        _check_header_form(path, header, "\t" if kind == "tsv" else ",")
+    return [field.strip() for field in header]
+
+
+def _excel_header_row(path: Path) -> tuple[int, list]:
+    """The header row of the first sheet: its first row filled across at least half the table.
+
+    Blank rows, and a title or note of one or two cells above the table, are skipped.
+    """
+    head = pd.read_excel(path, sheet_name=0, header=None, nrows=50)
+    filled = head.notna().sum(axis=1).to_numpy()
+    if not filled.any():
+        return 0, []
+    row = int((filled >= max(1, filled.max() / 2)).argmax())
+    return row, list(head.iloc[row])
+
+
+def read_table(path: str | os.PathLike, *, text_columns=()) -> pd.DataFrame:
     """Read CSV/TSV, Parquet or Excel (first sheet) by file suffix.
+
+    Column names are stripped of surrounding blanks, blank lines (and blank
+    rows above an Excel table) before the header are skipped, and rows with no
+    value at all (``,,,,`` lines that spreadsheets export) are dropped; the
+    index keeps each row's position among the data rows.
+
+    Parameters
+    ----------
+    path : path
+    text_columns : collection of str
+        CSV/TSV columns read as text, never as numbers (cell ids: ``007``,
+        ``1.10`` and ``2E5`` are names, not 7, 1.1 and 200000).
 
     Raises
     ------
@@ -176,59 +272,46 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         Missing file, unknown suffix, unparsable or empty table.
     """
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"input table {path} is a folder; give a table file (CSV, TSV, Parquet or "
-                         "Excel).")
-    if not path.is_file():
-        raise InputError(f"input table {path} does not exist; check the path.")
-    kind = _SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise InputError(f"input table {path} has suffix {path.suffix!r}; use .csv, .tsv, "
-                         ".parquet or .xlsx.")
+    kind = _table_kind(path)
     if kind in ("csv", "tsv"):  # first: its messages name the line, pandas' do not always
         check_complete_rows(path, sep="\t" if kind == "tsv" else ",")
+    header_row, header = 0, None
     try:
-        if kind == "csv":
+        if kind in ("csv", "tsv"):
+            header = _delimited_header(path, kind)
+            if len(header) == 1:
+                _check_header_form(path, header, "\t" if kind == "tsv" else ",")
+            text = {name: str for name in header if name.strip() in set(text_columns)}
             # index_col=False: separators ending every line never shift the columns onto the index
-            table = pd.read_csv(path, encoding="utf-8-sig", low_memory=False, index_col=False)
-        elif kind == "tsv":
-            table = pd.read_csv(path, sep="\t", encoding="utf-8-sig", low_memory=False,
-                                index_col=False)
+            table = pd.read_csv(path, sep="\t" if kind == "tsv" else ",", encoding="utf-8-sig",
+                                low_memory=False, index_col=False, dtype=text or None)
         elif kind == "parquet":
             table = pd.read_parquet(path)
             if any(name is not None for name in table.index.names):  # e.g. `ephys2tx extract` output
                 table = table.reset_index()
+            header = list(table.columns)
         else:
-            table = pd.read_excel(path, sheet_name=0)
+            header_row, header = _excel_header_row(path)
+            table = pd.read_excel(path, sheet_name=0, header=header_row)
     except pd.errors.EmptyDataError as exc:
         raise InputError(f"input table {path} is empty; it needs a header and one row per cell.") from exc
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"cannot read {path} as {kind}: {first}") from exc
-    _check_unique_header(path, kind, table)
-    table.columns = [str(c) for c in table.columns]
+    _check_unique_header(path, header)
+    table.columns = [str(c).strip() for c in table.columns]
+    table = table.reset_index(drop=True)
+    table = table.loc[table.notna().any(axis=1)]  # rows without any value are no cells
     if table.shape[0] == 0 or table.shape[1] == 0:
         raise InputError(f"input table {path} is empty ({table.shape[0]} rows, {table.shape[1]} "
                          "columns); it needs a header and one row per cell.")
     return table
 
 
-def _check_unique_header(path: Path, kind: str, table: pd.DataFrame) -> None:
+def _check_unique_header(path: Path, header: list) -> None:
     """Refuse a header that names a column twice (pandas would silently rename one ``name.1``)."""
-    import csv
     from collections import Counter
 
-    if kind in ("csv", "tsv"):
-        try:
-            with open(path, newline="", encoding="utf-8-sig") as handle:
-                header = next(csv.reader(handle, delimiter="\t" if kind == "tsv" else ","), [])
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise InputError(f"cannot read {path} as delimited text: {exc}".replace("\n", " ")) from exc
-    elif kind == "excel":
-        header = list(pd.read_excel(path, sheet_name=0, header=None, nrows=1).iloc[0]) \
-            if table.shape[1] else []
-    else:
-        header = list(table.columns)
     names = [str(c).strip() for c in header if not (isinstance(c, float) and c != c)]
     twice = [name for name, n in Counter(names).items() if n > 1 and name]
     if twice:
@@ -240,6 +323,8 @@ def detect_id_column(table: pd.DataFrame, *, id_column: str | None = None,
                      where: str = "table", hint: str = "rename your id column to cell_id") -> str:
     """The id column: ``id_column`` if given, else the first of :data:`ID_CANDIDATES` present."""
     if id_column is not None:
+        if id_column not in table.columns and id_column.strip() in table.columns:
+            return id_column.strip()
         if id_column not in table.columns:
             raise InputError(f"{where} has no id column {id_column!r}; columns start with "
                              f"{list(table.columns[:5])}.")
@@ -281,7 +366,12 @@ def _id_strings(ids: pd.Series) -> pd.Series:
     """Ids as text; whole-number floats (how CSV/Excel readers give integer ids with gaps) without ".0"."""
     kind = pd.api.types.infer_dtype(ids, skipna=False)
     if kind == "string":  # "a" and "a " are the same cell, written carelessly
-        return ids.astype(str).str.strip()
+        text = ids.astype(str).str.strip()
+        # whole numbers written as floats ("12.0", as pandas writes integer ids with a gap) are
+        # those numbers; "007", "1.10" and "2E5" stay as written
+        if text.str.fullmatch(r"[+-]?\d+(\.0*)?").all():
+            return text.str.replace(r"\.0*$", "", regex=True)
+        return text
     if kind == "integer":
         return ids.astype(str)
     if kind == "floating" and (ids % 1 == 0).all():
@@ -298,16 +388,26 @@ def read_user_table(path: str | os.PathLike, *, id_column: str | None = None,
     that names one, for commands that have it).
     """
     path = Path(path)
-    table = read_table(path)
+    header = table_header(path)  # CSV/TSV: the id column is found first, and read as text
+    if header is not None and header:
+        try:
+            col = detect_id_column(pd.DataFrame(columns=header), id_column=id_column,
+                                   where=str(path), hint=id_hint)
+        except InputError:  # a comment line above the header says so first
+            check_complete_rows(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+            raise
+        table = read_table(path, text_columns=[col])
+    else:
+        table = read_table(path)
     col = detect_id_column(table, id_column=id_column, where=str(path), hint=id_hint)
     ids = table[col]
     if ids.isna().any():
-        row = int(ids.isna().to_numpy().nonzero()[0][0])
+        row = int(ids.index[ids.isna().to_numpy()][0])
         raise InputError(f"id column {col!r} of {path} is empty on data row {row + 1}; give every "
                          "cell an id.")
     ids = _id_strings(ids)
     if (ids == "").any():
-        row = int((ids == "").to_numpy().nonzero()[0][0])
+        row = int(ids.index[(ids == "").to_numpy()][0])
         raise InputError(f"id column {col!r} of {path} is empty on data row {row + 1}; give every "
                          "cell an id.")
     dup = ids.duplicated(keep=False)

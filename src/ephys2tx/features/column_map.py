@@ -69,6 +69,7 @@ __all__ = [
     "describe_detection",
     "detect_column_map",
     "load_column_map",
+    "match_table_columns",
     "resolve_column_map",
     "shipped_map_path",
 ]
@@ -365,6 +366,44 @@ def resolve_column_map(spec: str | os.PathLike | ColumnMap | None, columns, *,
     return detect_column_map(table)
 
 
+def _loose(name: str) -> str:
+    """A column name compared without case and blanks (spaces, ``_`` and ``-`` alike)."""
+    import re
+
+    return re.sub(r"[\s_\-]+", "_", str(name).strip().casefold())
+
+
+def match_table_columns(cmap: ColumnMap, columns) -> ColumnMap:
+    """``cmap`` with each absent column renamed to the table's column of the same loose name.
+
+    Only for maps that are not strict (the shipped maps): a table whose header
+    says ``TAU``, ``Input Resistance`` or ``input-resistance`` is read as
+    ``tau`` and ``input_resistance``. A name is taken only when exactly one
+    column of the table has it and no other entry reads that column; an exact
+    name always wins. A strict (user) map names its columns exactly.
+    """
+    if cmap.strict:
+        return cmap
+    columns = [str(c) for c in columns]
+    present = set(columns)
+    by_loose: dict[str, list[str]] = {}
+    for col in columns:
+        by_loose.setdefault(_loose(col), []).append(col)
+    taken = {c for e in cmap.entries for c in (e.column, e.minus) if c in present}
+
+    def fitted(name):
+        if name is None or name in present:
+            return name
+        found = [c for c in by_loose.get(_loose(name), []) if c not in taken]
+        if len(found) != 1:
+            return name
+        taken.add(found[0])
+        return found[0]
+
+    entries = tuple(replace(e, column=fitted(e.column), minus=fitted(e.minus)) for e in cmap.entries)
+    return cmap if entries == cmap.entries else replace(cmap, entries=entries)
+
+
 def _entry_applies(entry: ColumnMapEntry, present: set) -> bool:
     return entry.column in present and (entry.minus is None or entry.minus in present)
 
@@ -393,7 +432,7 @@ def detect_column_map(table: pd.DataFrame, *, min_coverage: float = MIN_COVERAGE
         numeric = [str(c) for c in table.columns]
     scored = []
     for name in SHIPPED_MAPS:
-        cmap = load_column_map(name)
+        cmap = match_table_columns(load_column_map(name), present)
         used = [e for e in cmap.entries if _entry_applies(e, present)]
         if not used:
             continue

@@ -48,13 +48,15 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
     from ephys2tx.data.user_tables import check_finite, read_user_table
     from ephys2tx.features.canonical import check_units, check_values_kept
     from ephys2tx.features.column_map import (apply_column_map, describe_detection,
-                                              resolve_column_map)
+                                              match_table_columns, resolve_column_map)
 
     cmap = None if column_map is None else resolve_column_map(column_map, ())
     if id_column is None and cmap is not None:
         id_column = cmap.id_column
     table = read_user_table(input_path, id_column=id_column, id_hint="name it with --id-column")
-    cmap = cmap or resolve_column_map(None, table.data.columns, table=table.data)
+    # a shipped map reads `TAU` or `Input Resistance` as tau and input_resistance
+    cmap = (match_table_columns(cmap, table.data.columns) if cmap is not None
+            else resolve_column_map(None, table.data.columns, table=table.data))
     # Missing-value codes (0 mV thresholds, 0 s ISIs...) are NaN, in the table's naming and in IPFX's.
     canonical, sources = apply_column_map(cmap, mask_missing_codes(table.data)[0], where=str(input_path))
     check_finite(canonical, where=str(input_path), sources=sources)
