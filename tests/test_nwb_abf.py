@@ -126,6 +126,8 @@ def test_holding_current_included_shifts_the_amplitudes(held_cell):
     for name in ("threshold_i_long_square", "threshold_i_short_square", "threshold_i_ramp"):
         np.testing.assert_allclose(included["summary"][name] - subtracted["summary"][name], HOLDING_PA,
                                    atol=1e-6, err_msg=name)
+    # ipfx's subthreshold selection (steps >= -100 pA) now drops the -90 pA step (-120 pA absolute): Ri moves
+    assert not np.isclose(included["summary"]["ri"], subtracted["summary"]["ri"], rtol=0.01)
     # voltage-only features of the rheobase sweep do not depend on the amplitudes
     np.testing.assert_allclose(included["summary"]["threshold_v_long_square"],
                                subtracted["summary"]["threshold_v_long_square"], rtol=1e-9)
