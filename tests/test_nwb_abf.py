@@ -81,6 +81,58 @@ def test_abf_cell_equals_its_nwb_twin(abf_root, abf_cells, version):
         _assert_same_features(got, ref)
 
 
+HOLDING_PA = -30.0
+
+
+@pytest.fixture(scope="session")
+def held_cell(tmp_path_factory):
+    """A fast-spiking cell recorded on a -30 pA DAC holding current (ABF 1 and 2), and its NWB twin without it."""
+    cell = af.simulate_abf_cells(["Pvalb"], seed=3, holding=HOLDING_PA)[0]
+    root = tmp_path_factory.mktemp("held")
+    folders = {version: af.write_abf_cell(root / f"abf{version}", cell, version=version) for version in (1, 2)}
+    return cell, folders, af.write_nwb_twin(root / f"{cell.cell_id}.nwb", cell)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_holding_current_is_in_the_files_and_subtracted(held_cell, version):
+    """holding_current: subtract -> the same features and vectors as the twin recorded without holding."""
+    import pyabf
+
+    cell, folders, twin = held_cell
+    run = cell.runs["long_square"]
+    abf = pyabf.ABF(str(folders[version] / f"{run.protocol}.abf"))
+    assert abf.holdingCommand[0] == HOLDING_PA  # the header carries it; pyabf puts it in every command
+    for k in range(run.n_sweeps):
+        abf.setSweep(k)
+        np.testing.assert_array_equal(abf.sweepC, run.commands[k])
+        assert abf.sweepC[0] == HOLDING_PA and abf.sweepC[-1] == HOLDING_PA
+    pmap = validate_protocol_map({**af.PROTOCOL_MAP, "cells": "folder"})
+    assert pmap["holding_current"] == "subtract"  # the default
+    got = extract_abf_cell(folders[version], pmap)
+    assert got["notes"] == ["holding current -30 pA subtracted from the stimulus (holding_current: subtract)"]
+    ref = extract_cell(twin)
+    assert np.isfinite([got["summary"][k] for k in ("ri", "tau", "vrest", "threshold_i_long_square",
+                                                    "threshold_i_ramp", "threshold_i_short_square")]).all()
+    _assert_same_features(got, ref)
+
+
+def test_holding_current_included_shifts_the_amplitudes(held_cell):
+    """holding_current: include -> ipfx's absolute command levels: every stimulus amplitude moves by the holding."""
+    cell, folders, _ = held_cell
+    base = {**af.PROTOCOL_MAP, "cells": "folder"}
+    subtracted = extract_abf_cell(folders[2], validate_protocol_map(base))
+    included = extract_abf_cell(folders[2], validate_protocol_map({**base, "holding_current": "include"}))
+    assert included["notes"] == ["holding current -30 pA kept in the stimulus amplitudes (holding_current: include)"]
+    for name in ("threshold_i_long_square", "threshold_i_short_square", "threshold_i_ramp"):
+        np.testing.assert_allclose(included["summary"][name] - subtracted["summary"][name], HOLDING_PA,
+                                   atol=1e-6, err_msg=name)
+    # ipfx's subthreshold selection (steps >= -100 pA) now drops the -90 pA step (-120 pA absolute): Ri moves
+    assert not np.isclose(included["summary"]["ri"], subtracted["summary"]["ri"], rtol=0.01)
+    # voltage-only features of the rheobase sweep do not depend on the amplitudes
+    np.testing.assert_allclose(included["summary"]["threshold_v_long_square"],
+                               subtracted["summary"]["threshold_v_long_square"], rtol=1e-9)
+
+
 def test_long_square_only_file_goes_on_without_ramp_and_short_square(abf_root, abf_cells):
     pmap = load_protocol_map(abf_root["root"] / "map_files.yaml")
     cell = abf_cells[0][1]
@@ -176,6 +228,10 @@ BAD_MAPS = {
     "role not strings": ("long_square: [1, 2]\nliquid_junction_potential_mv: 0\n", "list of protocol names"),
     "two roles": ("long_square: IV\nramp: iv\nliquid_junction_potential_mv: 0\n", "both long_square and ramp"),
     "bad channel": ("long_square: IV\nliquid_junction_potential_mv: 0\nchannel: -1\n", "ADC channel number"),
+    "holding not a mode": ("long_square: IV\nliquid_junction_potential_mv: 0\nholding_current: add\n",
+                           "holding_current must be 'subtract'"),
+    "holding boolean": ("long_square: IV\nliquid_junction_potential_mv: 0\nholding_current: yes\n",
+                        "holding_current must be 'subtract'"),
     "bad cells": ("long_square: IV\nliquid_junction_potential_mv: 0\ncells: sweep\n", "'file'"),
     "python tag": ("long_square: !!python/object/apply:os.system ['touch pwned']\n"
                    "liquid_junction_potential_mv: 0\n", "not valid \\(safe\\) YAML"),
@@ -210,3 +266,4 @@ def test_protocol_map_file_problems(tmp_path):
         load_protocol_map(tmp_path)
     ok = validate_protocol_map({"long_square": "IV*", "liquid_junction_potential_mv": 13})
     assert ok["long_square"] == ["IV*"] and ok["ramp"] == [] and ok["cells"] == "file" and ok["channel"] is None
+    assert ok["holding_current"] == "subtract"

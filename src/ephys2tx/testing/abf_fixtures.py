@@ -11,6 +11,13 @@ exactly as ``pyabf`` rebuilds them from that table (its ``sweepC``: a holding
 period of 1/64 of the sweep, then the epochs), and the recorded voltage is
 stored as 16-bit integers, as a Digidata does.
 
+A cell can be recorded on a DAC holding current (``holding=-30.0``: Clampex's
+holding level, e.g. to keep a cell near -70 mV): every epoch level and the
+pre-epoch period are then offset by it, the neuron is simulated with that
+absolute command, and the ABF header stores it (ABF 2: ``fDACHoldingLevel``;
+ABF 1: pyabf reads the holding level from the first epoch-level slot, which is
+the baseline epoch here).
+
 ``pyabf.abfWriter.writeABF1`` writes neither the epoch table nor the protocol
 name, and nothing in pyabf writes ABF 2, so both writers are here.  They fill
 the header fields that pyabf reads (offsets from pyabf's ``HeaderV1`` and
@@ -18,7 +25,9 @@ ABF 2 section readers) and leave the rest zero.
 
 The NWB twin of a cell (:func:`write_nwb_twin`) holds the same commands and the
 same voltages (as pyabf reads them) with the Allen stimulus codes, so the two
-files must give the same features.
+files must give the same features.  Its stimulus is the command minus the
+holding level, as MIES/the Allen pipeline stores a cell held with a bias
+current (the bias current is kept out of the stimulus).
 """
 
 from __future__ import annotations
@@ -63,6 +72,7 @@ class AbfRun:
     commands: list
     raw: list = dataclasses.field(default_factory=list)  # int16 per sweep
     voltages: list = dataclasses.field(default_factory=list)  # float32, what pyabf reads back
+    holding: float = 0.0  # pA, the DAC holding level (in every command)
 
 
 @dataclasses.dataclass
@@ -97,19 +107,19 @@ def epoch_command(epochs: Sequence[Epoch], sweep: int, n_samples: int, holding: 
 
 
 def _run(protocol: str, rate: float, duration: float, stimulus: Epoch, n_sweeps: int,
-         test_pulse: bool = True) -> AbfRun:
+         test_pulse: bool = True, holding: float = 0.0) -> AbfRun:
     n = int(round((nf.STIM_START + duration + nf.POST_STIM) * rate))
     pre = n // 64
     stim_start = int(round(nf.STIM_START * rate))
     if test_pulse:  # baseline, -50 pA test pulse of 10 ms, baseline up to the stimulus
         tp_start, tp_len = int(round(0.05 * rate)), int(round(nf.TEST_PULSE_DURATION * rate))
-        epochs = [Epoch(STEP, 0.0, tp_start - pre), Epoch(STEP, nf.TEST_PULSE_AMP, tp_len),
-                  Epoch(STEP, 0.0, stim_start - tp_start - tp_len)]
+        epochs = [Epoch(STEP, holding, tp_start - pre), Epoch(STEP, holding + nf.TEST_PULSE_AMP, tp_len),
+                  Epoch(STEP, holding, stim_start - tp_start - tp_len)]
     else:
-        epochs = [Epoch(STEP, 0.0, stim_start - pre)]
-    epochs.append(stimulus)
-    commands = [epoch_command(epochs, k, n) for k in range(n_sweeps)]
-    return AbfRun(protocol, epochs, n_sweeps, n, commands)
+        epochs = [Epoch(STEP, holding, stim_start - pre)]
+    epochs.append(dataclasses.replace(stimulus, level=holding + stimulus.level))  # Clampex levels are absolute
+    commands = [epoch_command(epochs, k, n, holding) for k in range(n_sweeps)]
+    return AbfRun(protocol, epochs, n_sweeps, n, commands, holding=holding)
 
 
 def _quantise(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -122,8 +132,12 @@ def _quantise(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def simulate_abf_cells(labels: Sequence[str], seed: int = 0, rate: float = nf.SAMPLING_RATE,
                        ramp_peak_x_rheobase: float = 3.0, test_pulse: bool = True,
-                       noise_mv: float = 0.05) -> list[AbfCell]:
-    """Simulate cells on ABF-expressible protocols (arithmetic step series, epoch-table ramps)."""
+                       noise_mv: float = 0.05, holding: float = 0.0) -> list[AbfCell]:
+    """Simulate cells on ABF-expressible protocols (arithmetic step series, epoch-table ramps).
+
+    ``holding`` (pA) is a DAC holding current added to every command (the
+    steps stay relative to it: the same step series as without holding).
+    """
     rng = np.random.default_rng(seed)
     params = [nf.jitter_params(nf.CELL_TYPES[label], rng) for label in labels]
     dt_ms = 1000.0 / rate
@@ -131,9 +145,9 @@ def simulate_abf_cells(labels: Sequence[str], seed: int = 0, rate: float = nf.SA
     ss_amps = np.arange(100.0, 2001.0, 100.0)
     ls_len, ss_len = int(round(nf.LONG_SQUARE_DURATION * rate)), int(round(nf.SHORT_SQUARE_DURATION * rate))
     ls_grid = _run(LONG_SQUARE_PROTOCOL, rate, nf.LONG_SQUARE_DURATION,
-                   Epoch(STEP, ls_amps[0], ls_len, 20.0), len(ls_amps), test_pulse)
+                   Epoch(STEP, ls_amps[0], ls_len, 20.0), len(ls_amps), test_pulse, holding)
     ss_grid = _run(SHORT_SQUARE_PROTOCOL, rate, nf.SHORT_SQUARE_DURATION,
-                   Epoch(STEP, ss_amps[0], ss_len, 100.0), len(ss_amps), test_pulse)
+                   Epoch(STEP, ss_amps[0], ss_len, 100.0), len(ss_amps), test_pulse, holding)
     grid = ls_grid.commands + ss_grid.commands
     v_grid = nf.simulate_traces([p for p in params for _ in grid], [c for _ in params for c in grid], dt_ms)
     cells = []
@@ -143,12 +157,12 @@ def simulate_abf_cells(labels: Sequence[str], seed: int = 0, rate: float = nf.SA
         r = next(j for j, v in enumerate(v_ls) if nf._count_spikes(v) > 0)
         s = next(j for j, v in enumerate(v_ss) if nf._count_spikes(v) > 0)
         ls = _run(LONG_SQUARE_PROTOCOL, rate, nf.LONG_SQUARE_DURATION, Epoch(STEP, ls_amps[0], ls_len, 20.0),
-                  r + 7, test_pulse)
+                  r + 7, test_pulse, holding)
         ss = _run(SHORT_SQUARE_PROTOCOL, rate, nf.SHORT_SQUARE_DURATION, Epoch(STEP, ss_amps[s], ss_len), 3,
-                  test_pulse)
+                  test_pulse, holding)
         ramp_len = int(round(nf.RAMP_DURATION * rate))
         ramp = _run(RAMP_PROTOCOL, rate, nf.RAMP_DURATION,
-                    Epoch(RAMP, ramp_peak_x_rheobase * ls_amps[r], ramp_len), 1, test_pulse)
+                    Epoch(RAMP, ramp_peak_x_rheobase * ls_amps[r], ramp_len), 1, test_pulse, holding)
         v_ramp = nf.simulate_traces([params[k]], ramp.commands, dt_ms)
         voltages = {"long_square": v_ls[:r + 7], "short_square": [v_ss[s]] * 3, "ramp": v_ramp}
         runs = {"long_square": ls, "short_square": ss, "ramp": ramp}
@@ -230,6 +244,7 @@ def write_abf2(path: str | Path, run: AbfRun, rate: float, adc_unit: str = "mV",
     struct.pack_into("<i", adc, 74, index["adc_name"])
     struct.pack_into("<i", adc, 78, index["adc_unit"])
     dac = bytearray(256)
+    struct.pack_into("<f", dac, 12, run.holding)  # fDACHoldingLevel
     struct.pack_into("<i", dac, 24, index["dac_name"])
     struct.pack_into("<i", dac, 28, index["dac_unit"])
     struct.pack_into("<hhh", dac, 40, 1, 1, 0)  # waveform enabled, from the epoch table, no inter-episode level
@@ -287,9 +302,9 @@ def write_abf_cell(root: str | Path, cell: AbfCell, version: int = 2, layout: st
 
 def write_nwb_twin(path: str | Path, cell: AbfCell, layout: str = "sweep_table",
                    roles: Sequence[str] = ("long_square", "short_square", "ramp")) -> Path:
-    """Write the same sweeps (commands, voltages as read from the ABF files) as an NWB 2 file."""
+    """Write the same sweeps (commands minus the holding level, voltages as read from the ABF files) as NWB 2."""
     codes = {"long_square": nf.LONG_SQUARE_CODE, "short_square": nf.SHORT_SQUARE_CODE, "ramp": nf.RAMP_CODE}
-    sweeps = [(codes[role], command, voltage) for role in roles
+    sweeps = [(codes[role], command - cell.runs[role].holding, voltage) for role in roles
               for command, voltage in zip(cell.runs[role].commands, cell.runs[role].voltages)]
     protocol = dataclasses.replace(nf.SMALL, sampling_rate=cell.rate, dtype="float64")
     recording = nf.CellRecording(cell.cell_id, cell.label, sweeps, protocol)

@@ -16,6 +16,7 @@ into cells::
     liquid_junction_potential_mv: 13.0    # subtracted from every recorded voltage; 0 = no correction
     channel: 0                            # optional: ADC channel of the membrane potential (default: first in mV)
     cells: file                           # optional: file (one ABF = one cell) or folder (one folder = one cell)
+    holding_current: subtract             # optional: subtract (default) or include the DAC holding level
 
 The sweeps are handed to ipfx exactly as NWB sweeps are (an ipfx
 ``EphysDataInterface``), the long-square, short-square and ramp analyses are
@@ -27,6 +28,15 @@ none, so the stimulus window is found with ipfx's own
 ``get_stim_characteristics`` told whether this sweep has a test pulse.
 Families that need a protocol the cell lacks (ramp, short square) are NaN
 and listed in the cell's notes; the rest goes on.
+
+A holding current on the DAC (Clampex's holding level, e.g. -30 pA to keep a
+cell near -70 mV) is part of ``sweepC``, while ipfx reads the stimulus
+amplitude as the absolute command level.  The Allen pipeline keeps a bias
+current out of the stimulus (MIES stores it as the sweep's ``bias_current``,
+ipfx's ``leak_pa``), so its amplitudes are steps relative to the baseline.
+``holding_current: subtract`` (the default) removes each sweep's holding level
+(the command before the first epoch) from the command so the amplitudes mean
+the same; ``include`` keeps the absolute command.
 """
 
 from __future__ import annotations
@@ -47,8 +57,9 @@ __all__ = ["ROLES", "load_protocol_map", "validate_protocol_map", "extract_abf_c
 #: Stimulus roles a protocol can play, and an ipfx ontology code for each.
 ROLES = {"long_square": "C1LSCOARSE150216", "short_square": "C1SSCOARSE150112", "ramp": "C1RP25PR1S141203"}
 _KEYS = {"name", "description", "long_square", "short_square", "ramp", "liquid_junction_potential_mv",
-         "channel", "cells"}
+         "channel", "cells", "holding_current"}
 _CELL_MODES = ("file", "folder")
+_HOLDING_MODES = ("subtract", "include")
 _MAX_LJP_MV = 50.0
 
 
@@ -109,6 +120,12 @@ def validate_protocol_map(raw, where: str = "protocol map") -> dict:
         raise InputError(f"{where}: cells must be 'file' (each ABF file is one cell) or 'folder' (the ABF "
                          f"files of one folder are one cell), got {cells!r}")
     out["cells"] = cells
+    holding = raw.get("holding_current", "subtract")
+    if holding not in _HOLDING_MODES:
+        raise InputError(f"{where}: holding_current must be 'subtract' (default: stimulus amplitudes relative to "
+                         f"the holding level, as in the Allen/ipfx features) or 'include' (the absolute command), "
+                         f"got {holding!r}")
+    out["holding_current"] = holding
     return out
 
 
@@ -202,7 +219,7 @@ class _AbfRun:
         i_scale = _CURRENT_SCALE[dac_unit]
         self.rate = float(abf.dataRate)
         ljp = protocol_map["liquid_junction_potential_mv"]
-        self.sweeps = []
+        self.sweeps, self.holding = [], set()
         for number in abf.sweepList:
             abf.setSweep(number, channel=channel)
             command = np.asarray(abf.sweepC, dtype=np.float64) * i_scale
@@ -210,6 +227,12 @@ class _AbfRun:
                 raise CellFailure(f"{path.name}: pyabf cannot rebuild the command waveform of sweep {number} "
                                   f"({abf.stimulusByChannel[channel].text or 'no epoch table'}); ephys2tx needs "
                                   "the stimulus from the protocol's epoch table")
+            # the holding level: the command before the first epoch (pyabf fills the first 1/64 of the
+            # sweep with the DAC holding level); ipfx reads amplitudes as absolute command levels
+            holding = float(command[0])
+            self.holding.add(holding)
+            if protocol_map["holding_current"] == "subtract" and holding != 0.0:
+                command = command - holding
             voltage = np.asarray(abf.sweepY, dtype=np.float64) * v_scale - ljp
             self.sweeps.append((command, voltage))
 
@@ -394,6 +417,13 @@ def extract_abf_cell(path, protocol_map: dict, ap_window: float = 0.003, compact
     notes = []
     if ignored:
         notes.append("ignored (protocol not in the map): " + ", ".join(ignored))
+    holding = sorted({h for run in runs for h in run.holding} - {0.0})
+    if holding:
+        levels = ", ".join(f"{h:g}" for h in holding)
+        notes.append(f"holding current {levels} pA " + (
+            "subtracted from the stimulus (holding_current: subtract)"
+            if protocol_map["holding_current"] == "subtract"
+            else "kept in the stimulus amplitudes (holding_current: include)"))
     lsq_sweeps, lsq_features, lsq_an, lsq_start, lsq_end = _stage(
         "long square analysis", _preprocess, "long_square", data_set, numbers("long_square"))
     optional = {}
