@@ -16,9 +16,10 @@ and runs ``ephys2tx predict`` on the table with ``--align none``, ``em`` and
 ``auto``.
 
 The class prior of ``--layer L1``: the human table has 1 layer-1 cell, so it
-falls back to the mouse VISp layer-1 mix, and 225 of VISp's 277 layer-1 cells
-are bridge cells of this very query: ``--layer L1`` here carries the query's
-own labels. The rows ``--prior L1 w/o query`` give instead the layer-1 mix of
+falls back to the mouse VISp layer-1 mix, and 192 of VISp's 244 labelled
+layer-1 cells are bridge cells of this very query: ``--layer L1`` here carries
+the query's own labels (Lamp5 83%, Vip 12%; without them, 52 cells: Lamp5 48%,
+Vip 30%, Pvalb 11%, Sst 11%). The rows ``--prior L1 w/o query`` give instead the layer-1 mix of
 the reference tables without the query's cells
 (:func:`ephys2tx.data.layers.layer_tables` ``exclude``) as an explicit ``--prior``:
 the honest figure for a lab whose cells are in no reference.

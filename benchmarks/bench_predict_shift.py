@@ -77,7 +77,7 @@ def l1_stand_in(data_dir=None):
     (features, labels, layers, ids)
         Canonical features of the labelled bridge cells (Lamp5, Vip; Sncg has no
         reference class), their subclasses, ``"L1"`` for every cell, and their ids
-        (left out of the layer tables: 508 bridge cells are also VISp cells).
+        (left out of the layer tables: 192 of VISp's 244 labelled layer-1 cells are bridge cells).
     """
     from ephys2tx import CLASSES
     from ephys2tx.data.datasets import load_dataset

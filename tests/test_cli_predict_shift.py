@@ -97,6 +97,19 @@ def test_a_user_prior_replaces_the_estimated_mix_and_the_em_call_is_kept(model_d
     assert (em["predicted_subclass"] == "Lamp5").sum() >= (em["predicted_subclass_no_prior"] == "Lamp5").sum()
 
 
+def test_the_cautious_candidates_run_from_the_command_line(model_dir, pvalb_cells, tmp_path, capsys):
+    code, _, err, cautious = _predict(model_dir, pvalb_cells, tmp_path, capsys, "--align", "em@300",
+                                      name="c.csv")
+    assert code == 0, err
+    code, _, err, tested = _predict(model_dir, pvalb_cells, tmp_path, capsys, "--align", "em_test@100",
+                                    name="t.csv")
+    assert code == 0, err
+    assert "class-mix test (likelihood ratio, Saerens et al. 2002): chi2 = " in err
+    assert "predicted_subclass_unadapted" in cautious.columns and "predicted_subclass_unadapted" in tested
+    # 300 pseudo-cells of the training mix hold the 60-cell query's mix back more than 100 do
+    assert cautious["prob_Pvalb"].mean() < tested["prob_Pvalb"].mean()
+
+
 def test_an_unknown_align_is_refused(model_dir, pvalb_cells, tmp_path, capsys):
     code, _, err, _ = _predict(model_dir, pvalb_cells, tmp_path, capsys, "--align", "ot")
     assert code == 2 and "unknown --align 'ot'" in err and "Traceback" not in err
