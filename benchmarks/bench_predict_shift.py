@@ -6,8 +6,15 @@ real data only. The scenarios are those of the ``map`` shift benchmark
 
 * leave one layer out: mouse L1, L2/3, L4, L5, L6; human L2, L3, L4-6;
 * human acute -> culture and culture -> acute;
+* mouse -> human: a mouse model (21 harmonised features) reading the human cells;
 * the mouse L1 bridge cells in the IPFX naming, read through the shipped
-  ``ipfx`` column map, with those cells removed from the training cells.
+  ``ipfx`` column map, with those cells removed from the training cells;
+* ``human L1 (bridge stand-in)``: the shared data hold 1 human layer-1 cell
+  after QC, so the stand-in for a human layer-1 query is the one of
+  ``benchmarks/bench_l1_query.py``: the mouse L1 bridge cells (Lamp5, Vip), whose
+  IPFX features carry the human table's names, read as ``predict`` reads a user
+  table (:func:`ephys2tx.mapping.query.read_query`, shipped map detected), against
+  a human model trained on all human cells. Another species as well as another layer.
 
 For each, a reference model is fitted on the training side the way ``ephys2tx
 train`` fits it (:func:`ephys2tx.mapping.reference.fit_reference_model`: forest,
@@ -16,8 +23,13 @@ reference's features (mouse: the 21 harmonised features; human: 93), and the
 held-out cells are predicted through the code ``predict`` runs
 (:func:`ephys2tx.models.predict_shift.predict_with_shift`; model features the
 query lacks are filled with the training medians by the model), with
-``--align none`` and ``em``, without and with the layer prior (``--layer``; the
-layer tables leave the query's cells out). Scores: macro-F1 over the classes
+every candidate of :data:`ephys2tx.models.predict_shift.PREDICT_CANDIDATES`
+(``none``; ``em``, Saerens et al. 2002 with a pseudo-count of 10 cells towards
+the training mix; the more cautious ``em@100`` and ``em@300``; ``em_test`` and
+``em_test@100``, EM only when the likelihood-ratio class-mix test rejects),
+without and with the layer prior (``--layer``; the layer tables leave the
+query's cells out). With a layer prior every candidate gives the same call
+(the prior replaces the estimated mix), so only ``none+layer`` is scored. Scores: macro-F1 over the classes
 present in the query and accuracy, with a bootstrap CI over cells and the
 paired difference to ``none``.
 
@@ -45,8 +57,63 @@ import pandas as pd
 #: Scenarios of the map shift benchmark that the predict route can run (a saved model of one
 #: species, the query in that species' reference naming).
 SCENARIOS = ("mouse L1", "mouse L2/3", "mouse L4", "mouse L5", "mouse L6", "human L2", "human L3",
-             "human L4-6", "human acute->culture", "human culture->acute", "bridge (IPFX pipeline)")
-METHODS = ("none", "em")
+             "human L4-6", "human acute->culture", "human culture->acute", "mouse->human",
+             "bridge (IPFX pipeline)", "human L1 (bridge stand-in)")
+#: Built here, not by the map benchmark.
+L1_STAND_IN = "human L1 (bridge stand-in)"
+
+
+def _methods():
+    from ephys2tx.models.predict_shift import PREDICT_CANDIDATES
+
+    return PREDICT_CANDIDATES
+
+
+def l1_stand_in(data_dir=None):
+    """The human layer-1 stand-in: bridge cells read as ``predict`` reads a table, and their labels.
+
+    Returns
+    -------
+    (features, labels, layers, ids)
+        Canonical features of the labelled bridge cells (Lamp5, Vip; Sncg has no
+        reference class), their subclasses, ``"L1"`` for every cell, and their ids
+        (left out of the layer tables: 192 of VISp's 244 labelled layer-1 cells are bridge cells).
+    """
+    from ephys2tx import CLASSES
+    from ephys2tx.data.datasets import load_dataset
+    from ephys2tx.data.paths import resolve_data_dir
+    from ephys2tx.mapping.query import read_query
+
+    table = resolve_data_dir(data_dir) / "mouse_l1_bridge_chartrand2023" / "aibs_mouse_features_E.csv"
+    query = read_query(table)
+    features = query.features.copy()
+    features.index = pd.Index([str(i) for i in query.ids], name="cell_id")
+    labels = load_dataset("mouse_l1_bridge", data_dir).labels
+    labels.index = labels.index.map(str)
+    labels = labels[labels.isin(CLASSES)]
+    ids = features.index.intersection(labels.index)
+    return (features.loc[ids], labels.loc[ids], pd.Series("L1", index=ids), tuple(ids))
+
+
+def _sides(built, data_dir, references):
+    """(name, species, X_train, y_train, groups, X_query, y_query, layers, exclude) per scenario."""
+    from ephys2tx.mapping.reference import reference_data
+
+    for scen in built:
+        if isinstance(scen, str):  # the L1 stand-in: all human cells train, the bridge cells query
+            ref = references.setdefault("human", reference_data("human", data_dir))
+            X_query, y_query, layers, exclude = l1_stand_in(data_dir)
+            yield (scen, "human", ref.features, ref.labels, ref.groups, X_query, y_query, layers, exclude)
+            continue
+        (task,) = scen.tasks
+        species = task.layer_species
+        ref = references.setdefault(species, reference_data(species, data_dir))
+        # the training side on ALL the reference's features (the map benchmark keeps only the
+        # query's features), with its donors, as `train` fits it
+        ids = task.X_train.index
+        yield (scen.name, species, ref.features.loc[ids], ref.labels.loc[ids],
+               None if ref.groups is None else ref.groups.loc[ids], task.X_query, task.y_query,
+               task.layers, task.exclude_from_layer_tables)
 
 
 def run(data_dir=None, *, scenarios=SCENARIOS, seed: int = 0, n_boot: int = 1000,
@@ -57,68 +124,68 @@ def run(data_dir=None, *, scenarios=SCENARIOS, seed: int = 0, n_boot: int = 1000
     -------
     dict
         ``scenarios``: per scenario, cells, features, in-distribution CV macro-F1 of
-        the training side, and per candidate (``none``, ``em``, ``none+layer``,
-        ``em+layer``) macro-F1 / accuracy with 95% CIs and the paired difference to
-        ``none``; ``selection``: :func:`loso_select` over ``none`` and ``em``;
+        the training side, ``em_test``'s class-mix test, and per candidate (every
+        method, and ``none+layer``) macro-F1 / accuracy with 95% CIs and the paired
+        difference to ``none``; ``selection``: :func:`loso_select` over the methods;
         ``loso``: per scenario the method chosen on the others and its score;
         ``params``.
     """
     from ephys2tx.data.layers import layer_priors, layer_tables
     from ephys2tx.experiments.shift_benchmark import (ShiftBenchmarkConfig, _combine, _task_bootstrap,
                                                       build_scenarios, loso_select)
-    from ephys2tx.mapping.reference import FOREST_TREES, fit_reference_model, reference_data
+    from ephys2tx.mapping.reference import FOREST_TREES, fit_reference_model
     from ephys2tx.models.predict_shift import predict_with_shift
     from ephys2tx.models.shift_adapt import reference_prior
 
     say = progress or (lambda msg: None)
+    methods = _methods()
     n_estimators = FOREST_TREES if n_estimators is None else int(n_estimators)
-    built = build_scenarios(ShiftBenchmarkConfig(data_dir=data_dir, scenarios=tuple(scenarios), seed=seed))
-    references = {}
+    scenarios = tuple(scenarios)
+    built = build_scenarios(ShiftBenchmarkConfig(data_dir=data_dir, seed=seed,
+                                                 scenarios=tuple(s for s in scenarios if s != L1_STAND_IN)))
+    built = sorted([*built, *([L1_STAND_IN] if L1_STAND_IN in scenarios else [])],
+                   key=lambda b: scenarios.index(b if isinstance(b, str) else b.name))
     rng = np.random.default_rng(seed)
     out = []
-    for scen in built:
-        (task,) = scen.tasks
-        species = task.layer_species
-        if species not in references:
-            references[species] = reference_data(species, data_dir)
-        ref = references[species]
-        # the training side on ALL the reference's features (the map benchmark keeps only the
-        # query's features), with its donors, as `train` fits it
-        train_ids = task.X_train.index
-        X_train, y_train = ref.features.loc[train_ids], ref.labels.loc[train_ids]
-        groups = None if ref.groups is None else ref.groups.loc[train_ids]
-        say(f"{scen.name}: fit forest on {len(train_ids)} cells, {X_train.shape[1]} features")
+    for name, species, X_train, y_train, groups, X_query, y_query, layers, exclude in _sides(
+            built, data_dir, {}):
+        say(f"{name}: fit forest on {len(X_train)} cells, {X_train.shape[1]} features")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = fit_reference_model(X_train, y_train, species=species, model="forest", groups=groups,
                                         n_estimators=n_estimators, random_state=seed)
         classes = list(model.classes)
-        tables = layer_tables(species, data_dir, exclude=task.exclude_from_layer_tables)
-        priors, layer_notes, known = layer_priors(task.layers.to_numpy(dtype=object), tables, classes,
+        tables = layer_tables(species, data_dir, exclude=exclude)
+        priors, layer_notes, known = layer_priors(layers.to_numpy(dtype=object), tables, classes,
                                                   strict=False)
         rows = np.where(known[:, None], priors, np.nan) if known.any() else None
-        X_query = task.X_query
         missing = [f for f in model.features if f not in X_query.columns or X_query[f].isna().all()]
-        truth = _codes(task.y_query, classes)
-        preds = {}
-        for method in METHODS:
-            for suffix, prior in (("", None), ("+layer", rows)):
-                if suffix and prior is None:
-                    continue
-                res = predict_with_shift(model, X_query, align=method, user_prior=prior,
-                                         random_state=seed)
-                preds[method + suffix] = _codes(res.predictions["predicted_subclass"], classes)
+        truth = _codes(y_query, classes)
+        preds, mix_tests = {}, {}
+        for method in methods:
+            res = predict_with_shift(model, X_query, align=method, random_state=seed)
+            preds[method] = _codes(res.predictions["predicted_subclass"], classes)
+            mix_tests[method] = [n for n in res.notes if n.startswith("class-mix test")]
+            if rows is not None:
+                with_prior = predict_with_shift(model, X_query, align=method, user_prior=rows,
+                                                random_state=seed)
+                call = _codes(with_prior.predictions["predicted_subclass"], classes)
+                if method == "none":
+                    preds["none+layer"] = call
+                elif not np.array_equal(call, preds["none+layer"]):  # the prior replaces the mix
+                    raise AssertionError(f"{name}: {method} with the layer prior differs from none+layer")
         boot = _task_bootstrap(truth, preds, n_boot, rng)
-        scores = {name: _combine([boot], name, rng, n_boot, ref="none") for name in preds}
-        out.append({"name": scen.name, "n_query": int(len(truth)), "n_train": int(len(train_ids)),
+        scores = {m: _combine([boot], m, rng, n_boot, ref="none") for m in preds}
+        out.append({"name": name, "n_query": int(len(truth)), "n_train": int(len(X_train)),
                     "n_features": len(model.features), "n_missing_features": len(missing),
                     "in_distribution_macro_f1": float(model.record["cv"]["macro_f1"]),
-                    "class_mix": task.y_query.value_counts(normalize=True).round(3).to_dict(),
+                    "class_mix": y_query.value_counts(normalize=True).round(3).to_dict(),
                     "training_mix": dict(zip(classes, np.round(reference_prior(model), 3).tolist())),
-                    "layer_notes": layer_notes, "methods": scores})
-        say(f"{scen.name}: " + ", ".join(f"{k} {v['macro_f1']:.3f}" for k, v in scores.items()))
-    table = pd.DataFrame({s["name"]: {m: s["methods"][m]["macro_f1"] for m in METHODS} for s in out}).T
-    selection = loso_select(table[list(METHODS)], default="none") if len(table) > 1 else None
+                    "layer_notes": layer_notes, "class_mix_test": mix_tests.get("em_test", []),
+                    "methods": scores})
+        say(f"{name}: " + ", ".join(f"{k} {v['macro_f1']:.3f}" for k, v in scores.items()))
+    table = pd.DataFrame({s["name"]: {m: s["methods"][m]["macro_f1"] for m in methods} for s in out}).T
+    selection = loso_select(table[list(methods)], default="none") if len(table) > 1 else None
     loso = {}
     if selection is not None:
         for s in out:
@@ -128,7 +195,7 @@ def run(data_dir=None, *, scenarios=SCENARIOS, seed: int = 0, n_boot: int = 1000
     return {"scenarios": out, "selection": selection, "loso": loso,
             "params": {"seed": seed, "n_boot": n_boot, "n_estimators": n_estimators,
                        "model": "forest", "calibration": "isotonic", "n_splits": 5,
-                       "scenarios": list(scenarios), "methods": list(METHODS)}}
+                       "scenarios": list(scenarios), "methods": list(methods)}}
 
 
 def _codes(labels, classes) -> np.ndarray:

@@ -97,6 +97,19 @@ def test_a_user_prior_replaces_the_estimated_mix_and_the_em_call_is_kept(model_d
     assert (em["predicted_subclass"] == "Lamp5").sum() >= (em["predicted_subclass_no_prior"] == "Lamp5").sum()
 
 
+def test_the_cautious_candidates_run_from_the_command_line(model_dir, pvalb_cells, tmp_path, capsys):
+    code, _, err, cautious = _predict(model_dir, pvalb_cells, tmp_path, capsys, "--align", "em@300",
+                                      name="c.csv")
+    assert code == 0, err
+    code, _, err, tested = _predict(model_dir, pvalb_cells, tmp_path, capsys, "--align", "em_test@100",
+                                    name="t.csv")
+    assert code == 0, err
+    assert "class-mix test (likelihood ratio, Saerens et al. 2002): chi2 = " in err
+    assert "predicted_subclass_unadapted" in cautious.columns and "predicted_subclass_unadapted" in tested
+    # 300 pseudo-cells of the training mix hold the 60-cell query's mix back more than 100 do
+    assert cautious["prob_Pvalb"].mean() < tested["prob_Pvalb"].mean()
+
+
 def test_an_unknown_align_is_refused(model_dir, pvalb_cells, tmp_path, capsys):
     code, _, err, _ = _predict(model_dir, pvalb_cells, tmp_path, capsys, "--align", "ot")
     assert code == 2 and "unknown --align 'ot'" in err and "Traceback" not in err
@@ -114,21 +127,24 @@ def test_predict_shift_benchmark_runs_and_selects_leave_one_scenario_out(data_di
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     res = bench.run(data_dir, scenarios=("human L2", "bridge (IPFX pipeline)"), n_boot=50, n_estimators=20)
+    from ephys2tx.models.predict_shift import PREDICT_CANDIDATES
+
     by_name = {s["name"]: s for s in res["scenarios"]}
     bridge = by_name["bridge (IPFX pipeline)"]["methods"]
-    assert set(bridge) == {"none", "em", "none+layer", "em+layer"}
+    assert set(bridge) == {*PREDICT_CANDIDATES, "none+layer"}
     lo, hi = bridge["em"]["macro_f1_ci95"]
     assert lo <= bridge["em"]["macro_f1"] <= hi
     # the bridge cells are almost all Lamp5 and Vip: re-estimating the class mix helps a lot
     assert bridge["em"]["macro_f1"] > bridge["none"]["macro_f1"] + 0.05
     assert by_name["bridge (IPFX pipeline)"]["n_missing_features"] == 2  # read through the ipfx map
-    # leave-one-scenario-out: each scenario's choice is the better one on the other scenario
+    # leave-one-scenario-out: each scenario's choice is the best candidate on the other scenario
     for name, other in (("human L2", "bridge (IPFX pipeline)"), ("bridge (IPFX pipeline)", "human L2")):
         m = by_name[other]["methods"]
-        assert res["loso"][name]["choice"] == ("em" if m["em"]["macro_f1"] > m["none"]["macro_f1"] else "none")
+        gains = [m[c]["macro_f1"] - m["none"]["macro_f1"] for c in PREDICT_CANDIDATES]
+        assert res["loso"][name]["choice"] == PREDICT_CANDIDATES[int(np.argmax(gains))]
     table = bench.results_table(res)
     assert list(table["scenario"]) == ["human L2", "bridge (IPFX pipeline)", "mean"]
-    assert bench.defaults(res)["auto_method"] in ("none", "em")
+    assert bench.defaults(res)["auto_method"] in PREDICT_CANDIDATES
 
 
 # ----------------------------------------------------------------------------- shift alarm

@@ -159,10 +159,11 @@ def predict(model_dir, input_path, out, *, column_map=None, id_column: str | Non
         reference metadata from ``data_dir``.
     data_dir, verify :
         Where the reference metadata is (only for ``layer``/``layer_column``).
-    align : {"auto", "none", "em"}
-        Shift handling (:mod:`ephys2tx.models.predict_shift`): ``em`` re-estimates
-        the query's class mix (Saerens et al. 2002); ``auto`` decides from the data
-        and says what it chose. An adapted call keeps the model's own call beside.
+    align : str
+        Shift handling (:mod:`ephys2tx.models.predict_shift`, ``PREDICT_ALIGN_METHODS``):
+        ``em`` re-estimates the query's class mix (Saerens et al. 2002), ``em@300``
+        more cautiously, ``em_test`` only if a class-mix test rejects; ``auto`` decides
+        from the data and says what it chose. An adapted call keeps the model's own call beside.
     random_state : int
         Of the shift alarm's permutation tests.
 

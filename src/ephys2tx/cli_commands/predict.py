@@ -16,7 +16,7 @@ def predict_command(
     layer: Optional[str] = typer.Option(None, "--layer", help="Cortical layer of all cells: a class prior from the reference's cells of that layer (needs the data)."),
     layer_column: Optional[str] = typer.Option(None, "--layer-column", help="Column of the input holding each cell's layer."),
     prior: Optional[str] = typer.Option(None, "--prior", help="Explicit class mix, e.g. Lamp5=0.6,Vip=0.3,Sst=0.05,Pvalb=0.05."),
-    align: str = typer.Option("auto", "--align", help="Shift handling: auto (decides from the data and says what it chose), none, or em (re-estimate the query's class mix, Saerens et al. 2002). An adapted call keeps the model's own call beside."),
+    align: str = typer.Option("auto", "--align", help="Shift handling: auto (decides from the data and says what it chose), none, em (re-estimate the query's class mix, Saerens et al. 2002), em@100 / em@300 (EM with 100 / 300 pseudo-cells of the training mix), em_test / em_test@100 (EM only if a class-mix test rejects). An adapted call keeps the model's own call beside."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Cell id column (default: detected)."),
     force: bool = typer.Option(False, "--force", help="Continue despite unit/range warnings."),
     overwrite: bool = typer.Option(False, "--overwrite",
