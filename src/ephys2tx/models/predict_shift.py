@@ -154,8 +154,10 @@ def predict_with_shift(model, X: pd.DataFrame, *, align: str = PREDICT_DEFAULT_A
         notes.append(f"--align auto chose {method}: {reason}.")
     ref = reference if reference is not None else pd.DataFrame(columns=model.features)
     labels = reference_labels if reference_labels is not None else []
+    # the model's probabilities of X are in ``base``: adapt from them, without predicting X again
     result = adapt_predict(model, X, ref, labels, method, user_prior=user_prior, alarm=alarm,
-                           random_state=random_state)
+                           random_state=random_state,
+                           proba=base[[f"{_PROB}{c}" for c in classes]].to_numpy(float))
     result.requested = align
     if method == "em" and result.class_mix is not None:
         notes.append("estimated class mix of the query (EM): " + ", ".join(
