@@ -207,6 +207,12 @@ def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference
         How a user prior enters the joint-EM methods: as the EM's fixed mixture
         weights (``em``), or by Bayes' rule on the prior-free result, replacing
         its estimated class mix (``post``). Default :data:`USER_PRIOR_MODE`.
+    proba : array (n, K), optional
+        The model's calibrated probabilities of ``query`` as they are (the
+        ``prob_`` columns of ``model.predict_frame(query)``), when the caller has
+        them already: ``none``, ``em`` and ``bbse`` start from a copy of them
+        instead of predicting the query a second time (same result). Ignored by
+        the methods that predict aligned features.
     """
     from ephys2tx.models.label_shift import apply_prior, bbse_prior, em_prior
 
