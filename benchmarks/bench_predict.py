@@ -6,7 +6,9 @@ Run::
 
 Start-up first: the wall time of ``ephys2tx --help`` (target <= 0.5 s) and of
 ``import ephys2tx.cli``, best of ``--repeats``. Then each model is trained on the
-mouse reference (not timed), saved, then timed on ``--cells`` cells (default
+mouse reference (not timed), saved with the sample of training cells that
+``ephys2tx train`` stores (so ``predict`` runs its shift alarm: two-sample tests
+against it), then timed on ``--cells`` cells (default
 300,000: the reference rows replicated), model load included, three ways:
 
 * ``library``: :func:`ephys2tx.mapping.load_reference_model` + ``predict_frame``;
@@ -36,6 +38,7 @@ import pandas as pd
 
 from ephys2tx.mapping import (fit_reference_model, load_reference_model, reference_data,
                               save_reference_model)
+from ephys2tx.models.predict_shift import reference_sample
 from ephys2tx.workflows import predict
 
 from _quiet import wait_for_quiet  # benchmarks/ (the script's folder) is on sys.path
@@ -99,7 +102,10 @@ def main(argv=None) -> int:
                                          groups=ref.groups, n_splits=2 if model != "forest" else 5,
                                          max_epochs=args.bilstm_epochs)
             fit_s = time.perf_counter() - t0
-            model_dir = save_reference_model(fitted, tmp / model, checksums=ref.checksums)
+            # with the sample of training cells that `ephys2tx train` stores: predict's shift alarm
+            sample = reference_sample(ref.features[fitted.features], ref.labels, fitted.classes)
+            model_dir = save_reference_model(fitted, tmp / model, checksums=ref.checksums,
+                                             reference_sample=sample)
             size_mb = sum(f.stat().st_size for f in model_dir.iterdir()) / 1e6
             load = wait_for_quiet(args.max_load, args.max_wait)
             print(f"{model}: trained in {fit_s:.0f} s (not timed), model dir {size_mb:.1f} MB; "

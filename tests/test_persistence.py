@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -285,27 +286,47 @@ import hashlib, sys
 from ephys2tx.models.persistence import _skops_io
 _skops_io()
 from skops.io._trusted_types import SKLEARN_ESTIMATOR_TYPE_NAMES as names
-print("torch" in sys.modules, "dask" in sys.modules, len(names),
-      hashlib.sha256(repr(sorted(names)).encode()).hexdigest())
+print("torch" in sys.modules, "dask" in sys.modules, "sklearn.semi_supervised" in sys.modules, len(names),
+      hashlib.sha256(repr(names).encode()).hexdigest())
 """
 
 
-def test_skops_is_imported_without_torch_and_with_the_same_allow_list(tmp_path):
-    """Loading a forest imports neither torch nor dask, and skops' default allow-list is the one
-    it builds when both are imported."""
+def _skops_allow_list(pre: str) -> list[str]:
     import subprocess
     import sys
 
-    def run(pre: str) -> list[str]:
-        out = subprocess.run([sys.executable, "-c", _SKOPS_ALLOW_LIST.format(pre=pre)],
-                             capture_output=True, text=True, check=True)
-        return out.stdout.split()
+    out = subprocess.run([sys.executable, "-c", _SKOPS_ALLOW_LIST.format(pre=pre)],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.split()
 
-    without = run("")
-    with_both = run("import torch, dask.array")
-    assert without[:2] == ["False", "False"] and with_both[:2] == ["True", "True"]
-    assert int(without[2]) > 100
-    assert without[2:] == with_both[2:]
+
+def test_skops_is_imported_without_torch_and_with_the_same_allow_list(tmp_path):
+    """Loading a forest imports neither torch nor dask, and skops' default allow-list is, in the
+    same order, the one skops builds by itself (importing torch, dask and walking sklearn)."""
+    fast = _skops_allow_list("")
+    walked = _skops_allow_list("import torch, dask.array, skops.io")
+    assert fast[:2] == ["False", "False"] and walked[:3] == ["True", "True", "True"]
+    assert int(fast[3]) > 100
+    assert fast[3:] == walked[3:]
+
+
+def test_skops_allow_list_comes_from_the_record_only_for_its_sklearn_version(monkeypatch):
+    """With the recorded version the walk is skipped (sklearn.semi_supervised, which no forest
+    needs, is not imported); with any other version the record is ignored and skops walks."""
+    import sklearn
+
+    from ephys2tx.models import persistence
+
+    record = json.loads((Path(persistence.__file__).parent / persistence.ESTIMATOR_NAMES_FILE)
+                        .read_text())
+    assert record["sklearn"] == sklearn.__version__, "run scripts/skops_estimator_names.py"
+    assert _skops_allow_list("")[2] == "False"
+    pairs = persistence._recorded_estimators()
+    assert [[n, f"{c.__module__}.{c.__name__}"] for n, c in pairs] == record["estimators"]
+    monkeypatch.setattr(sklearn, "__version__", "0.0.0")
+    assert persistence._recorded_estimators() is None
+    walked = _skops_allow_list("import sklearn; sklearn.__version__ = '0.0.0'")
+    assert walked[:3] == ["False", "False", "True"] and walked[3:] == _skops_allow_list("")[3:]
 
 
 def test_torch_imports_normally_after_a_forest_is_loaded(table, tmp_path):

@@ -105,3 +105,55 @@ def test_alarm_on_real_mouse_cells(data_dir):
     assert alarm(Q).level == "ok"
     shifted = apply_rig_shift(Q, RigShift(ljp_mv=-12.0, resistance_factor=1.8, kinetics_factor=1.4))
     assert alarm(shifted).fired
+
+
+def _large_query(rng, n):
+    R, yr = _toy(rng, 800, [0.5, 0.5])
+    Q, _ = _toy(rng, n, [0.3, 0.7], offset=0.3)
+    return Q, R, yr
+
+
+def test_per_feature_ks_reads_a_fixed_subsample_of_a_large_query_only():
+    """Up to MAX_KS_QUERY cells nothing is subsampled (the same report as with no bound); above,
+    a seeded subsample: the same report for the same seed, KS within the documented bound of
+    the all-cells value, and the same decision (the tests that decide do not read the KS)."""
+    from ephys2tx.models.shift_alarm import MAX_KS_QUERY
+
+    assert MAX_KS_QUERY == 20_000
+    rng = np.random.default_rng(3)
+    Q, R, yr = _large_query(rng, 5000)
+    args = dict(proba=_proba(Q), classes=["Pvalb", "Sst"], n_permutations=100, random_state=7)
+    small = shift_alarm(Q, R, yr, max_ks_query=5000, **args)
+    exact = shift_alarm(Q, R, yr, max_ks_query=None, **args)
+    pd.testing.assert_frame_equal(small.per_feature, exact.per_feature)
+    assert repr(small.as_dict() | {"params": None}) == repr(exact.as_dict() | {"params": None})
+
+    sub = shift_alarm(Q, R, yr, max_ks_query=1000, **args)
+    again = shift_alarm(Q, R, yr, max_ks_query=1000, **args)
+    pd.testing.assert_frame_equal(sub.per_feature, again.per_feature)  # fixed seed
+    other = shift_alarm(Q, R, yr, max_ks_query=1000, **{**args, "random_state": 8})
+    assert not other.per_feature["ks"].equals(sub.per_feature["ks"])  # it is a subsample
+    # the MMD and OOD tests (the decision) are untouched by the KS subsample
+    for key in ("level", "mmd2", "p_marginal", "p_beyond_label_shift", "class_mix"):
+        assert getattr(sub, key) == getattr(exact, key), key
+    pd.testing.assert_series_equal(sub.per_feature["median_shift_sd"].sort_index(),
+                                   exact.per_feature["median_shift_sd"].sort_index())
+    # DKW: |KS(sub) - KS(all)| <= sup|F_sub - F_all| < eps w.p. 1 - 2 exp(-2 n eps^2); n=1000, p=1e-4
+    eps = np.sqrt(np.log(2 / 1e-4) / (2 * 1000))
+    for col in ("ks", "ks_beyond_label_shift"):
+        gap = (sub.per_feature[col] - exact.per_feature[col].reindex(sub.per_feature.index)).abs()
+        assert (gap < eps).all() and gap.max() > 0, (col, gap.max())
+    assert sub.params["max_ks_query"] == 1000
+
+
+def test_ks_subsample_keeps_the_alarm_and_the_most_shifted_feature_on_a_rig_shift():
+    rng = np.random.default_rng(4)
+    R, yr = _toy(rng, 800, [0.5, 0.5])
+    rig, _ = _toy(rng, 30_000, [0.5, 0.5], offset=1.5)
+    args = dict(proba=_proba(rig), classes=["Pvalb", "Sst"], n_permutations=100)
+    sub = shift_alarm(rig, R, yr, **args)  # the default bound: 20,000 of 30,000 cells
+    exact = shift_alarm(rig, R, yr, max_ks_query=None, **args)
+    assert sub.fired and exact.fired and sub.message == exact.message
+    assert sub.per_feature.index[0] == exact.per_feature.index[0] == "v_baseline"
+    np.testing.assert_allclose(sub.per_feature["ks"], exact.per_feature["ks"].reindex(sub.per_feature.index),
+                               atol=0.02)

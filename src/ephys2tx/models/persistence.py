@@ -296,8 +296,60 @@ class _RefusedImports:
         return None
 
 
+#: The scikit-learn estimators that skops trusts by default (``all_estimators()``, whose walk
+#: imports every sub-package of sklearn: about a third of a second, a tenth of a 300,000-cell
+#: ``predict``), recorded for one scikit-learn version by ``scripts/skops_estimator_names.py``.
+ESTIMATOR_NAMES_FILE = "skops_estimator_names.json"
+
+
+def _recorded_estimators() -> list | None:
+    """``all_estimators()`` as recorded for the installed scikit-learn: (name, stand-in class)
+    pairs whose ``__module__`` and ``__name__`` are those of the real class (all skops reads
+    of them), or None when the record is for another version (the walk runs then)."""
+    import importlib.resources
+
+    import sklearn
+
+    try:
+        text = (importlib.resources.files("ephys2tx.models") / ESTIMATOR_NAMES_FILE).read_text("utf-8")
+        record = json.loads(text)
+    except (OSError, ValueError):
+        return None
+    if record.get("sklearn") != sklearn.__version__:
+        return None
+    pairs = []
+    for name, path in record["estimators"]:
+        module, _, cls = path.rpartition(".")
+        pairs.append((name, type(cls, (), {"__module__": module})))
+    return pairs
+
+
+def sklearn_estimator_names() -> dict:
+    """What :data:`ESTIMATOR_NAMES_FILE` records: the scikit-learn version and ``all_estimators()``
+    as (name, ``module.Class``) pairs (the walk, without torch and dask, see :func:`_skops_io`)."""
+    import sklearn
+    from sklearn.utils import all_estimators
+
+    refused = [n for n in WALK_ONLY_IMPORTS if n not in sys.modules]
+    blocker = _RefusedImports(refused)
+    sys.meta_path.insert(0, blocker)
+    try:
+        pairs = all_estimators()
+    finally:
+        sys.meta_path.remove(blocker)
+    return {"sklearn": sklearn.__version__,
+            "estimators": [[name, f"{cls.__module__}.{cls.__name__}"] for name, cls in pairs]}
+
+
 def _skops_io():
-    """``skops.io``, imported without importing torch or dask.
+    """``skops.io``, imported without importing torch or dask, nor walking scikit-learn.
+
+    skops' default allow-list is built at its import from ``all_estimators()``.
+    For the scikit-learn version recorded in :data:`ESTIMATOR_NAMES_FILE`, that
+    call returns the recorded list during the import (only in this thread), so the
+    allow-list is the same without importing every sklearn module
+    (tests/test_persistence.py compares it with the walk's). For another version
+    the walk runs, as follows.
 
     At import, skops builds its default allow-list with scikit-learn's
     ``all_estimators()``, which walks every sub-package of sklearn, among them
@@ -310,7 +362,23 @@ def _skops_io():
     import normally.
     """
     refused = [n for n in WALK_ONLY_IMPORTS if n not in sys.modules]
-    if "skops.io" not in sys.modules and refused:
+    recorded = None if "skops.io" in sys.modules else _recorded_estimators()
+    if recorded is not None:
+        import sklearn.utils
+
+        walk, thread = sklearn.utils.all_estimators, threading.get_ident()
+
+        def all_estimators(*args, **kwargs):
+            if args or kwargs or threading.get_ident() != thread:
+                return walk(*args, **kwargs)
+            return list(recorded)
+
+        sklearn.utils.all_estimators = all_estimators
+        try:
+            import skops.io  # noqa: F401
+        finally:
+            sklearn.utils.all_estimators = walk
+    elif "skops.io" not in sys.modules and refused:
         blocker = _RefusedImports(refused)
         sys.meta_path.insert(0, blocker)
         try:

@@ -284,8 +284,9 @@ def _adapt(model, X: pd.DataFrame, base: pd.DataFrame, ok: np.ndarray, method: s
                      + ("the class mix differs from the training mix; EM re-estimates it" if adapt else
                         f"no evidence (at {MIX_TEST_ALPHA:g}) that the class mix differs; no adaptation"))
     ref = pd.DataFrame(columns=model.features)
+    # the model's probabilities of X are in ``base``: adapt from them, without predicting X again
     result = adapt_predict(model, X, ref, [], "none", user_prior=user_prior, alarm=alarm,
-                           random_state=random_state)
+                           random_state=random_state, proba=proba)
     result.method = method
     if adapt:
         est = em_prior(proba[ok], pi_ref, pseudo_count=pseudo_count)

@@ -176,7 +176,7 @@ def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference
                   *, user_prior=None, alarm=None, random_state=0, covariance: str = "auto",
                   pseudo_count: float = 10.0, offset_prior_scale: float = 1.0,
                   mean_relevance: float | None = None, alignment=None,
-                  prior_mode: str | None = None) -> AdaptResult:
+                  prior_mode: str | None = None, proba=None) -> AdaptResult:
     """Class probabilities of ``query`` under the shift handling ``method``.
 
     Parameters
@@ -207,6 +207,12 @@ def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference
         How a user prior enters the joint-EM methods: as the EM's fixed mixture
         weights (``em``), or by Bayes' rule on the prior-free result, replacing
         its estimated class mix (``post``). Default :data:`USER_PRIOR_MODE`.
+    proba : array (n, K), optional
+        The model's calibrated probabilities of ``query`` as they are (the
+        ``prob_`` columns of ``model.predict_frame(query)``), when the caller has
+        them already: ``none``, ``em`` and ``bbse`` start from a copy of them
+        instead of predicting the query a second time (same result). Ignored by
+        the methods that predict aligned features.
     """
     from ephys2tx.models.label_shift import apply_prior, bbse_prior, em_prior
 
@@ -214,7 +220,7 @@ def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference
         raise InputError(f"unknown --align {method!r}; use one of {', '.join(ALIGN_METHODS)}.")
     options = dict(alarm=alarm, random_state=random_state, covariance=covariance,
                    pseudo_count=pseudo_count, offset_prior_scale=offset_prior_scale,
-                   mean_relevance=mean_relevance)
+                   mean_relevance=mean_relevance, proba=proba)
     feats = list(model.features)
     X = query.reindex(columns=feats).astype(float)
     ref = reference.reindex(columns=feats).astype(float)
@@ -249,7 +255,12 @@ def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference
         aligned = align(X, ref, method, random_state=random_state)
         proba = _proba(model, aligned)
     elif method in ("none", "em", "bbse"):
-        proba = _proba(model, X)
+        if proba is None:
+            proba = _proba(model, X)
+        else:  # the caller's predict_frame of this query: a copy, re-weighted below in place
+            proba = np.array(proba, dtype=float, copy=True)
+            if proba.shape != (n, K):
+                raise ValueError(f"proba has shape {proba.shape}; expected ({n}, {K}).")
         if method != "none" and rows is None and has.any():
             est = (em_prior(proba[has], pi_ref) if method == "em" else
                    bbse_prior(proba[has], pi_ref, model.diagnostics.get("oof_calibrated"),

@@ -1,0 +1,48 @@
+"""``adapt_predict``: starting from the caller's probabilities gives the same result, without a
+second prediction of the query."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ephys2tx.models.shift_adapt import adapt_predict
+
+
+@pytest.fixture(scope="module")
+def model(human_forest_dir):
+    from ephys2tx.mapping.reference import load_reference_model
+
+    return load_reference_model(human_forest_dir)
+
+
+@pytest.mark.parametrize("method", ["none", "em"])  # predict's methods (bbse needs fit diagnostics)
+@pytest.mark.parametrize("with_prior", [False, True])
+def test_given_probabilities_give_the_same_result_without_predicting_again(model, human, method,
+                                                                           with_prior, monkeypatch):
+    X = human.features.iloc[::3].reindex(columns=model.features).astype(float)
+    X.iloc[:5] = np.nan  # cells without any feature value: no prediction either way
+    ref, labels = human.features.reindex(columns=model.features), human.labels.to_numpy()
+    prior = np.array([0.6, 0.1, 0.1, 0.2]) if with_prior else None
+    frame = model.predict_frame(X)
+    given = frame[[f"prob_{c}" for c in model.classes]].to_numpy(float)
+    kept = given.copy()
+    plain = adapt_predict(model, X, ref, labels, method, user_prior=prior, random_state=0)
+    calls = []
+    monkeypatch.setattr(type(model), "predict_frame",
+                        lambda self, X: calls.append(len(X)) or frame, raising=True)
+    fast = adapt_predict(model, X, ref, labels, method, user_prior=prior, random_state=0, proba=given)
+    assert calls == []  # the query was not predicted again
+    np.testing.assert_array_equal(fast.proba, plain.proba)  # bit-identical
+    np.testing.assert_array_equal(given, kept)  # the caller's array is not modified in place
+    if with_prior:
+        np.testing.assert_array_equal(fast.prior_free_proba, plain.prior_free_proba)
+    if method != "none":
+        np.testing.assert_array_equal(fast.class_mix, plain.class_mix)
+    assert np.isnan(fast.proba[:5]).all() and np.isfinite(fast.proba[5:]).all()
+
+
+def test_given_probabilities_of_the_wrong_shape_are_refused(model, human):
+    X = human.features.iloc[:20].reindex(columns=model.features)
+    with pytest.raises(ValueError, match="shape"):
+        adapt_predict(model, X, X, ["Pvalb"] * 20, "em", proba=np.full((19, len(model.classes)), 0.25))
