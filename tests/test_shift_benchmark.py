@@ -83,7 +83,7 @@ def test_quick_benchmark_on_real_data(small_run):
         assert lo <= stat["macro_f1"] <= hi
     assert "forest:none+layer" in l1["methods"] and l1["layer_notes"]
     assert l1["alarm"]["level"][0] in ("note", "alarm")
-    assert set(res["selection"]["candidates"]) == {"forest:none", "forest:em", "forest:cc"}
+    assert set(res["selection"]["candidates"]) == {"forest:none", "forest:em", "forest:cc", "forest:cc/tied"}
     assert res["summary"]["mean_drop"] > 0
     kinds = {row["kind"]: row for row in res["alarm"]["table"]}
     assert kinds["in-distribution n=200"]["alarm_rate"] == 0.0
@@ -108,8 +108,40 @@ def test_map_defaults_are_the_selection_output():
             "layer_selection": {"overall": {"choice": "hgb:cc_mix+layer"}},
             "scenarios": [{"name": "s"}], "config": {"models": ("forest",), "seed": 0, "n_boot": 10}}
     d = shift_defaults(fake)
-    assert (d["model"], d["auto_method"], d["mean_relevance"], d["user_prior_mode"]) == (
-        "ensemble", "ccm_mix", 30.0, "em")
+    assert (d["model"], d["auto_method"], d["mean_relevance"], d["user_prior_mode"], d["covariance"]) == (
+        "ensemble", "ccm_mix", 30.0, "em", "auto")
+    fake["selection"]["overall"]["choice"] = "hgb:cc_mix/tied"
+    d = shift_defaults(fake)
+    assert (d["model"], d["auto_method"], d["mean_relevance"], d["covariance"]) == ("hgb", "cc_mix", None, "tied")
+    assert shift_adapt.COVARIANCE == (saved.get("covariance") or "auto") in shift_adapt.COVARIANCES
+
+
+def test_candidate_names_round_trip():
+    from ephys2tx.experiments.shift_benchmark import _candidates, parse_candidate
+
+    assert parse_candidate("hgb:ccm_mix@100/tied") == ("hgb", "ccm_mix", 100.0, "tied")
+    assert parse_candidate("forest:cc") == ("forest", "cc", None, "auto")
+    assert parse_candidate("ensemble:ccm@30") == ("ensemble", "ccm", 30.0, "auto")
+    config = ShiftBenchmarkConfig(models=("forest",), methods=("none", "cc", "ccm_mix"), mean_relevances=(10.0, 100.0))
+    names = _candidates(config)
+    assert names == ["forest:none", "forest:cc", "forest:cc/tied", "forest:ccm_mix@10", "forest:ccm_mix@10/tied",
+                     "forest:ccm_mix@100", "forest:ccm_mix@100/tied"]
+    assert all(parse_candidate(n)[3] in ("auto", "tied") for n in names)
+
+
+def test_joint_em_uses_the_installed_covariance_default(monkeypatch):
+    """fit_alignment without a covariance uses shift_defaults.json's choice (COVARIANCE)."""
+    from ephys2tx.models import shift_adapt
+
+    rng = np.random.default_rng(0)
+    n = 600
+    y = np.repeat(["Lamp5", "Pvalb", "Sst", "Vip"], n // 4)
+    X = pd.DataFrame(rng.normal(size=(n, 3)) + (pd.Series(y).factorize()[0][:, None] * 1.5),
+                     columns=["a", "b", "c"])
+    for cov in ("tied", "full"):
+        monkeypatch.setattr(shift_adapt, "COVARIANCE", cov)
+        res = shift_adapt.fit_alignment(X.iloc[:100], X, y, ["Lamp5", "Pvalb", "Sst", "Vip"])
+        assert res.params["covariance"] == cov
 
 
 def test_the_study_hook_writes_the_section(small_run, tmp_path):

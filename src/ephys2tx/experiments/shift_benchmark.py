@@ -88,6 +88,11 @@ class ShiftBenchmarkConfig:
         Relevances of the class-mean adaptation tried by the ``ccm*`` methods (one
         candidate each, ``ccm_mix@100``); the layer-prior rows use the default
         :data:`ephys2tx.models.shift_adapt.MEAN_RELEVANCE`.
+    covariances : tuple of str
+        Class covariances of the joint EM tried by the ``cc*``/``ccm*`` methods (one
+        candidate each: ``ccm_mix@100`` is ``auto``, ``ccm_mix@100/tied`` one shared
+        covariance); the layer-prior rows use the default
+        :data:`ephys2tx.models.shift_adapt.COVARIANCE`.
     rig_tasks : int
         Tasks (seeds) of each synthetic-rig scenario.
     alarm_repeats : int
@@ -112,6 +117,7 @@ class ShiftBenchmarkConfig:
     model_methods: tuple = ("none", "em", "cc", "cc_mix", "ccm_mix")
     layer_methods: tuple = ("none", "cc_mix", "ccm_mix")
     mean_relevances: tuple = (10.0, 30.0, 100.0)
+    covariances: tuple = ("auto", "tied")
     rig_tasks: int = 6
     alarm_repeats: int = 3
     n_boot: int = 1000
@@ -439,17 +445,22 @@ def _run_task(task: Task, config: ShiftBenchmarkConfig, seed: int, tables_cache:
 
     # one joint-EM fit per task and setting (shared by every model kind), without and with the
     # layer prior; the class-mean adaptation (ccm*) once per relevance of the grid
-    from ephys2tx.models.shift_adapt import MEAN_RELEVANCE
+    from ephys2tx.models.shift_adapt import COVARIANCE, MEAN_RELEVANCE
 
     all_methods = (*config.methods, *config.model_methods)
-    alignments = {}
-    if any(m.startswith("cc") and not m.startswith("ccm") or m == "auto" for m in all_methods):
-        say("joint EM")
-        alignments[None] = fit_alignment(task.X_query, X_ref, y_ref, classes)
-    if any(m.startswith("ccm") for m in all_methods):
-        for tau in config.mean_relevances:
-            say(f"joint EM, class means adapt ({tau:g})")
-            alignments[tau] = fit_alignment(task.X_query, X_ref, y_ref, classes, mean_relevance=tau)
+    alignments = {}  # (relevance or None, covariance) -> joint-EM fit
+    covariances = tuple(config.covariances)
+    if "auto" in all_methods and COVARIANCE not in covariances:
+        covariances += (COVARIANCE,)
+    for cov in covariances:
+        if any(m.startswith("cc") and not m.startswith("ccm") or m == "auto" for m in all_methods):
+            say(f"joint EM ({cov} covariance)")
+            alignments[None, cov] = fit_alignment(task.X_query, X_ref, y_ref, classes, covariance=cov)
+        if any(m.startswith("ccm") or m == "auto" for m in all_methods):
+            for tau in config.mean_relevances:
+                say(f"joint EM, class means adapt ({tau:g}; {cov} covariance)")
+                alignments[tau, cov] = fit_alignment(task.X_query, X_ref, y_ref, classes,
+                                                     mean_relevance=tau, covariance=cov)
     layer_rows, layer_notes, layer_alignments = None, [], {}
     if task.layers is not None and config.layer_methods:
         key = (task.layer_species, task.exclude_from_layer_tables)
@@ -468,29 +479,35 @@ def _run_task(task: Task, config: ShiftBenchmarkConfig, seed: int, tables_cache:
                 tau = MEAN_RELEVANCE if m.startswith("ccm") else None
                 if m.startswith("cc") and tau not in layer_alignments:
                     layer_alignments[tau] = fit_alignment(task.X_query, X_ref, y_ref, classes,
-                                                          prior_rows=layer_rows, mean_relevance=tau)
+                                                          prior_rows=layer_rows, mean_relevance=tau,
+                                                          covariance=COVARIANCE)
 
-    def settings(method):
-        """(candidate suffix, mean relevance) of a method: one per relevance for ccm*."""
-        if method.startswith("ccm"):
-            return [(f"@{tau:g}", tau) for tau in config.mean_relevances]
-        return [("", None)]
+    def settings(method, auto=False):
+        """(candidate suffix, mean relevance, covariance) of a method: one per relevance for
+        ccm* and per covariance for the joint EM; ``auto`` runs the installed defaults only."""
+        if not method.startswith("cc"):
+            return [("", None, None)]
+        taus = ((MEAN_RELEVANCE,) if auto else config.mean_relevances) if method.startswith("ccm") \
+            else (None,)
+        covs = (COVARIANCE,) if auto else config.covariances
+        return [((f"@{tau:g}" if tau is not None else "") + candidate_covariance_suffix(cov), tau, cov)
+                for tau in taus for cov in covs]
 
     for kind, model in fitted.items():
         methods = config.methods if kind == "forest" else config.model_methods
         done = {}
         for method in methods:
             resolved = auto_resolved if method == "auto" else method
-            for suffix, tau in settings(resolved):
-                key = (resolved, tau)
+            for suffix, tau, cov in settings(resolved, auto=method == "auto"):
+                key = (resolved, tau, cov)
                 if key not in done:
                     res = adapt_predict(model, task.X_query, X_ref, y_ref, resolved, alarm=alarm,
-                                        random_state=seed, mean_relevance=tau,
-                                        alignment=alignments.get(tau if resolved.startswith("ccm") else None))
+                                        random_state=seed, mean_relevance=tau, covariance=cov,
+                                        alignment=alignments.get((tau, cov)))
                     done[key] = res.proba
                     for k, v in res.variants.items():
-                        done.setdefault((k, tau), v)
-                preds[f"{kind}:{method}{suffix}"] = _pred_codes(classes, done[key])
+                        done.setdefault((k, tau, cov), v)
+                preds[f"{kind}:{method}{'' if method == 'auto' else suffix}"] = _pred_codes(classes, done[key])
         if layer_rows is not None:
             for method in config.layer_methods:
                 tau = MEAN_RELEVANCE if method.startswith("ccm") else None
@@ -498,8 +515,9 @@ def _run_task(task: Task, config: ShiftBenchmarkConfig, seed: int, tables_cache:
                 for mode in (("em", "post") if joint else ("post",)):
                     res = adapt_predict(model, task.X_query, X_ref, y_ref, method, user_prior=layer_rows,
                                         random_state=seed, mean_relevance=tau, prior_mode=mode,
+                                        covariance=COVARIANCE,
                                         alignment=(layer_alignments.get(tau) if mode == "em"
-                                                   else alignments.get(tau)))
+                                                   else alignments.get((tau, COVARIANCE))))
                     suffix = "+layer_post" if joint and mode == "post" else "+layer"
                     preds[f"{kind}:{method}{suffix}"] = _pred_codes(classes, res.proba)
 
@@ -660,10 +678,11 @@ def _layer_selection(scenarios: list[dict]) -> dict | None:
 def _candidates(config: ShiftBenchmarkConfig) -> list[str]:
     def names(kind, methods):
         for m in methods:
+            covs = [candidate_covariance_suffix(c) for c in config.covariances] if m.startswith("cc") else [""]
             if m.startswith("ccm"):
-                yield from (f"{kind}:{m}@{tau:g}" for tau in config.mean_relevances)
+                yield from (f"{kind}:{m}@{tau:g}{c}" for tau in config.mean_relevances for c in covs)
             else:
-                yield f"{kind}:{m}"
+                yield from (f"{kind}:{m}{c}" for c in covs)
 
     out = list(names("forest", config.methods))
     for kind in config.models:
@@ -799,11 +818,10 @@ def shift_defaults(results: dict) -> dict:
     choice means the prior is applied after the joint EM).
     """
     choice = results["selection"]["overall"]["choice"]
-    kind, method = choice.split(":")
-    method, _, tau = method.partition("@")
+    kind, method, tau, covariance = parse_candidate(choice)
     layer = (results.get("layer_selection") or {}).get("overall", {}).get("choice", "")
     return {"model": kind, "auto_method": method,
-            "mean_relevance": float(tau) if tau else None,
+            "mean_relevance": tau, "covariance": covariance,
             "user_prior_mode": "post" if layer.endswith("+layer_post") or not layer else "em",
             "selected_from": {"candidate": choice, "mean_gain": results["selection"]["overall"]["gain"],
                               "layer_candidate": layer or None,
@@ -827,11 +845,20 @@ def _training_groups(config: ShiftBenchmarkConfig) -> pd.Series:
     return groups[~groups.index.duplicated()]
 
 
-def _parse_candidate(name: str) -> tuple[str, str, float | None]:
-    """``model:method[@relevance]`` → (model kind, method, relevance or None)."""
+def candidate_covariance_suffix(covariance: str) -> str:
+    """A candidate's covariance suffix: none for ``auto``, ``/tied`` for ``tied``."""
+    return "" if covariance in (None, "auto") else f"/{covariance}"
+
+
+def parse_candidate(name: str) -> tuple[str, str, float | None, str]:
+    """``model:method[@relevance][/covariance]`` → (model kind, method, relevance or None, covariance).
+
+    The covariance is ``auto`` when the name has none (the joint EM's own rule).
+    """
     kind, method = name.split(":")
+    method, _, covariance = method.partition("/")
     method, _, tau = method.partition("@")
-    return kind, method, (float(tau) if tau else None)
+    return kind, method, (float(tau) if tau else None), (covariance or "auto")
 
 
 def _replicate_delta(task: Task, keep: np.ndarray, cells: np.ndarray, candidate: str, baseline: str,
@@ -842,13 +869,13 @@ def _replicate_delta(task: Task, keep: np.ndarray, cells: np.ndarray, candidate:
     truth = _codes(task.y_query)
     labels = np.unique(truth[truth >= 0])
     X_ref, y_ref = task.X_train[keep], task.y_train[keep]
-    kinds = sorted({_parse_candidate(candidate)[0], _parse_candidate(baseline)[0]})
+    kinds = sorted({parse_candidate(candidate)[0], parse_candidate(baseline)[0]})
     fitted = {k: _fit(k, X_ref, y_ref, config, seed) for k in kinds}
     scores = []
     for which in (candidate, baseline):
-        kind, method, tau = _parse_candidate(which)
+        kind, method, tau, covariance = parse_candidate(which)
         res = adapt_predict(fitted[kind], task.X_query, X_ref, y_ref, method,
-                            random_state=config.seed, mean_relevance=tau)
+                            random_state=config.seed, mean_relevance=tau, covariance=covariance)
         pred = _pred_codes(fitted[kind].classes, res.proba)
         scores.append(_scores(truth[cells], pred[cells], labels)[0][0])
     return float(scores[0] - scores[1])
@@ -877,8 +904,8 @@ def delta_training_variance(config: ShiftBenchmarkConfig, *, candidate: str,
     config : ShiftBenchmarkConfig
         Scenarios, trees, seed and data (``models``/``methods`` are not used).
     candidate, baseline : str
-        ``model:method[@relevance]`` as in the benchmark's candidates, e.g.
-        ``hgb:ccm_mix@100`` and ``forest:none``.
+        ``model:method[@relevance][/covariance]`` as in the benchmark's candidates,
+        e.g. ``hgb:ccm_mix@100/tied`` and ``forest:none``.
     n_refits : int
     n_jobs : int
         Replicates fitted in parallel (worker processes). Every donor and cell
@@ -898,7 +925,7 @@ def delta_training_variance(config: ShiftBenchmarkConfig, *, candidate: str,
     if n_refits < 2:
         raise ValueError(f"n_refits must be at least 2, got {n_refits}.")
     for which in (candidate, baseline):
-        if _parse_candidate(which)[1] == "auto":
+        if parse_candidate(which)[1] == "auto":
             raise ValueError("give the method auto resolves to (e.g. ccm_mix@100), not auto.")
     scenarios = [s for s in build_scenarios(config) if s.family != "synthetic rig"]
     groups = _training_groups(config)

@@ -36,7 +36,7 @@ import pandas as pd
 
 from ephys2tx.errors import InputError
 
-__all__ = ["ALIGN_METHODS", "AUTO_METHOD", "MEAN_RELEVANCE", "MEAN_RELEVANCES", "USER_PRIOR_MODE", "DEFAULT_ALIGN", "DEFAULT_MAP_MODEL", "AdaptResult", "ShiftOutcome",
+__all__ = ["ALIGN_METHODS", "AUTO_METHOD", "COVARIANCE", "COVARIANCES", "MEAN_RELEVANCE", "MEAN_RELEVANCES", "USER_PRIOR_MODE", "DEFAULT_ALIGN", "DEFAULT_MAP_MODEL", "AdaptResult", "ShiftOutcome",
            "adapt_predict", "auto_method", "fit_alignment", "mapping_notes", "predict_under_shift",
            "read_layer_column", "reference_prior"]
 
@@ -44,6 +44,10 @@ ALIGN_METHODS = ("auto", "none", "quantile", "ot", "moments", "em", "bbse", "cc"
                  "ccm", "ccm_gen", "ccm_mix")
 _JOINT_EM = ("cc", "cc_gen", "cc_mix", "ccm", "ccm_gen", "ccm_mix")
 MEAN_RELEVANCES = (10.0, 30.0, 100.0)
+#: Class covariances the joint EM can use (:class:`~ephys2tx.models.class_conditional.ClassConditionalAligner`):
+#: ``auto`` (one per class when every class has enough cells, else one shared) or ``tied``
+#: (one shared covariance, so no class can become a broad catch-all for cells unlike any class).
+COVARIANCES = ("auto", "tied")
 
 
 def _benchmark_defaults() -> dict:
@@ -69,6 +73,8 @@ DEFAULT_MAP_MODEL = str(_DEFAULTS["model"])
 #: How ``--layer``/``--prior`` enter the joint EM (:func:`adapt_predict`'s ``prior_mode``),
 #: chosen by the benchmark's leave-one-scenario-out selection among the layer-prior rows.
 USER_PRIOR_MODE = str(_DEFAULTS["user_prior_mode"])
+#: The joint EM's class covariances, chosen by the shift benchmark among :data:`COVARIANCES`.
+COVARIANCE = str(_DEFAULTS.get("covariance") or "auto")
 #: ... and the shift handling: ``auto``, which applies :data:`AUTO_METHOD` to queries of
 #: at least :data:`AUTO_MIN_CELLS` cells. ``AUTO_METHOD`` is the method the benchmark's
 #: selection chose on all scenarios (``auto`` itself is not a benchmark candidate, so the
@@ -173,7 +179,7 @@ def _fixed_rows(user_prior, n, K):
 
 
 def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference_labels, method: str,
-                  *, user_prior=None, alarm=None, random_state=0, covariance: str = "auto",
+                  *, user_prior=None, alarm=None, random_state=0, covariance: str | None = None,
                   pseudo_count: float = 10.0, offset_prior_scale: float = 1.0,
                   mean_relevance: float | None = None, alignment=None,
                   prior_mode: str | None = None, proba=None) -> AdaptResult:
@@ -197,7 +203,8 @@ def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference
         The query's shift alarm (``auto`` reports it in its reason).
     random_state : int
     covariance, pseudo_count, offset_prior_scale :
-        Of the joint EM (:class:`ephys2tx.models.class_conditional.ClassConditionalAligner`).
+        Of the joint EM (:class:`ephys2tx.models.class_conditional.ClassConditionalAligner`);
+        ``covariance`` defaults to :data:`COVARIANCE`, the shift benchmark's choice.
     mean_relevance : float, optional
         Class-mean adaptation of the ``ccm*`` methods (default :data:`MEAN_RELEVANCE`).
     alignment : AlignmentResult, optional
@@ -302,14 +309,17 @@ def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference
 
 
 def fit_alignment(query: pd.DataFrame, reference: pd.DataFrame, reference_labels, classes, *,
-                  prior_rows=None, covariance: str = "auto", pseudo_count: float = 10.0,
+                  prior_rows=None, covariance: str | None = None, pseudo_count: float = 10.0,
                   offset_prior_scale: float = 1.0, mean_relevance: float | None = None):
     """The joint EM of ``query`` against the reference (classes in ``classes`` order).
 
     Returns an :class:`~ephys2tx.models.class_conditional.AlignmentResult` whose
     ``prior`` and ``responsibilities`` have one column per class of ``classes``.
+    ``covariance`` defaults to :data:`COVARIANCE`.
     """
     from ephys2tx.models.class_conditional import ClassConditionalAligner
+
+    covariance = COVARIANCE if covariance is None else covariance
 
     labels = np.asarray(reference_labels)
     keep = np.isin(labels, classes)

@@ -121,7 +121,7 @@ def benchmark_table(results: dict) -> pd.DataFrame:
         today = s["methods"]["forest:none"]
         chosen = s["methods"][default]
         loso = s["loso"]
-        kind, method = default.split(":")[0], default.split(":")[1].split("@")[0]
+        kind, method = default.split(":")[0], default.split(":")[1].split("/")[0].split("@")[0]
         layer_name = next((n for n in (*_layer_names(results, kind, method), f"{kind}:none+layer",
                                        "forest:none+layer") if n in s["methods"]), None)
         layer = None if layer_name is None else s["methods"][layer_name]
@@ -211,7 +211,7 @@ def _layer_names(results: dict, kind: str, method: str) -> list[str]:
 def layer1_table(results: dict) -> pd.DataFrame:
     """Accuracy on each query's layer-1 cells: today, the default, and with the layer prior."""
     default = results["selection"]["overall"]["choice"]
-    kind, method = default.split(":")[0], default.split(":")[1].split("@")[0]
+    kind, method = default.split(":")[0], default.split(":")[1].split("/")[0].split("@")[0]
     rows = []
     for s in results["scenarios"]:
         l1 = s.get("layer1")
