@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +32,80 @@ def test_the_contract_can_fail(tmp_path):
     path = tmp_path / "contracts.toml"
     path.write_text(swapped, encoding="utf-8")
     assert lint_imports(config_filename=str(path), no_cache=True, no_logo=True) == 1
+
+
+def _fold_fit_contract() -> dict:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    (contract,) = [c for c in config["tool"]["importlinter"]["contracts"] if c["name"] == "fold fits"]
+    return contract
+
+
+def test_the_fold_fit_contract_forbids_what_the_fold_cache_leaves_out():
+    """The forbidden list of the ``fold fits`` contract is fold_cache.NOT_IN_FOLD_FITS."""
+    from ephys2tx.evaluation.fold_cache import NOT_IN_FOLD_FITS
+
+    contract = _fold_fit_contract()
+    assert contract["type"] == "forbidden"
+    assert contract["forbidden_modules"] == list(NOT_IN_FOLD_FITS)
+    assert {"ephys2tx.evaluation.cv", "ephys2tx.models.registry"} <= set(contract["source_modules"])
+    assert not contract.get("allow_indirect_imports", False)
+
+
+def test_modules_loaded_by_name_in_fold_fit_code_are_sources_of_the_contract():
+    """import-linter cannot see ``LazyModule("ephys2tx.x")`` or ``import_module("ephys2tx.x")``:
+    each such module named in fingerprinted code is in (or under) a source of the contract, so
+    its own imports are checked too."""
+    import ephys2tx
+    from ephys2tx.evaluation.fold_cache import fingerprinted_files
+
+    package = Path(ephys2tx.__file__).parent
+    sources = _fold_fit_contract()["source_modules"]
+    named = set()
+    for relative in fingerprinted_files(package):
+        if relative.suffix == ".py":
+            text = (package / relative).read_text(encoding="utf-8")
+            named |= set(re.findall(r"(?:LazyModule|import_module)\(\s*[\"'](ephys2tx[\w.]*)[\"']", text))
+    assert "ephys2tx.models.nn.networks" in named
+    outside = sorted(m for m in named if not any(m == s or m.startswith(s + ".") for s in sources))
+    assert not outside, f"loaded by name but not checked by the fold fits contract: {outside}"
+
+
+def _lint_copy(tmp_path: Path, edit=None) -> subprocess.CompletedProcess:
+    """import-linter's ``fold fits`` contract alone, on a copy of the package (edited by ``edit``)."""
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "src" / "ephys2tx", src / "ephys2tx",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    if edit is not None:
+        edit(src / "ephys2tx")
+    config = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    block = config[config.index('[[tool.importlinter.contracts]]\nname = "fold fits"'):]
+    block = block[:block.index("]\n", block.index("forbidden_modules")) + 2]
+    path = tmp_path / "contracts.toml"
+    path.write_text('[tool.importlinter]\nroot_package = "ephys2tx"\n\n' + block, encoding="utf-8")
+    code = ("import sys; from importlinter.cli import lint_imports; "
+            f"sys.exit(lint_imports(config_filename={str(path)!r}, no_cache=True, no_logo=True))")
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=tmp_path)
+
+
+def test_the_fold_fit_contract_can_fail(tmp_path):
+    """An estimator module that imports an excluded module, even inside a function and through
+    another module, breaks the contract (imports the layers contract allows: models -> features)."""
+
+    def add_import(package: Path):
+        with (package / "models" / "spca.py").open("a", encoding="utf-8") as handle:
+            handle.write("\n\ndef _columns(table):\n"
+                         "    from ephys2tx.features.column_map import load_column_map\n\n"
+                         "    return load_column_map(table)\n")
+
+    kept = _lint_copy(tmp_path / "kept")
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert "fold fits KEPT" in kept.stdout
+    broken = _lint_copy(tmp_path / "broken", add_import)
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert "fold fits BROKEN" in broken.stdout
+    assert "ephys2tx.models.spca -> ephys2tx.features.column_map" in broken.stdout
 
 
 def _imported_after(statement: str) -> set[str]:

@@ -225,7 +225,7 @@ def cross_validate_many(tasks: Sequence[CVTask], *, n_jobs: int = 1, cache=None)
                 task.torch_threads, None if n_jobs == 1 else 1)
         keys, cached = _cached_folds(cache, task.estimator, task.X, y, task.folds, classes,
                                      task.fit_params, task.families, task.n_permutations,
-                                     task.random_state)
+                                     task.random_state, task.torch_threads)
         prepared.append((task, y, classes, args, keys, cached))
     todo = [(t, i) for t, (task, y, classes, args, keys, cached) in enumerate(prepared)
             for i, hit in enumerate(cached) if hit is None]
@@ -291,7 +291,7 @@ def _assemble(task: CVTask, y: np.ndarray, classes: list[str], outs: list[dict])
 
 
 def _cached_folds(cache, estimator, X, y, folds, classes, fit_params, families, n_permutations,
-                  seed) -> tuple[list, list]:
+                  seed, torch_threads=None) -> tuple[list, list]:
     """(key or None, cached result or None) per fold; no keys without a cache or when uncacheable."""
     if cache is None:
         return [None] * len(folds), [None] * len(folds)
@@ -300,7 +300,8 @@ def _cached_folds(cache, estimator, X, y, folds, classes, fit_params, families, 
     try:
         data_key = cache.data_key(X, y, fit_params, classes)
         keys = [cache.key(data_key, estimator, fold, families=families,
-                          n_permutations=n_permutations, seed=seed) for fold in folds]
+                          n_permutations=n_permutations, seed=seed,
+                          torch_threads=torch_threads) for fold in folds]
     except UncacheableError:
         return [None] * len(folds), [None] * len(folds)
     return keys, [cache.load(key, fold) for key, fold in zip(keys, folds)]

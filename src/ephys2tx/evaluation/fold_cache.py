@@ -10,11 +10,26 @@ attention and family importance it measured) depends only on what goes into
   nested estimators by class and parameters);
 * the fold (repeat, fold number, train and test row indices), the classes,
   the families and number of permutations, the permutation seed;
-* the code: the ephys2tx version and a fingerprint of its source files, and
-  the versions of numpy, scipy, scikit-learn, imbalanced-learn and torch.
+* the torch threads of the fit (the one fold input chosen by the caller,
+  :mod:`ephys2tx.study`, that the other parts do not name);
+* the code: the ephys2tx version, :func:`source_fingerprint` of the source a
+  fold fit can run, and the versions of numpy, scipy, scikit-learn,
+  imbalanced-learn and torch.
 
-So any change of data, parameter, fold or code misses; a repeated run reuses
-every fold and prints the same table. Timing fields (``fit_seconds``) are those
+So any change of data, parameter, fold or fold-fit code misses; a repeated run
+reuses every fold and prints the same table.
+
+The source fingerprint covers every file of the package except the modules of
+:data:`NOT_IN_FOLD_FITS` (and the data files of
+:data:`NOT_IN_FOLD_FITS_DATA`, which only those modules read): the command
+line, the report, the study driver, mapping, the shift handling, extraction...
+None of them runs inside a fold fit, so editing them keeps every cached fold.
+The ``fold fits`` contract of ``[tool.importlinter]`` in ``pyproject.toml``
+forbids the modules that build and run fold fits (:mod:`ephys2tx.evaluation.cv`,
+this module, :mod:`ephys2tx.models.registry` and :mod:`ephys2tx.models.nn`) to
+import any of them, directly or not, and ``tests/test_architecture.py`` checks
+that its forbidden list is this tuple. A module that is in neither list (a new
+one) is fingerprinted. Timing fields (``fit_seconds``) are those
 of the run that computed the fold.
 
 An entry is two files: ``<key>.npz`` (arrays, read with ``allow_pickle=False``)
@@ -43,8 +58,9 @@ import ephys2tx
 from ephys2tx.errors import InputError
 from ephys2tx.io import sha256_file, write_bytes, write_json
 
-__all__ = ["FOLD_CACHE_FORMAT", "FoldCache", "UncacheableError", "content_hash",
-           "default_fold_cache_dir", "open_fold_cache"]
+__all__ = ["FOLD_CACHE_FORMAT", "NOT_IN_FOLD_FITS", "NOT_IN_FOLD_FITS_DATA", "FoldCache",
+           "UncacheableError", "content_hash", "default_fold_cache_dir", "fingerprinted_files",
+           "open_fold_cache", "source_fingerprint"]
 
 #: Bumped when the entry layout changes (part of every key).
 FOLD_CACHE_FORMAT = 1
@@ -91,17 +107,126 @@ def open_fold_cache(cache_dir=None, *, enabled: bool = True, out_dir=None) -> Fo
     return FoldCache(folder)
 
 
+#: Modules and packages (with all their submodules) that no fold fit can import or run, left
+#: out of :func:`source_fingerprint`. A fold fit is :func:`ephys2tx.evaluation.cv._fold` on an
+#: estimator of :func:`ephys2tx.models.registry.make_model`; the modules it can reach are those
+#: that ``evaluation.cv``, ``evaluation.fold_cache``, ``models.registry`` and ``models.nn`` (the
+#: torch blocks that ``models.bilstm`` and ``models.transfer`` load by name through
+#: :class:`~ephys2tx.models.nn.lazy.LazyModule`) import, at module level or in a function, and
+#: the packages above those. The ``fold fits`` contract in ``pyproject.toml`` forbids exactly
+#: these (kept equal by ``tests/test_architecture.py``); add a module here only with it.
+NOT_IN_FOLD_FITS = (
+    # the command line and what writes results: above the study in the layers
+    "ephys2tx.cli",
+    "ephys2tx.cli_commands",
+    "ephys2tx.workflows",
+    "ephys2tx.report",
+    # builds the fold tasks; what it passes to a fold (data, estimator, folds, families,
+    # permutations, seed, torch threads) is in the key itself
+    "ephys2tx.study",
+    "ephys2tx.experiments",
+    "ephys2tx.mapping",
+    "ephys2tx.testing",
+    # users' and extracted tables, downloads, layer priors (data reaches a fold as content)
+    "ephys2tx.data.extracted",
+    "ephys2tx.data.fetch",
+    "ephys2tx.data.layers",
+    # the mouse lockbox (which cells are scored: data) and choice helpers
+    "ephys2tx.evaluation.selection",
+    # feature extraction, column maps, alignment, the synthetic rig, canonical names
+    "ephys2tx.features.nwb",
+    "ephys2tx.features.alignment",
+    "ephys2tx.features.column_map",
+    "ephys2tx.features.canonical",
+    "ephys2tx.features.families",
+    "ephys2tx.features.rig_shift",
+    # shift handling, calibration and OOD scores of predict and map; thread limits of the CLI
+    "ephys2tx.models.shift_adapt",
+    "ephys2tx.models.shift_alarm",
+    "ephys2tx.models.class_conditional",
+    "ephys2tx.models.label_shift",
+    "ephys2tx.models.predict_shift",
+    "ephys2tx.models.map_models",
+    "ephys2tx.models.calibration",
+    "ephys2tx.models.ood",
+    "ephys2tx.models.threads",
+)
+
+#: Data files (paths under the package folder; a folder stands for its files) left out of
+#: :func:`source_fingerprint`, each with the module of :data:`NOT_IN_FOLD_FITS` that reads it.
+NOT_IN_FOLD_FITS_DATA = {
+    "models/shift_defaults.json": "ephys2tx.models.shift_adapt",
+    "models/predict_shift_defaults.json": "ephys2tx.models.predict_shift",
+    "features/column_maps": "ephys2tx.features.column_map",
+}
+
+_SOURCE_SUFFIXES = (".py", ".yaml", ".json")
+
+
+def _module_name(relative: Path) -> str:
+    """``ephys2tx.a.b`` for ``a/b.py``, ``a/b/__init__.py`` or a data file ``a/b.json``."""
+    parts = relative.with_suffix("").parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(("ephys2tx", *parts))
+
+
+def _excluded(relative: Path) -> bool:
+    name = _module_name(relative)
+    if any(name == m or name.startswith(m + ".") for m in NOT_IN_FOLD_FITS):
+        return True
+    if relative.suffix == ".py":
+        return False
+    path = relative.as_posix()
+    return any(path == d or path.startswith(d + "/") for d in NOT_IN_FOLD_FITS_DATA)
+
+
+def fingerprinted_files(root) -> list[Path]:
+    """The files of :func:`source_fingerprint`, sorted, relative to ``root``.
+
+    Every ``.py``, ``.yaml`` and ``.json`` file under ``root`` (the ``ephys2tx``
+    package folder, or a copy of it) except those of :data:`NOT_IN_FOLD_FITS` and
+    :data:`NOT_IN_FOLD_FITS_DATA`.
+    """
+    root = Path(root)
+    files = []
+    for path in root.rglob("*"):
+        relative = path.relative_to(root)
+        if (path.suffix in _SOURCE_SUFFIXES and "__pycache__" not in relative.parts
+                and path.is_file() and not _excluded(relative)):
+            files.append(relative)
+    return sorted(files, key=lambda p: p.as_posix())
+
+
+def source_fingerprint(root) -> str:
+    """sha256 over the source a fold fit can run: the paths and bytes of :func:`fingerprinted_files`.
+
+    Parameters
+    ----------
+    root : path
+        The ``ephys2tx`` package folder (or a copy of it).
+
+    Returns
+    -------
+    str
+        Hex digest; it changes when an included file is added, removed, renamed or edited, and
+        not when a file of :data:`NOT_IN_FOLD_FITS` is.
+    """
+    root = Path(root)
+    digest = hashlib.sha256()
+    for relative in fingerprinted_files(root):
+        digest.update(relative.as_posix().encode() + b"\0")
+        digest.update((root / relative).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 @functools.cache
 def code_fingerprint() -> str:
-    """sha256 over ephys2tx's version, its source files and the versions of the numeric libraries."""
+    """sha256 over ephys2tx's version, :func:`source_fingerprint` and the numeric libraries' versions."""
     from importlib.metadata import PackageNotFoundError, version
 
     digest = hashlib.sha256(f"ephys2tx {ephys2tx.__version__}\n".encode())
-    root = Path(ephys2tx.__file__).parent
-    for path in sorted(root.rglob("*")):
-        if path.suffix in (".py", ".yaml", ".json") and "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(root)).encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
+    digest.update(source_fingerprint(Path(ephys2tx.__file__).parent).encode() + b"\n")
     for name in _LIBRARIES:
         try:
             digest.update(f"{name} {version(name)}\n".encode())
@@ -196,12 +321,13 @@ class FoldCache:
         return content_hash("data", X, np.asarray(y, dtype=object), fit_params or {}, list(classes))
 
     def key(self, data_key: str, estimator, fold, *, families, n_permutations: int,
-            seed: int) -> str:
+            seed: int, torch_threads: int | None = None) -> str:
         """Key of one fold (raises :class:`UncacheableError` for unstable parameters)."""
         return content_hash(FOLD_CACHE_FORMAT, code_fingerprint(), data_key, estimator,
                             estimator.get_params(deep=True), int(fold.repeat), int(fold.fold),
                             np.asarray(fold.train, dtype=np.int64), np.asarray(fold.test, dtype=np.int64),
-                            families or {}, int(n_permutations), int(seed))
+                            families or {}, int(n_permutations), int(seed),
+                            None if torch_threads is None else int(torch_threads))
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         folder = self.directory / key[:2]
