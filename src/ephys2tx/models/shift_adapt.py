@@ -162,6 +162,8 @@ def auto_method(n_cells: int, alarm=None) -> tuple[str, str]:
                       "class posteriors"}.get(AUTO_METHOD.replace("ccm", "cc"), AUTO_METHOD)
     if AUTO_METHOD.startswith("ccm"):
         what += f"; class means may adapt to the query (relevance {MEAN_RELEVANCE:g} cells)"
+    if AUTO_METHOD.startswith("cc") and COVARIANCE == "tied":
+        what += "; one covariance shared by all classes"
     return AUTO_METHOD, (f"{n_cells} cells, {detail}: class-conditional alignment (joint EM of the "
                          f"class mix and a per-feature rig map, with priors that leave small shifts "
                          f"alone); {what}")
