@@ -54,6 +54,13 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
     if id_column is None and cmap is not None:
         id_column = cmap.id_column
     table = read_user_table(input_path, id_column=id_column, id_hint="name it with --id-column")
+    if cmap is not None:
+        for entry in cmap.entries:
+            if table.id_column in (entry.column, entry.minus):
+                raise InputError(f"column map {cmap.source} reads column {table.id_column!r} (for "
+                                 f"{entry.name}), which is the id column of {input_path}; map a "
+                                 "feature column, or name the id column with --id-column (or the "
+                                 "map's id_column).")
     # a shipped map reads `TAU` or `Input Resistance` as tau and input_resistance
     cmap = (match_table_columns(cmap, table.data.columns) if cmap is not None
             else resolve_column_map(None, table.data.columns, table=table.data))
