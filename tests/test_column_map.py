@@ -301,3 +301,113 @@ def test_shipped_maps_read_headers_in_another_case_or_spacing(tmp_path):
     assert names["tau"] == "tau" and names["sag"] == "sag"
     strict = column_map_from_dict({"columns": [{"column": "tau", "name": "tau", "unit": "s"}]})
     assert match_table_columns(strict, ["TAU"]) is strict
+
+
+# ------------------------------------------------------------------ fault hunt 7 (notes/s7/faults1.md)
+
+_GOOD = "columns:\n  - {column: tau, name: tau, unit: s}\n"
+
+BAD_MAP_FILES = {
+    "same column mapped twice": (
+        _GOOD + "  - {column: tau, name: sag, unit: '1'}\n",
+        r"reads column 'tau' twice \(as tau and as sag\)"),
+    "key repeated at the top": (
+        "name: a\nname: b\n" + _GOOD, r"map\.yaml, line 2: the column map repeats the key 'name' \(first on line 1\)"),
+    "columns repeated": (
+        _GOOD + "columns:\n  - {column: sag, name: sag, unit: '1'}\n",
+        r"line 3: the column map repeats the key 'columns' \(first on line 1\); YAML keeps only the last"),
+    "key repeated in an entry": (
+        "columns:\n  - column: tau\n    name: tau\n    unit: s\n    unit: ms\n",
+        r"line 5: the column map repeats the key 'unit' \(first on line 4\)"),
+    "scale 1e999": (_GOOD.replace("unit: s}", "unit: s, scale: 1e999}"),
+                    r"column 'tau': 'scale' must be a finite number of magnitude <= 1e\+15, got inf"),
+    "offset huge integer": (_GOOD.replace("unit: s}", "unit: s, offset: 99999999999999999999999999999}"),
+                            r"column 'tau': 'offset' must be a finite number .*got 99999999999999999999999999999"),
+    "scale integer too large for a float": (_GOOD.replace("unit: s}", "unit: s, scale: " + "9" * 400 + "}"),
+                                            r"'scale' must be a finite number .*got 9+\.\.\.9+"),
+    "offset .nan": (_GOOD.replace("unit: s}", "unit: s, offset: .nan}"), r"'offset' must be a finite number"),
+    "expr without x": (_GOOD.replace("unit: s}", "unit: s, expr: '2'}"),
+                       r"column 'tau': 'expr' '2' does not use x, so every cell would get the same value"),
+    "expr x*0": (_GOOD.replace("unit: s}", "unit: s, expr: 'x*0'}"),
+                 r"'expr' 'x\*0' gives 0 for every one of 13 different test values"),
+    "expr x-x": (_GOOD.replace("unit: s}", "unit: s, expr: 'x-x'}"), r"'expr' 'x-x' gives 0 for every one"),
+    "expr x**(10**400)": (_GOOD.replace("unit: s}", "unit: s, expr: 'x**(10**400)'}"),
+                          r"gives 0 for every one of \d+ different test values"),
+    "scale as text": (_GOOD.replace("unit: s}", "unit: s, scale: 'two'}"),
+                      r"column 'tau': 'scale' must be a number, got text \('two'\)"),
+    "scale a quoted number": (_GOOD.replace("unit: s}", "unit: s, scale: '2'}"),
+                              r"'scale' must be a number, got text \('2'\); write a plain number without quotes"),
+    "sign as text": (_GOOD.replace("unit: s}", "unit: s, sign: '-1'}"), r"column 'tau': 'sign' must be a number"),
+    "offset a list": (_GOOD.replace("unit: s}", "unit: s, offset: [0]}"), r"'offset' must be a number, got a list"),
+    "scale a boolean": (_GOOD.replace("unit: s}", "unit: s, scale: true}"),
+                        r"column 'tau': 'scale' must be a number, got true/false"),
+    "sign a boolean": (_GOOD.replace("unit: s}", "unit: s, sign: true}"), r"'sign' must be a number, got true/false"),
+    "offset empty": (_GOOD.replace("unit: s}", "unit: s, offset: }"), r"'offset' must be a number, got empty"),
+    "strict as text": ("strict: 'no'\n" + _GOOD, r"'strict' must be true or false \(unquoted\), got 'no'"),
+    "strict a number": ("strict: 0\n" + _GOOD, r"'strict' must be true or false"),
+    "name a list": ("name: [lab]\n" + _GOOD, r"'name' must be text"),
+    "description a mapping": ("description: {a: 1}\n" + _GOOD, r"'description' must be text"),
+    "unit empty": ("columns:\n  - {column: tau, name: tau, unit: }\n", r"'unit' must be a unit such as 's'"),
+    "a list at the top": ("- {column: tau, name: tau, unit: s}\n", r"must be a YAML mapping with a 'columns' list"),
+    "a null document": ("---\n...\n", r"map\.yaml holds no value"),
+    "only comments": ("# a map\n\n# to do\n", r"map\.yaml is empty"),
+    "tabs": ("columns:\n\t- {column: tau, name: tau, unit: s}\n",
+             r"not valid YAML, line 2, column 1: .*\(YAML indents with spaces, not tabs\)"),
+    "two documents": ("name: a\n---\nname: b\n", r"line 2, column 1: expected a single document in the stream "
+                                                r"but found another document"),
+    "anchors and aliases": ("description: &d [x]\nname: *d\n" + _GOOD, r"line 1: the column map uses a YAML anchor"),
+    "a billion laughs": ("\n".join(["description:", "  - &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+                                   + [f"  - &{b} [{', '.join(['*' + a] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi")])
+                         + "\n" + _GOOD.replace("unit: s}", "unit: s, scale: *i}"),
+                         r"line 2: the column map uses a YAML anchor"),
+    "a python tag": ("columns: !!python/object/apply:os.system ['true']\n", r"line 1, column 10: .*tag"),
+    "not a reference feature": ("columns:\n  - {column: tau, name: membrane_tau, unit: s}\n",
+                                r"unknown canonical feature name 'membrane_tau'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MAP_FILES))
+def test_bad_map_files_are_refused_naming_the_file_and_key(case, tmp_path):
+    text, pattern = BAD_MAP_FILES[case]
+    path = tmp_path / "map.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InputError, match=pattern) as info:
+        load_column_map(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert len(str(info.value)) < 600
+
+
+def test_numbers_with_an_exponent_are_numbers(tmp_path):
+    """``scale: 1e-3`` is a number (YAML 1.2), not the text '1e-3' (YAML 1.1), now that text is refused."""
+    path = tmp_path / "map.yaml"
+    path.write_text(_GOOD.replace("unit: s}", "unit: ms, scale: 1e-3, offset: -2E+0}"))
+    entry = load_column_map(path).entries[0]
+    assert entry.scale == 0.001 and entry.offset == -2.0 and entry.factor == pytest.approx(1e-6)
+
+
+def test_names_are_read_without_surrounding_blanks(tmp_path):
+    """Table headers are read stripped; a map naming ' tau ' reads the column 'tau'."""
+    cmap = column_map_from_dict({"columns": [{"column": " tau ", "name": "tau ", "unit": "s", "minus": " v "}]})
+    assert (cmap.entries[0].column, cmap.entries[0].name, cmap.entries[0].minus) == ("tau", "tau", "v")
+    out, _ = apply_column_map(cmap, pd.DataFrame({"tau": [3.0], "v": [1.0]}))
+    assert out["tau"].tolist() == [2.0]
+
+
+def test_a_strict_map_names_the_column_that_differs_only_in_case():
+    cmap = column_map_from_dict({"columns": [{"column": "Input Resistance", "name": "input_resistance",
+                                              "unit": "MOhm"}]})
+    with pytest.raises(InputError, match=r"names column 'Input Resistance' .*; the table has "
+                                         r"'input_resistance', which differs in case or blanks"):
+        apply_column_map(cmap, pd.DataFrame({"input_resistance": [100.0]}))
+
+
+def test_an_expr_constant_on_the_table_values_is_refused():
+    """``abs(x)/x + 1`` gives two values on the test values (0 and 2), but on a table whose
+    values are all positive every cell would get 2: refused when the map is applied."""
+    cmap = column_map_from_dict({"columns": [{"column": "r", "name": "sag", "unit": "1",
+                                              "expr": "abs(x)/x + 1"}]})
+    with pytest.raises(InputError, match=r"column 'r': 'expr' 'abs\(x\)/x \+ 1' gives 2 for every one of 3 "
+                                         r"different values of the table"):
+        apply_column_map(cmap, pd.DataFrame({"r": [1.0, 2.0, 3.0, np.nan]}))
+    ok = apply_column_map(cmap, pd.DataFrame({"r": [-1.0, 2.0, 3.0]}))[0]  # two values: allowed
+    assert ok["sag"].tolist() == [0.0, 2.0, 2.0]

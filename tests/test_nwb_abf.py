@@ -1,6 +1,7 @@
 """Axon ABF 1/2 files: protocol maps, the epoch-table stimulus, NWB twins, and the route to `ephys2tx map`."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -223,7 +224,24 @@ BAD_MAPS = {
     "no long square": ("liquid_junction_potential_mv: 0\n", "long_square is required"),
     "no ljp": ("long_square: IV\n", "liquid_junction_potential_mv is required"),
     "ljp not a number": ("long_square: IV\nliquid_junction_potential_mv: ten\n", "must be a number"),
-    "ljp out of range": ("long_square: IV\nliquid_junction_potential_mv: 130\n", "between -50 and 50"),
+    "ljp out of range": ("long_square: IV\nliquid_junction_potential_mv: 130\n", "between -10 and 30"),
+    # fault hunt 7 (notes/s7/faults1.md)
+    "ljp negative": ("long_square: IV\nliquid_junction_potential_mv: -13\n", "between -10 and 30.*sign flipped"),
+    "ljp huge integer": ("long_square: IV\nliquid_junction_potential_mv: " + "9" * 400 + "\n",
+                         r"between -10 and 30, got 9+\.\.\.9+"),
+    "ljp infinite": ("long_square: IV\nliquid_junction_potential_mv: 1e999\n", "between -10 and 30, got inf"),
+    "ljp quoted": ("long_square: IV\nliquid_junction_potential_mv: '13'\n", "must be a number of mV.*got '13'"),
+    "repeated key": ("long_square: IV\nliquid_junction_potential_mv: 13\nliquid_junction_potential_mv: 0\n",
+                     r"map\.yaml, line 3: the protocol map repeats the key 'liquid_junction_potential_mv' "
+                     r"\(first on line 2\)"),
+    "anchor and alias": ("ls: &ls [IV]\nlong_square: *ls\nliquid_junction_potential_mv: 0\n",
+                         "line 1: the protocol map uses a YAML anchor and alias"),
+    "name a list": ("long_square: IV\nliquid_junction_potential_mv: 0\nname: [rig]\n", "name must be text"),
+    "channel huge": ("long_square: IV\nliquid_junction_potential_mv: 0\nchannel: " + "9" * 40 + "\n",
+                     r"ADC channel number \(0, 1, \.\.\. 15\)"),
+    "tab indentation": ("long_square: IV\n\tliquid_junction_potential_mv: 0\n",
+                        r"line 2, column 1: .*indents with spaces, not tabs"),
+    "empty file": ("# nothing here\n", "protocol map .*map\\.yaml is empty"),
     "ljp boolean": ("long_square: IV\nliquid_junction_potential_mv: true\n", "must be a number"),
     "role not strings": ("long_square: [1, 2]\nliquid_junction_potential_mv: 0\n", "list of protocol names"),
     "two roles": ("long_square: IV\nramp: iv\nliquid_junction_potential_mv: 0\n", "both long_square and ramp"),
@@ -234,8 +252,8 @@ BAD_MAPS = {
                         "holding_current must be 'subtract'"),
     "bad cells": ("long_square: IV\nliquid_junction_potential_mv: 0\ncells: sweep\n", "'file'"),
     "python tag": ("long_square: !!python/object/apply:os.system ['touch pwned']\n"
-                   "liquid_junction_potential_mv: 0\n", "not valid \\(safe\\) YAML"),
-    "broken yaml": ("long_square: [IV\n", "not valid \\(safe\\) YAML"),
+                   "liquid_junction_potential_mv: 0\n", r"not valid YAML, line 1, column 14: .*tag.*python"),
+    "broken yaml": ("long_square: [IV\n", "not valid YAML, line 2"),
 }
 
 
@@ -256,7 +274,7 @@ def test_bad_protocol_map_is_one_line_exit_2(case, abf_root, tmp_path, capsys, m
 
 
 def test_protocol_map_file_problems(tmp_path):
-    with pytest.raises(InputError, match="not found"):
+    with pytest.raises(InputError, match="does not exist"):
         load_protocol_map(tmp_path / "nope.yaml")
     latin = tmp_path / "latin.yaml"
     latin.write_bytes("long_square: Strom\xe4nderung\n".encode("latin-1"))
@@ -267,3 +285,23 @@ def test_protocol_map_file_problems(tmp_path):
     ok = validate_protocol_map({"long_square": "IV*", "liquid_junction_potential_mv": 13})
     assert ok["long_square"] == ["IV*"] and ok["ramp"] == [] and ok["cells"] == "file" and ok["channel"] is None
     assert ok["holding_current"] == "subtract"
+
+
+def test_a_long_square_name_no_file_has_is_refused_naming_the_protocols_present(abf_root, tmp_path, capsys):
+    """The map's long_square matches no ABF file: one error listing the files' protocols, before any
+    cell is extracted (it used to be one "no long-square series" failure per cell)."""
+    path = tmp_path / "map.yaml"
+    path.write_text("long_square: IV_steps\nliquid_junction_potential_mv: 13\n")
+    out = tmp_path / "f.parquet"
+    code = main(["extract", *map(str, abf_root["files"]), "--protocol-map", str(path), "-o", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and "Traceback" not in captured.err
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert re.search(rf"protocol map .*map\.yaml: long_square \['IV_steps'\] matches the protocol of none of "
+                     rf"the 2 readable ABF file\(s\); their protocols are '{af.LONG_SQUARE_PROTOCOL}' \(2 files\)",
+                     lines[0]), lines[0]
+    assert not out.exists() and not out.with_name(out.name + ".cache").exists()
+    with pytest.raises(InputError, match=r"^protocol map: long_square \['IV_steps'\]"):
+        extract_features(abf_root["files"], tmp_path / "g.parquet",
+                         protocol_map={"long_square": "IV_steps", "liquid_junction_potential_mv": 0})
