@@ -112,7 +112,7 @@ def test_read_yaml_file_problems_are_one_clear_line(case, tmp_path, monkeypatch)
         "missing": r"m\.yaml does not exist; see the docs",
         "too large": r"m\.yaml is 1\.1 MB; a test map is a small YAML file \(at most 1 MB\)",
         "binary": r"m\.yaml is a binary file, not YAML text",
-        "latin-1": r"m\.yaml is not UTF-8 text \(byte 8\); save it as UTF-8",
+        "latin-1": r"m\.yaml is not UTF-8 text \(byte 9\); save it as UTF-8",
         "empty": r"m\.yaml is empty; see the docs",
         "comments only": r"m\.yaml is empty; see the docs",
         "null document": r"m\.yaml holds no value",
