@@ -411,3 +411,27 @@ def test_an_expr_constant_on_the_table_values_is_refused():
         apply_column_map(cmap, pd.DataFrame({"r": [1.0, 2.0, 3.0, np.nan]}))
     ok = apply_column_map(cmap, pd.DataFrame({"r": [-1.0, 2.0, 3.0]}))[0]  # two values: allowed
     assert ok["sag"].tolist() == [0.0, 2.0, 2.0]
+
+
+def test_a_column_name_in_another_unicode_form_is_the_same_column():
+    """'Säg' typed with a precomposed ä (NFC) in the table and a + combining ¨ (NFD) in the map
+    look the same in every message: they are read as the same column."""
+    import unicodedata
+
+    nfc, nfd = (unicodedata.normalize(form, "Säg τ") for form in ("NFC", "NFD"))
+    assert nfc != nfd
+    cmap = column_map_from_dict({"columns": [{"column": nfd, "name": "sag", "unit": "1"}]})
+    out, sources = apply_column_map(cmap, pd.DataFrame({nfc: [0.1, 0.2]}))
+    assert out["sag"].tolist() == [0.1, 0.2] and sources == {"sag": nfd}
+
+
+def test_an_empty_column_map_name_is_refused():
+    with pytest.raises(InputError, match="the column map name is empty"):
+        load_column_map(" ")
+
+
+def test_a_column_name_yaml_reads_as_a_number_asks_for_quotes(tmp_path):
+    path = tmp_path / "map.yaml"
+    path.write_text("columns:\n  - {column: 1, name: tau, unit: s}\n")
+    with pytest.raises(InputError, match=r"entry 1 needs a 'column' string \(got 1\); quote names"):
+        load_column_map(path)

@@ -287,7 +287,8 @@ def column_map_from_dict(spec: dict, *, source: str = "<memory>") -> ColumnMap:
         _check_keys(item, _ENTRY_KEYS, where)
         for key in ("column", "name"):
             if not isinstance(item.get(key), str) or not item[key].strip():
-                raise InputError(f"{where} needs a {key!r} string (got {_show(item.get(key))}).")
+                raise InputError(f"{where} needs a {key!r} string (got {_show(item.get(key))}); "
+                                 "quote names that YAML reads as numbers or true/false.")
         # table headers are read stripped of surrounding blanks: so are the map's names
         item = {**item, "column": item["column"].strip(), "name": item["name"].strip()}
         where = f"column map {source}, column {item['column']!r}"
@@ -375,6 +376,9 @@ def shipped_map_path(name: str) -> Path:
 def load_column_map(path_or_name: str | os.PathLike) -> ColumnMap:
     """Load a column map from a YAML path, or a shipped map by name."""
     text = str(path_or_name)
+    if not text.strip():
+        raise InputError(f"the column map name is empty; give a YAML file or one of "
+                         f"{', '.join(SHIPPED_MAPS)}.")
     path = Path(text)
     if not path.exists() and text in SHIPPED_MAPS:
         return _shipped_map(text)
@@ -542,6 +546,26 @@ def _numeric_column(table: pd.DataFrame, column: str, where: str) -> np.ndarray:
                                                                               na_value=np.nan)
 
 
+def _with_map_spelling(cmap: ColumnMap, table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with columns renamed to the map's names that are the same text in another
+    Unicode form (``ä`` as one code point or as ``a`` + combining diaeresis look the same)."""
+    import unicodedata
+
+    def nfc(text):
+        return unicodedata.normalize("NFC", str(text))
+
+    present = {str(c) for c in table.columns}
+    by_nfc: dict[str, list] = {}
+    for col in table.columns:
+        by_nfc.setdefault(nfc(col), []).append(col)
+    rename = {}
+    for name in {c for e in cmap.entries for c in (e.column, e.minus) if c and c not in present}:
+        found = by_nfc.get(nfc(name), [])
+        if len(found) == 1 and found[0] not in rename:
+            rename[found[0]] = name
+    return table.rename(columns=rename) if rename else table
+
+
 def apply_column_map(cmap: ColumnMap, table: pd.DataFrame, *, where: str = "the table"
                      ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Canonical features of ``table`` (index kept) and ``canonical -> source column``.
@@ -553,6 +577,7 @@ def apply_column_map(cmap: ColumnMap, table: pd.DataFrame, *, where: str = "the 
         or no entry of the map applies.
     """
     out, sources = {}, {}
+    table = _with_map_spelling(cmap, table)
     for entry in cmap.entries:
         needed = [entry.column] + ([entry.minus] if entry.minus else [])
         missing = [c for c in needed if c not in table.columns]
