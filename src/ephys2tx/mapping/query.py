@@ -72,7 +72,7 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
         raise InputError(f"no cell of {input_path} has a value for any feature read by column map "
                          f"{cmap.name!r} (every value is empty, a missing-value code such as 0 mV "
                          "or a duration <= 0, or inf/NaN from an expr); check the table and the column map.")
-    notes = [note for note in [describe_detection(cmap)] if note]
+    notes = [note for note in [describe_detection(cmap), _skipped_entries(cmap, table.data.columns)] if note]
     raw = apply_column_map(cmap, table.data, where=str(input_path))[0]  # before any code is masked
     for issue in [*check_units(canonical, sources), *check_values_kept(raw, canonical, sources)]:
         if not force:
@@ -80,6 +80,22 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
         notes.append("continuing (--force): " + issue.message())
     return Query(ids=table.data.index, id_column=table.id_column, features=canonical,
                  sources=sources, column_map=cmap.name, warnings=notes)
+
+
+def _skipped_entries(cmap, columns) -> str | None:
+    """A note naming the entries of a user's ``strict: false`` map that the table cannot fill."""
+    from ephys2tx.features.column_map import shipped_map_path
+
+    if cmap.strict or Path(cmap.source).parent == shipped_map_path("ipfx").parent:
+        return None  # the shipped maps list far more than any table has
+    present = {str(c) for c in columns}
+    skipped = [f"{e.name} ({', '.join(repr(c) for c in (e.column, e.minus) if c and c not in present)})"
+               for e in cmap.entries if any(c and c not in present for c in (e.column, e.minus))]
+    if not skipped:
+        return None
+    return (f"column map {cmap.source} (strict: false): {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} "
+            f"skipped, the table lacks the column: {', '.join(skipped[:6])}{', ...' if len(skipped) > 6 else ''}; "
+            "fix the names, or set strict: true to make this an error.")
 
 
 def is_predictions_table(path: Path) -> bool:
