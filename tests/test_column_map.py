@@ -361,6 +361,11 @@ BAD_MAP_FILES = {
                          + "\n" + _GOOD.replace("unit: s}", "unit: s, scale: *i}"),
                          r"line 2: the column map uses a YAML anchor"),
     "a python tag": ("columns: !!python/object/apply:os.system ['true']\n", r"line 1, column 10: .*tag"),
+    "a table given as the map": ("cell_id,tau,sag\n1,0.01,0.1\n", r"it holds text \('cell_id,tau,sag 1,0\.01,0\.1'\) "
+                                                                r"\(is it a table\?\)"),
+    "columns a mapping": ("columns:\n  tau: tau\n", r"needs a non-empty 'columns' list \(it holds a mapping"),
+    "an entry as text": ("columns:\n  - tau\n", r"entry 1 must be a mapping with 'column', 'name' and 'unit', "
+                                                  r"got text \('tau'\)"),
     "not a reference feature": ("columns:\n  - {column: tau, name: membrane_tau, unit: s}\n",
                                 r"unknown canonical feature name 'membrane_tau'"),
 }

@@ -250,6 +250,14 @@ def _number(value, key: str, where: str) -> float:
     return out
 
 
+def _what(value) -> str:
+    """What a YAML value is, for messages: ``a list ([1, 2])``, ``text ('tau')``, ``nothing``."""
+    if value is None:
+        return "nothing"
+    kind = {bool: "true/false", str: "text", list: "a list", dict: "a mapping"}.get(type(value), "a number")
+    return f"{kind} ({_show(value)})"
+
+
 def _text(spec: dict, key: str, where: str, default: str | None = None) -> str | None:
     value = spec.get(key, default)
     if value is not None and not isinstance(value, str):
@@ -273,17 +281,21 @@ def column_map_from_dict(spec: dict, *, source: str = "<memory>") -> ColumnMap:
         a canonical name mapped twice, bad sign/offset/scale.
     """
     if not isinstance(spec, dict):
-        raise InputError(f"column map {source} must be a YAML mapping with a 'columns' list.")
+        raise InputError(f"column map {source} must be a YAML mapping with a 'columns' list; it holds "
+                         f"{_what(spec)}{' (is it a table?)' if isinstance(spec, str) and ',' in spec else ''}"
+                         "; see docs/mapping.md.")
     _check_keys(spec, _MAP_KEYS, f"column map {source}")
     raw = spec.get("columns")
     if not isinstance(raw, list) or not raw:
-        raise InputError(f"column map {source} needs a non-empty 'columns' list of entries with "
+        raise InputError(f"column map {source} needs a non-empty 'columns' list (it holds {_what(raw)}) "
+                         "of entries with "
                          "'column', 'name' and 'unit'.")
     entries, seen = [], {}
     for i, item in enumerate(raw):
         where = f"column map {source}, entry {i + 1}"
         if not isinstance(item, dict):
-            raise InputError(f"{where} must be a mapping with 'column', 'name' and 'unit'.")
+            raise InputError(f"{where} must be a mapping with 'column', 'name' and 'unit', got "
+                             f"{_what(item)}, e.g. - {{column: 'Tau (ms)', name: tau, unit: ms}}.")
         _check_keys(item, _ENTRY_KEYS, where)
         for key in ("column", "name"):
             if not isinstance(item.get(key), str) or not item[key].strip():
