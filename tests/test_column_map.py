@@ -325,6 +325,8 @@ BAD_MAP_FILES = {
                             r"column 'tau': 'offset' must be a finite number .*got 99999999999999999999999999999"),
     "scale integer too large for a float": (_GOOD.replace("unit: s}", "unit: s, scale: " + "9" * 400 + "}"),
                                             r"'scale' must be a finite number .*got 9+\.\.\.9+"),
+    "scale 1e-300": (_GOOD.replace("unit: s}", "unit: s, scale: 1e-300}"),
+                     r"column 'tau': 'scale' 1e-300 is so small that every value would be about the offset"),
     "offset .nan": (_GOOD.replace("unit: s}", "unit: s, offset: .nan}"), r"'offset' must be a finite number"),
     "expr without x": (_GOOD.replace("unit: s}", "unit: s, expr: '2'}"),
                        r"column 'tau': 'expr' '2' does not use x, so every cell would get the same value"),

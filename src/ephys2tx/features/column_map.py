@@ -334,6 +334,10 @@ def column_map_from_dict(spec: dict, *, source: str = "<memory>") -> ColumnMap:
         if scale == 0:
             raise InputError(f"{where}: 'scale' is 0, so every value would be the offset; give "
                              "the factor that converts the column (e.g. 0.001).")
+        if abs(scale) < 1 / MAX_MAGNITUDE:
+            raise InputError(f"{where}: 'scale' {scale:g} is so small that every value would be about "
+                             f"the offset (at least {1 / MAX_MAGNITUDE:g} in magnitude); give the factor "
+                             "that converts the column (e.g. 0.001).")
         expr = item.get("expr")
         if expr is not None:  # validated now, not when applied
             expr = _check_expression(SafeExpression(expr, where=where), where).text
