@@ -85,6 +85,18 @@ def test_read_yaml_refuses_repeated_keys_at_any_depth_naming_key_and_lines():
         read_yaml("{1: a, 1: b}", where="m.yaml", kind="map")
 
 
+def test_read_yaml_refuses_merge_keys():
+    """``<<: {...}`` would let later keys override merged ones silently; a map needs none."""
+    with pytest.raises(InputError, match=r"^m\.yaml, line 2: the map uses a YAML merge key \(<<\)"):
+        read_yaml("a:\n  <<: {b: 1}\n  b: 2\n", where="m.yaml", kind="map")
+
+
+def test_read_yaml_file_expands_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "m.yaml").write_text("a: 1\n")
+    assert read_yaml_file("~/m.yaml", kind="map", hint="") == {"a": 1}
+
+
 def test_read_yaml_refuses_aliases_quickly():
     """Anchors/aliases are refused: ``*name`` can expand a few lines into 10^9 values."""
     import time

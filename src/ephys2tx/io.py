@@ -193,7 +193,7 @@ _FLOAT_EXPONENT = r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]
 
 @functools.cache
 def _yaml_loader():
-    """A safe YAML loader class that refuses duplicate keys and anchors/aliases."""
+    """A safe YAML loader class that refuses repeated keys, anchors/aliases and merge keys."""
     import re
 
     import yaml
@@ -221,8 +221,11 @@ def _yaml_loader():
             for key_node, _ in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
                     continue  # an unhashable key: refused by PyYAML itself
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise _YamlRefused("uses a YAML merge key (<<)", key_node.start_mark,
+                                       "write the keys out in this mapping")
                 key = self.construct_object(key_node, deep=True)
-                if key in keys and key != "<<":
+                if key in keys:
                     raise _YamlRefused(f"repeats the key {key!r} (first on line {keys[key] + 1})",
                                        key_node.start_mark,
                                        "YAML keeps only the last value of a repeated key; keep one")
@@ -323,7 +326,7 @@ def read_yaml_file(path: str | os.PathLike, *, kind: str, hint: str):
     """
     from ephys2tx.errors import InputError
 
-    path = Path(path)
+    path = Path(path).expanduser()
     where = f"{kind} {path}"
     try:
         if path.is_dir():
