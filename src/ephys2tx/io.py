@@ -247,9 +247,9 @@ def read_yaml(text: str, *, where: str, kind: str = "file"):
     """Parse YAML ``text`` (safe: plain data only) and return the document.
 
     Stricter than ``yaml.safe_load``: a key repeated in one mapping (which
-    PyYAML silently resolves to the last value) and anchors/aliases (which can
-    expand a small file into an enormous structure) are refused, naming the key
-    and line; ``1e-3`` is read as a number, as in YAML 1.2.
+    PyYAML silently resolves to the last value), anchors/aliases (which can
+    expand a small file into an enormous structure) and merge keys (``<<``) are
+    refused, naming the key and line; ``1e-3`` is read as a number, as in YAML 1.2.
 
     Parameters
     ----------
