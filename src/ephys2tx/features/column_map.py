@@ -235,10 +235,11 @@ EXPR_TEST_VALUES = (-50.0, -3.0, -1.5, -0.5, -0.1, 0.1, 0.3, 0.5, 0.7, 1.5, 2.5,
 
 
 def _number(value, key: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        kind = {bool: "true/false", str: "text", list: "a list", dict: "a mapping",
-                type(None): "empty"}.get(type(value), type(value).__name__)
-        raise InputError(f"{where}: {key!r} must be a number, got {kind} ({_show(value)}); write "
+    import numbers
+
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        kind = "empty (None)" if value is None else _what(value)
+        raise InputError(f"{where}: {key!r} must be a number, got {kind}; write "
                          f"a plain number without quotes, e.g. {key}: {'-1' if key == 'sign' else '0.001'}.")
     try:
         out = float(value)
@@ -254,7 +255,10 @@ def _what(value) -> str:
     """What a YAML value is, for messages: ``a list ([1, 2])``, ``text ('tau')``, ``nothing``."""
     if value is None:
         return "nothing"
-    kind = {bool: "true/false", str: "text", list: "a list", dict: "a mapping"}.get(type(value), "a number")
+    import numbers
+
+    kind = {bool: "true/false", str: "text", list: "a list", dict: "a mapping"}.get(
+        type(value), "a number" if isinstance(value, numbers.Real) else type(value).__name__)
     return f"{kind} ({_show(value)})"
 
 
