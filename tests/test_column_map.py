@@ -442,3 +442,11 @@ def test_a_column_name_yaml_reads_as_a_number_asks_for_quotes(tmp_path):
     path.write_text("columns:\n  - {column: 1, name: tau, unit: s}\n")
     with pytest.raises(InputError, match=r"entry 1 needs a 'column' string \(got 1\); quote names"):
         load_column_map(path)
+
+
+def test_a_shipped_map_name_is_the_shipped_map_beside_a_folder_of_that_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ipfx").mkdir()  # e.g. the user's ipfx output folder
+    assert load_column_map("ipfx").name == "ipfx" and len(load_column_map("ipfx").entries) == 93
+    (tmp_path / "allen_celltypes").write_text("name: mine\ncolumns:\n  - {column: t, name: tau, unit: s}\n")
+    assert load_column_map("allen_celltypes").name == "mine"  # a file of that name is read

@@ -305,3 +305,12 @@ def test_a_long_square_name_no_file_has_is_refused_naming_the_protocols_present(
     with pytest.raises(InputError, match=r"^protocol map: long_square \['IV_steps'\]"):
         extract_features(abf_root["files"], tmp_path / "g.parquet",
                          protocol_map={"long_square": "IV_steps", "liquid_junction_potential_mv": 0})
+
+
+def test_a_protocol_name_with_glob_characters_matches_itself():
+    from ephys2tx.features.nwb.abf import _role_of
+
+    pmap = validate_protocol_map({"long_square": "IV [1 s]", "ramp": "ramp*",
+                                  "liquid_junction_potential_mv": 0})
+    assert _role_of("IV [1 s]", pmap) == "long_square" and _role_of(" iv [1 s] ", pmap) == "long_square"
+    assert _role_of("Ramp_25pA", pmap) == "ramp" and _role_of("IV 2", pmap) is None

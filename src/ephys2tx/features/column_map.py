@@ -400,7 +400,7 @@ def load_column_map(path_or_name: str | os.PathLike) -> ColumnMap:
         raise InputError(f"the column map name is empty; give a YAML file or one of "
                          f"{', '.join(SHIPPED_MAPS)}.")
     path = Path(text)
-    if not path.exists() and text in SHIPPED_MAPS:
+    if text in SHIPPED_MAPS and not path.is_file():  # a folder named `ipfx` is not a map
         return _shipped_map(text)
     return _load_yaml_map(path, text)
 

@@ -204,9 +204,15 @@ def abf_cell_files(path: Path) -> list[Path]:
 
 
 def _role_of(protocol: str, protocol_map: dict) -> str | None:
+    """The role whose names match ``protocol``: the name itself, or a glob pattern (case ignored).
+
+    A name is compared as written first, so a protocol named ``IV [1 s]`` is found by
+    that name although ``[...]`` means a set of characters in a glob pattern.
+    """
+    name = protocol.strip().lower()
     for role in ROLES:
         for pattern in protocol_map[role]:
-            if fnmatch.fnmatchcase(protocol.lower(), pattern.lower()):
+            if name == pattern.lower() or fnmatch.fnmatchcase(name, pattern.lower()):
                 return role
     return None
 
