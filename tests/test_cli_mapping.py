@@ -408,3 +408,18 @@ def test_a_non_strict_user_map_says_which_entries_it_skipped(human_cells, model_
                      stderr), stderr
     assert "sag (" not in stderr.split("skipped")[1].split(";")[0]
     assert pd.read_csv(out)["n_features"].max() == 2  # tau and sag
+
+
+def test_cells_an_expr_makes_missing_are_reported(human_cells, model_dir, tmp_path, capsys):
+    frame = human_cells[["cell_id", *MAP_FEATURES]]
+    table = _write(frame, tmp_path / "cells.csv")
+    cut = float(frame["fi_fit_slope"].quantile(0.2))
+    n_lost = int((frame["fi_fit_slope"] < cut).sum())
+    cmap = _yaml_map(tmp_path, [{"column": "tau", "name": "tau", "unit": "s"},
+                                {"column": "fi_fit_slope", "name": "fi_fit_slope", "unit": "Hz/pA",
+                                 "expr": f"sqrt(x - {cut!r}) + {cut!r}"}])
+    code, _, stderr = _run(["predict", "--model", model_dir, "--input", table, "--column-map", cmap,
+                            "--out", tmp_path / "p.csv", "--align", "none"], capsys)
+    assert code == 0, stderr
+    assert n_lost > 0 and re.search(rf"warning: column map .*map\.yaml, column 'fi_fit_slope': expr .* gives no "
+                                    rf"finite value for {n_lost} of {len(frame)} cells of .*cells\.csv", stderr), stderr

@@ -450,3 +450,17 @@ def test_a_shipped_map_name_is_the_shipped_map_beside_a_folder_of_that_name(tmp_
     assert load_column_map("ipfx").name == "ipfx" and len(load_column_map("ipfx").entries) == 93
     (tmp_path / "allen_celltypes").write_text("name: mine\ncolumns:\n  - {column: t, name: tau, unit: s}\n")
     assert load_column_map("allen_celltypes").name == "mine"  # a file of that name is read
+
+
+def test_cells_an_expr_turns_into_missing_are_counted():
+    """``sqrt(x - 0.2)`` on values below 0.2: those cells become missing, no longer silently."""
+    from ephys2tx.features.column_map import expr_losses
+
+    cmap = column_map_from_dict({"columns": [
+        {"column": "f", "name": "fi_fit_slope", "unit": "Hz/pA", "expr": "sqrt(x - 0.2)"},
+        {"column": "t", "name": "tau", "unit": "s", "expr": "x * 2"}]})
+    table = pd.DataFrame({"f": [0.1, 0.5, 0.15, np.nan, 1.0], "t": [0.01] * 5})
+    notes = expr_losses(cmap, table, where="cells.csv")
+    assert notes == ["column map <memory>, column 'f': expr 'sqrt(x - 0.2)' gives no finite value for 2 of 4 "
+                     "cells of cells.csv (e.g. x = 0.1); they are read as missing for fi_fit_slope."]
+    assert np.isnan(apply_column_map(cmap, table)[0]["fi_fit_slope"]).sum() == 3

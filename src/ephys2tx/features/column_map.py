@@ -68,6 +68,7 @@ __all__ = [
     "apply_column_map",
     "describe_detection",
     "detect_column_map",
+    "expr_losses",
     "load_column_map",
     "match_table_columns",
     "resolve_column_map",
@@ -584,6 +585,30 @@ def _with_map_spelling(cmap: ColumnMap, table: pd.DataFrame) -> pd.DataFrame:
         if len(found) == 1 and found[0] not in rename:
             rename[found[0]] = name
     return table.rename(columns=rename) if rename else table
+
+
+def expr_losses(cmap: ColumnMap, table: pd.DataFrame, *, where: str = "the table") -> list[str]:
+    """Notes on ``expr`` entries that turn some cells' finite values into missing ones.
+
+    ``sqrt(x - 0.2)`` on a column with values below 0.2, ``log(x)`` on zeros: those
+    cells are read as missing (an ``expr`` that loses every cell is an error in
+    :func:`apply_column_map`); the note says how many and gives an example.
+    """
+    notes = []
+    table = _with_map_spelling(cmap, table)
+    for entry in cmap.entries:
+        if not entry.expr or not _entry_applies(entry, set(table.columns)):
+            continue
+        values = _numeric_column(table, entry.column, where)
+        if entry.minus:
+            values = values - _numeric_column(table, entry.minus, where)
+        lost = np.isfinite(values) & ~np.isfinite(_compiled(entry.expr)(values))
+        if lost.any():
+            notes.append(f"column map {cmap.source}, column {entry.column!r}: expr {entry.expr!r} gives no "
+                         f"finite value for {int(lost.sum())} of {int(np.isfinite(values).sum())} cells of "
+                         f"{where} (e.g. x = {float(values[lost][0]):g}); they are read as missing for "
+                         f"{entry.name}.")
+    return notes
 
 
 def apply_column_map(cmap: ColumnMap, table: pd.DataFrame, *, where: str = "the table"

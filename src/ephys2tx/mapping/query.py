@@ -47,7 +47,7 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
     from ephys2tx.data.missing_codes import mask_missing_codes
     from ephys2tx.data.user_tables import check_finite, read_user_table
     from ephys2tx.features.canonical import check_units, check_values_kept
-    from ephys2tx.features.column_map import (apply_column_map, describe_detection,
+    from ephys2tx.features.column_map import (apply_column_map, describe_detection, expr_losses,
                                               match_table_columns, resolve_column_map)
 
     cmap = None if column_map is None else resolve_column_map(column_map, ())
@@ -65,7 +65,8 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
     cmap = (match_table_columns(cmap, table.data.columns) if cmap is not None
             else resolve_column_map(None, table.data.columns, table=table.data))
     # Missing-value codes (0 mV thresholds, 0 s ISIs...) are NaN, in the table's naming and in IPFX's.
-    canonical, sources = apply_column_map(cmap, mask_missing_codes(table.data)[0], where=str(input_path))
+    masked = mask_missing_codes(table.data)[0]
+    canonical, sources = apply_column_map(cmap, masked, where=str(input_path))
     check_finite(canonical, where=str(input_path), sources=sources)
     canonical = mask_missing_codes(canonical)[0]
     if not canonical.notna().to_numpy().any():
@@ -73,6 +74,7 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
                          f"{cmap.name!r} (every value is empty, a missing-value code such as 0 mV "
                          "or a duration <= 0, or inf/NaN from an expr); check the table and the column map.")
     notes = [note for note in [describe_detection(cmap), _skipped_entries(cmap, table.data.columns)] if note]
+    notes += expr_losses(cmap, masked, where=str(input_path))  # cells an expr turns into missing
     raw = apply_column_map(cmap, table.data, where=str(input_path))[0]  # before any code is masked
     for issue in [*check_units(canonical, sources), *check_values_kept(raw, canonical, sources)]:
         if not force:
