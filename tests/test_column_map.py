@@ -464,3 +464,11 @@ def test_cells_an_expr_turns_into_missing_are_counted():
     assert notes == ["column map <memory>, column 'f': expr 'sqrt(x - 0.2)' gives no finite value for 2 of 4 "
                      "cells of cells.csv (e.g. x = 0.1); they are read as missing for fi_fit_slope."]
     assert np.isnan(apply_column_map(cmap, table)[0]["fi_fit_slope"]).sum() == 3
+
+
+def test_typographic_quotes_around_a_column_name_are_pointed_out():
+    cmap = column_map_from_dict({"columns": [{"column": "\u201cAP width (ms)\u201d", "name": "width_rheo",
+                                              "unit": "ms"}]})
+    with pytest.raises(InputError, match=r"the table has 'AP width \(ms\)': the quotes in the map are "
+                                         r"typographic ones"):
+        apply_column_map(cmap, pd.DataFrame({"AP width (ms)": [1.0]}))

@@ -441,6 +441,9 @@ def resolve_column_map(spec: str | os.PathLike | ColumnMap | None, columns, *,
     return detect_column_map(table)
 
 
+_QUOTES = "\u201c\u201d\u2018\u2019\u00ab\u00bb\u201e"  # “ ” ‘ ’ « » „
+
+
 def _loose(name: str) -> str:
     """A column name compared without case and blanks (spaces, ``_`` and ``-`` alike)."""
     import re
@@ -629,8 +632,13 @@ def apply_column_map(cmap: ColumnMap, table: pd.DataFrame, *, where: str = "the 
         if missing:
             if cmap.strict:
                 near = [str(c) for c in table.columns if _loose(c) == _loose(missing[0])]
+                quoted = [str(c) for c in table.columns
+                          if _loose(c) == _loose(missing[0].strip(_QUOTES)) and missing[0].strip(_QUOTES) != missing[0]]
                 hint = (f"; the table has {near[0]!r}, which differs in case or blanks: write the "
-                        "name exactly as in the table" if near else "; fix the map or the column name")
+                        "name exactly as in the table" if near else
+                        f"; the table has {quoted[0]!r}: the quotes in the map are typographic ones (from a "
+                        "word processor), part of the name: write plain quotes \" or '" if quoted else
+                        "; fix the map or the column name")
                 raise InputError(f"column map {cmap.source} names column {missing[0]!r} "
                                  f"(for {entry.name}), which {where} does not have{hint}.")
             continue
