@@ -314,3 +314,28 @@ def test_a_protocol_name_with_glob_characters_matches_itself():
                                   "liquid_junction_potential_mv": 0})
     assert _role_of("IV [1 s]", pmap) == "long_square" and _role_of(" iv [1 s] ", pmap) == "long_square"
     assert _role_of("Ramp_25pA", pmap) == "ramp" and _role_of("IV 2", pmap) is None
+
+
+def test_a_name_written_out_wins_over_a_pattern_and_two_patterns_are_refused(abf_root, tmp_path, capsys):
+    """``long_square: "IC_*"`` used to take the ramp and short-square files as long squares too
+    (then ipfx failed on the cell); a name written out under another role now wins, and a
+    protocol two roles' patterns match is refused before any work."""
+    from ephys2tx.features.nwb.abf import _role_of
+
+    pmap = validate_protocol_map({"long_square": "IC_*", "ramp": af.RAMP_PROTOCOL,
+                                  "short_square": [af.SHORT_SQUARE_PROTOCOL], "liquid_junction_potential_mv": 0})
+    assert [_role_of(p, pmap) for p in (af.LONG_SQUARE_PROTOCOL, af.RAMP_PROTOCOL, af.SHORT_SQUARE_PROTOCOL)] \
+        == ["long_square", "ramp", "short_square"]
+    ambiguous = validate_protocol_map({"long_square": "IC_*", "ramp": "*ramp", "liquid_junction_potential_mv": 0})
+    with pytest.raises(CellFailure, match="matches the patterns of both long_square and ramp"):
+        _role_of(af.RAMP_PROTOCOL, ambiguous)
+    path = tmp_path / "map.yaml"
+    path.write_text("long_square: 'IC_*'\nramp: '*ramp'\nliquid_junction_potential_mv: 0\ncells: folder\n")
+    out = tmp_path / "f.parquet"
+    code = main(["extract", *map(str, abf_root["v2"]), "--protocol-map", str(path), "-o", str(out)])
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in captured.err, lines
+    assert re.search(rf"protocol map .*map\.yaml: the protocol '{af.RAMP_PROTOCOL}' of 2 ABF file\(s\) matches the "
+                     r"patterns of both long_square \['IC_\*'\] and ramp \['\*ramp'\]; write its name out", lines[0])
+    assert not out.exists()

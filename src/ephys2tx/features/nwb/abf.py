@@ -166,7 +166,8 @@ def load_protocol_map(path: str | Path) -> dict:
 
 
 def check_protocol_names(files, protocol_map: dict, where: str = "protocol map") -> None:
-    """Refuse a protocol map whose long_square names match the protocol of none of ``files``.
+    """Refuse a protocol map whose long_square names match the protocol of none of ``files``, or
+    whose patterns give one protocol two roles.
 
     Reads only the ABF headers. Files that cannot be read are left to the
     extraction, which reports them one by one.
@@ -186,7 +187,13 @@ def check_protocol_names(files, protocol_map: dict, where: str = "protocol map")
             seen[str(pyabf.ABF(str(f), loadData=False).protocol)] += 1
         except Exception:  # noqa: BLE001  (pyabf raises many types; reported per cell)
             continue
-    if not seen or any(_role_of(name, protocol_map) == "long_square" for name in seen):
+    for name in seen:
+        roles = _roles_of(name, protocol_map)
+        if len(roles) > 1:
+            raise InputError(f"{where}: the protocol {name!r} of {seen[name]} ABF file(s) matches the patterns of "
+                             f"both {roles[0]} {protocol_map[roles[0]]} and {roles[1]} {protocol_map[roles[1]]}; "
+                             "write its name out under the right one (a name written out wins over a pattern)")
+    if not seen or any(_roles_of(name, protocol_map) == ["long_square"] for name in seen):
         return
     present = ", ".join(f"{name!r} ({n} file{'s' if n > 1 else ''})" for name, n in seen.most_common(8))
     more = f" and {len(seen) - 8} more" if len(seen) > 8 else ""
@@ -203,18 +210,35 @@ def abf_cell_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _role_of(protocol: str, protocol_map: dict) -> str | None:
-    """The role whose names match ``protocol``: the name itself, or a glob pattern (case ignored).
+def _roles_of(protocol: str, protocol_map: dict) -> list[str]:
+    """The roles that claim ``protocol`` (case ignored): those that list its name, else those
+    with a glob pattern matching it.
 
-    A name is compared as written first, so a protocol named ``IV [1 s]`` is found by
-    that name although ``[...]`` means a set of characters in a glob pattern.
+    A name written out wins over a pattern (``long_square: "IC_*"`` with ``ramp: IC_ramp``
+    puts IC_ramp under ramp), and a name is compared as written before as a pattern, so a
+    protocol named ``IV [1 s]`` is found by that name although ``[...]`` is a glob set.
+    More than one role means the map is ambiguous for this protocol.
     """
     name = protocol.strip().lower()
-    for role in ROLES:
-        for pattern in protocol_map[role]:
-            if name == pattern.lower() or fnmatch.fnmatchcase(name, pattern.lower()):
-                return role
-    return None
+    exact = [role for role in ROLES if any(name == p.lower() for p in protocol_map[role])]
+    if exact:
+        return exact
+    return [role for role in ROLES if any(fnmatch.fnmatchcase(name, p.lower()) for p in protocol_map[role])]
+
+
+def _role_of(protocol: str, protocol_map: dict) -> str | None:
+    """The one role of ``protocol`` (see :func:`_roles_of`), None if no role claims it.
+
+    Raises
+    ------
+    CellFailure
+        Patterns of two roles match the protocol.
+    """
+    roles = _roles_of(protocol, protocol_map)
+    if len(roles) > 1:
+        raise CellFailure(f"protocol {protocol!r} matches the patterns of both {roles[0]} and {roles[1]} in the "
+                          "protocol map; write its name out under the right one")
+    return roles[0] if roles else None
 
 
 def _open_abf(path: Path):
