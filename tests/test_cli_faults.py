@@ -296,6 +296,38 @@ COLUMN_MAPS = {
     "column map scale 0": (
         lambda sb: _map_file(sb, _GOOD_ENTRIES + "  - {column: sag, name: sag, unit: '1', scale: 0}\n"),
         r"column 'sag': 'scale' is 0"),
+    # fault hunt 7 (notes/s7/faults1.md)
+    "column map repeating a key": (
+        lambda sb: _map_file(sb, _GOOD_ENTRIES + "  - {column: sag, name: sag, unit: '1', unit: ms}\n"),
+        r"column map .*map\.yaml, line 5: the column map repeats the key 'unit' \(first on line 5\)"),
+    "column map reading one column twice": (
+        lambda sb: _map_file(sb, _GOOD_ENTRIES + "  - {column: tau, name: sag, unit: '1'}\n"),
+        r"column map .*map\.yaml reads column 'tau' twice \(as tau and as sag\)"),
+    "column map scale an integer too large for a float": (
+        lambda sb: _map_file(sb, _GOOD_ENTRIES + "  - {column: sag, name: sag, unit: '1', scale: " + "9" * 400 + "}\n"),
+        r"column 'sag': 'scale' must be a finite number of magnitude <= 1e\+15"),
+    "column map expr x*0": (
+        lambda sb: _map_file(sb, _GOOD_ENTRIES + "  - {column: sag, name: sag, unit: '1', expr: 'x*0'}\n"),
+        r"column 'sag': 'expr' 'x\*0' gives 0 for every one of"),
+    "column map expr without x": (
+        lambda sb: _map_file(sb, _GOOD_ENTRIES + "  - {column: sag, name: sag, unit: '1', expr: '0.2'}\n"),
+        r"column 'sag': 'expr' '0\.2' does not use x"),
+    "column map sign true": (
+        lambda sb: _map_file(sb, _GOOD_ENTRIES + "  - {column: sag, name: sag, unit: '1', sign: true}\n"),
+        r"column 'sag': 'sign' must be a number, got true/false"),
+    "column map strict as text": (lambda sb: _map_file(sb, "strict: 'no'\n" + _GOOD_ENTRIES),
+                                  r"column map .*map\.yaml: 'strict' must be true or false"),
+    "column map is a directory": (lambda sb: sb.root / "maps" if (sb.root / "maps").mkdir() is None else None,
+                                  r"column map .*maps is a directory; give the YAML file itself"),
+    "column map empty": (lambda sb: _map_file(sb, ""), r"column map .*map\.yaml is empty"),
+    "column map binary": (lambda sb: _map_file(sb, bytes(range(256)) * 4), r"column map .*map\.yaml is a binary file"),
+    "column map of 2 MB": (lambda sb: _map_file(sb, _GOOD_ENTRIES + "#" * (2 << 20)),
+                           r"column map .*map\.yaml is 2\.1 MB; a column map is a small YAML file"),
+    "column map with an alias": (lambda sb: _map_file(sb, "description: &d x\nname: *d\n" + _GOOD_ENTRIES),
+                                 r"line 1: the column map uses a YAML anchor and alias"),
+    "column map reading the id column": (
+        lambda sb: _map_file(sb, "columns:\n  - {column: cell_id, name: tau, unit: s}\n"),
+        r"reads column 'cell_id' \(for tau\), which is the id column of .*cells\.csv"),
 }
 
 

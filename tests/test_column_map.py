@@ -301,3 +301,174 @@ def test_shipped_maps_read_headers_in_another_case_or_spacing(tmp_path):
     assert names["tau"] == "tau" and names["sag"] == "sag"
     strict = column_map_from_dict({"columns": [{"column": "tau", "name": "tau", "unit": "s"}]})
     assert match_table_columns(strict, ["TAU"]) is strict
+
+
+# ------------------------------------------------------------------ fault hunt 7 (notes/s7/faults1.md)
+
+_GOOD = "columns:\n  - {column: tau, name: tau, unit: s}\n"
+
+BAD_MAP_FILES = {
+    "same column mapped twice": (
+        _GOOD + "  - {column: tau, name: sag, unit: '1'}\n",
+        r"reads column 'tau' twice \(as tau and as sag\)"),
+    "key repeated at the top": (
+        "name: a\nname: b\n" + _GOOD, r"map\.yaml, line 2: the column map repeats the key 'name' \(first on line 1\)"),
+    "columns repeated": (
+        _GOOD + "columns:\n  - {column: sag, name: sag, unit: '1'}\n",
+        r"line 3: the column map repeats the key 'columns' \(first on line 1\); YAML keeps only the last"),
+    "key repeated in an entry": (
+        "columns:\n  - column: tau\n    name: tau\n    unit: s\n    unit: ms\n",
+        r"line 5: the column map repeats the key 'unit' \(first on line 4\)"),
+    "scale 1e999": (_GOOD.replace("unit: s}", "unit: s, scale: 1e999}"),
+                    r"column 'tau': 'scale' must be a finite number of magnitude <= 1e\+15, got inf"),
+    "offset huge integer": (_GOOD.replace("unit: s}", "unit: s, offset: 99999999999999999999999999999}"),
+                            r"column 'tau': 'offset' must be a finite number .*got 99999999999999999999999999999"),
+    "scale integer too large for a float": (_GOOD.replace("unit: s}", "unit: s, scale: " + "9" * 400 + "}"),
+                                            r"'scale' must be a finite number .*got 9+\.\.\.9+"),
+    "scale 1e-300": (_GOOD.replace("unit: s}", "unit: s, scale: 1e-300}"),
+                     r"column 'tau': 'scale' 1e-300 is so small that every value would be about the offset"),
+    "offset .nan": (_GOOD.replace("unit: s}", "unit: s, offset: .nan}"), r"'offset' must be a finite number"),
+    "expr without x": (_GOOD.replace("unit: s}", "unit: s, expr: '2'}"),
+                       r"column 'tau': 'expr' '2' does not use x, so every cell would get the same value"),
+    "expr x*0": (_GOOD.replace("unit: s}", "unit: s, expr: 'x*0'}"),
+                 r"'expr' 'x\*0' gives 0 for every one of 13 different test values"),
+    "expr x-x": (_GOOD.replace("unit: s}", "unit: s, expr: 'x-x'}"), r"'expr' 'x-x' gives 0 for every one"),
+    "expr x**(10**400)": (_GOOD.replace("unit: s}", "unit: s, expr: 'x**(10**400)'}"),
+                          r"gives 0 for every one of \d+ different test values"),
+    "scale as text": (_GOOD.replace("unit: s}", "unit: s, scale: 'two'}"),
+                      r"column 'tau': 'scale' must be a number, got text \('two'\)"),
+    "scale a quoted number": (_GOOD.replace("unit: s}", "unit: s, scale: '2'}"),
+                              r"'scale' must be a number, got text \('2'\); write a plain number without quotes"),
+    "sign as text": (_GOOD.replace("unit: s}", "unit: s, sign: '-1'}"), r"column 'tau': 'sign' must be a number"),
+    "offset a list": (_GOOD.replace("unit: s}", "unit: s, offset: [0]}"), r"'offset' must be a number, got a list"),
+    "scale a boolean": (_GOOD.replace("unit: s}", "unit: s, scale: true}"),
+                        r"column 'tau': 'scale' must be a number, got true/false"),
+    "sign a boolean": (_GOOD.replace("unit: s}", "unit: s, sign: true}"), r"'sign' must be a number, got true/false"),
+    "offset empty": (_GOOD.replace("unit: s}", "unit: s, offset: }"), r"'offset' must be a number, got empty"),
+    "strict as text": ("strict: 'no'\n" + _GOOD, r"'strict' must be true or false \(unquoted\), got 'no'"),
+    "strict a number": ("strict: 0\n" + _GOOD, r"'strict' must be true or false"),
+    "name a list": ("name: [lab]\n" + _GOOD, r"'name' must be text"),
+    "description a mapping": ("description: {a: 1}\n" + _GOOD, r"'description' must be text"),
+    "unit empty": ("columns:\n  - {column: tau, name: tau, unit: }\n", r"'unit' must be a unit such as 's'"),
+    "a list at the top": ("- {column: tau, name: tau, unit: s}\n", r"must be a YAML mapping with a 'columns' list"),
+    "a null document": ("---\n...\n", r"map\.yaml holds no value"),
+    "only comments": ("# a map\n\n# to do\n", r"map\.yaml is empty"),
+    "tabs": ("columns:\n\t- {column: tau, name: tau, unit: s}\n",
+             r"not valid YAML, line 2, column 1: .*\(YAML indents with spaces, not tabs\)"),
+    "two documents": ("name: a\n---\nname: b\n", r"line 2, column 1: expected a single document in the stream "
+                                                r"but found another document"),
+    "anchors and aliases": ("description: &d [x]\nname: *d\n" + _GOOD, r"line 1: the column map uses a YAML anchor"),
+    "a billion laughs": ("\n".join(["description:", "  - &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+                                   + [f"  - &{b} [{', '.join(['*' + a] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi")])
+                         + "\n" + _GOOD.replace("unit: s}", "unit: s, scale: *i}"),
+                         r"line 2: the column map uses a YAML anchor"),
+    "a python tag": ("columns: !!python/object/apply:os.system ['true']\n", r"line 1, column 10: .*tag"),
+    "a table given as the map": ("cell_id,tau,sag\n1,0.01,0.1\n", r"it holds text \('cell_id,tau,sag 1,0\.01,0\.1'\) "
+                                                                r"\(is it a table\?\)"),
+    "columns a mapping": ("columns:\n  tau: tau\n", r"needs a non-empty 'columns' list \(it holds a mapping"),
+    "an entry as text": ("columns:\n  - tau\n", r"entry 1 must be a mapping with 'column', 'name' and 'unit', "
+                                                  r"got text \('tau'\)"),
+    "not a reference feature": ("columns:\n  - {column: tau, name: membrane_tau, unit: s}\n",
+                                r"unknown canonical feature name 'membrane_tau'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MAP_FILES))
+def test_bad_map_files_are_refused_naming_the_file_and_key(case, tmp_path):
+    text, pattern = BAD_MAP_FILES[case]
+    path = tmp_path / "map.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InputError, match=pattern) as info:
+        load_column_map(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert len(str(info.value)) < 600
+
+
+def test_numbers_with_an_exponent_are_numbers(tmp_path):
+    """``scale: 1e-3`` is a number (YAML 1.2), not the text '1e-3' (YAML 1.1), now that text is refused."""
+    path = tmp_path / "map.yaml"
+    path.write_text(_GOOD.replace("unit: s}", "unit: ms, scale: 1e-3, offset: -2E+0}"))
+    entry = load_column_map(path).entries[0]
+    assert entry.scale == 0.001 and entry.offset == -2.0 and entry.factor == pytest.approx(1e-6)
+
+
+def test_names_are_read_without_surrounding_blanks(tmp_path):
+    """Table headers are read stripped; a map naming ' tau ' reads the column 'tau'."""
+    cmap = column_map_from_dict({"columns": [{"column": " tau ", "name": "tau ", "unit": "s", "minus": " v "}]})
+    assert (cmap.entries[0].column, cmap.entries[0].name, cmap.entries[0].minus) == ("tau", "tau", "v")
+    out, _ = apply_column_map(cmap, pd.DataFrame({"tau": [3.0], "v": [1.0]}))
+    assert out["tau"].tolist() == [2.0]
+
+
+def test_a_strict_map_names_the_column_that_differs_only_in_case():
+    cmap = column_map_from_dict({"columns": [{"column": "Input Resistance", "name": "input_resistance",
+                                              "unit": "MOhm"}]})
+    with pytest.raises(InputError, match=r"names column 'Input Resistance' .*; the table has "
+                                         r"'input_resistance', which differs in case or blanks"):
+        apply_column_map(cmap, pd.DataFrame({"input_resistance": [100.0]}))
+
+
+def test_an_expr_constant_on_the_table_values_is_refused():
+    """``abs(x)/x + 1`` gives two values on the test values (0 and 2), but on a table whose
+    values are all positive every cell would get 2: refused when the map is applied."""
+    cmap = column_map_from_dict({"columns": [{"column": "r", "name": "sag", "unit": "1",
+                                              "expr": "abs(x)/x + 1"}]})
+    with pytest.raises(InputError, match=r"column 'r': 'expr' 'abs\(x\)/x \+ 1' gives 2 for every one of 3 "
+                                         r"different values of the table"):
+        apply_column_map(cmap, pd.DataFrame({"r": [1.0, 2.0, 3.0, np.nan]}))
+    ok = apply_column_map(cmap, pd.DataFrame({"r": [-1.0, 2.0, 3.0]}))[0]  # two values: allowed
+    assert ok["sag"].tolist() == [0.0, 2.0, 2.0]
+
+
+def test_a_column_name_in_another_unicode_form_is_the_same_column():
+    """'Säg' typed with a precomposed ä (NFC) in the table and a + combining ¨ (NFD) in the map
+    look the same in every message: they are read as the same column."""
+    import unicodedata
+
+    nfc, nfd = (unicodedata.normalize(form, "Säg τ") for form in ("NFC", "NFD"))
+    assert nfc != nfd
+    cmap = column_map_from_dict({"columns": [{"column": nfd, "name": "sag", "unit": "1"}]})
+    out, sources = apply_column_map(cmap, pd.DataFrame({nfc: [0.1, 0.2]}))
+    assert out["sag"].tolist() == [0.1, 0.2] and sources == {"sag": nfd}
+
+
+def test_an_empty_column_map_name_is_refused():
+    with pytest.raises(InputError, match="the column map name is empty"):
+        load_column_map(" ")
+
+
+def test_a_column_name_yaml_reads_as_a_number_asks_for_quotes(tmp_path):
+    path = tmp_path / "map.yaml"
+    path.write_text("columns:\n  - {column: 1, name: tau, unit: s}\n")
+    with pytest.raises(InputError, match=r"entry 1 needs a 'column' string \(got 1\); quote names"):
+        load_column_map(path)
+
+
+def test_a_shipped_map_name_is_the_shipped_map_beside_a_folder_of_that_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ipfx").mkdir()  # e.g. the user's ipfx output folder
+    assert load_column_map("ipfx").name == "ipfx" and len(load_column_map("ipfx").entries) == 93
+    (tmp_path / "allen_celltypes").write_text("name: mine\ncolumns:\n  - {column: t, name: tau, unit: s}\n")
+    assert load_column_map("allen_celltypes").name == "mine"  # a file of that name is read
+
+
+def test_cells_an_expr_turns_into_missing_are_counted():
+    """``sqrt(x - 0.2)`` on values below 0.2: those cells become missing, no longer silently."""
+    from ephys2tx.features.column_map import expr_losses
+
+    cmap = column_map_from_dict({"columns": [
+        {"column": "f", "name": "fi_fit_slope", "unit": "Hz/pA", "expr": "sqrt(x - 0.2)"},
+        {"column": "t", "name": "tau", "unit": "s", "expr": "x * 2"}]})
+    table = pd.DataFrame({"f": [0.1, 0.5, 0.15, np.nan, 1.0], "t": [0.01] * 5})
+    notes = expr_losses(cmap, table, where="cells.csv")
+    assert notes == ["column map <memory>, column 'f': expr 'sqrt(x - 0.2)' gives no finite value for 2 of 4 "
+                     "cells of cells.csv (e.g. x = 0.1); they are read as missing for fi_fit_slope."]
+    assert np.isnan(apply_column_map(cmap, table)[0]["fi_fit_slope"]).sum() == 3
+
+
+def test_typographic_quotes_around_a_column_name_are_pointed_out():
+    cmap = column_map_from_dict({"columns": [{"column": "\u201cAP width (ms)\u201d", "name": "width_rheo",
+                                              "unit": "ms"}]})
+    with pytest.raises(InputError, match=r"the table has 'AP width \(ms\)': the quotes in the map are "
+                                         r"typographic ones"):
+        apply_column_map(cmap, pd.DataFrame({"AP width (ms)": [1.0]}))

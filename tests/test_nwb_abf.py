@@ -1,6 +1,7 @@
 """Axon ABF 1/2 files: protocol maps, the epoch-table stimulus, NWB twins, and the route to `ephys2tx map`."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -223,7 +224,24 @@ BAD_MAPS = {
     "no long square": ("liquid_junction_potential_mv: 0\n", "long_square is required"),
     "no ljp": ("long_square: IV\n", "liquid_junction_potential_mv is required"),
     "ljp not a number": ("long_square: IV\nliquid_junction_potential_mv: ten\n", "must be a number"),
-    "ljp out of range": ("long_square: IV\nliquid_junction_potential_mv: 130\n", "between -50 and 50"),
+    "ljp out of range": ("long_square: IV\nliquid_junction_potential_mv: 130\n", "between -10 and 30"),
+    # fault hunt 7 (notes/s7/faults1.md)
+    "ljp negative": ("long_square: IV\nliquid_junction_potential_mv: -13\n", "between -10 and 30.*sign flipped"),
+    "ljp huge integer": ("long_square: IV\nliquid_junction_potential_mv: " + "9" * 400 + "\n",
+                         r"between -10 and 30, got 9+\.\.\.9+"),
+    "ljp infinite": ("long_square: IV\nliquid_junction_potential_mv: 1e999\n", "between -10 and 30, got inf"),
+    "ljp quoted": ("long_square: IV\nliquid_junction_potential_mv: '13'\n", "must be a number of mV.*got '13'"),
+    "repeated key": ("long_square: IV\nliquid_junction_potential_mv: 13\nliquid_junction_potential_mv: 0\n",
+                     r"map\.yaml, line 3: the protocol map repeats the key 'liquid_junction_potential_mv' "
+                     r"\(first on line 2\)"),
+    "anchor and alias": ("ls: &ls [IV]\nlong_square: *ls\nliquid_junction_potential_mv: 0\n",
+                         "line 1: the protocol map uses a YAML anchor and alias"),
+    "name a list": ("long_square: IV\nliquid_junction_potential_mv: 0\nname: [rig]\n", "name must be text"),
+    "channel huge": ("long_square: IV\nliquid_junction_potential_mv: 0\nchannel: " + "9" * 40 + "\n",
+                     r"ADC channel number \(0, 1, \.\.\. 15\)"),
+    "tab indentation": ("long_square: IV\n\tliquid_junction_potential_mv: 0\n",
+                        r"line 2, column 1: .*indents with spaces, not tabs"),
+    "empty file": ("# nothing here\n", "protocol map .*map\\.yaml is empty"),
     "ljp boolean": ("long_square: IV\nliquid_junction_potential_mv: true\n", "must be a number"),
     "role not strings": ("long_square: [1, 2]\nliquid_junction_potential_mv: 0\n", "list of protocol names"),
     "two roles": ("long_square: IV\nramp: iv\nliquid_junction_potential_mv: 0\n", "both long_square and ramp"),
@@ -234,8 +252,8 @@ BAD_MAPS = {
                         "holding_current must be 'subtract'"),
     "bad cells": ("long_square: IV\nliquid_junction_potential_mv: 0\ncells: sweep\n", "'file'"),
     "python tag": ("long_square: !!python/object/apply:os.system ['touch pwned']\n"
-                   "liquid_junction_potential_mv: 0\n", "not valid \\(safe\\) YAML"),
-    "broken yaml": ("long_square: [IV\n", "not valid \\(safe\\) YAML"),
+                   "liquid_junction_potential_mv: 0\n", r"not valid YAML, line 1, column 14: .*tag.*python"),
+    "broken yaml": ("long_square: [IV\n", "not valid YAML, line 2"),
 }
 
 
@@ -256,7 +274,7 @@ def test_bad_protocol_map_is_one_line_exit_2(case, abf_root, tmp_path, capsys, m
 
 
 def test_protocol_map_file_problems(tmp_path):
-    with pytest.raises(InputError, match="not found"):
+    with pytest.raises(InputError, match="does not exist"):
         load_protocol_map(tmp_path / "nope.yaml")
     latin = tmp_path / "latin.yaml"
     latin.write_bytes("long_square: Strom\xe4nderung\n".encode("latin-1"))
@@ -267,3 +285,57 @@ def test_protocol_map_file_problems(tmp_path):
     ok = validate_protocol_map({"long_square": "IV*", "liquid_junction_potential_mv": 13})
     assert ok["long_square"] == ["IV*"] and ok["ramp"] == [] and ok["cells"] == "file" and ok["channel"] is None
     assert ok["holding_current"] == "subtract"
+
+
+def test_a_long_square_name_no_file_has_is_refused_naming_the_protocols_present(abf_root, tmp_path, capsys):
+    """The map's long_square matches no ABF file: one error listing the files' protocols, before any
+    cell is extracted (it used to be one "no long-square series" failure per cell)."""
+    path = tmp_path / "map.yaml"
+    path.write_text("long_square: IV_steps\nliquid_junction_potential_mv: 13\n")
+    out = tmp_path / "f.parquet"
+    code = main(["extract", *map(str, abf_root["files"]), "--protocol-map", str(path), "-o", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and "Traceback" not in captured.err
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert re.search(rf"protocol map .*map\.yaml: long_square \['IV_steps'\] matches the protocol of none of "
+                     rf"the 2 readable ABF file\(s\); their protocols are '{af.LONG_SQUARE_PROTOCOL}' \(2 files\)",
+                     lines[0]), lines[0]
+    assert not out.exists() and not out.with_name(out.name + ".cache").exists()
+    with pytest.raises(InputError, match=r"^protocol map: long_square \['IV_steps'\]"):
+        extract_features(abf_root["files"], tmp_path / "g.parquet",
+                         protocol_map={"long_square": "IV_steps", "liquid_junction_potential_mv": 0})
+
+
+def test_a_protocol_name_with_glob_characters_matches_itself():
+    from ephys2tx.features.nwb.abf import _role_of
+
+    pmap = validate_protocol_map({"long_square": "IV [1 s]", "ramp": "ramp*",
+                                  "liquid_junction_potential_mv": 0})
+    assert _role_of("IV [1 s]", pmap) == "long_square" and _role_of(" iv [1 s] ", pmap) == "long_square"
+    assert _role_of("Ramp_25pA", pmap) == "ramp" and _role_of("IV 2", pmap) is None
+
+
+def test_a_name_written_out_wins_over_a_pattern_and_two_patterns_are_refused(abf_root, tmp_path, capsys):
+    """``long_square: "IC_*"`` used to take the ramp and short-square files as long squares too
+    (then ipfx failed on the cell); a name written out under another role now wins, and a
+    protocol two roles' patterns match is refused before any work."""
+    from ephys2tx.features.nwb.abf import _role_of
+
+    pmap = validate_protocol_map({"long_square": "IC_*", "ramp": af.RAMP_PROTOCOL,
+                                  "short_square": [af.SHORT_SQUARE_PROTOCOL], "liquid_junction_potential_mv": 0})
+    assert [_role_of(p, pmap) for p in (af.LONG_SQUARE_PROTOCOL, af.RAMP_PROTOCOL, af.SHORT_SQUARE_PROTOCOL)] \
+        == ["long_square", "ramp", "short_square"]
+    ambiguous = validate_protocol_map({"long_square": "IC_*", "ramp": "*ramp", "liquid_junction_potential_mv": 0})
+    with pytest.raises(CellFailure, match="matches the patterns of both long_square and ramp"):
+        _role_of(af.RAMP_PROTOCOL, ambiguous)
+    path = tmp_path / "map.yaml"
+    path.write_text("long_square: 'IC_*'\nramp: '*ramp'\nliquid_junction_potential_mv: 0\ncells: folder\n")
+    out = tmp_path / "f.parquet"
+    code = main(["extract", *map(str, abf_root["v2"]), "--protocol-map", str(path), "-o", str(out)])
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in captured.err, lines
+    assert re.search(rf"protocol map .*map\.yaml: the protocol '{af.RAMP_PROTOCOL}' of 2 ABF file\(s\) matches the "
+                     r"patterns of both long_square \['IC_\*'\] and ramp \['\*ramp'\]; write its name out", lines[0])
+    assert not out.exists()

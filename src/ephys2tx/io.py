@@ -1,12 +1,15 @@
 """File input/output shared by every layer: checksums and atomic writers.
 
 Every file ephys2tx writes goes through one of these writers: a reader sees
-the old file or the complete new one, never a partial one. (A leaf module:
-it imports nothing of ephys2tx; pandas/pyarrow are imported where used.)
+the old file or the complete new one, never a partial one. It also reads the
+YAML configuration files (column maps, protocol maps) through one strict
+reader, :func:`read_yaml`. (A leaf module: it imports nothing of ephys2tx but
+``errors``; pandas/pyarrow/yaml are imported where used.)
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -175,3 +178,184 @@ def write_csv(frame, path: str | os.PathLike) -> Path:
     except BaseException:
         _remove_empty(created)  # folders made for this file only: nothing half-written stays
         raise
+
+
+# ------------------------------------------------------------------ YAML configuration files
+
+#: A configuration file (column map, protocol map) larger than this is refused before parsing:
+#: the shipped 93-entry map is about 10 kB; a 50 MB file takes most of a minute to parse.
+MAX_YAML_BYTES = 1 << 20
+
+# YAML 1.2 floats with an exponent (``1e-3``, ``1.3e1``, ``1E6``): PyYAML (YAML 1.1) wants a dot
+# and a signed exponent, else reads them as strings, so ``scale: 1e-3`` would be the text '1e-3'.
+_FLOAT_EXPONENT = r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"
+
+
+@functools.cache
+def _yaml_loader():
+    """A safe YAML loader class that refuses repeated keys, anchors/aliases and merge keys."""
+    import re
+
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: 10x faster
+
+    class Loader(base):
+        def construct_document(self, node):
+            seen, stack = set(), [node]
+            while stack:  # an alias is a node reached twice (``*name``): refused, see read_yaml
+                current = stack.pop()
+                if id(current) in seen:
+                    raise _YamlRefused("uses a YAML anchor and alias (&name ... *name) for the value "
+                                       "that starts here", current.start_mark,
+                                       "write the value out wherever it is needed")
+                seen.add(id(current))
+                if isinstance(current, yaml.MappingNode):
+                    stack.extend(n for pair in current.value for n in pair)
+                elif isinstance(current, yaml.SequenceNode):
+                    stack.extend(current.value)
+            return super().construct_document(node)
+
+        def construct_mapping(self, node, deep=False):
+            keys = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue  # an unhashable key: refused by PyYAML itself
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise _YamlRefused("uses a YAML merge key (<<)", key_node.start_mark,
+                                       "write the keys out in this mapping")
+                key = self.construct_object(key_node, deep=True)
+                if key in keys:
+                    raise _YamlRefused(f"repeats the key {key!r} (first on line {keys[key] + 1})",
+                                       key_node.start_mark,
+                                       "YAML keeps only the last value of a repeated key; keep one")
+                keys[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(_FLOAT_EXPONENT),
+                                 list("-+.0123456789"))
+    return Loader
+
+
+class _YamlRefused(Exception):
+    def __init__(self, problem, mark, fix):
+        super().__init__(problem)
+        self.problem, self.mark, self.fix = problem, mark, fix
+
+
+def read_yaml(text: str, *, where: str, kind: str = "file"):
+    """Parse YAML ``text`` (safe: plain data only) and return the document.
+
+    Stricter than ``yaml.safe_load``: a key repeated in one mapping (which
+    PyYAML silently resolves to the last value), anchors/aliases (which can
+    expand a small file into an enormous structure) and merge keys (``<<``) are
+    refused, naming the key and line; ``1e-3`` is read as a number, as in YAML 1.2.
+
+    Parameters
+    ----------
+    text : str
+        The YAML text.
+    where : str
+        What the text is, for messages (e.g. ``"column map lab.yaml"``).
+    kind : str
+        What the document is for, used in the fix hints (e.g. ``"column map"``).
+
+    Returns
+    -------
+    object
+        The document (``None`` for an empty one).
+
+    Raises
+    ------
+    InputError
+        Invalid YAML, a Python tag, a repeated key or an alias: one line naming
+        the line and column and how to fix it.
+    """
+    import yaml
+
+    from ephys2tx.errors import InputError
+
+    try:
+        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506  (a SafeLoader subclass)
+    except _YamlRefused as exc:
+        raise InputError(f"{where}, line {exc.mark.line + 1}: the {kind} {exc.problem}; "
+                         f"{exc.fix}.") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = " ".join(str(exc.problem or exc.context or "syntax error").split())
+        if problem.startswith("but ") and exc.context:  # "expected ... but found ..."
+            problem = " ".join(str(exc.context).split()) + " " + problem
+        if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in problem:
+            problem += " (only plain values, lists and mappings are allowed)"
+        if "\t" in text and ("tab" in problem or "cannot start any token" in problem):
+            problem += " (YAML indents with spaces, not tabs)"
+        at = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise InputError(f"{where} is not valid YAML{at}: {problem}; fix the file (a {kind} is "
+                         "plain YAML: key: value lines, lists of mappings).") from None
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(exc).split())[:200]
+        raise InputError(f"{where} is not valid YAML: {problem}.") from None
+    except RecursionError:
+        raise InputError(f"{where} nests lists or mappings too deeply; a {kind} is a few "
+                         "levels deep.") from None
+
+
+def read_yaml_file(path: str | os.PathLike, *, kind: str, hint: str):
+    """Read a YAML configuration file (a column map, a protocol map) with :func:`read_yaml`.
+
+    Parameters
+    ----------
+    path : path
+        The file.
+    kind : str
+        What it is, for messages (``"column map"``).
+    hint : str
+        How to get a good file, appended to the messages about a missing or
+        empty file (e.g. ``"see docs/mapping.md"``).
+
+    Returns
+    -------
+    object
+        The (non-empty) document.
+
+    Raises
+    ------
+    InputError
+        Missing, a directory, unreadable, larger than :data:`MAX_YAML_BYTES`,
+        binary, not UTF-8, empty, or not valid YAML (see :func:`read_yaml`).
+    """
+    from ephys2tx.errors import InputError
+
+    path = Path(path).expanduser()
+    where = f"{kind} {path}"
+    try:
+        if path.is_dir():
+            raise InputError(f"{where} is a directory; give the YAML file itself.")
+        if not path.exists():
+            raise InputError(f"{where} does not exist; {hint}.")
+        if not path.is_file():
+            raise InputError(f"{where} is not a regular file; give a YAML file.")
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise InputError(f"{where} is {size / 1e6:.1f} MB; a {kind} is a small YAML file (at most "
+                             f"{MAX_YAML_BYTES / 1e6:.0f} MB): is it the right file?")
+        data = path.read_bytes()
+    except PermissionError:
+        raise InputError(f"{where} cannot be read (permission denied); make it readable "
+                         f"(chmod u+r) or copy it.") from None
+    except OSError as exc:
+        raise InputError(f"{where} cannot be read: {exc.strerror or exc}.") from None
+    if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InputError(f"{where} is a binary file, not YAML text; give the YAML {kind}.")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{where} is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
+    text = text.removeprefix("\ufeff")
+    if not text.strip() or all(line.lstrip().startswith("#") or not line.strip()
+                               for line in text.splitlines()):
+        raise InputError(f"{where} is empty; {hint}.")
+    document = read_yaml(text, where=where, kind=kind)
+    if document is None:
+        raise InputError(f"{where} holds no value (an empty YAML document); {hint}.")
+    return document

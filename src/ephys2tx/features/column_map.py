@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ephys2tx.errors import InputError
+from ephys2tx.errors import InputError, short_repr as _show
 from ephys2tx.features.canonical import CANONICAL_FEATURES, require_canonical, unit_factor
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "apply_column_map",
     "describe_detection",
     "detect_column_map",
+    "expr_losses",
     "load_column_map",
     "match_table_columns",
     "resolve_column_map",
@@ -227,14 +228,46 @@ class ColumnMap:
         return [e.name for e in self.entries]
 
 
+#: Largest magnitude of a map's ``offset`` and ``scale`` (as for a table's values).
+MAX_MAGNITUDE = 1e15
+#: ``expr`` is tried on these values when the map is loaded: it must use ``x`` and must not
+#: send them all to one value (``x*0``, ``x-x``, ``x**1e-300``, ``x**(10**400)``).
+EXPR_TEST_VALUES = (-50.0, -3.0, -1.5, -0.5, -0.1, 0.1, 0.3, 0.5, 0.7, 1.5, 2.5, 10.0, 200.0)
+
+
 def _number(value, key: str, where: str) -> float:
+    import numbers
+
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        kind = "empty (None)" if value is None else _what(value)
+        raise InputError(f"{where}: {key!r} must be a number, got {kind}; write "
+                         f"a plain number without quotes, e.g. {key}: {'-1' if key == 'sign' else '0.001'}.")
     try:
         out = float(value)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{where}: {key!r} must be a number, got {value!r}.") from exc
-    if not np.isfinite(out):
-        raise InputError(f"{where}: {key!r} must be finite, got {value!r}.")
+    except OverflowError:
+        out = float("inf")
+    if not np.isfinite(out) or abs(out) > MAX_MAGNITUDE:
+        raise InputError(f"{where}: {key!r} must be a finite number of magnitude <= "
+                         f"{MAX_MAGNITUDE:g}, got {_show(value)}; fix the number.")
     return out
+
+
+def _what(value) -> str:
+    """What a YAML value is, for messages: ``a list ([1, 2])``, ``text ('tau')``, ``nothing``."""
+    if value is None:
+        return "nothing"
+    import numbers
+
+    kind = {bool: "true/false", str: "text", list: "a list", dict: "a mapping"}.get(
+        type(value), "a number" if isinstance(value, numbers.Real) else type(value).__name__)
+    return f"{kind} ({_show(value)})"
+
+
+def _text(spec: dict, key: str, where: str, default: str | None = None) -> str | None:
+    value = spec.get(key, default)
+    if value is not None and not isinstance(value, str):
+        raise InputError(f"{where}: {key!r} must be text, got {_show(value)}; quote it.")
+    return value
 
 
 def _check_keys(mapping: dict, allowed: set, where: str) -> None:
@@ -253,35 +286,52 @@ def column_map_from_dict(spec: dict, *, source: str = "<memory>") -> ColumnMap:
         a canonical name mapped twice, bad sign/offset/scale.
     """
     if not isinstance(spec, dict):
-        raise InputError(f"column map {source} must be a YAML mapping with a 'columns' list.")
+        raise InputError(f"column map {source} must be a YAML mapping with a 'columns' list; it holds "
+                         f"{_what(spec)}{' (is it a table?)' if isinstance(spec, str) and ',' in spec else ''}"
+                         "; see docs/mapping.md.")
     _check_keys(spec, _MAP_KEYS, f"column map {source}")
     raw = spec.get("columns")
     if not isinstance(raw, list) or not raw:
-        raise InputError(f"column map {source} needs a non-empty 'columns' list of entries with "
+        raise InputError(f"column map {source} needs a non-empty 'columns' list (it holds {_what(raw)}) "
+                         "of entries with "
                          "'column', 'name' and 'unit'.")
     entries, seen = [], {}
     for i, item in enumerate(raw):
         where = f"column map {source}, entry {i + 1}"
         if not isinstance(item, dict):
-            raise InputError(f"{where} must be a mapping with 'column', 'name' and 'unit'.")
+            raise InputError(f"{where} must be a mapping with 'column', 'name' and 'unit', got "
+                             f"{_what(item)}, e.g. - {{column: 'Tau (ms)', name: tau, unit: ms}}.")
         _check_keys(item, _ENTRY_KEYS, where)
         for key in ("column", "name"):
             if not isinstance(item.get(key), str) or not item[key].strip():
-                raise InputError(f"{where} needs a {key!r} string.")
+                raise InputError(f"{where} needs a {key!r} string (got {_show(item.get(key))}); "
+                                 "quote names that YAML reads as numbers or true/false.")
+        # table headers are read stripped of surrounding blanks: so are the map's names
+        item = {**item, "column": item["column"].strip(), "name": item["name"].strip()}
         where = f"column map {source}, column {item['column']!r}"
         feature = require_canonical(item["name"], where=where)
-        unit = str(item.get("unit", feature.unit))
+        unit = item.get("unit", feature.unit)
+        if isinstance(unit, bool) or not isinstance(unit, (str, int)) or not str(unit).strip():
+            raise InputError(f"{where}: 'unit' must be a unit such as {feature.unit!r} (the unit of "
+                             f"{item['name']}), got {_show(unit)}.")
+        unit = str(unit).strip()
         unit_factor(unit, feature.unit, where=f"{where} ({item['name']} is in {feature.unit})")
         sign = _number(item.get("sign", 1), "sign", where)
         if sign not in (1.0, -1.0):
-            raise InputError(f"{where}: 'sign' must be 1 or -1, got {item['sign']!r}.")
+            raise InputError(f"{where}: 'sign' must be 1 or -1, got {_show(item['sign'])}.")
         if item["name"] in seen:
             raise InputError(f"column map {source} maps canonical {item['name']!r} twice (columns "
                              f"{seen[item['name']]!r} and {item['column']!r}); keep one.")
+        if item["column"] in seen.values():
+            other = next(k for k, v in seen.items() if v == item["column"])
+            raise InputError(f"column map {source} reads column {item['column']!r} twice (as {other} "
+                             f"and as {item['name']}); one column of the table is one feature: "
+                             "keep the entry that names what the column measures.")
         seen[item["name"]] = item["column"]
         minus = item.get("minus")
-        if minus is not None and not isinstance(minus, str):
-            raise InputError(f"{where}: 'minus' must be a column name.")
+        if minus is not None and (not isinstance(minus, str) or not minus.strip()):
+            raise InputError(f"{where}: 'minus' must be a column name, got {_show(minus)}.")
+        minus = minus.strip() if minus is not None else None
         if minus is not None and minus == item["column"]:
             raise InputError(f"{where}: 'minus' names the column itself, so every value would be "
                              "0; name the column to subtract.")
@@ -289,9 +339,13 @@ def column_map_from_dict(spec: dict, *, source: str = "<memory>") -> ColumnMap:
         if scale == 0:
             raise InputError(f"{where}: 'scale' is 0, so every value would be the offset; give "
                              "the factor that converts the column (e.g. 0.001).")
+        if abs(scale) < 1 / MAX_MAGNITUDE:
+            raise InputError(f"{where}: 'scale' {scale:g} is so small that every value would be about "
+                             f"the offset (at least {1 / MAX_MAGNITUDE:g} in magnitude); give the factor "
+                             "that converts the column (e.g. 0.001).")
         expr = item.get("expr")
-        if expr is not None:
-            expr = SafeExpression(expr, where=where).text  # validated now, not when applied
+        if expr is not None:  # validated now, not when applied
+            expr = _check_expression(SafeExpression(expr, where=where), where).text
         entries.append(ColumnMapEntry(
             column=item["column"], name=item["name"], unit=unit, sign=sign,
             offset=_number(item.get("offset", 0.0), "offset", where),
@@ -299,10 +353,39 @@ def column_map_from_dict(spec: dict, *, source: str = "<memory>") -> ColumnMap:
     id_column = spec.get("id_column")
     if id_column is not None and (not isinstance(id_column, str) or not id_column.strip()):
         raise InputError(f"column map {source}: 'id_column' must be a column name, got "
-                         f"{id_column!r}.")
-    return ColumnMap(name=str(spec.get("name", Path(source).stem)), entries=tuple(entries),
-                     strict=bool(spec.get("strict", True)), description=str(spec.get("description", "")),
+                         f"{_show(id_column)}.")
+    strict = spec.get("strict", True)
+    if not isinstance(strict, bool):
+        raise InputError(f"column map {source}: 'strict' must be true or false (unquoted), got "
+                         f"{_show(strict)}; true: every listed column must be in the table.")
+    name = _text(spec, "name", f"column map {source}", Path(source).stem)
+    description = _text(spec, "description", f"column map {source}", "")
+    return ColumnMap(name=name, entries=tuple(entries), strict=strict, description=description or "",
                      id_column=id_column, source=source)
+
+
+def _check_expression(expression: SafeExpression, where: str) -> SafeExpression:
+    """Refuse an ``expr`` that ignores ``x`` or sends distinct values to one value."""
+    import ast as _ast
+
+    if not any(isinstance(node, _ast.Name) for node in _ast.walk(expression._tree)):
+        raise InputError(f"{where}: 'expr' {expression.text!r} does not use x, so every cell would "
+                         "get the same value; write the conversion of the column value x, e.g. "
+                         "'1 - 1/x'.")
+    _check_not_constant(expression, np.asarray(EXPR_TEST_VALUES), where, "test values")
+    return expression
+
+
+def _check_not_constant(expression: SafeExpression, x: np.ndarray, where: str, what: str) -> None:
+    """Refuse when at least 3 distinct finite ``x`` give finite results that are all equal."""
+    x = np.unique(x[np.isfinite(x)])
+    y = expression(x)
+    finite = np.isfinite(y)
+    if finite.sum() >= 3 and np.unique(y[finite]).size == 1:
+        raise InputError(f"{where}: 'expr' {expression.text!r} gives {float(y[finite][0]) + 0.0:g} for "
+                         f"every one of {int(finite.sum())} different {what} (e.g. x = "
+                         f"{', '.join(f'{v:g}' for v in x[finite][:3])}), so it would erase the "
+                         "feature; fix the expr.")
 
 
 def shipped_map_path(name: str) -> Path:
@@ -314,8 +397,11 @@ def shipped_map_path(name: str) -> Path:
 def load_column_map(path_or_name: str | os.PathLike) -> ColumnMap:
     """Load a column map from a YAML path, or a shipped map by name."""
     text = str(path_or_name)
+    if not text.strip():
+        raise InputError(f"the column map name is empty; give a YAML file or one of "
+                         f"{', '.join(SHIPPED_MAPS)}.")
     path = Path(text)
-    if not path.exists() and text in SHIPPED_MAPS:
+    if text in SHIPPED_MAPS and not path.is_file():  # a folder named `ipfx` is not a map
         return _shipped_map(text)
     return _load_yaml_map(path, text)
 
@@ -326,21 +412,10 @@ def _shipped_map(name: str) -> ColumnMap:
 
 
 def _load_yaml_map(path: Path, text: str) -> ColumnMap:
-    import yaml
+    from ephys2tx.io import read_yaml_file
 
-    if not path.is_file():
-        raise InputError(f"column map {text} does not exist; give a YAML file or one of "
-                         f"{', '.join(SHIPPED_MAPS)}.")
-    try:
-        # libyaml's loader when available: 10x faster on the 93-entry shipped map
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        spec = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
-    except yaml.YAMLError as exc:
-        first = str(exc).replace("\n", " ")
-        raise InputError(f"column map {path} is not valid YAML: {first}") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"column map {path} is not UTF-8 text (byte {exc.start}); save it as "
-                         "UTF-8.") from exc
+    spec = read_yaml_file(path, kind="column map",
+                          hint=f"give a YAML file or one of {', '.join(SHIPPED_MAPS)} (docs/mapping.md)")
     return column_map_from_dict(spec, source=str(path))
 
 
@@ -364,6 +439,9 @@ def resolve_column_map(spec: str | os.PathLike | ColumnMap | None, columns, *,
     if table is None:
         table = pd.DataFrame(columns=list(columns))
     return detect_column_map(table)
+
+
+_QUOTES = "\u201c\u201d\u2018\u2019\u00ab\u00bb\u201e"  # “ ” ‘ ’ « » „
 
 
 def _loose(name: str) -> str:
@@ -492,6 +570,50 @@ def _numeric_column(table: pd.DataFrame, column: str, where: str) -> np.ndarray:
                                                                               na_value=np.nan)
 
 
+def _with_map_spelling(cmap: ColumnMap, table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with columns renamed to the map's names that are the same text in another
+    Unicode form (``ä`` as one code point or as ``a`` + combining diaeresis look the same)."""
+    import unicodedata
+
+    def nfc(text):
+        return unicodedata.normalize("NFC", str(text))
+
+    present = {str(c) for c in table.columns}
+    by_nfc: dict[str, list] = {}
+    for col in table.columns:
+        by_nfc.setdefault(nfc(col), []).append(col)
+    rename = {}
+    for name in {c for e in cmap.entries for c in (e.column, e.minus) if c and c not in present}:
+        found = by_nfc.get(nfc(name), [])
+        if len(found) == 1 and found[0] not in rename:
+            rename[found[0]] = name
+    return table.rename(columns=rename) if rename else table
+
+
+def expr_losses(cmap: ColumnMap, table: pd.DataFrame, *, where: str = "the table") -> list[str]:
+    """Notes on ``expr`` entries that turn some cells' finite values into missing ones.
+
+    ``sqrt(x - 0.2)`` on a column with values below 0.2, ``log(x)`` on zeros: those
+    cells are read as missing (an ``expr`` that loses every cell is an error in
+    :func:`apply_column_map`); the note says how many and gives an example.
+    """
+    notes = []
+    table = _with_map_spelling(cmap, table)
+    for entry in cmap.entries:
+        if not entry.expr or not _entry_applies(entry, set(table.columns)):
+            continue
+        values = _numeric_column(table, entry.column, where)
+        if entry.minus:
+            values = values - _numeric_column(table, entry.minus, where)
+        lost = np.isfinite(values) & ~np.isfinite(_compiled(entry.expr)(values))
+        if lost.any():
+            notes.append(f"column map {cmap.source}, column {entry.column!r}: expr {entry.expr!r} gives no "
+                         f"finite value for {int(lost.sum())} of {int(np.isfinite(values).sum())} cells of "
+                         f"{where} (e.g. x = {float(values[lost][0]):g}); they are read as missing for "
+                         f"{entry.name}.")
+    return notes
+
+
 def apply_column_map(cmap: ColumnMap, table: pd.DataFrame, *, where: str = "the table"
                      ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Canonical features of ``table`` (index kept) and ``canonical -> source column``.
@@ -503,14 +625,22 @@ def apply_column_map(cmap: ColumnMap, table: pd.DataFrame, *, where: str = "the 
         or no entry of the map applies.
     """
     out, sources = {}, {}
+    table = _with_map_spelling(cmap, table)
     for entry in cmap.entries:
         needed = [entry.column] + ([entry.minus] if entry.minus else [])
         missing = [c for c in needed if c not in table.columns]
         if missing:
             if cmap.strict:
+                near = [str(c) for c in table.columns if _loose(c) == _loose(missing[0])]
+                quoted = [str(c) for c in table.columns
+                          if _loose(c) == _loose(missing[0].strip(_QUOTES)) and missing[0].strip(_QUOTES) != missing[0]]
+                hint = (f"; the table has {near[0]!r}, which differs in case or blanks: write the "
+                        "name exactly as in the table" if near else
+                        f"; the table has {quoted[0]!r}: the quotes in the map are typographic ones (from a "
+                        "word processor), part of the name: write plain quotes \" or '" if quoted else
+                        "; fix the map or the column name")
                 raise InputError(f"column map {cmap.source} names column {missing[0]!r} "
-                                 f"(for {entry.name}), which {where} does not have; fix the map "
-                                 "or the column name.")
+                                 f"(for {entry.name}), which {where} does not have{hint}.")
             continue
         values = _numeric_column(table, entry.column, where)
         if entry.minus:
@@ -522,6 +652,8 @@ def apply_column_map(cmap: ColumnMap, table: pd.DataFrame, *, where: str = "the 
                 raise InputError(f"column map {cmap.source}, column {entry.column!r}: expr "
                                  f"{entry.expr!r} gives no finite value for any cell of {where} "
                                  f"(e.g. x = {float(values[before][0]):g}); fix the expr.")
+            _check_not_constant(_compiled(entry.expr), values, f"column map {cmap.source}, column "
+                                f"{entry.column!r}", f"values of {where}")
             values = result
         out[entry.name] = values * entry.factor + entry.offset
         sources[entry.name] = entry.column

@@ -47,25 +47,34 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
     from ephys2tx.data.missing_codes import mask_missing_codes
     from ephys2tx.data.user_tables import check_finite, read_user_table
     from ephys2tx.features.canonical import check_units, check_values_kept
-    from ephys2tx.features.column_map import (apply_column_map, describe_detection,
+    from ephys2tx.features.column_map import (apply_column_map, describe_detection, expr_losses,
                                               match_table_columns, resolve_column_map)
 
     cmap = None if column_map is None else resolve_column_map(column_map, ())
     if id_column is None and cmap is not None:
         id_column = cmap.id_column
     table = read_user_table(input_path, id_column=id_column, id_hint="name it with --id-column")
+    if cmap is not None:
+        for entry in cmap.entries:
+            if table.id_column in (entry.column, entry.minus):
+                raise InputError(f"column map {cmap.source} reads column {table.id_column!r} (for "
+                                 f"{entry.name}), which is the id column of {input_path}; map a "
+                                 "feature column, or name the id column with --id-column (or the "
+                                 "map's id_column).")
     # a shipped map reads `TAU` or `Input Resistance` as tau and input_resistance
     cmap = (match_table_columns(cmap, table.data.columns) if cmap is not None
             else resolve_column_map(None, table.data.columns, table=table.data))
     # Missing-value codes (0 mV thresholds, 0 s ISIs...) are NaN, in the table's naming and in IPFX's.
-    canonical, sources = apply_column_map(cmap, mask_missing_codes(table.data)[0], where=str(input_path))
+    masked = mask_missing_codes(table.data)[0]
+    canonical, sources = apply_column_map(cmap, masked, where=str(input_path))
     check_finite(canonical, where=str(input_path), sources=sources)
     canonical = mask_missing_codes(canonical)[0]
     if not canonical.notna().to_numpy().any():
         raise InputError(f"no cell of {input_path} has a value for any feature read by column map "
                          f"{cmap.name!r} (every value is empty, a missing-value code such as 0 mV "
                          "or a duration <= 0, or inf/NaN from an expr); check the table and the column map.")
-    notes = [note for note in [describe_detection(cmap)] if note]
+    notes = [note for note in [describe_detection(cmap), _skipped_entries(cmap, table.data.columns)] if note]
+    notes += expr_losses(cmap, masked, where=str(input_path))  # cells an expr turns into missing
     raw = apply_column_map(cmap, table.data, where=str(input_path))[0]  # before any code is masked
     for issue in [*check_units(canonical, sources), *check_values_kept(raw, canonical, sources)]:
         if not force:
@@ -73,6 +82,22 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
         notes.append("continuing (--force): " + issue.message())
     return Query(ids=table.data.index, id_column=table.id_column, features=canonical,
                  sources=sources, column_map=cmap.name, warnings=notes)
+
+
+def _skipped_entries(cmap, columns) -> str | None:
+    """A note naming the entries of a user's ``strict: false`` map that the table cannot fill."""
+    from ephys2tx.features.column_map import shipped_map_path
+
+    if cmap.strict or Path(cmap.source).parent == shipped_map_path("ipfx").parent:
+        return None  # the shipped maps list far more than any table has
+    present = {str(c) for c in columns}
+    skipped = [f"{e.name} ({', '.join(repr(c) for c in (e.column, e.minus) if c and c not in present)})"
+               for e in cmap.entries if any(c and c not in present for c in (e.column, e.minus))]
+    if not skipped:
+        return None
+    return (f"column map {cmap.source} (strict: false): {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} "
+            f"skipped, the table lacks the column: {', '.join(skipped[:6])}{', ...' if len(skipped) > 6 else ''}; "
+            "fix the names, or set strict: true to make this an error.")
 
 
 def is_predictions_table(path: Path) -> bool:

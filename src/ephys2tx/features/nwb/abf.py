@@ -47,11 +47,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ephys2tx.errors import InputError
+from ephys2tx.errors import InputError, short_repr as _show
 
 from .adapter import CellFailure, default_ontology, install_ipfx_memoization
 
-__all__ = ["ROLES", "load_protocol_map", "validate_protocol_map", "extract_abf_cell", "abf_cell_files",
+__all__ = ["ROLES", "check_protocol_names", "load_protocol_map", "validate_protocol_map", "extract_abf_cell", "abf_cell_files",
            "is_abf"]
 
 #: Stimulus roles a protocol can play, and an ipfx ontology code for each.
@@ -60,7 +60,18 @@ _KEYS = {"name", "description", "long_square", "short_square", "ramp", "liquid_j
          "channel", "cells", "holding_current"}
 _CELL_MODES = ("file", "folder")
 _HOLDING_MODES = ("subtract", "include")
-_MAX_LJP_MV = 50.0
+#: Accepted liquid junction potentials (mV): the potential itself, positive for the usual
+#: K-gluconate / KMeSO4 / KCl pipettes; a larger negative value is taken for a flipped sign.
+_MIN_LJP_MV, _MAX_LJP_MV = -10.0, 30.0
+#: An ABF file has at most 16 ADC channels.
+_MAX_CHANNELS = 16
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def is_abf(path: Path) -> bool:
@@ -83,7 +94,10 @@ def validate_protocol_map(raw, where: str = "protocol map") -> dict:
     unknown = sorted(str(k) for k in raw if k not in _KEYS)
     if unknown:
         raise InputError(f"{where} has unknown key(s) {unknown}; known: {sorted(_KEYS)}")
-    out = {"name": str(raw.get("name", Path(where).stem))}
+    for key in ("name", "description"):
+        if key in raw and not isinstance(raw[key], str):
+            raise InputError(f"{where}: {key} must be text, got {_show(raw[key])}; quote it")
+    out = {"name": raw.get("name", Path(where).stem)}
     for role in ROLES:
         value = raw.get(role, [])
         if value is None:
@@ -91,7 +105,8 @@ def validate_protocol_map(raw, where: str = "protocol map") -> dict:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-            raise InputError(f"{where}: {role} must be a protocol name or a list of protocol names (strings)")
+            raise InputError(f"{where}: {role} must be a protocol name or a list of protocol names (strings), "
+                             f"got {_show(value)}; quote names that look like numbers")
         out[role] = [v.strip() for v in value]
     if not out["long_square"]:
         raise InputError(f"{where}: long_square is required: the protocol name(s) of the long-square "
@@ -106,25 +121,29 @@ def validate_protocol_map(raw, where: str = "protocol map") -> dict:
         raise InputError(f"{where}: liquid_junction_potential_mv is required (in mV; it is subtracted from "
                          "every recorded voltage; give 0 for no correction)")
     ljp = raw["liquid_junction_potential_mv"]
-    if isinstance(ljp, bool) or not isinstance(ljp, (int, float)) or not math.isfinite(ljp) \
-            or abs(ljp) > _MAX_LJP_MV:
+    if isinstance(ljp, bool) or not isinstance(ljp, (int, float)) or not _finite(ljp) \
+            or not _MIN_LJP_MV <= ljp <= _MAX_LJP_MV:
         raise InputError(f"{where}: liquid_junction_potential_mv must be a number of mV between "
-                         f"-{_MAX_LJP_MV:g} and {_MAX_LJP_MV:g}, got {ljp!r}")
+                         f"{_MIN_LJP_MV:g} and {_MAX_LJP_MV:g}, got {_show(ljp)}: it is the junction "
+                         "potential itself (about +10 to +16 mV for K-gluconate pipettes, a few mV for KCl), "
+                         "which is subtracted from every recorded voltage; a negative value usually has "
+                         "the sign flipped; give 0 for no correction")
     out["liquid_junction_potential_mv"] = float(ljp)
     channel = raw.get("channel")
-    if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
-        raise InputError(f"{where}: channel must be an ADC channel number (0, 1, ...), got {channel!r}")
+    if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int)
+                                or not 0 <= channel < _MAX_CHANNELS):
+        raise InputError(f"{where}: channel must be an ADC channel number (0, 1, ... {_MAX_CHANNELS - 1}), got {_show(channel)}")
     out["channel"] = channel
     cells = raw.get("cells", "file")
     if cells not in _CELL_MODES:
         raise InputError(f"{where}: cells must be 'file' (each ABF file is one cell) or 'folder' (the ABF "
-                         f"files of one folder are one cell), got {cells!r}")
+                         f"files of one folder are one cell), got {_show(cells)}")
     out["cells"] = cells
     holding = raw.get("holding_current", "subtract")
     if holding not in _HOLDING_MODES:
         raise InputError(f"{where}: holding_current must be 'subtract' (default: stimulus amplitudes relative to "
                          f"the holding level, as in the Allen/ipfx features) or 'include' (the absolute command), "
-                         f"got {holding!r}")
+                         f"got {_show(holding)}")
     out["holding_current"] = holding
     return out
 
@@ -132,30 +151,56 @@ def validate_protocol_map(raw, where: str = "protocol map") -> dict:
 def load_protocol_map(path: str | Path) -> dict:
     """Read and validate a YAML protocol map (safe YAML: plain data only, no tags that build objects).
 
+    The file is read by :func:`ephys2tx.io.read_yaml_file`, the reader of the
+    column maps too: a repeated key or an anchor/alias is refused.
+
     Raises
     ------
     InputError
         Missing or unreadable file, not UTF-8, not YAML, or an invalid map.
     """
-    import yaml
+    from ephys2tx.io import read_yaml_file
 
-    path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise InputError(f"protocol map {path} not found; write one as in docs/nwb.md (Axon ABF files)") from None
-    except IsADirectoryError:
-        raise InputError(f"protocol map {path} is a directory; give the YAML file") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"protocol map {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    except OSError as exc:
-        raise InputError(f"cannot read protocol map {path}: {exc.strerror or exc}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        first = " ".join(str(exc).split())
-        raise InputError(f"protocol map {path} is not valid (safe) YAML: {first[:200]}") from None
+    raw = read_yaml_file(path, kind="protocol map", hint="write one as in docs/nwb.md (Axon ABF files)")
     return validate_protocol_map(raw, where=f"protocol map {path}")
+
+
+def check_protocol_names(files, protocol_map: dict, where: str = "protocol map") -> None:
+    """Refuse a protocol map whose long_square names match the protocol of none of ``files``, or
+    whose patterns give one protocol two roles.
+
+    Reads only the ABF headers. Files that cannot be read are left to the
+    extraction, which reports them one by one.
+
+    Raises
+    ------
+    InputError
+        Saying which protocols the files have, so the map can be fixed.
+    """
+    import collections
+
+    import pyabf
+
+    seen = collections.Counter()
+    for f in files:
+        try:
+            seen[str(pyabf.ABF(str(f), loadData=False).protocol)] += 1
+        except Exception:  # noqa: BLE001  (pyabf raises many types; reported per cell)
+            continue
+    for name in seen:
+        roles = _roles_of(name, protocol_map)
+        if len(roles) > 1:
+            raise InputError(f"{where}: the protocol {name!r} of {seen[name]} ABF file(s) matches the patterns of "
+                             f"both {roles[0]} {protocol_map[roles[0]]} and {roles[1]} {protocol_map[roles[1]]}; "
+                             "write its name out under the right one (a name written out wins over a pattern)")
+    if not seen or any(_roles_of(name, protocol_map) == ["long_square"] for name in seen):
+        return
+    present = ", ".join(f"{name!r} ({n} file{'s' if n > 1 else ''})" for name, n in seen.most_common(8))
+    more = f" and {len(seen) - 8} more" if len(seen) > 8 else ""
+    raise InputError(f"{where}: long_square {protocol_map['long_square']} matches the protocol of none of "
+                     f"the {sum(seen.values())} readable ABF file(s); their protocols are {present}{more}: "
+                     "put the long-square (current step) protocol's name under long_square (glob "
+                     "patterns such as 'IV_*' allowed, case ignored)")
 
 
 def abf_cell_files(path: Path) -> list[Path]:
@@ -165,12 +210,35 @@ def abf_cell_files(path: Path) -> list[Path]:
     return [path]
 
 
+def _roles_of(protocol: str, protocol_map: dict) -> list[str]:
+    """The roles that claim ``protocol`` (case ignored): those that list its name, else those
+    with a glob pattern matching it.
+
+    A name written out wins over a pattern (``long_square: "IC_*"`` with ``ramp: IC_ramp``
+    puts IC_ramp under ramp), and a name is compared as written before as a pattern, so a
+    protocol named ``IV [1 s]`` is found by that name although ``[...]`` is a glob set.
+    More than one role means the map is ambiguous for this protocol.
+    """
+    name = protocol.strip().lower()
+    exact = [role for role in ROLES if any(name == p.lower() for p in protocol_map[role])]
+    if exact:
+        return exact
+    return [role for role in ROLES if any(fnmatch.fnmatchcase(name, p.lower()) for p in protocol_map[role])]
+
+
 def _role_of(protocol: str, protocol_map: dict) -> str | None:
-    for role in ROLES:
-        for pattern in protocol_map[role]:
-            if fnmatch.fnmatchcase(protocol.lower(), pattern.lower()):
-                return role
-    return None
+    """The one role of ``protocol`` (see :func:`_roles_of`), None if no role claims it.
+
+    Raises
+    ------
+    CellFailure
+        Patterns of two roles match the protocol.
+    """
+    roles = _roles_of(protocol, protocol_map)
+    if len(roles) > 1:
+        raise CellFailure(f"protocol {protocol!r} matches the patterns of both {roles[0]} and {roles[1]} in the "
+                          "protocol map; write its name out under the right one")
+    return roles[0] if roles else None
 
 
 def _open_abf(path: Path):

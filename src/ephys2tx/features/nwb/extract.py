@@ -541,7 +541,7 @@ def extract_features(
         On Ctrl-C: queued cells are not started, workers are stopped, finished
         cells stay in the cache and no output is written.
     """
-    from .abf import load_protocol_map, validate_protocol_map
+    from .abf import check_protocol_names, load_protocol_map, validate_protocol_map
 
     if not 0 < ap_window <= 0.05:
         raise InputError(f"ap_window={ap_window} s is outside (0, 0.05]; use e.g. 0.003")
@@ -560,6 +560,8 @@ def extract_features(
                              "liquid junction potential (see docs/nwb.md)")
         pmap = (validate_protocol_map(protocol_map) if isinstance(protocol_map, dict)
                 else load_protocol_map(protocol_map))
+        check_protocol_names(inputs.abf, pmap, where="protocol map" if isinstance(protocol_map, dict)
+                             else f"protocol map {protocol_map}")
         abf_settings = {**settings, "abf": pmap}
         units = inputs.abf if pmap["cells"] == "file" else list(dict.fromkeys(f.parent for f in inputs.abf))
         cells += [(u, abf_settings) for u in units]
