@@ -337,9 +337,9 @@ BAD_MAP_FILES = {
                           r"gives 0 for every one of \d+ different test values"),
     "scale as text": (_GOOD.replace("unit: s}", "unit: s, scale: 'two'}"),
                       r"column 'tau': 'scale' must be a number, got text \('two'\)"),
-    "scale a quoted number": (_GOOD.replace("unit: s}", "unit: s, scale: '2'}"),
-                              r"'scale' must be a number, got text \('2'\); write a plain number without quotes"),
-    "sign as text": (_GOOD.replace("unit: s}", "unit: s, sign: '-1'}"), r"column 'tau': 'sign' must be a number"),
+    "scale as text": (_GOOD.replace("unit: s}", "unit: s, scale: 'two'}"),
+                      r"'scale' must be a number, got text \('two'\)"),
+    "sign as text": (_GOOD.replace("unit: s}", "unit: s, sign: 'minus'}"), r"column 'tau': 'sign' must be a number"),
     "offset a list": (_GOOD.replace("unit: s}", "unit: s, offset: [0]}"), r"'offset' must be a number, got a list"),
     "scale a boolean": (_GOOD.replace("unit: s}", "unit: s, scale: true}"),
                         r"column 'tau': 'scale' must be a number, got true/false"),
@@ -472,3 +472,11 @@ def test_typographic_quotes_around_a_column_name_are_pointed_out():
     with pytest.raises(InputError, match=r"the table has 'AP width \(ms\)': the quotes in the map are "
                                          r"typographic ones"):
         apply_column_map(cmap, pd.DataFrame({"AP width (ms)": [1.0]}))
+
+
+def test_quoted_numbers_are_read_as_numbers(tmp_path):
+    """``scale: '2'`` and ``sign: '-1'`` are the numbers 2 and -1 (YAML quotes them as text)."""
+    path = tmp_path / "map.yaml"
+    path.write_text(_GOOD.replace("unit: s}", "unit: s, scale: '2', sign: ' -1'}"), encoding="utf-8")
+    entry = load_column_map(path).entries[0]
+    assert (entry.scale, entry.sign) == (2.0, -1.0)

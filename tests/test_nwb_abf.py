@@ -224,13 +224,13 @@ BAD_MAPS = {
     "no long square": ("liquid_junction_potential_mv: 0\n", "long_square is required"),
     "no ljp": ("long_square: IV\n", "liquid_junction_potential_mv is required"),
     "ljp not a number": ("long_square: IV\nliquid_junction_potential_mv: ten\n", "must be a number"),
-    "ljp out of range": ("long_square: IV\nliquid_junction_potential_mv: 130\n", "between -10 and 30"),
+    "ljp out of range": ("long_square: IV\nliquid_junction_potential_mv: 130\n", "between -30 and 30"),
     # fault hunt 7 (notes/s7/faults1.md)
-    "ljp negative": ("long_square: IV\nliquid_junction_potential_mv: -13\n", "between -10 and 30.*sign flipped"),
+    "ljp too negative": ("long_square: IV\nliquid_junction_potential_mv: -31\n", "between -30 and 30.*sign flipped"),
     "ljp huge integer": ("long_square: IV\nliquid_junction_potential_mv: " + "9" * 400 + "\n",
-                         r"between -10 and 30, got 9+\.\.\.9+"),
-    "ljp infinite": ("long_square: IV\nliquid_junction_potential_mv: 1e999\n", "between -10 and 30, got inf"),
-    "ljp quoted": ("long_square: IV\nliquid_junction_potential_mv: '13'\n", "must be a number of mV.*got '13'"),
+                         r"between -30 and 30, got 9+\.\.\.9+"),
+    "ljp infinite": ("long_square: IV\nliquid_junction_potential_mv: 1e999\n", "between -30 and 30, got inf"),
+    "ljp text": ("long_square: IV\nliquid_junction_potential_mv: 'thirteen'\n", "must be a number of mV.*got 'thirteen'"),
     "repeated key": ("long_square: IV\nliquid_junction_potential_mv: 13\nliquid_junction_potential_mv: 0\n",
                      r"map\.yaml, line 3: the protocol map repeats the key 'liquid_junction_potential_mv' "
                      r"\(first on line 2\)"),
@@ -339,3 +339,11 @@ def test_a_name_written_out_wins_over_a_pattern_and_two_patterns_are_refused(abf
     assert re.search(rf"protocol map .*map\.yaml: the protocol '{af.RAMP_PROTOCOL}' of 2 ABF file\(s\) matches the "
                      r"patterns of both long_square \['IC_\*'\] and ramp \['\*ramp'\]; write its name out", lines[0])
     assert not out.exists()
+
+
+def test_a_quoted_junction_potential_is_read_as_a_number(tmp_path):
+    from ephys2tx.features.nwb.abf import load_protocol_map
+
+    path = tmp_path / "protocols.yaml"
+    path.write_text("long_square: IV\nliquid_junction_potential_mv: '-13'\n", encoding="utf-8")
+    assert load_protocol_map(path)["liquid_junction_potential_mv"] == -13.0

@@ -238,6 +238,11 @@ EXPR_TEST_VALUES = (-50.0, -3.0, -1.5, -0.5, -0.1, 0.1, 0.3, 0.5, 0.7, 1.5, 2.5,
 def _number(value, key: str, where: str) -> float:
     import numbers
 
+    if isinstance(value, str):  # a quoted number ('2', "-1") is read as that number
+        try:
+            value = float(value.strip())
+        except ValueError:
+            pass
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         kind = "empty (None)" if value is None else _what(value)
         raise InputError(f"{where}: {key!r} must be a number, got {kind}; write "

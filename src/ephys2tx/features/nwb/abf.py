@@ -62,7 +62,7 @@ _CELL_MODES = ("file", "folder")
 _HOLDING_MODES = ("subtract", "include")
 #: Accepted liquid junction potentials (mV): the potential itself, positive for the usual
 #: K-gluconate / KMeSO4 / KCl pipettes; a larger negative value is taken for a flipped sign.
-_MIN_LJP_MV, _MAX_LJP_MV = -10.0, 30.0
+_MIN_LJP_MV, _MAX_LJP_MV = -30.0, 30.0
 #: An ABF file has at most 16 ADC channels.
 _MAX_CHANNELS = 16
 
@@ -121,6 +121,11 @@ def validate_protocol_map(raw, where: str = "protocol map") -> dict:
         raise InputError(f"{where}: liquid_junction_potential_mv is required (in mV; it is subtracted from "
                          "every recorded voltage; give 0 for no correction)")
     ljp = raw["liquid_junction_potential_mv"]
+    if isinstance(ljp, str):  # a quoted number ('13') is read as that number
+        try:
+            ljp = float(ljp.strip())
+        except ValueError:
+            pass
     if isinstance(ljp, bool) or not isinstance(ljp, (int, float)) or not _finite(ljp) \
             or not _MIN_LJP_MV <= ljp <= _MAX_LJP_MV:
         raise InputError(f"{where}: liquid_junction_potential_mv must be a number of mV between "
