@@ -303,7 +303,7 @@ def _cached_folds(cache, estimator, X, y, folds, classes, fit_params, families, 
                           n_permutations=n_permutations, seed=seed) for fold in folds]
     except UncacheableError:
         return [None] * len(folds), [None] * len(folds)
-    return keys, [cache.load(key, fold) for key, fold in zip(keys, folds)]
+    return keys, [cache.load(key, fold, classes) for key, fold in zip(keys, folds)]
 
 
 def summarise_cv(result: CVResult, y, *, n_boot: int = 1000, random_state: int = 0) -> dict:
