@@ -229,3 +229,31 @@ def test_unparsable_file_raises(writable_data_dir):
     path.write_bytes(b"")
     with pytest.raises(InputError, match="cannot parse"):
         load_dataset("mouse_visp", writable_data_dir, verify=False)
+
+
+@pytest.mark.parametrize("dataset, role, column", [
+    ("mouse_visp", "meta", "Cell ID"), ("human", "meta", "specimen_id_x"),
+    ("human", "donors", "Donor"), ("mouse_l1_bridge", "meta", "spec_id")])
+def test_tables_that_share_no_id_are_named(writable_data_dir, dataset, role, column):
+    # Before: "dataset mouse_visp has no cells; it needs a header and one row per cell" (the
+    # bridge: 0 cells and no error; the donor table: its columns silently empty).
+    path = writable_data_dir / DATASET_FILES[dataset][role].relpath
+    _rewrite(path, lambda t: t.assign(**{column: t[column].astype(str) + "9"}))
+    with pytest.raises(InputError, match=rf"no .+ of .* is a {column} of .*{path.name} \(e\.g\. "
+                                         r"'\S+9'\): the tables share no id.*fetch --overwrite"):
+        load_dataset(dataset, writable_data_dir, verify=False)
+
+
+def test_the_restore_hint_is_a_fetch_that_replaces_the_file(writable_data_dir, data_dir, capsys):
+    # Before: the hint was `ephys2tx fetch --force`, which refuses to replace a modified file.
+    from ephys2tx.cli import main
+
+    path = writable_data_dir / DATASET_FILES["human"]["donors"].relpath
+    path.write_text("Donor\nH1\n")
+    with pytest.raises(InputError, match="checksum mismatch") as info:
+        load_dataset("human", writable_data_dir)
+    hint = str(info.value).split("`")[1]
+    assert hint == f"ephys2tx fetch --overwrite --data-dir {writable_data_dir}"
+    args = hint.split()[1:] + ["--dataset", "human", "--mirror", data_dir.resolve().as_uri()]
+    assert main(args) == 0, capsys.readouterr().err
+    assert load_dataset("human", writable_data_dir).n_cells == 664
