@@ -199,3 +199,12 @@ def test_a_cut_off_download_says_how_much_arrived(faulty_mirror, data_dir, tmp_p
     with pytest.raises(InputError, match=rf"broke off after {size // 2} of {size} bytes"):
         fetch_datasets(dest, ["human"], mirror=f"{faulty_mirror}/cut", timeout=5)
     assert not dest.exists()
+
+
+def test_a_failed_fetch_removes_the_parent_folders_it_created(faulty_mirror, tmp_path):
+    # Before: the folders above the data directory (e.g. <user cache>/ephys2tx of the default
+    # data directory) stayed behind, empty.
+    dest = tmp_path / "cache" / "ephys2tx" / "data"
+    with pytest.raises(InputError, match="broke off"):
+        fetch_datasets(dest, ["human"], mirror=f"{faulty_mirror}/cut", timeout=5)
+    assert list(tmp_path.iterdir()) == []

@@ -191,10 +191,11 @@ def fetch_datasets(
     root = Path(data_dir)
     present = _check_targets(root, [spec for name in names for spec in DATASET_FILES[name].values()],
                              overwrite=overwrite)
-    # Folders that do not exist yet: removed again if they are still empty when a download fails.
+    # Folders that do not exist yet (the data directory's own parents too, e.g. the user cache
+    # folder): removed again if they are still empty when a download fails.
     created = sorted({p for name in names for spec in DATASET_FILES[name].values()
-                      for p in [(root / spec.relpath).parent, *(root / spec.relpath).parents]
-                      if _is_within(p, root) and not p.exists()}, key=lambda p: -len(p.parts))
+                      for p in (root / spec.relpath).parents if not p.exists()},
+                     key=lambda p: -len(p.parts))
     try:
         return _fetch_files(root, names, present, mirror, force, timeout, on_file, on_bytes)
     except BaseException:
@@ -204,10 +205,6 @@ def fetch_datasets(
             except OSError:
                 pass
         raise
-
-
-def _is_within(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
 
 
 def _fetch_files(root, names, present, mirror, force, timeout, on_file, on_bytes) -> list[FetchRecord]:
