@@ -232,6 +232,8 @@ def _invoke(argv: list[str] | None) -> int:
     except (click.ClickException, typer.TyperException) as exc:  # typer >= 0.2x vendors click
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         ctx = getattr(exc, "ctx", None)
+        if not message.strip():  # no arguments at all: the help is shown, the error has no text
+            message = "no command given; choose one of the commands listed above"
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         _error_line(f"{message}{where}")
         return 2
