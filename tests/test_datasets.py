@@ -257,3 +257,21 @@ def test_the_restore_hint_is_a_fetch_that_replaces_the_file(writable_data_dir, d
     args = hint.split()[1:] + ["--dataset", "human", "--mirror", data_dir.resolve().as_uri()]
     assert main(args) == 0, capsys.readouterr().err
     assert load_dataset("human", writable_data_dir).n_cells == 664
+
+
+def test_checksums_are_recorded_without_verify(writable_data_dir, data_dir):
+    # Before: --no-verify recorded no checksums, so the reference-model cache key of `map
+    # --no-verify` was the same for any content: a model trained on other data was reused.
+    from ephys2tx.io import sha256_file
+    from ephys2tx.mapping.cache import cache_key
+    from ephys2tx.mapping.reference import reference_data
+
+    spec = DATASET_FILES["human"]["meta"]
+    _rewrite(writable_data_dir / spec.relpath, lambda t: t.assign(
+        Revised_subclass_label=t["Revised_subclass_label"].replace({"PVALB": "SST", "SST": "PVALB"})))
+    edited = load_dataset("human", writable_data_dir, verify=False)
+    assert edited.checksums[spec.relpath] == sha256_file(writable_data_dir / spec.relpath)
+    assert load_dataset("human", data_dir, verify=False).checksums == load_dataset("human", data_dir).checksums
+    keys = {cache_key("human", ["tau"], reference_data("human", root, verify=False).checksums)
+            for root in (data_dir, writable_data_dir)}
+    assert len(keys) == 2

@@ -148,15 +148,17 @@ def _checked_file(data_dir: Path, spec: DataFile, dataset: str, verify: bool,
             f"missing file {path} (dataset {dataset}); run `ephys2tx fetch --data-dir {data_dir}` "
             "or restore the file under its published name."
         )
+    # Recorded also without ``verify``: the checksums identify the data a model was trained on
+    # (e.g. in the reference-model cache key), so a modified file must not pass for the published one.
+    digest = sha256_file(path)
     if verify:
-        digest = sha256_file(path)
         if digest != spec.sha256:
             raise InputError(
                 f"checksum mismatch for {path}: sha256 {digest[:12]}..., expected "
                 f"{spec.sha256[:12]}...; the file is modified or another release: "
                 f"{_restore_hint(path)}, or pass --no-verify to use it as it is."
             )
-        checksums[spec.relpath] = digest
+    checksums[spec.relpath] = digest
     return path
 
 
