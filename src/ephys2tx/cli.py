@@ -64,7 +64,7 @@ def run(
     n_splits: Annotated[Optional[int], typer.Option(min=2, max=MAX_SPLITS, help="Folds per repeat (default 5; 2 with --quick).")] = None,
     n_repeats: Annotated[Optional[int], typer.Option(min=1, max=MAX_REPEATS, help="Repeats (default 3; 1 with --quick).")] = None,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of folds, models and bootstraps.")] = 0,
-    jobs: Annotated[int, typer.Option("--jobs", min=1, max=MAX_JOBS, help="Folds fitted in parallel (worker processes).")] = 2,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, max=MAX_JOBS, help="Folds fitted in parallel (worker processes; at most the CPU cores and the folds to fit).")] = 2,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the data files' sha256.")] = True,
     features: Annotated[Optional[Path], typer.Option(
         "--features", help="Study a table from `ephys2tx extract` instead of a shared table.")] = None,
