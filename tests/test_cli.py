@@ -158,3 +158,37 @@ def test_console_script_exits_promptly_after_a_run_with_worker_pools(data_dir, t
     # the study itself reports its time; the process may take little longer than that
     study = float(done.stderr.split(" figures in ")[1].split(" s")[0])
     assert seconds < study + 60, (seconds, study)
+
+
+def test_no_command_shows_the_help_and_a_meaningful_error(capsys):
+    # Before: the help, then "error: (see `ephys2tx --help`)" with no text.
+    assert main([]) == 2
+    captured = capsys.readouterr()
+    assert "Commands" in captured.out
+    assert captured.err.strip() == ("error: no command given; choose one of the commands listed "
+                                    "above (see `ephys2tx --help`)")
+
+
+def test_every_command_reading_the_data_directory_has_no_verify():
+    # The checksum error says "pass --no-verify"; before, `features` had no such option.
+    import typer
+
+    from ephys2tx.cli import app
+
+    commands = typer.main.get_command(app).commands
+    reading = sorted(name for name, cmd in commands.items()
+                     if any("--data-dir" in p.opts for p in cmd.params) and name != "fetch")
+    assert {"features", "map", "run", "train"} <= set(reading)
+    for name in reading:
+        flags = {opt for p in commands[name].params for opt in (*p.opts, *p.secondary_opts)}
+        assert "--no-verify" in flags, name
+
+
+def test_features_no_verify_reads_a_modified_data_file(data_dir, tmp_path, capsys):
+    root = copy_data_dir(data_dir, tmp_path / "data")
+    _edit_csv(root / HUMAN["ephys"].relpath, lambda t: None)  # same values, other bytes
+    assert main(["features", "--species", "human", "--data-dir", str(root)]) == 2
+    assert "--no-verify" in capsys.readouterr().err
+    assert main(["features", "--species", "human", "--data-dir", str(root), "--no-verify",
+                 "--csv"]) == 0
+    assert capsys.readouterr().out.count("\n") == 94  # header and 93 features

@@ -225,3 +225,30 @@ def test_models_sharing_the_workers_give_their_own_results(human_subset):
         np.testing.assert_array_equal(result.oof_proba, alone.oof_proba)
         assert [s["fold"] for s in result.fold_scores] == [0, 1, 2]
         assert result.macro_f1_per_fold == alone.macro_f1_per_fold
+
+
+@pytest.mark.parametrize("cores, expected", [(8, [3]), (2, [2]), (1, [])])
+def test_the_pool_has_no_more_workers_than_folds_and_cores(human_subset, monkeypatch, cores,
+                                                           expected):
+    # Before: joblib started all n_jobs workers at once (`run --jobs 256`: 256 processes, each
+    # with its own copy of the libraries, for a handful of folds).
+    import joblib
+
+    from ephys2tx.evaluation import cv
+
+    sizes = []
+
+    class RecordingParallel(joblib.Parallel):
+        def __init__(self, n_jobs=None, **kwargs):
+            sizes.append(n_jobs)
+            super().__init__(n_jobs=n_jobs, **kwargs)
+
+    monkeypatch.setattr(joblib, "Parallel", RecordingParallel)
+    monkeypatch.setattr(cv, "usable_cores", lambda: cores, raising=False)
+    ds = human_subset
+    X, y = ds.features, ds.labels.to_numpy()
+    folds = make_splits(y, n_splits=3, n_repeats=1, random_state=0)
+    result = cross_validate(make_logreg(random_state=0), X, y, folds, classes=CLASSES, n_jobs=256)
+    assert sizes == expected
+    alone = cross_validate(make_logreg(random_state=0), X, y, folds, classes=CLASSES, n_jobs=1)
+    np.testing.assert_array_equal(result.oof, alone.oof)

@@ -229,3 +229,49 @@ def test_unparsable_file_raises(writable_data_dir):
     path.write_bytes(b"")
     with pytest.raises(InputError, match="cannot parse"):
         load_dataset("mouse_visp", writable_data_dir, verify=False)
+
+
+@pytest.mark.parametrize("dataset, role, column", [
+    ("mouse_visp", "meta", "Cell ID"), ("human", "meta", "specimen_id_x"),
+    ("human", "donors", "Donor"), ("mouse_l1_bridge", "meta", "spec_id")])
+def test_tables_that_share_no_id_are_named(writable_data_dir, dataset, role, column):
+    # Before: "dataset mouse_visp has no cells; it needs a header and one row per cell" (the
+    # bridge: 0 cells and no error; the donor table: its columns silently empty).
+    path = writable_data_dir / DATASET_FILES[dataset][role].relpath
+    _rewrite(path, lambda t: t.assign(**{column: t[column].astype(str) + "9"}))
+    with pytest.raises(InputError, match=rf"no .+ of .* is a {column} of .*{path.name} \(e\.g\. "
+                                         r"'\S+9'\): the tables share no id.*fetch --overwrite"):
+        load_dataset(dataset, writable_data_dir, verify=False)
+
+
+def test_the_restore_hint_is_a_fetch_that_replaces_the_file(writable_data_dir, data_dir, capsys):
+    # Before: the hint was `ephys2tx fetch --force`, which refuses to replace a modified file.
+    from ephys2tx.cli import main
+
+    path = writable_data_dir / DATASET_FILES["human"]["donors"].relpath
+    path.write_text("Donor\nH1\n")
+    with pytest.raises(InputError, match="checksum mismatch") as info:
+        load_dataset("human", writable_data_dir)
+    hint = str(info.value).split("`")[1]
+    assert hint == f"ephys2tx fetch --overwrite --data-dir {writable_data_dir}"
+    args = hint.split()[1:] + ["--dataset", "human", "--mirror", data_dir.resolve().as_uri()]
+    assert main(args) == 0, capsys.readouterr().err
+    assert load_dataset("human", writable_data_dir).n_cells == 664
+
+
+def test_checksums_are_recorded_without_verify(writable_data_dir, data_dir):
+    # Before: --no-verify recorded no checksums, so the reference-model cache key of `map
+    # --no-verify` was the same for any content: a model trained on other data was reused.
+    from ephys2tx.io import sha256_file
+    from ephys2tx.mapping.cache import cache_key
+    from ephys2tx.mapping.reference import reference_data
+
+    spec = DATASET_FILES["human"]["meta"]
+    _rewrite(writable_data_dir / spec.relpath, lambda t: t.assign(
+        Revised_subclass_label=t["Revised_subclass_label"].replace({"PVALB": "SST", "SST": "PVALB"})))
+    edited = load_dataset("human", writable_data_dir, verify=False)
+    assert edited.checksums[spec.relpath] == sha256_file(writable_data_dir / spec.relpath)
+    assert load_dataset("human", data_dir, verify=False).checksums == load_dataset("human", data_dir).checksums
+    keys = {cache_key("human", ["tau"], reference_data("human", root, verify=False).checksums)
+            for root in (data_dir, writable_data_dir)}
+    assert len(keys) == 2

@@ -130,3 +130,81 @@ def test_cli_fetch_unknown_dataset(tmp_path, capsys):
                  "--mirror", "http://127.0.0.1:9"])
     assert code == 2
     assert "unknown dataset" in capsys.readouterr().err
+
+
+class _FaultyHandler(http.server.BaseHTTPRequestHandler):
+    """Serves the data files of ``server.root`` with a fault named by the first path segment."""
+
+    def log_message(self, format, *args):  # noqa: A002 (signature of the base class)
+        pass
+
+    def do_GET(self):  # noqa: N802 (name of the base class's hook)
+        mode, _, relpath = self.path.lstrip("/").partition("/")
+        data = (self.server.root / relpath).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        stop = self.server.stop
+        if mode == "stall":  # headers, then silence
+            stop.wait(30)
+        elif mode == "trickle":  # a byte every 0.1 s: the socket never times out
+            for i in range(len(data)):
+                if stop.wait(0.1):
+                    break
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+        elif mode == "cut":  # half the body, then the connection closes
+            self.wfile.write(data[: len(data) // 2])
+
+
+@pytest.fixture
+def faulty_mirror(data_dir):
+    """Base URL of a local server whose downloads stall, trickle or are cut off (see _FaultyHandler)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FaultyHandler)
+    server.daemon_threads = True
+    server.root, server.stop = data_dir, threading.Event()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_a_stalled_download_is_a_user_error_naming_the_url(faulty_mirror, tmp_path):
+    # Before: the socket timeout escaped as an OSError that the CLI reported as a problem with
+    # the local file's permissions or the disk space.
+    dest = tmp_path / "fetched"
+    with pytest.raises(InputError, match=r"download of http://\S+/stall/\S+ broke off after 0 "
+                                         r"bytes \(no data for 0.5 s\)"):
+        fetch_datasets(dest, ["human"], mirror=f"{faulty_mirror}/stall", timeout=0.5)
+    assert not dest.exists()
+
+
+def test_a_trickling_download_is_stopped(faulty_mirror, tmp_path):
+    # Before: a server sending a byte now and then kept the fetch going for days.
+    dest = tmp_path / "fetched"
+    with pytest.raises(InputError, match=r"download of \S+ is too slow \(\d+ bytes in \d+ s, under 1024"):
+        fetch_datasets(dest, ["human"], mirror=f"{faulty_mirror}/trickle", timeout=0.5)
+    assert not dest.exists()
+
+
+def test_a_cut_off_download_says_how_much_arrived(faulty_mirror, data_dir, tmp_path):
+    spec = DATASET_FILES["human"]["ephys"]
+    size = (data_dir / spec.relpath).stat().st_size
+    dest = tmp_path / "fetched"
+    with pytest.raises(InputError, match=rf"broke off after {size // 2} of {size} bytes"):
+        fetch_datasets(dest, ["human"], mirror=f"{faulty_mirror}/cut", timeout=5)
+    assert not dest.exists()
+
+
+def test_a_failed_fetch_removes_the_parent_folders_it_created(faulty_mirror, tmp_path):
+    # Before: the folders above the data directory (e.g. <user cache>/ephys2tx of the default
+    # data directory) stayed behind, empty.
+    dest = tmp_path / "cache" / "ephys2tx" / "data"
+    with pytest.raises(InputError, match="broke off"):
+        fetch_datasets(dest, ["human"], mirror=f"{faulty_mirror}/cut", timeout=5)
+    assert list(tmp_path.iterdir()) == []

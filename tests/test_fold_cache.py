@@ -113,6 +113,51 @@ def test_a_corrupt_entry_is_recomputed_with_a_warning(small, tmp_path):
         assert json.loads(meta.read_text())["format"] == 1
 
 
+def _rewrite_entry(meta_path, npz_path, case):
+    """Damage one entry so that it still parses (its npz sha256 updated where it changes)."""
+    import hashlib
+    import io
+
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if case in ("list", "null"):
+        meta_path.write_text("[1, 2]" if case == "list" else "null", encoding="utf-8")
+        return
+    if case == "record":
+        meta["record"] = "x"
+    elif case == "importance":
+        meta["importance"] = "x"
+    else:
+        with np.load(npz_path) as stored:
+            arrays = dict(stored)
+        if case == "proba_width":
+            arrays["proba"] = arrays["proba"][:, :2]
+        elif case == "unknown_class":
+            arrays["pred"] = np.full(arrays["pred"].shape, "Zzz")
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        npz_path.write_bytes(buffer.getvalue())
+        meta["npz_sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+
+
+@pytest.mark.parametrize("case", ["list", "null", "record", "importance", "proba_width",
+                                  "unknown_class"])
+def test_an_entry_that_parses_but_does_not_fit_is_recomputed(small, tmp_path, case):
+    # Before: a JSON that is no object, or a record of another type, crashed the run (internal
+    # error); an npz with too few probability columns crashed it too; one with predictions outside
+    # the classes was used as it was (silently wrong scores).
+    X, y, folds = small
+    classes = sorted(set(y))
+    cache = FoldCache(tmp_path / "cache")
+    plain = cross_validate(_forest(), X, y, folds, classes=classes, cache=cache)
+    meta_path = sorted((tmp_path / "cache").rglob("*.json"))[0]
+    _rewrite_entry(meta_path, meta_path.with_suffix(".npz"), case)
+    with pytest.warns(RuntimeWarning, match="fold cache entry .* is unreadable"):
+        again = cross_validate(_forest(), X, y, folds, classes=classes, cache=cache)
+    _same(again, plain)
+    assert (cache.hits, cache.misses) == (2, 4)
+
+
 def test_open_fold_cache_default_disable_and_refusals(tmp_path, monkeypatch):
     monkeypatch.setenv("EPHYS2TX_FOLD_CACHE", str(tmp_path / "env"))
     assert default_fold_cache_dir() == tmp_path / "env"

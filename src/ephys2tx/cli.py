@@ -64,7 +64,7 @@ def run(
     n_splits: Annotated[Optional[int], typer.Option(min=2, max=MAX_SPLITS, help="Folds per repeat (default 5; 2 with --quick).")] = None,
     n_repeats: Annotated[Optional[int], typer.Option(min=1, max=MAX_REPEATS, help="Repeats (default 3; 1 with --quick).")] = None,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of folds, models and bootstraps.")] = 0,
-    jobs: Annotated[int, typer.Option("--jobs", min=1, max=MAX_JOBS, help="Folds fitted in parallel (worker processes).")] = 2,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, max=MAX_JOBS, help="Folds fitted in parallel (worker processes; at most the CPU cores and the folds to fit).")] = 2,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the data files' sha256.")] = True,
     features: Annotated[Optional[Path], typer.Option(
         "--features", help="Study a table from `ephys2tx extract` instead of a shared table.")] = None,
@@ -232,6 +232,8 @@ def _invoke(argv: list[str] | None) -> int:
     except (click.ClickException, typer.TyperException) as exc:  # typer >= 0.2x vendors click
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         ctx = getattr(exc, "ctx", None)
+        if not message.strip():  # no arguments at all: the help is shown, the error has no text
+            message = "no command given; choose one of the commands listed above"
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         _error_line(f"{message}{where}")
         return 2

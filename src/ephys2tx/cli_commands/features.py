@@ -11,6 +11,7 @@ import typer
 def features_command(
     species: str = typer.Option(..., "--species", help="Reference: mouse or human."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the data files' sha256."),
     csv: bool = typer.Option(False, "--csv", help="Print CSV instead of a Markdown table."),
 ) -> None:
     """List the canonical features of a reference: unit, family, cells with a value, median, source column."""
@@ -19,7 +20,7 @@ def features_command(
 
     if species not in ("mouse", "human"):
         raise InputError(f"--species must be mouse or human, got {species!r}.")
-    table = reference_feature_table(species, data_dir)
+    table = reference_feature_table(species, data_dir, verify=verify)
     if csv:
         typer.echo(table.to_csv(index=False), nl=False)
     else:

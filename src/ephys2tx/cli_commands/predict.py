@@ -22,13 +22,14 @@ def predict_command(
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace --out if it is a predictions table written by ephys2tx."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory (for --layer / --layer-column)."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the data files' sha256 (for --layer / --layer-column)."),
 ) -> None:
     """Predict the subclass of every cell of a table with a saved model."""
     from ephys2tx.workflows import predict
 
     result = predict(model, input, out, column_map=column_map, id_column=id_column, force=force,
                      overwrite=overwrite, layer=layer, layer_column=layer_column, prior=prior,
-                     data_dir=data_dir, align=align)
+                     data_dir=data_dir, verify=verify, align=align)
     from ephys2tx.report.shift_report import terminal_lines
 
     for note in result.warnings:

@@ -148,16 +148,37 @@ def _checked_file(data_dir: Path, spec: DataFile, dataset: str, verify: bool,
             f"missing file {path} (dataset {dataset}); run `ephys2tx fetch --data-dir {data_dir}` "
             "or restore the file under its published name."
         )
+    # Recorded also without ``verify``: the checksums identify the data a model was trained on
+    # (e.g. in the reference-model cache key), so a modified file must not pass for the published one.
+    digest = sha256_file(path)
     if verify:
-        digest = sha256_file(path)
         if digest != spec.sha256:
             raise InputError(
                 f"checksum mismatch for {path}: sha256 {digest[:12]}..., expected "
-                f"{spec.sha256[:12]}...; the file is modified or another release: run "
-                "`ephys2tx fetch --force`, or pass --no-verify to use it as it is."
+                f"{spec.sha256[:12]}...; the file is modified or another release: "
+                f"{_restore_hint(path)}, or pass --no-verify to use it as it is."
             )
-        checksums[spec.relpath] = digest
+    checksums[spec.relpath] = digest
     return path
+
+
+def _restore_hint(path: Path) -> str:
+    """How to get the published copy of the data file ``path`` back (it replaces the local one)."""
+    return f"restore the published file with `ephys2tx fetch --overwrite --data-dir {path.parent.parent}`"
+
+
+def _matching_ids(left: pd.Index, right: pd.Index, left_path: Path, left_column: str,
+                  right_path: Path, right_column: str) -> pd.Index:
+    """Ids of ``left`` also in ``right`` (in ``left``'s order); none in common is an InputError."""
+    common = left.intersection(right, sort=False)
+    if len(common) == 0:
+        raise InputError(
+            f"no {left_column} of {left_path} (e.g. {left[0]!r}) is a {right_column} of "
+            f"{right_path} (e.g. {right[0]!r}): the tables share no id. The two files must come "
+            "from the same release: restore the published files with `ephys2tx fetch "
+            f"--overwrite --data-dir {left_path.parent.parent}`."
+        )
+    return common
 
 
 def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
@@ -167,10 +188,10 @@ def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, encoding="utf-8-sig", low_memory=False, **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot parse {path} as CSV: {exc}".replace("\n", " ")) from exc
+        raise InputError(f"cannot parse {path} as CSV ({exc}); {_restore_hint(path)}."
+                         .replace("\n", " ")) from exc
     if len(table) == 0:
-        raise InputError(f"{path} has a header but no rows; restore the published file "
-                         "(`ephys2tx fetch --force`).")
+        raise InputError(f"{path} has a header but no rows; {_restore_hint(path)}.")
     check_complete_rows(path)
     return table
 
@@ -179,8 +200,8 @@ def _require_columns(table: pd.DataFrame, columns, path: Path) -> None:
     for col in columns:
         if col not in table.columns:
             raise InputError(
-                f"file {path} lacks column {col!r}; restore the published file "
-                "(`ephys2tx fetch --force`) or rename the column back."
+                f"file {path} lacks column {col!r}; rename the column back, or "
+                f"{_restore_hint(path)}."
             )
 
 
@@ -356,7 +377,7 @@ def load_mouse_visp(data_dir=None, *, verify: bool = True,
                              "T type subclass", meta["Cell ID"])
     labels_all.index = meta_table.index
 
-    common = x_ephys.index.intersection(x_meta.index, sort=False)
+    common = _matching_ids(x_ephys.index, x_meta.index, ephys_path, "Cell ID", meta_path, "Cell ID")
     _step(report, "join features with metadata on Cell ID", len(x_ephys), len(common))
     features = x_ephys.loc[common].join(x_meta.loc[common])[MOUSE_VISP_SCHEMA.columns]
     metadata = meta_table.loc[common]
@@ -433,12 +454,15 @@ def load_human(data_dir=None, *, verify: bool = True,
     features.index = ephys["specimen_id"].astype(str)
     meta = meta.set_index(meta["specimen_id_x"].astype(str)).drop(columns="specimen_id_x")
     donor_info = donors.drop_duplicates("Donor").set_index("Donor")
+    _matching_ids(pd.Index(meta["Donor"].dropna().unique()), donor_info.index, meta_path, "Donor",
+                  donor_path, "Donor")
     donor_info = donor_info.drop(columns=[c for c in donor_info.columns if c in meta.columns])
     meta = meta.join(donor_info, on="Donor")
     labels_all = _map_labels(meta["Revised_subclass_label"], HUMAN_LABELS, meta_path,
                              "Revised_subclass_label", meta.index.to_series())
 
-    common = features.index.intersection(meta.index, sort=False)
+    common = _matching_ids(features.index, meta.index, ephys_path, "specimen_id", meta_path,
+                           "specimen_id_x")
     _step(report, "join features with metadata on specimen_id", len(features), len(common))
     groups = meta.loc[common, "Donor"].astype("string")
     groups.name = "donor"
@@ -476,6 +500,7 @@ def load_mouse_l1_bridge(data_dir=None, *, verify: bool = True,
     features = _numeric(ephys, columns, ephys_path, "cell_name")
     features.index = ephys["cell_name"].astype(str)
     meta = meta.set_index(meta["spec_id"].astype(str))
+    _matching_ids(features.index, meta.index, ephys_path, "cell_name", meta_path, "spec_id")
     labels = _map_labels(meta["subclass"], BRIDGE_LABELS, meta_path, "subclass",
                          meta.index.to_series())
     labels = labels.reindex(features.index)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,6 +19,10 @@ from ephys2tx.errors import InputError
 
 _CHUNK = 1 << 16
 
+#: A download slower than this on average, after ``timeout`` seconds, is stopped (a stalled
+#: transfer that trickles a byte now and then would otherwise never end).
+MIN_BYTES_PER_SECOND = 1024
+
 @dataclass(frozen=True)
 class FetchRecord:
     """What happened to one file during :func:`fetch_datasets`."""
@@ -26,6 +32,20 @@ class FetchRecord:
     status: str  # "downloaded" or "present"
     sha256: str
     n_bytes: int
+
+
+def _read_block(response, url: str, n_bytes: int, timeout: float) -> bytes:
+    """The next bytes of ``response`` (as soon as any arrive); a broken transfer is an InputError."""
+    try:
+        return response.read1(_CHUNK)
+    except (OSError, http.client.HTTPException) as exc:  # timeout, reset, a cut-off body
+        reason = (f"no data for {timeout:g} s" if isinstance(exc, TimeoutError)
+                  else f"{type(exc).__name__}: {exc}")
+        raise InputError(
+            f"the download of {url} broke off after {n_bytes} bytes ({reason}); nothing was kept. "
+            "Check the network and run the command again, or pass --mirror with a reachable "
+            "copy of the files."
+        ) from exc
 
 
 def _download(url: str, destination: Path, expected_sha256: str, timeout: float,
@@ -44,13 +64,32 @@ def _download(url: str, destination: Path, expected_sha256: str, timeout: float,
                 f"cannot download {url}: {exc}. Check the network, or pass --mirror "
                 "with a reachable copy of the files."
             ) from exc
+        started = time.monotonic()
         with response:
-            for block in iter(lambda: response.read(_CHUNK), b""):
+            while True:
+                block = _read_block(response, url, n_bytes, timeout)
+                if not block:
+                    break
                 out.write(block)
                 digest.update(block)
                 n_bytes += len(block)
                 if on_bytes is not None:
                     on_bytes(len(block))
+                elapsed = time.monotonic() - started
+                if elapsed > timeout and n_bytes < MIN_BYTES_PER_SECOND * elapsed:
+                    raise InputError(
+                        f"the download of {url} is too slow ({n_bytes} bytes in {elapsed:.0f} s, "
+                        f"under {MIN_BYTES_PER_SECOND} bytes/s), so it was stopped and nothing was "
+                        "kept; check the network and run the command again, or pass --mirror "
+                        "with a faster copy of the files."
+                    )
+        announced = response.headers.get("Content-Length", "")
+        if announced.isdigit() and n_bytes < int(announced):
+            raise InputError(
+                f"the download of {url} broke off after {n_bytes} of {announced} bytes (the "
+                "server closed the connection); nothing was kept. Run the command again, or "
+                "pass --mirror with a reachable copy of the files."
+            )
         if digest.hexdigest() != expected_sha256:
             raise InputError(
                 f"checksum mismatch for {url}: got sha256 {digest.hexdigest()}, expected "
@@ -127,7 +166,8 @@ def fetch_datasets(
         published file (without it, such a file is refused before any download:
         it may be the user's own edit).
     timeout : float
-        Socket timeout in seconds.
+        Socket timeout in seconds; a download that, after this time, has averaged
+        under :data:`MIN_BYTES_PER_SECOND` is stopped as well.
     on_file, on_bytes : callable, optional
         Progress callbacks (file started; bytes received).
 
@@ -151,10 +191,11 @@ def fetch_datasets(
     root = Path(data_dir)
     present = _check_targets(root, [spec for name in names for spec in DATASET_FILES[name].values()],
                              overwrite=overwrite)
-    # Folders that do not exist yet: removed again if they are still empty when a download fails.
+    # Folders that do not exist yet (the data directory's own parents too, e.g. the user cache
+    # folder): removed again if they are still empty when a download fails.
     created = sorted({p for name in names for spec in DATASET_FILES[name].values()
-                      for p in [(root / spec.relpath).parent, *(root / spec.relpath).parents]
-                      if _is_within(p, root) and not p.exists()}, key=lambda p: -len(p.parts))
+                      for p in (root / spec.relpath).parents if not p.exists()},
+                     key=lambda p: -len(p.parts))
     try:
         return _fetch_files(root, names, present, mirror, force, timeout, on_file, on_bytes)
     except BaseException:
@@ -164,10 +205,6 @@ def fetch_datasets(
             except OSError:
                 pass
         raise
-
-
-def _is_within(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
 
 
 def _fetch_files(root, names, present, mirror, force, timeout, on_file, on_bytes) -> list[FetchRecord]:

@@ -7,6 +7,7 @@ on the training rows of each fold is all it takes to keep test rows unseen.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -206,6 +207,14 @@ class CVTask:
     torch_threads: int | None = None
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the system has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def cross_validate_many(tasks: Sequence[CVTask], *, n_jobs: int = 1, cache=None) -> list[CVResult]:
     """:func:`cross_validate` of several models, their folds sharing one pool of workers.
 
@@ -214,7 +223,8 @@ def cross_validate_many(tasks: Sequence[CVTask], *, n_jobs: int = 1, cache=None)
     time); here every fold of every task is queued at once. Each fold's result
     depends only on its own inputs, so the results are those of one
     :func:`cross_validate` per task; each task's ``on_fold`` is called as its
-    folds finish.
+    folds finish. The pool has ``n_jobs`` workers at most, and no more than
+    the folds to fit and the usable CPU cores.
     """
     prepared = []
     for task in tasks:
@@ -240,12 +250,15 @@ def cross_validate_many(tasks: Sequence[CVTask], *, n_jobs: int = 1, cache=None)
     # the workers get the fold's inputs only (not the callbacks, which may hold a progress bar)
     inputs = [((t, i), prepared[t][0].estimator, prepared[t][0].X, prepared[t][1],
                prepared[t][0].folds[i], *prepared[t][3]) for t, i in todo]
-    if n_jobs == 1 or not todo:
+    # A pool starts all its workers at once: no more than there are folds to fit and cores to
+    # fit them (each worker holds its own copy of the libraries; --jobs 256 would fill the memory).
+    workers = min(n_jobs, len(todo), usable_cores())
+    if workers <= 1:
         computed = (_tagged_fold(*job) for job in inputs)
     else:
         from joblib import Parallel, delayed
 
-        computed = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+        computed = Parallel(n_jobs=workers, return_as="generator_unordered")(
             delayed(_tagged_fold)(*job) for job in inputs)
     for (t, i), out in computed:
         task, *_, keys, _ = prepared[t]
@@ -304,7 +317,7 @@ def _cached_folds(cache, estimator, X, y, folds, classes, fit_params, families, 
                           torch_threads=torch_threads) for fold in folds]
     except UncacheableError:
         return [None] * len(folds), [None] * len(folds)
-    return keys, [cache.load(key, fold) for key, fold in zip(keys, folds)]
+    return keys, [cache.load(key, fold, classes) for key, fold in zip(keys, folds)]
 
 
 def summarise_cv(result: CVResult, y, *, n_boot: int = 1000, random_state: int = 0) -> dict:

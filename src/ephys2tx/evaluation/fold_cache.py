@@ -35,8 +35,9 @@ of the run that computed the fold.
 An entry is two files: ``<key>.npz`` (arrays, read with ``allow_pickle=False``)
 and ``<key>.json`` (scores and the npz's sha256), each written atomically, the
 JSON last. Nothing is pickled: an entry is data, never code. An entry that
-cannot be read or whose npz does not match its sha256 is ignored with a
-warning and recomputed (then overwritten). A parameter that has no stable
+cannot be read, whose npz does not match its sha256 or whose content does not
+fit the fold (shapes, classes, field types) is ignored with a warning and
+recomputed (then overwritten). A parameter that has no stable
 description (an object whose ``repr`` holds a memory address) makes the fold
 uncacheable: it is computed as without a cache.
 """
@@ -294,6 +295,30 @@ def content_hash(*parts) -> str:
     return digest.hexdigest()
 
 
+def _check_entry(meta: dict, pred: np.ndarray, proba, fold, classes) -> None:
+    """Raise ValueError if a read entry does not have the layout :meth:`FoldCache._store` writes."""
+    n = len(fold.test)
+    if pred.shape != (n,):
+        raise ValueError(f"pred has shape {pred.shape}, the fold tests {n} cells")
+    if classes is not None and not set(pred) <= {str(c) for c in classes}:
+        raise ValueError(f"pred holds classes outside {list(classes)}")
+    if not isinstance(meta["has_proba"], bool):
+        raise ValueError("has_proba is not true or false")
+    if proba is not None:
+        width = proba.shape[1] if proba.ndim == 2 else None
+        if (proba.ndim != 2 or proba.shape[0] != n or not np.isfinite(proba).all()
+                or (classes is not None and width != len(classes))):
+            raise ValueError(f"proba has shape {proba.shape} or non-finite values, for {n} cells"
+                             + ("" if classes is None else f" and {len(classes)} classes"))
+    record = meta["record"]
+    if not isinstance(record, dict) or (record.get("repeat"), record.get("fold")) != (
+            int(fold.repeat), int(fold.fold)):
+        raise ValueError("record is not the record of this fold")
+    importance = meta["importance"]
+    if not isinstance(importance, list) or not all(isinstance(r, dict) for r in importance):
+        raise ValueError("importance is not a list of records")
+
+
 class FoldCache:
     """Fold results stored under ``directory`` by the sha256 of their inputs.
 
@@ -333,13 +358,19 @@ class FoldCache:
         folder = self.directory / key[:2]
         return folder / f"{key}.json", folder / f"{key}.npz"
 
-    def load(self, key: str, fold) -> dict | None:
-        """The stored result of ``fold`` (as :func:`~ephys2tx.evaluation.cv._fold` returns it), or None."""
+    def load(self, key: str, fold, classes=None) -> dict | None:
+        """The stored result of ``fold`` (as :func:`~ephys2tx.evaluation.cv._fold` returns it), or None.
+
+        An entry that cannot be read or does not fit the fold (its shapes, its
+        ``classes`` when given, the types of its fields) is None, with a warning.
+        """
         meta_path, npz_path = self._paths(key)
         if not meta_path.exists():
             return None
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("the JSON is not an object")
             if meta.get("format") != FOLD_CACHE_FORMAT or meta.get("key") != key:
                 raise ValueError("format or key differs")
             if sha256_file(npz_path) != meta["npz_sha256"]:
@@ -352,8 +383,7 @@ class FoldCache:
                     att = meta["attention"]
                     attention = pd.DataFrame(arrays["attention"], columns=att["columns"],
                                              index=pd.Index(att["index"], name=att["index_name"]))
-            if len(pred) != len(fold.test) or (proba is not None and len(proba) != len(fold.test)):
-                raise ValueError("the stored arrays do not fit the fold")
+            _check_entry(meta, pred, proba, fold, classes)
             out = {"fold": fold, "pred": pred, "proba": proba, "record": meta["record"],
                    "attention": attention, "importance": meta["importance"]}
         except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
