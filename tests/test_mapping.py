@@ -262,3 +262,24 @@ def test_non_finite_features_never_reach_the_model(human_forest, human_ref):
     X.iloc[2, 0] = 1e300
     with pytest.raises(InputError, match="1e\\+300"):
         human_forest.predict_frame(X)
+
+
+@pytest.mark.parametrize("weights", ["dict", "scaler"])
+def test_weights_that_are_no_classifier_are_refused(weights, human_forest, tmp_path):
+    """A model folder whose skops file (sha256 updated) holds no classifier is a user error."""
+    import skops.io as sio
+    from sklearn.preprocessing import StandardScaler
+
+    from ephys2tx.io import sha256_file
+
+    path = save_reference_model(human_forest, tmp_path / "model")
+    n = len(human_forest.features)
+    obj = {"a": 1} if weights == "dict" else StandardScaler().fit(np.arange(2.0 * n).reshape(2, n))
+    sio.dump(obj, path / "model.skops")
+    meta = json.loads((path / "model.json").read_text())
+    meta["weights_sha256"] = sha256_file(path / "model.skops")
+    (path / "model.json").write_text(json.dumps(meta))
+    name = "dict" if weights == "dict" else "StandardScaler"
+    with pytest.raises(InputError, match=rf"model\.json field mapping\.model is 'forest', but the "
+                                         rf"saved weights hold a {name}, not a classifier"):
+        load_reference_model(path)

@@ -433,6 +433,9 @@ def _check_mapping_record(path: Path, mapping: dict, estimator) -> None:
         raise bad("species", f"is {mapping.get('species')!r}, not one of {', '.join(SPECIES)}")
     if mapping.get("model") not in (*MODELS, *MAP_MODELS):
         raise bad("model", f"is {mapping.get('model')!r}, not a model of ephys2tx")
+    if not callable(getattr(estimator, "predict_proba", None)):
+        raise bad("model", f"is {mapping['model']!r}, but the saved weights hold a "
+                  f"{type(estimator).__name__}, not a classifier with class probabilities")
     fitted = [str(c) for c in getattr(estimator, "classes_", mapping["classes"])]
     codes = [str(i) for i in range(len(mapping["classes"]))]  # the estimator predicts class codes
     if fitted not in (mapping["classes"], codes):
