@@ -184,3 +184,40 @@ def test_special_files_are_not_read(tmp_path):
     for path in (fifo, "/dev/null"):
         with pytest.raises(InputError, match="is not a regular file"):
             read_user_table(path)  # never blocks on the pipe
+
+
+def test_a_workbook_with_data_on_several_sheets_is_refused(tmp_path):
+    """Which sheet holds the cells would be a guess (the first one was read silently)."""
+    path = tmp_path / "book.xlsx"
+    with pd.ExcelWriter(path) as writer:
+        pd.DataFrame({"note": ["read me"]}).to_excel(writer, sheet_name="README", index=False)
+        _frame().to_excel(writer, sheet_name="cells", index=False)
+        pd.DataFrame().to_excel(writer, sheet_name="empty", index=False)
+    with pytest.raises(InputError, match=r"book\.xlsx has 2 sheets with data \('README', 'cells'\); "
+                                         r"ephys2tx reads one table: save the sheet that holds the "
+                                         r"cells as its own file"):
+        read_user_table(path)
+    one = tmp_path / "one.xlsx"  # further sheets without data are no ambiguity
+    with pd.ExcelWriter(one) as writer:
+        _frame().to_excel(writer, sheet_name="cells", index=False)
+        pd.DataFrame().to_excel(writer, sheet_name="empty", index=False)
+    assert list(read_user_table(one).data.index) == ["101", "102", "103"]
+
+
+def test_an_old_binary_xls_workbook_is_a_user_error(tmp_path, monkeypatch):
+    """pandas needs xlrd for .xls; without it the reader's ImportError was an internal error."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_xlrd(name, *args, **kwargs):
+        if name == "xlrd":
+            raise ImportError("No module named 'xlrd'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_xlrd)
+    path = tmp_path / "old.xls"
+    path.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(2000))  # the OLE2 (BIFF) signature
+    with pytest.raises(InputError, match=r"old\.xls: it is an old-format Excel workbook \(\.xls\), "
+                                         r"which needs the xlrd package; save it as \.xlsx or CSV"):
+        read_table(path)

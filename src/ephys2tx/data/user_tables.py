@@ -251,8 +251,23 @@ def _excel_header_row(path: Path) -> tuple[int, list]:
     return row, list(head.iloc[row])
 
 
+def _check_one_sheet(path: Path) -> None:
+    """Refuse a workbook with data on more than one sheet: which sheet holds the cells is unclear."""
+    with pd.ExcelFile(path) as book:
+        names = book.sheet_names
+        if len(names) < 2:
+            return
+        filled = [name for name in names
+                  if pd.read_excel(book, sheet_name=name, header=None, nrows=50).notna().any().any()]
+    if len(filled) > 1:
+        shown = ", ".join(repr(str(n)) for n in filled[:4]) + (", ..." if len(filled) > 4 else "")
+        raise InputError(f"{path} has {len(filled)} sheets with data ({shown}); ephys2tx reads one "
+                         f"table: save the sheet that holds the cells as its own file (.xlsx or CSV), "
+                         f"or delete the other sheets.")
+
+
 def read_table(path: str | os.PathLike, *, text_columns=()) -> pd.DataFrame:
-    """Read CSV/TSV, Parquet or Excel (first sheet) by file suffix.
+    """Read CSV/TSV, Parquet or Excel (a workbook with data on one sheet only) by file suffix.
 
     Column names are stripped of surrounding blanks, blank lines (and blank
     rows above an Excel table) before the header are skipped, and rows with no
@@ -291,8 +306,14 @@ def read_table(path: str | os.PathLike, *, text_columns=()) -> pd.DataFrame:
                 table = table.reset_index()
             header = list(table.columns)
         else:
+            _check_one_sheet(path)
             header_row, header = _excel_header_row(path)
             table = pd.read_excel(path, sheet_name=0, header=header_row)
+    except InputError:
+        raise
+    except ImportError as exc:  # an old binary .xls workbook: pandas needs xlrd, not installed
+        raise InputError(f"cannot read {path}: it is an old-format Excel workbook (.xls), which needs "
+                         "the xlrd package; save it as .xlsx or CSV (or pip install xlrd).") from exc
     except pd.errors.EmptyDataError as exc:
         raise InputError(f"input table {path} is empty; it needs a header and one row per cell.") from exc
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
