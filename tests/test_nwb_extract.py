@@ -1,5 +1,7 @@
 """Extraction of the 12 IPFX feature-vector families from generated NWB files (both layouts)."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -428,3 +430,52 @@ def test_fast_time_series_helpers_equal_ipfx():
     with pytest.raises(AssertionError):
         _find_time_index(np.arange(5.0), 7.0)
     assert tsu.find_time_index is _find_time_index
+
+
+def _voltage_clamp_only(path):
+    """An NWB 2 file of three voltage-clamp sweeps (no current clamp at all)."""
+    from datetime import datetime, timezone
+
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.icephys import VoltageClampSeries, VoltageClampStimulusSeries
+
+    nwb = NWBFile(session_description="voltage clamp only", identifier="vc",
+                  session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    electrode = nwb.create_icephys_electrode(name="e0", description="x",
+                                             device=nwb.create_device(name="amp"))
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        stim = VoltageClampStimulusSeries(name=f"stim{i}", data=np.full(1000, -70.0 + 10 * i),
+                                          rate=10000.0, electrode=electrode, gain=1.0,
+                                          sweep_number=np.uint32(i), starting_time=0.0)
+        resp = VoltageClampSeries(name=f"resp{i}", data=rng.random(1000), rate=10000.0,
+                                  electrode=electrode, gain=1.0, sweep_number=np.uint32(i),
+                                  starting_time=0.0)
+        nwb.add_stimulus(stim)
+        nwb.add_acquisition(resp)
+        nwb.add_intracellular_recording(electrode=electrode, stimulus=stim, response=resp)
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    return path
+
+
+def test_a_voltage_clamp_only_file_is_named_and_ipfx_warnings_stay_quiet(nwb_set, tmp_path):
+    """Its reason says voltage clamp (was 'No long square sweeps'); the good cell is extracted, and
+    ipfx's per-sweep warnings ('Could not find stimulus: N/A') no longer reach the terminal."""
+    import shutil
+    import warnings
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = shutil.copy(nwb_set["good"][0][0], folder)
+    _voltage_clamp_only(folder / "vc.nwb")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = extract_features([folder], tmp_path / "f.parquet", workers=1)
+    assert [str(w.message) for w in caught if "stimulus" in str(w.message)] == []
+    features, _ = load_feature_table(result.features_path)
+    assert list(features.index) == [Path(good).stem]
+    failures = pd.read_csv(result.failures_path)
+    assert failures["cell_id"].tolist() == ["vc"]
+    assert failures["reason"].iloc[0] == ("no current-clamp sweep (3 sweep(s), all VoltageClamp): "
+                                          "features are extracted from current-clamp recordings only")
