@@ -221,3 +221,25 @@ def test_an_old_binary_xls_workbook_is_a_user_error(tmp_path, monkeypatch):
     with pytest.raises(InputError, match=r"old\.xls: it is an old-format Excel workbook \(\.xls\), "
                                          r"which needs the xlrd package; save it as \.xlsx or CSV"):
         read_table(path)
+
+
+def test_parquet_ids_of_bytes_or_nested_values(tmp_path):
+    """A binary id column is its UTF-8 text (was written back as "b'101'"); bytes that are no
+    UTF-8 and nested values (struct, list) are refused, naming the row (were written as "{'a': 0}")."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def write(ids):
+        path = tmp_path / "cells.parquet"
+        pq.write_table(pa.table({"cell_id": ids, "tau": pa.array([0.01, 0.02, 0.015])}), path)
+        return path
+
+    table = read_user_table(write(pa.array([b"101", b"102", b"caf\xc3\xa9"], pa.binary())))
+    assert list(table.data.index) == ["101", "102", "café"]
+    with pytest.raises(InputError, match=r"id column 'cell_id' of .*cells\.parquet holds bytes that "
+                                         r"are not UTF-8 text on data row 2 .*store them as a text column"):
+        read_user_table(write(pa.array([b"a", b"\xff\xfe", b"c"], pa.binary())))
+    with pytest.raises(InputError, match=r"holds a nested value \(a dict\) on data row 1 \(\{'a': 0\}\)"):
+        read_user_table(write(pa.array([{"a": i} for i in range(3)])))
+    with pytest.raises(InputError, match=r"holds a nested value \(a ndarray\) on data row 1"):
+        read_user_table(write(pa.array([[i] for i in range(3)])))

@@ -383,6 +383,29 @@ class UserTable:
         return len(self.data)
 
 
+def _scalar_ids(ids: pd.Series, col: str, path: Path) -> pd.Series:
+    """Ids that are single values: bytes (a Parquet binary column) decoded as UTF-8; a nested
+    value (list, dict, array) or bytes that are no UTF-8 text refused, naming the row."""
+    def refuse(pos: int, why: str) -> InputError:
+        return InputError(f"id column {col!r} of {path} holds {why} on data row {pos + 1} "
+                          f"({ids.iloc[pos]!r:.60}); cell ids must be text or whole numbers: "
+                          "store them as a text column.")
+
+    kind = pd.api.types.infer_dtype(ids, skipna=False)
+    if kind in ("string", "integer", "floating", "mixed-integer-float", "categorical"):
+        return ids
+    values = list(ids)
+    for pos, value in enumerate(values):
+        if isinstance(value, (bytes, bytearray)):
+            try:
+                values[pos] = bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                raise refuse(pos, "bytes that are not UTF-8 text") from None
+        elif isinstance(value, (list, tuple, dict, set)) or hasattr(value, "__array__"):
+            raise refuse(pos, f"a nested value (a {type(value).__name__})")
+    return pd.Series(values, index=ids.index, dtype=object)
+
+
 def _id_strings(ids: pd.Series) -> pd.Series:
     """Ids as text; whole-number floats (how CSV/Excel readers give integer ids with gaps) without ".0"."""
     kind = pd.api.types.infer_dtype(ids, skipna=False)
@@ -426,7 +449,7 @@ def read_user_table(path: str | os.PathLike, *, id_column: str | None = None,
         row = int(ids.index[ids.isna().to_numpy()][0])
         raise InputError(f"id column {col!r} of {path} is empty on data row {row + 1}; give every "
                          "cell an id.")
-    ids = _id_strings(ids)
+    ids = _id_strings(_scalar_ids(ids, col, path))
     if (ids == "").any():
         row = int(ids.index[(ids == "").to_numpy()][0])
         raise InputError(f"id column {col!r} of {path} is empty on data row {row + 1}; give every "
