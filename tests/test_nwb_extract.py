@@ -479,3 +479,18 @@ def test_a_voltage_clamp_only_file_is_named_and_ipfx_warnings_stay_quiet(nwb_set
     assert failures["cell_id"].tolist() == ["vc"]
     assert failures["reason"].iloc[0] == ("no current-clamp sweep (3 sweep(s), all VoltageClamp): "
                                           "features are extracted from current-clamp recordings only")
+
+
+def test_label_column_named_loosely_and_a_missing_one_says_which_option(extracted, nwb_set, tmp_path):
+    """--label-column 'subclass name' finds 'Subclass Name' (as id columns are found); a labels table
+    without a recognisable label column names its columns and the CLI option (was 'label_column')."""
+    path = extracted[0].features_path
+    labels = _labels(nwb_set).rename_axis("cell_id").rename("Subclass Name").reset_index()
+    table = tmp_path / "labels.csv"
+    labels.assign(notes="x").to_csv(table, index=False)
+    ds = as_dataset(path, labels=table, label_column=" subclass name")
+    assert ds.n_cells == len(labels)
+    with pytest.raises(InputError, match=r"labels\.csv has no label column \(looked for subclass, .*; "
+                                         r"its columns start with \['Subclass Name', 'notes'\]\); name "
+                                         r"it with --label-column"):
+        as_dataset(path, labels=table)

@@ -143,19 +143,25 @@ def normalise_labels(raw: pd.Series) -> pd.Series:
 
 
 def _pick_label_column(columns, label_column: str | None, where: str) -> str:
+    """The label column: ``label_column`` (also when it differs only in case or blanks from one
+    column), else the first of :data:`LABEL_CANDIDATES`, else the only column."""
     if label_column is not None:
-        if label_column not in columns:
-            raise InputError(f"{where} has no label column {label_column!r}; columns start with "
-                             f"{list(columns)[:6]}")
-        return label_column
+        if label_column in columns:
+            return label_column
+        loose = [c for c in columns if str(c).strip().lower() == label_column.strip().lower()]
+        if len(loose) == 1:
+            return loose[0]
+        raise InputError(f"{where} has no label column {label_column!r}; columns start with "
+                         f"{list(columns)[:6]}")
     by_lower = {str(c).strip().lower(): c for c in columns}
     for cand in LABEL_CANDIDATES:
         if cand in by_lower:
             return by_lower[cand]
     if len(columns) == 1:
         return columns[0]
-    raise InputError(f"{where} has no label column (looked for {', '.join(LABEL_CANDIDATES)}); "
-                     "name it with label_column")
+    raise InputError(f"{where} has no label column (looked for {', '.join(LABEL_CANDIDATES)}; its "
+                     f"columns start with {list(columns)[:6]}); name it with --label-column "
+                     "(label_column=)")
 
 
 def _labels_from_file(path: Path, label_column: str | None, id_column: str | None) -> pd.Series:
