@@ -494,3 +494,30 @@ def test_label_column_named_loosely_and_a_missing_one_says_which_option(extracte
                                          r"its columns start with \['Subclass Name', 'notes'\]\); name "
                                          r"it with --label-column"):
         as_dataset(path, labels=table)
+
+
+@pytest.mark.parametrize("ids, match", [
+    (None, None),  # float ids: 637824915.0 is the cell 637824915 of the labels
+    (["a", "b", "a"], r"has the cell id 'a' on 2 rows \(1 repeated row\(s\)\); keep one row per cell"),
+    (["a", None, "c"], r"has an empty cell id on row 2"),
+])
+def test_feature_table_ids_read_like_user_table_ids(ids, match, tmp_path):
+    """Float ids were 'N.0' (no label matched) and a repeated id was an internal IndexError."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ephys2tx.features.nwb.extract import META_FAMILIES
+
+    frame = pd.DataFrame({"a_0": [1.0, 2.0, 3.0], "a_1": [0.5, 0.1, 0.2]},
+                         index=pd.Index(ids or [637824915.0, 2.0, 3.0], name="cell_id"))
+    table = pa.Table.from_pandas(frame)
+    path = tmp_path / "f.parquet"
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, META_FAMILIES: json.dumps(
+        {"fam_a": ["a_0", "a_1"]}).encode()}), path)
+    if match is None:
+        assert list(read_feature_table(path).frame.index) == ["637824915", "2", "3"]
+    else:
+        with pytest.raises(InputError, match=match):
+            read_feature_table(path)
