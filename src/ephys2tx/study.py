@@ -351,7 +351,7 @@ def run_study(config: StudyConfig, *,
                 check_foldable(scored[sp].labels.to_numpy(),
                                None if scored[sp].groups is None else scored[sp].groups.to_numpy(),
                                scheme=scheme, n_splits=config.n_splits,
-                               where=f"the {sp} cells ({scored[sp].name})")
+                               where=f"the {sp} cells ({scored[sp].name}{_qc_drops(scored[sp])})")
     total = sum(config.n_splits * config.n_repeats * len(m) for *_, m in plan)
     done = 0
     records: list[dict] = []
@@ -439,6 +439,17 @@ def _species_models(sp: str, scheme: str, config: StudyConfig, single_models,
     if sp == "mouse_5class":
         return tuple(m for m in single_models if m in FIVE_CLASS_MODELS)
     return models
+
+
+def _qc_drops(dataset) -> str:
+    """``", after QC dropped 59 cell(s), 59 by 'drop exact duplicate feature rows'"`` (the step
+    that dropped most), or "" if QC kept every cell."""
+    steps = [s for s in dataset.qc_report if s.get("n_dropped")]
+    if not steps:
+        return ""
+    n = sum(int(s["n_dropped"]) for s in steps)
+    most = max(steps, key=lambda s: int(s["n_dropped"]))
+    return f", after QC dropped {n} cell(s), {int(most['n_dropped'])} by {most['step']!r}"
 
 
 def _exclude_lockbox(ds: PatchSeqDataset, config: StudyConfig) -> tuple[PatchSeqDataset, dict | None]:
