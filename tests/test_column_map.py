@@ -301,3 +301,14 @@ def test_shipped_maps_read_headers_in_another_case_or_spacing(tmp_path):
     assert names["tau"] == "tau" and names["sag"] == "sag"
     strict = column_map_from_dict({"columns": [{"column": "tau", "name": "tau", "unit": "s"}]})
     assert match_table_columns(strict, ["TAU"]) is strict
+
+
+def test_check_units_sag_in_percent_says_percent_not_another_definition():
+    """Sag in % (median 23) was told 'a value near 1 is another definition ... expr: 1 - x'."""
+    rng = np.random.default_rng(0)
+    sag = pd.Series(rng.uniform(0.05, 0.4, 40))
+    (issue,) = check_units(pd.DataFrame({"sag": sag * 100}), {"sag": "Sag (%)"})
+    assert "the values look like percent: add `scale: 0.01` to this column's map entry" in issue.message()
+    assert "another definition" not in issue.message()
+    (ratio,) = check_units(pd.DataFrame({"sag": 1 - sag * 0.3}))  # steady/peak: near 1
+    assert "another definition" in ratio.message() and "percent" not in ratio.message()
