@@ -243,3 +243,24 @@ def test_parquet_ids_of_bytes_or_nested_values(tmp_path):
         read_user_table(write(pa.array([{"a": i} for i in range(3)])))
     with pytest.raises(InputError, match=r"holds a nested value \(a ndarray\) on data row 1"):
         read_user_table(write(pa.array([[i] for i in range(3)])))
+
+
+def test_compressed_tables_and_a_zip_that_is_no_workbook(tmp_path):
+    """A gzip file named .csv was 'not UTF-8 ... save it as UTF-8'; .csv.gz gave no way forward;
+    a zip named .xlsx that is no workbook was an internal error (pandas' OptionError)."""
+    import gzip
+    import zipfile
+
+    text = _frame().to_csv(index=False).encode()
+    (tmp_path / "cells.csv").write_bytes(gzip.compress(text))
+    with pytest.raises(InputError, match=r"cells\.csv is gzip-compressed, not text; decompress it first"):
+        read_user_table(tmp_path / "cells.csv")
+    (tmp_path / "cells.csv.gz").write_bytes(gzip.compress(text))
+    with pytest.raises(InputError, match=r"cells\.csv\.gz is compressed \(\.gz\); decompress it first "
+                                         r"\(gunzip cells\.csv\.gz\) and give the \.csv file"):
+        read_user_table(tmp_path / "cells.csv.gz")
+    with zipfile.ZipFile(tmp_path / "book.xlsx", "w") as archive:
+        archive.writestr("cells.csv", text)
+    with pytest.raises(InputError, match=r"cannot read .*book\.xlsx as an Excel workbook \(\w+\); "
+                                         r"save it again from Excel as \.xlsx, or as CSV"):
+        read_user_table(tmp_path / "book.xlsx")

@@ -204,9 +204,20 @@ def _table_kind(path: Path) -> str:
         raise InputError(f"input table {path} is not a regular file; give a table file (CSV, TSV, "
                          "Parquet or Excel).")
     kind = _SUFFIXES.get(path.suffix.lower())
+    compressed = {".gz": "gunzip", ".bz2": "bunzip2", ".xz": "unxz", ".zst": "unzstd"}
+    if kind is None and path.suffix.lower() in compressed:
+        raise InputError(f"input table {path} is compressed ({path.suffix}); decompress it first "
+                         f"({compressed[path.suffix.lower()]} {path.name}) and give the "
+                         f"{Path(path.stem).suffix or '.csv'} file.")
     if kind is None:
         raise InputError(f"input table {path} has suffix {path.suffix!r}; use .csv, .tsv, "
                          ".parquet or .xlsx.")
+    if kind in ("csv", "tsv"):
+        with open(path, "rb") as handle:
+            if handle.read(2) == b"\x1f\x8b":
+                raise InputError(f"input table {path} is gzip-compressed, not text; decompress it "
+                                 f"first (gunzip -c {path.name} > cells{path.suffix}) and give that "
+                                 "file.")
     return kind
 
 
@@ -319,6 +330,11 @@ def read_table(path: str | os.PathLike, *, text_columns=()) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"cannot read {path} as {kind}: {first}") from exc
+    except Exception as exc:  # noqa: BLE001 - a zip that is no workbook: KeyError, OptionError, ...
+        if kind != "excel":
+            raise
+        raise InputError(f"cannot read {path} as an Excel workbook ({type(exc).__name__}); save it "
+                         "again from Excel as .xlsx, or as CSV.") from exc
     _check_unique_header(path, header)
     table.columns = [str(c).strip() for c in table.columns]
     table = table.reset_index(drop=True)
