@@ -312,3 +312,16 @@ def test_check_units_sag_in_percent_says_percent_not_another_definition():
     assert "another definition" not in issue.message()
     (ratio,) = check_units(pd.DataFrame({"sag": 1 - sag * 0.3}))  # steady/peak: near 1
     assert "another definition" in ratio.message() and "percent" not in ratio.message()
+
+
+def test_yaml_aliases_and_a_folder_are_refused(tmp_path):
+    """Nine nested aliases in a map's name made `predict` run for ever (str() of 9**9 values, not
+    even stopped by SIGTERM); aliases are refused before the map is built. A folder said 'does not exist'."""
+    path = tmp_path / "map.yaml"
+    path.write_text("name: &n my map\ndescription: *n\ncolumns:\n  - {column: tau, name: tau, unit: s}\n")
+    with pytest.raises(InputError, match=r"column map .*map\.yaml uses the YAML alias \*n; write the "
+                                         r"values out instead of anchors"):
+        load_column_map(path)
+    with pytest.raises(InputError, match=r"column map .* is a folder; give a YAML file"):
+        load_column_map(tmp_path)
+    assert load_column_map("ipfx").entries  # the shipped maps load as before

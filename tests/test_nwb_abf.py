@@ -267,3 +267,11 @@ def test_protocol_map_file_problems(tmp_path):
     ok = validate_protocol_map({"long_square": "IV*", "liquid_junction_potential_mv": 13})
     assert ok["long_square"] == ["IV*"] and ok["ramp"] == [] and ok["cells"] == "file" and ok["channel"] is None
     assert ok["holding_current"] == "subtract"
+
+
+def test_protocol_map_with_yaml_aliases_is_refused(tmp_path):
+    """The protocol map is a user's YAML file too: aliases (the 'billion laughs') are refused."""
+    path = tmp_path / "map.yaml"
+    path.write_text("long_square: &p LS\nshort_square: *p\nliquid_junction_potential_mv: 0\n")
+    with pytest.raises(InputError, match=r"protocol map .*map\.yaml uses the YAML alias \*p"):
+        load_protocol_map(path)

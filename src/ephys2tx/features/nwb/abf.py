@@ -150,7 +150,10 @@ def load_protocol_map(path: str | Path) -> dict:
         raise InputError(f"protocol map {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:
         raise InputError(f"cannot read protocol map {path}: {exc.strerror or exc}") from None
+    from ephys2tx.features.column_map import refuse_yaml_aliases
+
     try:
+        refuse_yaml_aliases(text, f"protocol map {path}")
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         first = " ".join(str(exc).split())
