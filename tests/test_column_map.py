@@ -324,4 +324,6 @@ def test_yaml_aliases_and_a_folder_are_refused(tmp_path):
         load_column_map(path)
     with pytest.raises(InputError, match=r"column map .* is a folder; give a YAML file"):
         load_column_map(tmp_path)
+    with pytest.raises(InputError, match=r"--column-map is empty; give a YAML file"):
+        load_column_map("")  # Path("") is the current folder
     assert load_column_map("ipfx").entries  # the shipped maps load as before

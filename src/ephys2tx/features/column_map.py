@@ -314,6 +314,8 @@ def shipped_map_path(name: str) -> Path:
 def load_column_map(path_or_name: str | os.PathLike) -> ColumnMap:
     """Load a column map from a YAML path, or a shipped map by name."""
     text = str(path_or_name)
+    if not text.strip():
+        raise InputError(f"--column-map is empty; give a YAML file or one of {', '.join(SHIPPED_MAPS)}.")
     path = Path(text)
     if not path.exists() and text in SHIPPED_MAPS:
         return _shipped_map(text)
