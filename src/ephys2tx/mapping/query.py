@@ -24,6 +24,12 @@ class Query:
     warnings: list
 
 
+#: Columns of the predictions table (and prefixes of its per-class and per-variant columns): the
+#: input's id column, written first, must not share their names.
+OUTPUT_COLUMNS = ("predicted_subclass", "confidence", "ood_score", "ood_flag", "n_features")
+OUTPUT_PREFIXES = ("prob_", "predicted_subclass_", "confidence_")
+
+
 def read_query(input_path, *, column_map=None, id_column: str | None = None,
                force: bool = False) -> Query:
     """Read a user table, apply the column map and check units/ranges.
@@ -54,6 +60,10 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
     if id_column is None and cmap is not None:
         id_column = cmap.id_column
     table = read_user_table(input_path, id_column=id_column, id_hint="name it with --id-column")
+    if table.id_column in OUTPUT_COLUMNS or table.id_column.startswith(OUTPUT_PREFIXES):
+        raise InputError(f"the id column of {input_path} is named {table.id_column!r}, the name of an "
+                         "output column of predict/map; rename it (e.g. to cell_id) and, if needed, "
+                         "pass the new name with --id-column.")
     # a shipped map reads `TAU` or `Input Resistance` as tau and input_resistance
     cmap = (match_table_columns(cmap, table.data.columns) if cmap is not None
             else resolve_column_map(None, table.data.columns, table=table.data))
