@@ -417,7 +417,7 @@ def _scalar_ids(ids: pd.Series, col: str, path: Path) -> pd.Series:
                 values[pos] = bytes(value).decode("utf-8")
             except UnicodeDecodeError:
                 raise refuse(pos, "bytes that are not UTF-8 text") from None
-        elif isinstance(value, (list, tuple, dict, set)) or hasattr(value, "__array__"):
+        elif isinstance(value, (list, tuple, dict, set)) or getattr(value, "ndim", 0) > 0:
             raise refuse(pos, f"a nested value (a {type(value).__name__})")
     return pd.Series(values, index=ids.index, dtype=object)
 
