@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from ephys2tx import __version__
+from ephys2tx import CLASSES, __version__
 from ephys2tx.data.datasets import (
     DEFAULT_MAX_MISSING,
     PatchSeqDataset,
@@ -160,6 +160,10 @@ class SpeciesResult:
     embedding_method: str = ""
 
 
+#: Subclasses of the Allen taxonomies outside the four classes: their cells are held out quietly.
+KNOWN_OTHER_SUBCLASSES = ("Sncg", "Sst Chodl", "Serpinf1", "Meis2", "PAX6", "Pax6")
+
+
 @dataclass
 class StudyResult:
     """Records for ``metrics.json`` plus what the figures need."""
@@ -172,6 +176,24 @@ class StudyResult:
     version: str = __version__
     #: The shift benchmark (:mod:`ephys2tx.experiments.shift_benchmark`), when it ran.
     shift: dict | None = None
+
+    def unknown_label_notes(self) -> list[str]:
+        """One line per species whose cells were left out for a label that is no subclass known to
+        ephys2tx (a typo such as ``Lamp5/Pax6`` silently shrinks the study otherwise); the other
+        subclasses of the Allen taxonomy (Sncg, Sst Chodl, ...) are held out as documented."""
+        lines = []
+        for sp, res in self.species.items():
+            held = res.dataset.held_out
+            if held is None:
+                continue
+            counts = held.labels.dropna().astype(str)
+            counts = counts[~counts.isin(KNOWN_OTHER_SUBCLASSES)].value_counts()
+            if len(counts):
+                shown = ", ".join(f"{k!r}: {v}" for k, v in counts.head(5).items())
+                lines.append(f"note: {int(counts.sum())} {sp} cell(s) were left out for a label that "
+                             f"is not a subclass ephys2tx knows ({shown}{', ...' if len(counts) > 5 else ''}); "
+                             f"rename them to one of {', '.join(CLASSES)} to use them.")
+        return lines
 
     def table(self) -> pd.DataFrame:
         """One row per record, as printed by ``ephys2tx run`` (see :data:`TABLE_LEGEND`)."""
