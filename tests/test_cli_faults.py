@@ -659,7 +659,21 @@ FEATURE_TABLES = {
 }
 
 
+def _id_named_like_an_output(sb, command):
+    """An id column named predicted_subclass (--id-column): was an internal error ('cannot insert')."""
+    path = sb.table(sb.frame.rename(columns={"cell_id": "predicted_subclass"}))
+    return (predict if command == "predict" else mapping)(sb, "--id-column", "predicted_subclass",
+                                                           input=path)
+
+
 ARGUMENTS = {
+    # fault hunt s7 (notes/s7/faults2.md)
+    "predict --id-column named like an output column": (
+        lambda sb: _id_named_like_an_output(sb, "predict"),
+        r"the id column of .*bad\.csv is named 'predicted_subclass', the name of an output column"),
+    "map --id-column named like an output column": (
+        lambda sb: _id_named_like_an_output(sb, "map"),
+        r"the id column of .*bad\.csv is named 'predicted_subclass', the name of an output column"),
     "run --n-splits 1": (lambda sb: run(sb, "--n-splits", "1"), r"--n-splits.*greater than or equal to 2"),
     "run --n-splits 10000": (lambda sb: run(sb, "--n-splits", "10000"), r"--n-splits.*less than or equal to 100"),
     "run --n-splits above the smallest class": (lambda sb: run(sb, "--n-splits", "99"),

@@ -336,8 +336,6 @@ BAD_MAP_FILES = {
     "expr x**(10**400)": (_GOOD.replace("unit: s}", "unit: s, expr: 'x**(10**400)'}"),
                           r"gives 0 for every one of \d+ different test values"),
     "scale as text": (_GOOD.replace("unit: s}", "unit: s, scale: 'two'}"),
-                      r"column 'tau': 'scale' must be a number, got text \('two'\)"),
-    "scale as text": (_GOOD.replace("unit: s}", "unit: s, scale: 'two'}"),
                       r"'scale' must be a number, got text \('two'\)"),
     "sign as text": (_GOOD.replace("unit: s}", "unit: s, sign: 'minus'}"), r"column 'tau': 'sign' must be a number"),
     "offset a list": (_GOOD.replace("unit: s}", "unit: s, offset: [0]}"), r"'offset' must be a number, got a list"),
@@ -480,3 +478,20 @@ def test_quoted_numbers_are_read_as_numbers(tmp_path):
     path.write_text(_GOOD.replace("unit: s}", "unit: s, scale: '2', sign: ' -1'}"), encoding="utf-8")
     entry = load_column_map(path).entries[0]
     assert (entry.scale, entry.sign) == (2.0, -1.0)
+def test_check_units_sag_in_percent_says_percent_not_another_definition():
+    """Sag in % (median 23) was told 'a value near 1 is another definition ... expr: 1 - x'."""
+    rng = np.random.default_rng(0)
+    sag = pd.Series(rng.uniform(0.05, 0.4, 40))
+    (issue,) = check_units(pd.DataFrame({"sag": sag * 100}), {"sag": "Sag (%)"})
+    assert "the values look like percent: add `scale: 0.01` to this column's map entry" in issue.message()
+    assert "another definition" not in issue.message()
+    (ratio,) = check_units(pd.DataFrame({"sag": 1 - sag * 0.3}))  # steady/peak: near 1
+    assert "another definition" in ratio.message() and "percent" not in ratio.message()
+
+
+def test_a_folder_and_an_empty_name_are_refused(tmp_path):
+    with pytest.raises(InputError, match=r"folder"):
+        load_column_map(tmp_path)
+    with pytest.raises(InputError, match=r"empty"):
+        load_column_map("")  # Path("") is the current folder
+    assert load_column_map("ipfx").entries  # the shipped maps load as before

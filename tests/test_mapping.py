@@ -262,3 +262,47 @@ def test_non_finite_features_never_reach_the_model(human_forest, human_ref):
     X.iloc[2, 0] = 1e300
     with pytest.raises(InputError, match="1e\\+300"):
         human_forest.predict_frame(X)
+
+
+@pytest.mark.parametrize("weights", ["dict", "scaler"])
+def test_weights_that_are_no_classifier_are_refused(weights, human_forest, tmp_path):
+    """A model folder whose skops file (sha256 updated) holds no classifier is a user error."""
+    import skops.io as sio
+    from sklearn.preprocessing import StandardScaler
+
+    from ephys2tx.io import sha256_file
+
+    path = save_reference_model(human_forest, tmp_path / "model")
+    n = len(human_forest.features)
+    obj = {"a": 1} if weights == "dict" else StandardScaler().fit(np.arange(2.0 * n).reshape(2, n))
+    sio.dump(obj, path / "model.skops")
+    meta = json.loads((path / "model.json").read_text())
+    meta["weights_sha256"] = sha256_file(path / "model.skops")
+    (path / "model.json").write_text(json.dumps(meta))
+    name = "dict" if weights == "dict" else "StandardScaler"
+    with pytest.raises(InputError, match=rf"model\.json field mapping\.model is 'forest', but the "
+                                         rf"saved weights hold a {name}, not a classifier"):
+        load_reference_model(path)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda mp: mp["ood_norm"].update(distance_sd="x"), r"ood_norm needs the finite numbers"),
+    (lambda mp: mp.update(ood_norm={}), r"ood_norm needs the finite numbers"),
+    (lambda mp: mp["ood_norm"].update(threshold=float("nan")), r"ood_norm needs the finite numbers"),
+    (lambda mp: mp["ood"].update(means=[[1.0, 2.0]]), r"missing or bad calibration/OOD field \(ValueError"),
+    (lambda mp: mp["ood"].update(precision=[[1.0]]), r"missing or bad calibration/OOD field \(ValueError"),
+    (lambda mp: mp["calibrator"].update(thresholds=[[[0.0, 1.0], [0.0, 1.0]]]),
+     r"has a bad calibration/OOD field: expected 1 classes, got 4"),
+    (lambda mp: mp["calibrator"].update(method="magic"), r"unknown calibration method 'magic'"),
+])
+def test_calibration_and_ood_fields_that_do_not_fit_are_refused_at_load(edit, match, human_forest,
+                                                                         tmp_path):
+    """Edited OOD/calibration fields of model.json were internal errors (KeyError, a matmul shape
+    error, a TypeError) in the middle of `predict`; they are InputErrors naming the file at load."""
+    path = save_reference_model(human_forest, tmp_path / "model")
+    meta = json.loads((path / "model.json").read_text())
+    edit(meta["extra"]["mapping"])
+    (path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=match) as info:
+        load_reference_model(path)
+    assert str(path / "model.json") in str(info.value)

@@ -347,3 +347,11 @@ def test_a_quoted_junction_potential_is_read_as_a_number(tmp_path):
     path = tmp_path / "protocols.yaml"
     path.write_text("long_square: IV\nliquid_junction_potential_mv: '-13'\n", encoding="utf-8")
     assert load_protocol_map(path)["liquid_junction_potential_mv"] == -13.0
+
+
+def test_protocol_map_with_yaml_aliases_is_refused(tmp_path):
+    """The protocol map is a user's YAML file too: aliases (the 'billion laughs') are refused."""
+    path = tmp_path / "map.yaml"
+    path.write_text("long_square: &p LS\nshort_square: *p\nliquid_junction_potential_mv: 0\n")
+    with pytest.raises(InputError, match=r"map\.yaml.*YAML anchor"):
+        load_protocol_map(path)

@@ -106,3 +106,24 @@ def test_fetch_command_with_default_client(tmp_path, monkeypatch, capsys):
     assert "123" in err_lines[0] and "Traceback" not in captured.err + captured.out
     assert "present" in captured.out and "no asset" in captured.out
     assert (tmp_path / "601506507.nwb").is_file()
+
+
+def test_fetch_leaves_no_folder_on_error_and_keeps_files_it_did_not_write(tmp_path):
+    """An unlistable dandiset left an empty --nwb-dir behind; an id with '..' named a file outside
+    it; a file <id>.nwb of another size was replaced by the download."""
+    with pytest.raises(InputError, match="cannot list the assets of dandiset 999999"):
+        fetch_dandi_cells("999999", ["1"], tmp_path / "nwb", client=FakeClient([]))
+    assert not (tmp_path / "nwb").exists()
+    with pytest.raises(InputError, match=r"--cells '\.\./\.\./evil' is not a cell id"):
+        fetch_dandi_cells("000020", ["../../evil"], tmp_path / "nwb", client=FakeClient(ASSETS))
+    with pytest.raises(InputError, match=r"--cells 'a\\\\b' is not a cell id"):
+        parse_cell_ids(["a\\b"])
+    (tmp_path / "nwb").mkdir()
+    mine = tmp_path / "nwb" / "700000001.nwb"
+    mine.write_bytes(b"my own recording")
+    (result,) = fetch_dandi_cells("000020", ["700000001"], tmp_path / "nwb", client=FakeClient(ASSETS))
+    assert result.status == "failed" and "exists and differs from sub-1/sub-1_ses-700000001_icephys.nwb" \
+        in result.reason and "move it away, or choose another --nwb-dir" in result.reason
+    assert mine.read_bytes() == b"my own recording"
+    with pytest.raises(InputError, match=r"--nwb-dir .*700000001\.nwb is a file, not a folder"):
+        fetch_dandi_cells("000020", ["1"], mine, client=FakeClient(ASSETS))

@@ -1,5 +1,7 @@
 """Extraction of the 12 IPFX feature-vector families from generated NWB files (both layouts)."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -428,3 +430,94 @@ def test_fast_time_series_helpers_equal_ipfx():
     with pytest.raises(AssertionError):
         _find_time_index(np.arange(5.0), 7.0)
     assert tsu.find_time_index is _find_time_index
+
+
+def _voltage_clamp_only(path):
+    """An NWB 2 file of three voltage-clamp sweeps (no current clamp at all)."""
+    from datetime import datetime, timezone
+
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.icephys import VoltageClampSeries, VoltageClampStimulusSeries
+
+    nwb = NWBFile(session_description="voltage clamp only", identifier="vc",
+                  session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    electrode = nwb.create_icephys_electrode(name="e0", description="x",
+                                             device=nwb.create_device(name="amp"))
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        stim = VoltageClampStimulusSeries(name=f"stim{i}", data=np.full(1000, -70.0 + 10 * i),
+                                          rate=10000.0, electrode=electrode, gain=1.0,
+                                          sweep_number=np.uint32(i), starting_time=0.0)
+        resp = VoltageClampSeries(name=f"resp{i}", data=rng.random(1000), rate=10000.0,
+                                  electrode=electrode, gain=1.0, sweep_number=np.uint32(i),
+                                  starting_time=0.0)
+        nwb.add_stimulus(stim)
+        nwb.add_acquisition(resp)
+        nwb.add_intracellular_recording(electrode=electrode, stimulus=stim, response=resp)
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    return path
+
+
+def test_a_voltage_clamp_only_file_is_named_and_ipfx_warnings_stay_quiet(nwb_set, tmp_path):
+    """Its reason says voltage clamp (was 'No long square sweeps'); the good cell is extracted, and
+    ipfx's per-sweep warnings ('Could not find stimulus: N/A') no longer reach the terminal."""
+    import shutil
+    import warnings
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = shutil.copy(nwb_set["good"][0][0], folder)
+    _voltage_clamp_only(folder / "vc.nwb")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = extract_features([folder], tmp_path / "f.parquet", workers=1)
+    assert [str(w.message) for w in caught if "stimulus" in str(w.message)] == []
+    features, _ = load_feature_table(result.features_path)
+    assert list(features.index) == [Path(good).stem]
+    failures = pd.read_csv(result.failures_path)
+    assert failures["cell_id"].tolist() == ["vc"]
+    assert failures["reason"].iloc[0] == ("no current-clamp sweep (3 sweep(s), all VoltageClamp): "
+                                          "features are extracted from current-clamp recordings only")
+
+
+def test_label_column_named_loosely_and_a_missing_one_says_which_option(extracted, nwb_set, tmp_path):
+    """--label-column 'subclass name' finds 'Subclass Name' (as id columns are found); a labels table
+    without a recognisable label column names its columns and the CLI option (was 'label_column')."""
+    path = extracted[0].features_path
+    labels = _labels(nwb_set).rename_axis("cell_id").rename("Subclass Name").reset_index()
+    table = tmp_path / "labels.csv"
+    labels.assign(notes="x").to_csv(table, index=False)
+    ds = as_dataset(path, labels=table, label_column=" subclass name")
+    assert ds.n_cells == len(labels)
+    with pytest.raises(InputError, match=r"labels\.csv has no label column \(looked for subclass, .*; "
+                                         r"its columns start with \['Subclass Name', 'notes'\]\); name "
+                                         r"it with --label-column"):
+        as_dataset(path, labels=table)
+
+
+@pytest.mark.parametrize("ids, match", [
+    (None, None),  # float ids: 637824915.0 is the cell 637824915 of the labels
+    (["a", "b", "a"], r"has the cell id 'a' on 2 rows \(1 repeated row\(s\)\); keep one row per cell"),
+    (["a", None, "c"], r"has an empty cell id on row 2"),
+])
+def test_feature_table_ids_read_like_user_table_ids(ids, match, tmp_path):
+    """Float ids were 'N.0' (no label matched) and a repeated id was an internal IndexError."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ephys2tx.features.nwb.extract import META_FAMILIES
+
+    frame = pd.DataFrame({"a_0": [1.0, 2.0, 3.0], "a_1": [0.5, 0.1, 0.2]},
+                         index=pd.Index(ids or [637824915.0, 2.0, 3.0], name="cell_id"))
+    table = pa.Table.from_pandas(frame)
+    path = tmp_path / "f.parquet"
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, META_FAMILIES: json.dumps(
+        {"fam_a": ["a_0", "a_1"]}).encode()}), path)
+    if match is None:
+        assert list(read_feature_table(path).frame.index) == ["637824915", "2", "3"]
+    else:
+        with pytest.raises(InputError, match=match):
+            read_feature_table(path)

@@ -399,3 +399,18 @@ def test_reference_sample_never_unpickles(table, tmp_path):
     with pytest.raises(TypeError, match="object dtype"):
         save_model(RandomForestClassifier(n_estimators=2).fit([[0], [1]], [0, 1]), tmp_path / "o",
                    reference_sample={"X": np.array([None], dtype=object)})
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 10, (8).to_bytes(8, "little") + b'{"a": 1}'])
+def test_weights_that_are_no_safetensors_file_are_refused(content, fitted, tmp_path):
+    """Weights replaced with other bytes (sha256 updated to match) were an internal SafetensorError."""
+    from ephys2tx.io import sha256_file
+
+    out = save_model(fitted, tmp_path / "model")
+    (out / "weights.safetensors").write_bytes(content)
+    meta = json.loads((out / "model.json").read_text())
+    meta["weights_sha256"] = sha256_file(out / "weights.safetensors")
+    (out / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=r"weights\.safetensors is not a readable safetensors file "
+                                         r"\(.*\); the model directory is damaged"):
+        load_model(out)

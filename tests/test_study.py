@@ -245,3 +245,40 @@ def test_generated_findings_follow_the_numbers():
     assert "better shown for `hgb` − `spca_rf` +0.100 [+0.020, +0.180] (CI above 0; Holm p = 0.010)" in text
     # rf's CI excludes 0, but not after Holm: it is not called a difference.
     assert "no difference shown for `rf`" in text
+
+
+def test_a_split_check_after_qc_says_what_qc_dropped(human):
+    """A table whose rows QC dropped as duplicates left one class: the error said only 'has only
+    class ...', which reads as a labelling fault; it now names the QC steps that dropped cells."""
+    from dataclasses import replace
+
+    from ephys2tx.errors import InputError
+
+    pvalb = human.labels.index[human.labels == "Pvalb"][:5]
+    step = {"step": "drop exact duplicate feature rows", "n_before": 60, "n_after": 5,
+            "n_dropped": 55, "detail": "55 cells whose features equal an earlier cell's"}
+    one_class = replace(human.subset(pvalb), qc_report=[step])
+    config = StudyConfig.quick_config(species=("human",), models=("logreg",), n_splits=2,
+                                      split_schemes=("stratified",), n_boot=50, seed=0)
+    with pytest.raises(InputError, match=r"the human cells \(human, after QC dropped 55 cell\(s\), 55 "
+                                         r"by 'drop exact duplicate feature rows'\) has only class "
+                                         r"'Pvalb'"):
+        run_study(config, datasets={"human": one_class})
+
+
+def test_cells_left_out_for_an_unknown_label_are_named(human):
+    """Labels such as 'Lamp5/Pax6' were held out like Sncg without a word on the terminal."""
+    from dataclasses import replace
+
+    cells = human.labels.index
+    held_labels = pd.Series(["Lamp5/Pax6"] * 3 + ["Sncg"] * 2 + ["lamp 5"], index=cells[:6])
+    held = replace(human.subset(cells[:6]), labels=held_labels)
+    dataset = replace(human.subset(cells[6:]), held_out=held)
+    config = StudyConfig.quick_config(species=("human",), models=("logreg",), n_splits=2,
+                                      split_schemes=("stratified",), n_boot=50, seed=0)
+    result = run_study(config, datasets={"human": dataset})
+    assert result.unknown_label_notes() == [
+        "note: 4 human cell(s) were left out for a label that is not a subclass ephys2tx knows "
+        "('Lamp5/Pax6': 3, 'lamp 5': 1); rename them to one of Lamp5, Pvalb, Sst, Vip to use them."]
+    assert replace(result, species={"human": replace(result.species["human"], dataset=replace(
+        dataset, held_out=held.subset(cells[3:5])))}).unknown_label_notes() == []  # Sncg only

@@ -184,3 +184,83 @@ def test_special_files_are_not_read(tmp_path):
     for path in (fifo, "/dev/null"):
         with pytest.raises(InputError, match="is not a regular file"):
             read_user_table(path)  # never blocks on the pipe
+
+
+def test_a_workbook_with_data_on_several_sheets_is_refused(tmp_path):
+    """Which sheet holds the cells would be a guess (the first one was read silently)."""
+    path = tmp_path / "book.xlsx"
+    with pd.ExcelWriter(path) as writer:
+        pd.DataFrame({"note": ["read me"]}).to_excel(writer, sheet_name="README", index=False)
+        _frame().to_excel(writer, sheet_name="cells", index=False)
+        pd.DataFrame().to_excel(writer, sheet_name="empty", index=False)
+    with pytest.raises(InputError, match=r"book\.xlsx has 2 sheets with data \('README', 'cells'\); "
+                                         r"ephys2tx reads one table: save the sheet that holds the "
+                                         r"cells as its own file"):
+        read_user_table(path)
+    one = tmp_path / "one.xlsx"  # further sheets without data are no ambiguity
+    with pd.ExcelWriter(one) as writer:
+        _frame().to_excel(writer, sheet_name="cells", index=False)
+        pd.DataFrame().to_excel(writer, sheet_name="empty", index=False)
+    assert list(read_user_table(one).data.index) == ["101", "102", "103"]
+
+
+def test_an_old_binary_xls_workbook_is_a_user_error(tmp_path, monkeypatch):
+    """pandas needs xlrd for .xls; without it the reader's ImportError was an internal error."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_xlrd(name, *args, **kwargs):
+        if name == "xlrd":
+            raise ImportError("No module named 'xlrd'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_xlrd)
+    path = tmp_path / "old.xls"
+    path.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(2000))  # the OLE2 (BIFF) signature
+    with pytest.raises(InputError, match=r"old\.xls: it is an old-format Excel workbook \(\.xls\), "
+                                         r"which needs the xlrd package; save it as \.xlsx or CSV"):
+        read_table(path)
+
+
+def test_parquet_ids_of_bytes_or_nested_values(tmp_path):
+    """A binary id column is its UTF-8 text (was written back as "b'101'"); bytes that are no
+    UTF-8 and nested values (struct, list) are refused, naming the row (were written as "{'a': 0}")."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def write(ids):
+        path = tmp_path / "cells.parquet"
+        pq.write_table(pa.table({"cell_id": ids, "tau": pa.array([0.01, 0.02, 0.015])}), path)
+        return path
+
+    table = read_user_table(write(pa.array([b"101", b"102", b"caf\xc3\xa9"], pa.binary())))
+    assert list(table.data.index) == ["101", "102", "café"]
+    with pytest.raises(InputError, match=r"id column 'cell_id' of .*cells\.parquet holds bytes that "
+                                         r"are not UTF-8 text on data row 2 .*store them as a text column"):
+        read_user_table(write(pa.array([b"a", b"\xff\xfe", b"c"], pa.binary())))
+    with pytest.raises(InputError, match=r"holds a nested value \(a dict\) on data row 1 \(\{'a': 0\}\)"):
+        read_user_table(write(pa.array([{"a": i} for i in range(3)])))
+    with pytest.raises(InputError, match=r"holds a nested value \(a ndarray\) on data row 1"):
+        read_user_table(write(pa.array([[i] for i in range(3)])))
+
+
+def test_compressed_tables_and_a_zip_that_is_no_workbook(tmp_path):
+    """A gzip file named .csv was 'not UTF-8 ... save it as UTF-8'; .csv.gz gave no way forward;
+    a zip named .xlsx that is no workbook was an internal error (pandas' OptionError)."""
+    import gzip
+    import zipfile
+
+    text = _frame().to_csv(index=False).encode()
+    (tmp_path / "cells.csv").write_bytes(gzip.compress(text))
+    with pytest.raises(InputError, match=r"cells\.csv is gzip-compressed, not text; decompress it first"):
+        read_user_table(tmp_path / "cells.csv")
+    (tmp_path / "cells.csv.gz").write_bytes(gzip.compress(text))
+    with pytest.raises(InputError, match=r"cells\.csv\.gz is compressed \(\.gz\); decompress it first "
+                                         r"\(gunzip cells\.csv\.gz\) and give the \.csv file"):
+        read_user_table(tmp_path / "cells.csv.gz")
+    with zipfile.ZipFile(tmp_path / "book.xlsx", "w") as archive:
+        archive.writestr("cells.csv", text)
+    with pytest.raises(InputError, match=r"cannot read .*book\.xlsx as an Excel workbook \(\w+\); "
+                                         r"save it again from Excel as \.xlsx, or as CSV"):
+        read_user_table(tmp_path / "book.xlsx")

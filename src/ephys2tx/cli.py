@@ -108,6 +108,8 @@ def run(
 
         result = run_study(config, progress=progress, cache=cache)
     path = write_results(result, out, overwrite=overwrite)
+    for line in result.unknown_label_notes():
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     typer.echo(results_markdown_table(result))
     transfer = transfer_comparison_markdown(result)
     if transfer:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from ephys2tx import __version__
+from ephys2tx import CLASSES, __version__
 from ephys2tx.data.datasets import (
     DEFAULT_MAX_MISSING,
     PatchSeqDataset,
@@ -160,6 +160,10 @@ class SpeciesResult:
     embedding_method: str = ""
 
 
+#: Subclasses of the Allen taxonomies outside the four classes: their cells are held out quietly.
+KNOWN_OTHER_SUBCLASSES = ("Sncg", "Sst Chodl", "Serpinf1", "Meis2", "PAX6", "Pax6")
+
+
 @dataclass
 class StudyResult:
     """Records for ``metrics.json`` plus what the figures need."""
@@ -172,6 +176,24 @@ class StudyResult:
     version: str = __version__
     #: The shift benchmark (:mod:`ephys2tx.experiments.shift_benchmark`), when it ran.
     shift: dict | None = None
+
+    def unknown_label_notes(self) -> list[str]:
+        """One line per species whose cells were left out for a label that is no subclass known to
+        ephys2tx (a typo such as ``Lamp5/Pax6`` silently shrinks the study otherwise); the other
+        subclasses of the Allen taxonomy (Sncg, Sst Chodl, ...) are held out as documented."""
+        lines = []
+        for sp, res in self.species.items():
+            held = res.dataset.held_out
+            if held is None:
+                continue
+            counts = held.labels.dropna().astype(str)
+            counts = counts[~counts.isin(KNOWN_OTHER_SUBCLASSES)].value_counts()
+            if len(counts):
+                shown = ", ".join(f"{k!r}: {v}" for k, v in counts.head(5).items())
+                lines.append(f"note: {int(counts.sum())} {sp} cell(s) were left out for a label that "
+                             f"is not a subclass ephys2tx knows ({shown}{', ...' if len(counts) > 5 else ''}); "
+                             f"rename them to one of {', '.join(CLASSES)} to use them.")
+        return lines
 
     def table(self) -> pd.DataFrame:
         """One row per record, as printed by ``ephys2tx run`` (see :data:`TABLE_LEGEND`)."""
@@ -351,7 +373,7 @@ def run_study(config: StudyConfig, *,
                 check_foldable(scored[sp].labels.to_numpy(),
                                None if scored[sp].groups is None else scored[sp].groups.to_numpy(),
                                scheme=scheme, n_splits=config.n_splits,
-                               where=f"the {sp} cells ({scored[sp].name})")
+                               where=f"the {sp} cells ({scored[sp].name}{_qc_drops(scored[sp])})")
     total = sum(config.n_splits * config.n_repeats * len(m) for *_, m in plan)
     done = 0
     records: list[dict] = []
@@ -439,6 +461,17 @@ def _species_models(sp: str, scheme: str, config: StudyConfig, single_models,
     if sp == "mouse_5class":
         return tuple(m for m in single_models if m in FIVE_CLASS_MODELS)
     return models
+
+
+def _qc_drops(dataset) -> str:
+    """``", after QC dropped 59 cell(s), 59 by 'drop exact duplicate feature rows'"`` (the step
+    that dropped most), or "" if QC kept every cell."""
+    steps = [s for s in dataset.qc_report if s.get("n_dropped")]
+    if not steps:
+        return ""
+    n = sum(int(s["n_dropped"]) for s in steps)
+    most = max(steps, key=lambda s: int(s["n_dropped"]))
+    return f", after QC dropped {n} cell(s), {int(most['n_dropped'])} by {most['step']!r}"
 
 
 def _exclude_lockbox(ds: PatchSeqDataset, config: StudyConfig) -> tuple[PatchSeqDataset, dict | None]:

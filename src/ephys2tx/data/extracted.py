@@ -86,7 +86,7 @@ def read_feature_table(path: str | Path) -> FeatureTable:
         raise InputError(f"{path} has no '{META_FAMILIES.decode()}' schema metadata; it was not written "
                          "by `ephys2tx extract` (or was re-saved without its metadata)")
     frame = table.to_pandas()
-    frame.index = frame.index.astype(str)
+    frame.index = _cell_ids(frame.index, path)
     families = _metadata(path, meta, META_FAMILIES, None, dict)
     bad = next((fam for fam, cols in families.items() if not isinstance(cols, list) or not cols
                 or not all(isinstance(c, str) for c in cols)), None)
@@ -105,6 +105,25 @@ def read_feature_table(path: str | Path) -> FeatureTable:
     return FeatureTable(frame=frame, families=families,
                         summary_columns=_metadata(path, meta, META_SUMMARY, b"[]", list),
                         settings=_metadata(path, meta, META_SETTINGS, b"{}", dict))
+
+
+def _cell_ids(index: pd.Index, path: Path) -> pd.Index:
+    """The table's cell ids as text, as the ids of users' tables are read (``12.0`` is ``12``);
+    an empty or repeated id is refused (the labels and every output are joined on them)."""
+    from ephys2tx.data.user_tables import _id_strings
+
+    ids = pd.Series(index, dtype=object)
+    empty = (ids.isna() | (ids.astype(str).str.strip() == "")).to_numpy()
+    if empty.any():
+        row = int(empty.argmax())
+        raise InputError(f"{path} has an empty cell id on row {row + 1}; give every cell an id "
+                         "(extract it again).")
+    ids = _id_strings(ids)
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise InputError(f"{path} has the cell id {dup.iloc[0]!r} on {int((ids == dup.iloc[0]).sum())} "
+                         f"rows ({len(dup)} repeated row(s)); keep one row per cell.")
+    return pd.Index(ids.to_numpy(), name=index.name)
 
 
 def _metadata(path: Path, meta: dict, key: bytes, default: bytes | None, kind: type):
@@ -143,19 +162,25 @@ def normalise_labels(raw: pd.Series) -> pd.Series:
 
 
 def _pick_label_column(columns, label_column: str | None, where: str) -> str:
+    """The label column: ``label_column`` (also when it differs only in case or blanks from one
+    column), else the first of :data:`LABEL_CANDIDATES`, else the only column."""
     if label_column is not None:
-        if label_column not in columns:
-            raise InputError(f"{where} has no label column {label_column!r}; columns start with "
-                             f"{list(columns)[:6]}")
-        return label_column
+        if label_column in columns:
+            return label_column
+        loose = [c for c in columns if str(c).strip().lower() == label_column.strip().lower()]
+        if len(loose) == 1:
+            return loose[0]
+        raise InputError(f"{where} has no label column {label_column!r}; columns start with "
+                         f"{list(columns)[:6]}")
     by_lower = {str(c).strip().lower(): c for c in columns}
     for cand in LABEL_CANDIDATES:
         if cand in by_lower:
             return by_lower[cand]
     if len(columns) == 1:
         return columns[0]
-    raise InputError(f"{where} has no label column (looked for {', '.join(LABEL_CANDIDATES)}); "
-                     "name it with label_column")
+    raise InputError(f"{where} has no label column (looked for {', '.join(LABEL_CANDIDATES)}; its "
+                     f"columns start with {list(columns)[:6]}); name it with --label-column "
+                     "(label_column=)")
 
 
 def _labels_from_file(path: Path, label_column: str | None, id_column: str | None) -> pd.Series:

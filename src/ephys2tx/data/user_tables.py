@@ -204,9 +204,20 @@ def _table_kind(path: Path) -> str:
         raise InputError(f"input table {path} is not a regular file; give a table file (CSV, TSV, "
                          "Parquet or Excel).")
     kind = _SUFFIXES.get(path.suffix.lower())
+    compressed = {".gz": "gunzip", ".bz2": "bunzip2", ".xz": "unxz", ".zst": "unzstd"}
+    if kind is None and path.suffix.lower() in compressed:
+        raise InputError(f"input table {path} is compressed ({path.suffix}); decompress it first "
+                         f"({compressed[path.suffix.lower()]} {path.name}) and give the "
+                         f"{Path(path.stem).suffix or '.csv'} file.")
     if kind is None:
         raise InputError(f"input table {path} has suffix {path.suffix!r}; use .csv, .tsv, "
                          ".parquet or .xlsx.")
+    if kind in ("csv", "tsv"):
+        with open(path, "rb") as handle:
+            if handle.read(2) == b"\x1f\x8b":
+                raise InputError(f"input table {path} is gzip-compressed, not text; decompress it "
+                                 f"first (gunzip -c {path.name} > cells{path.suffix}) and give that "
+                                 "file.")
     return kind
 
 
@@ -251,8 +262,23 @@ def _excel_header_row(path: Path) -> tuple[int, list]:
     return row, list(head.iloc[row])
 
 
+def _check_one_sheet(path: Path) -> None:
+    """Refuse a workbook with data on more than one sheet: which sheet holds the cells is unclear."""
+    with pd.ExcelFile(path) as book:
+        names = book.sheet_names
+        if len(names) < 2:
+            return
+        filled = [name for name in names
+                  if pd.read_excel(book, sheet_name=name, header=None, nrows=50).notna().any().any()]
+    if len(filled) > 1:
+        shown = ", ".join(repr(str(n)) for n in filled[:4]) + (", ..." if len(filled) > 4 else "")
+        raise InputError(f"{path} has {len(filled)} sheets with data ({shown}); ephys2tx reads one "
+                         f"table: save the sheet that holds the cells as its own file (.xlsx or CSV), "
+                         f"or delete the other sheets.")
+
+
 def read_table(path: str | os.PathLike, *, text_columns=()) -> pd.DataFrame:
-    """Read CSV/TSV, Parquet or Excel (first sheet) by file suffix.
+    """Read CSV/TSV, Parquet or Excel (a workbook with data on one sheet only) by file suffix.
 
     Column names are stripped of surrounding blanks, blank lines (and blank
     rows above an Excel table) before the header are skipped, and rows with no
@@ -291,13 +317,24 @@ def read_table(path: str | os.PathLike, *, text_columns=()) -> pd.DataFrame:
                 table = table.reset_index()
             header = list(table.columns)
         else:
+            _check_one_sheet(path)
             header_row, header = _excel_header_row(path)
             table = pd.read_excel(path, sheet_name=0, header=header_row)
+    except InputError:
+        raise
+    except ImportError as exc:  # an old binary .xls workbook: pandas needs xlrd, not installed
+        raise InputError(f"cannot read {path}: it is an old-format Excel workbook (.xls), which needs "
+                         "the xlrd package; save it as .xlsx or CSV (or pip install xlrd).") from exc
     except pd.errors.EmptyDataError as exc:
         raise InputError(f"input table {path} is empty; it needs a header and one row per cell.") from exc
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"cannot read {path} as {kind}: {first}") from exc
+    except Exception as exc:  # noqa: BLE001 - a zip that is no workbook: KeyError, OptionError, ...
+        if kind != "excel":
+            raise
+        raise InputError(f"cannot read {path} as an Excel workbook ({type(exc).__name__}); save it "
+                         "again from Excel as .xlsx, or as CSV.") from exc
     _check_unique_header(path, header)
     table.columns = [str(c).strip() for c in table.columns]
     table = table.reset_index(drop=True)
@@ -362,6 +399,29 @@ class UserTable:
         return len(self.data)
 
 
+def _scalar_ids(ids: pd.Series, col: str, path: Path) -> pd.Series:
+    """Ids that are single values: bytes (a Parquet binary column) decoded as UTF-8; a nested
+    value (list, dict, array) or bytes that are no UTF-8 text refused, naming the row."""
+    def refuse(pos: int, why: str) -> InputError:
+        return InputError(f"id column {col!r} of {path} holds {why} on data row {pos + 1} "
+                          f"({ids.iloc[pos]!r:.60}); cell ids must be text or whole numbers: "
+                          "store them as a text column.")
+
+    kind = pd.api.types.infer_dtype(ids, skipna=False)
+    if kind in ("string", "integer", "floating", "mixed-integer-float", "categorical"):
+        return ids
+    values = list(ids)
+    for pos, value in enumerate(values):
+        if isinstance(value, (bytes, bytearray)):
+            try:
+                values[pos] = bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                raise refuse(pos, "bytes that are not UTF-8 text") from None
+        elif isinstance(value, (list, tuple, dict, set)) or getattr(value, "ndim", 0) > 0:
+            raise refuse(pos, f"a nested value (a {type(value).__name__})")
+    return pd.Series(values, index=ids.index, dtype=object)
+
+
 def _id_strings(ids: pd.Series) -> pd.Series:
     """Ids as text; whole-number floats (how CSV/Excel readers give integer ids with gaps) without ".0"."""
     kind = pd.api.types.infer_dtype(ids, skipna=False)
@@ -405,7 +465,7 @@ def read_user_table(path: str | os.PathLike, *, id_column: str | None = None,
         row = int(ids.index[ids.isna().to_numpy()][0])
         raise InputError(f"id column {col!r} of {path} is empty on data row {row + 1}; give every "
                          "cell an id.")
-    ids = _id_strings(ids)
+    ids = _id_strings(_scalar_ids(ids, col, path))
     if (ids == "").any():
         row = int(ids.index[(ids == "").to_numpy()][0])
         raise InputError(f"id column {col!r} of {path} is empty on data row {row + 1}; give every "

@@ -203,6 +203,10 @@ def _scale_into_range(spec: CanonicalFeature, value: float) -> float | None:
 
 def _suggest(spec: CanonicalFeature, median: float) -> str | None:
     """The conversion that brings ``median`` into the range, phrased for the user."""
+    if UNITS[spec.unit][0] == "dimensionless" and median > max(spec.high, 2.0) \
+            and spec.low <= median * 0.01 <= spec.high:
+        return ("the values look like percent: add `scale: 0.01` to this column's map entry "
+                "(or divide the column by 100)")
     if spec.name in _DEFINITION_HINTS:
         return _DEFINITION_HINTS[spec.name]
     scale = _scale_into_range(spec, median)

@@ -24,6 +24,12 @@ class Query:
     warnings: list
 
 
+#: Columns of the predictions table (and prefixes of its per-class and per-variant columns): the
+#: input's id column, written first, must not share their names.
+OUTPUT_COLUMNS = ("predicted_subclass", "confidence", "ood_score", "ood_flag", "n_features")
+OUTPUT_PREFIXES = ("prob_", "predicted_subclass_", "confidence_")
+
+
 def read_query(input_path, *, column_map=None, id_column: str | None = None,
                force: bool = False) -> Query:
     """Read a user table, apply the column map and check units/ranges.
@@ -61,6 +67,10 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
                                  f"{entry.name}), which is the id column of {input_path}; map a "
                                  "feature column, or name the id column with --id-column (or the "
                                  "map's id_column).")
+    if table.id_column in OUTPUT_COLUMNS or table.id_column.startswith(OUTPUT_PREFIXES):
+        raise InputError(f"the id column of {input_path} is named {table.id_column!r}, the name of an "
+                         "output column of predict/map; rename it (e.g. to cell_id) and, if needed, "
+                         "pass the new name with --id-column.")
     # a shipped map reads `TAU` or `Input Resistance` as tau and input_resistance
     cmap = (match_table_columns(cmap, table.data.columns) if cmap is not None
             else resolve_column_map(None, table.data.columns, table=table.data))

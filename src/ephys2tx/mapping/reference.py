@@ -20,6 +20,7 @@ beyond the estimator lives in ``model.json`` under ``extra["mapping"]``.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -433,6 +434,9 @@ def _check_mapping_record(path: Path, mapping: dict, estimator) -> None:
         raise bad("species", f"is {mapping.get('species')!r}, not one of {', '.join(SPECIES)}")
     if mapping.get("model") not in (*MODELS, *MAP_MODELS):
         raise bad("model", f"is {mapping.get('model')!r}, not a model of ephys2tx")
+    if not callable(getattr(estimator, "predict_proba", None)):
+        raise bad("model", f"is {mapping['model']!r}, but the saved weights hold a "
+                  f"{type(estimator).__name__}, not a classifier with class probabilities")
     fitted = [str(c) for c in getattr(estimator, "classes_", mapping["classes"])]
     codes = [str(i) for i in range(len(mapping["classes"]))]  # the estimator predicts class codes
     if fitted not in (mapping["classes"], codes):
@@ -470,18 +474,31 @@ def load_reference_model(directory) -> ReferenceModel:
     estimator = load_model(directory)
     _check_mapping_record(directory / "model.json", mapping, estimator)
     try:
-        return ReferenceModel(estimator=estimator, features=[str(f) for f in mapping["features"]],
-                              classes=[str(c) for c in mapping["classes"]],
-                              species=str(mapping["species"]), model=str(mapping["model"]),
-                              calibrator=calibrator_from_dict(mapping["calibrator"]),
-                              ood=ood_from_dict(mapping["ood"]), ood_norm=dict(mapping["ood_norm"]),
-                              record=dict(mapping.get("record", {})))
-    except InputError:
-        raise
+        norm = mapping["ood_norm"]
+        keys = ("distance_mean", "distance_sd", "uncertainty_mean", "uncertainty_sd", "threshold")
+        if not isinstance(norm, dict) or not all(
+                isinstance(norm.get(k), (int, float)) and math.isfinite(norm[k]) for k in keys):
+            raise ValueError(f"ood_norm needs the finite numbers {', '.join(keys)}")
+        ref = ReferenceModel(estimator=estimator, features=[str(f) for f in mapping["features"]],
+                             classes=[str(c) for c in mapping["classes"]],
+                             species=str(mapping["species"]), model=str(mapping["model"]),
+                             calibrator=calibrator_from_dict(mapping["calibrator"]),
+                             ood=ood_from_dict(mapping["ood"]), ood_norm=dict(norm),
+                             record=dict(mapping.get("record", {})))
+        # the calibrator and the OOD score must fit the estimator's features and classes: one
+        # cell through the whole model finds any mismatch here, not in the middle of a prediction
+        ref.predict_frame(pd.DataFrame(np.zeros((1, len(ref.features))), columns=ref.features))
+        return ref
+    except InputError as exc:  # e.g. the calibrator's own checks: say which file
+        if str(directory / "model.json") in str(exc):
+            raise
+        raise InputError(f"{directory / 'model.json'} has a bad calibration/OOD field: {exc} "
+                         "Re-train the model with `ephys2tx train`.") from exc
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
         raise InputError(f"{directory / 'model.json'} has a missing or bad calibration/OOD field "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                         "re-train the model with `ephys2tx train`.") from exc
+                         f"({type(exc).__name__}: {first[:200]}); re-train the model with "
+                         "`ephys2tx train`.") from exc
 
 
 def combine_reference_models(models, *, calibration: str = "isotonic") -> ReferenceModel:

@@ -550,7 +550,13 @@ def _load_exported(meta: dict, weights: Path):
                          f"torch model ({sorted(STATE_EXPORTERS)}).")
     module_name, class_name = class_path.rsplit(".", 1)
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls._from_state(meta, load_file(str(weights)), source=weights)
+    try:
+        tensors = load_file(str(weights))
+    except Exception as exc:  # noqa: BLE001 - safetensors' SafetensorError: not a safetensors file
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{weights} is not a readable safetensors file ({first}); the model "
+                         "directory is damaged: train the model again.") from exc
+    return cls._from_state(meta, tensors, source=weights)
 
 
 def load_model(directory):

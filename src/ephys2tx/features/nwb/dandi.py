@@ -63,6 +63,10 @@ def parse_cell_ids(values: Iterable[str]) -> list[str]:
     ids = [t for v in values for t in re.split(r"[,\s]+", str(v)) if t]
     if not ids:
         raise InputError("no cell id given; pass --cells ID[,ID...] (cell specimen ids or ids in the file names)")
+    bad = next((t for t in ids if "/" in t or "\\" in t or t.startswith(".")), None)
+    if bad is not None:  # the id names the file <id>.nwb: it must stay inside --nwb-dir
+        raise InputError(f"--cells {bad!r} is not a cell id (it holds a path separator or starts with "
+                         "'.'); give cell specimen ids or ids in the file names, e.g. 601506507")
     return list(dict.fromkeys(ids))
 
 
@@ -155,10 +159,8 @@ def fetch_dandi_cells(dandiset: str, cells: Iterable[str], out_dir: str | Path, 
         raise InputError(f"--dandiset {dandiset!r} is not a DANDI id; use six digits such as 000020")
     cells = parse_cell_ids(cells)
     out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the output directory {out_dir}: {exc.strerror or exc}") from exc
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--nwb-dir {out_dir} is a file, not a folder; choose another --nwb-dir.")
     with contextlib.ExitStack() as stack:
         if client is None:
             try:
@@ -171,6 +173,10 @@ def fetch_dandi_cells(dandiset: str, cells: Iterable[str], out_dir: str | Path, 
         except Exception as exc:  # network errors, unknown dandiset or version
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"cannot list the assets of dandiset {dandiset}: {first}") from exc
+        try:  # only now: an error above leaves no empty folder behind
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the output directory {out_dir}: {exc.strerror or exc}") from exc
         file_names = ipfx_file_names()
         results = []
         for cell_id in cells:
@@ -189,6 +195,10 @@ def _fetch_one(cell_id: str, matches: list, out_dir: Path, dandiset: str) -> Fet
     target = out_dir / f"{cell_id}.nwb"
     if target.is_file() and target.stat().st_size == asset.size:
         return FetchedCell(cell_id, "present", target, asset.path)
+    if target.exists() or target.is_symlink():  # downloads are atomic: this file is not one of ours
+        return FetchedCell(cell_id, "failed", None, asset.path,
+                           f"{target} exists and differs from {asset.path} ({asset.size} bytes); it "
+                           "was not written by this fetch: move it away, or choose another --nwb-dir")
     try:
         _download(asset, target)
     except Exception as exc:  # network or disk errors: record and go on with the next cell

@@ -20,6 +20,7 @@ import os
 import shutil
 import resource
 import stat
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -332,24 +333,34 @@ def process_cell(path: str, settings: dict, cache_dir: str) -> dict:
     from_cache = record is not None
     if record is None:
         record = {"cell_id": _cell_id(Path(path)), "path": str(path)}
-        try:
-            options = dict(ap_window=settings["ap_window"], compact=settings["compact"],
-                           summary=settings.get("summary", True))
-            if "abf" in settings:
-                from .abf import extract_abf_cell
-
-                out = extract_abf_cell(path, settings["abf"], **options)
-            else:
-                from .vectors import extract_cell
-
-                out = extract_cell(path, **options)
-            record.update(status="ok", reason="", **out)
-        except CellFailure as exc:
-            record.update(status="failed", reason=str(exc))
-        except Exception as exc:  # never let one cell stop the run
-            record.update(status="failed", reason=f"unexpected {type(exc).__name__}: {exc}")
+        # ipfx/hdmf warn about odd sweeps ("Could not find stimulus: N/A") on stderr; a cell's
+        # problem is its failure reason, so the terminal keeps the command's own lines only
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"(ipfx|hdmf|pynwb)(\.|$)")
+            record = _extract_record(record, path, settings)
         cache.write_atomic(cache_path, key, record)
     return _status(record, from_cache, peak_rss_mb())
+
+
+def _extract_record(record: dict, path: str, settings: dict) -> dict:
+    """``record`` completed with the cell's features (status ok) or its failure reason."""
+    try:
+        options = dict(ap_window=settings["ap_window"], compact=settings["compact"],
+                       summary=settings.get("summary", True))
+        if "abf" in settings:
+            from .abf import extract_abf_cell
+
+            out = extract_abf_cell(path, settings["abf"], **options)
+        else:
+            from .vectors import extract_cell
+
+            out = extract_cell(path, **options)
+        record.update(status="ok", reason="", **out)
+    except CellFailure as exc:
+        record.update(status="failed", reason=str(exc))
+    except Exception as exc:  # never let one cell stop the run
+        record.update(status="failed", reason=f"unexpected {type(exc).__name__}: {exc}")
+    return record
 
 
 def _cell_id(path: Path) -> str:

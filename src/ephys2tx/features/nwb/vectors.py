@@ -141,6 +141,11 @@ def extract_cell(path, ap_window: float = 0.003, compact: bool = False, ontology
 def _extract_from_data_set(data_set, layout, ontology, ap_window, compact, summary) -> dict:
     import ipfx.script_utils as su
 
+    modes = set(data_set.sweep_table["clamp_mode"]) if "clamp_mode" in data_set.sweep_table else set()
+    if modes and "CurrentClamp" not in modes:
+        raise CellFailure(f"no current-clamp sweep ({len(data_set.sweep_table)} sweep(s), all "
+                          f"{' / '.join(sorted(map(str, modes)))}): features are extracted from "
+                          "current-clamp recordings only")
     # Same order and calls as data_for_specimen_id: long squares, short squares, ramps.
     # ipfx raises (FeatureError, ValueError) where it rejects a cell; the message
     # becomes the recorded failure reason.
