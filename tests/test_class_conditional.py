@@ -119,3 +119,20 @@ def test_class_mean_adaptation_keeps_a_class_that_moved_on_its_own(reference):
     acc_adapted = (adapted.responsibilities.argmax(axis=1) == yq).mean()
     assert acc_adapted > acc_fixed + 0.05 and acc_adapted > 0.85
     assert adapted.params["mean_relevance"] == 10.0
+
+
+def test_a_feature_a_class_never_has_is_fitted_without_a_warning():
+    """A class with no value in a feature gets the reference mean there, silently (was a
+    RuntimeWarning 'Mean of empty slice' on the terminal of every run)."""
+    import warnings
+
+    from ephys2tx.models.class_conditional import ClassConditionalAligner
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(120, 3)), columns=["a", "b", "c"])
+    y = np.repeat([0, 1, 2], 40)
+    X.loc[y == 2, "b"] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        al = ClassConditionalAligner().fit(X, y)
+    assert al.means_[2, 1] == 0.0 and np.isfinite(al.means_).all()

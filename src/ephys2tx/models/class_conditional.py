@@ -235,9 +235,10 @@ class ClassConditionalAligner(BaseEstimator):
         residuals, per_class = [], []
         for k, cls in enumerate(self.classes_):
             Zk = Z[y == cls]
-            with np.errstate(all="ignore"):
-                mu = np.nanmean(Zk, axis=0)
-            mu = np.where(np.isfinite(mu), mu, 0.0)
+            # the class mean of each feature; 0 (the reference mean) where the class has no value
+            # (no "Mean of empty slice" warning on the terminal)
+            counts = np.isfinite(Zk).sum(axis=0)
+            mu = np.where(counts > 0, np.nansum(Zk, axis=0) / np.maximum(counts, 1), 0.0)
             self.means_[k] = mu
             R = np.where(np.isnan(Zk), 0.0, Zk - mu)  # missing -> the class mean
             residuals.append(R)
