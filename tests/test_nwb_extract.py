@@ -636,3 +636,7 @@ def test_a_trailing_nan_block_is_an_aborted_sweep_and_is_accepted(nwb_set, tmp_p
     got, ref = extract_cell(path), extract_cell(good)
     for name in FAMILIES:
         np.testing.assert_array_equal(got["vectors"][name], ref["vectors"][name])
+    # aborted after three samples of one value (the zeros after them become NaN): not a flat-line sweep
+    short = _edit_copy(good, tmp_path / "aborted_early.nwb", lambda f: _replace_data(
+        f, RESP, lambda a: np.where(np.arange(a.size) < 3, np.float32(-70.0), np.float32(0.0))))
+    assert set(extract_cell(short)["vectors"]) == set(FAMILIES)

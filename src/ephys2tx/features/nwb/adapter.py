@@ -136,6 +136,7 @@ MIN_SAMPLING_RATE, MAX_SAMPLING_RATE = 1e3, 1e7
 #: Largest plausible membrane potential (mV) and current-clamp command (pA) in magnitude: beyond
 #: them the unit or conversion factor of the series is wrong (e.g. mV data declared as volts).
 MAX_ABS_VOLTAGE_MV, MAX_ABS_CURRENT_PA = 1000.0, 1e5
+_MIN_FLAT_SAMPLES = 1000
 
 
 def _sweep_name(data_set, sweep_number) -> str:
@@ -208,7 +209,8 @@ def check_sweep_data(data_set, sweep_number, data: dict) -> dict:
             fail(f"{what}: {problem}")
     if current_clamp:
         v = response[np.isfinite(response)]
-        if v.size > 1 and v.min() == v.max():
+        # (a sweep aborted after a few samples may repeat one quantised value: only long flat lines count)
+        if v.size >= _MIN_FLAT_SAMPLES and v.min() == v.max():
             fail(f"the voltage is exactly {v[0] + 0.0:g} mV on every sample: no signal was recorded "
                  "(disconnected channel, placeholder sweep or a conversion factor of 0)")
         for what, x, limit, unit in (("voltage", v, MAX_ABS_VOLTAGE_MV, "mV"),
