@@ -640,3 +640,10 @@ def test_a_trailing_nan_block_is_an_aborted_sweep_and_is_accepted(nwb_set, tmp_p
     short = _edit_copy(good, tmp_path / "aborted_early.nwb", lambda f: _replace_data(
         f, RESP, lambda a: np.where(np.arange(a.size) < 3, np.float32(-70.0), np.float32(0.0))))
     assert set(extract_cell(short)["vectors"]) == set(FAMILIES)
+
+
+def test_the_sweep_checks_hold_for_the_pynwb_reader_too(nwb_set, tmp_path):
+    """The check sits in the ipfx data set every reader is wrapped in (h5py, pynwb, ABF)."""
+    path = _edit_copy(nwb_set["good"][0][0], tmp_path / "inf.nwb", CONTENT_FAULTS["inf_sample"][0])
+    with pytest.raises(CellFailure, match=r"sweep 0 .*samples are infinite"):
+        extract_cell(path, reader="pynwb")
