@@ -355,3 +355,82 @@ def test_protocol_map_with_yaml_aliases_is_refused(tmp_path):
     path.write_text("long_square: &p LS\nshort_square: *p\nliquid_junction_potential_mv: 0\n")
     with pytest.raises(InputError, match=r"map\.yaml.*YAML anchor"):
         load_protocol_map(path)
+
+
+def _patched(path, offset, fmt, *values):
+    import struct
+
+    data = bytearray(path.read_bytes())
+    struct.pack_into(fmt, data, offset, *values)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _write_two_channels(path, run, rate):
+    """ABF 1 with the command current on IN 0 (pA) and the voltage on IN 1 (mV), samples interleaved;
+    the one DAC (0) carries the epoch table, as a MultiClamp channel recorded with Im and Vm."""
+    import struct
+
+    af.write_abf1(path, run, rate)
+    header = bytearray(path.read_bytes()[:12 * 512])
+    struct.pack_into("h", header, 120, 2)  # nADCNumChannels
+    struct.pack_into("f", header, 122, 1e6 / rate / 2)  # sample interval over both channels
+    struct.pack_into("i", header, 10, run.n_samples * run.n_sweeps * 2)
+    struct.pack_into("i", header, 138, run.n_samples * 2)
+    struct.pack_into("16h", header, 410, *([0, 1] + [0] * 14))  # nADCSamplingSeq
+    struct.pack_into("8s", header, 602, b"pA".ljust(8))
+    struct.pack_into("8s", header, 610, b"mV".ljust(8))
+    samples = [np.column_stack([np.round(c).astype(np.int16), raw]).ravel() for c, raw in zip(run.commands, run.raw)]
+    path.write_bytes(bytes(header) + af._pad(np.concatenate(samples).astype("<i2").tobytes()))
+    return path
+
+
+def _constant_sweep(run, value):
+    import dataclasses
+
+    raw = list(run.raw)
+    raw[-2] = np.full_like(raw[-2], value)
+    return dataclasses.replace(run, raw=raw)
+
+
+ABF_FAULTS = {
+    # (writer(path, run, rate), expected reason): each was accepted with wrong features or failed
+    # with an ipfx message about something else before
+    "gap_free": (lambda p, run, rate: _patched(af.write_abf1(p, run, rate), 8, "h", 3),
+                 r"gap_free\.abf: gap-free recording, not episodic stimulation"),
+    "no_waveform": (lambda p, run, rate: _patched(af.write_abf1(p, run, rate), 2296, "2h", 0, 0),
+                    r"the command \(DAC 0\) is constant on all \d+ sweep\(s\) \(DAC waveform is not enabled\)"),
+    "empty_epoch_table": (lambda p, run, rate: _patched(af.write_abf1(p, run, rate), 2308, "10h", *[0] * 10),
+                          r"constant on all \d+ sweep\(s\) \(its epoch table has no step or ramp epoch\)"),
+    "command_declared_nA": (lambda p, run, rate: af.write_abf1(p, run, rate, dac_unit="nA"),
+                            r"the stimulus reaches \d+ pA \(beyond 100000 pA\): the unit or conversion"),
+    "voltage_declared_V": (lambda p, run, rate: af.write_abf1(p, run, rate, adc_unit="V"),
+                           r"sweep 0 \(C1LSCOARSE150216\): the voltage reaches \d+(\.\d+)? mV \(beyond 1000 mV\)"),
+    "constant_sweep": (lambda p, run, rate: af.write_abf1(p, _constant_sweep(run, -700), rate),
+                       r"the voltage is exactly -2\.13623 mV on every sample: no signal"),
+    "saturated_sweep": (lambda p, run, rate: af.write_abf1(p, _constant_sweep(run, 32767), rate),
+                        r"the voltage is exactly 99\.9969 mV on every sample"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ABF_FAULTS))
+def test_odd_abf_content_fails_the_cell_with_its_reason(case, abf_cells, tmp_path):
+    cell = abf_cells[0][0]
+    writer, match = ABF_FAULTS[case]
+    path = writer(tmp_path / f"{case}.abf", cell.runs["long_square"], cell.rate)
+    with pytest.raises(CellFailure, match=match):
+        extract_abf_cell(path, validate_protocol_map(af.PROTOCOL_MAP))
+
+
+def test_voltage_on_the_second_adc_channel_is_stimulated_by_the_one_dac(abf_cells, tmp_path):
+    """Current on IN 0, voltage on IN 1, one DAC with the epoch table: the stimulus is DAC 0's (was DAC 1's
+    flat command: 'No long square sweeps were long enough'); same features as the one-channel file."""
+    cell = abf_cells[0][0]
+    run = cell.runs["long_square"]
+    pmap = validate_protocol_map(af.PROTOCOL_MAP)
+    two = _write_two_channels(tmp_path / "two.abf", run, cell.rate)
+    one = af.write_abf1(tmp_path / "one.abf", run, cell.rate)
+    ref = extract_abf_cell(one, pmap)
+    for channel in (None, 1):  # the first channel in mV, or named in the map
+        got = extract_abf_cell(two, validate_protocol_map({**af.PROTOCOL_MAP, "channel": channel}))
+        _assert_same_features(got, ref, rtol=0)

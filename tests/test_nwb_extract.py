@@ -521,3 +521,129 @@ def test_feature_table_ids_read_like_user_table_ids(ids, match, tmp_path):
     else:
         with pytest.raises(InputError, match=match):
             read_feature_table(path)
+
+
+def _edit_copy(source, target, edit):
+    """Copy an NWB file and apply ``edit(h5py.File)`` to the copy."""
+    import shutil
+
+    import h5py
+
+    shutil.copy(source, target)
+    with h5py.File(target, "r+") as f:
+        edit(f)
+    return target
+
+
+def _replace_data(f, series, fn):
+    """Replace the data of ``series`` (e.g. 'acquisition/data_00000_AD0') by ``fn(data)``, keeping its attributes."""
+    group = f[series]
+    attrs = dict(group["data"].attrs)
+    data = fn(group["data"][:])
+    del group["data"]
+    group.create_dataset("data", data=data)
+    group["data"].attrs.update(attrs)
+
+
+def _all_series(f, where, key, value):
+    for name in f[where]:
+        target = f[where][name]["starting_time" if key == "rate" else "data"]
+        target.attrs[key] = value
+
+
+RESP, STIM = "acquisition/data_00000_AD0", "stimulus/presentation/data_00000_DA0"
+
+
+def _set(a, where, value):
+    a = a.copy()
+    a[where] = value
+    return a
+
+
+CONTENT_FAULTS = {
+    "rate_zero": (lambda f: _all_series(f, "stimulus/presentation", "rate", 0.0),
+                  r"sweep 0 \(C1LSCOARSE150216\): sampling rate 0 Hz is not a positive number"),
+    "rate_negative": (lambda f: _all_series(f, "stimulus/presentation", "rate", -5e4), r"-50000 Hz is not a positive"),
+    "rate_nan": (lambda f: _all_series(f, "stimulus/presentation", "rate", np.nan), r"nan Hz is not a positive"),
+    "rate_1hz": (lambda f: _all_series(f, "stimulus/presentation", "rate", 1.0), r"1 Hz is outside the plausible"),
+    "rate_1e9": (lambda f: _all_series(f, "stimulus/presentation", "rate", 1e9), r"1e\+09 Hz is outside the plausible"),
+    "inf_sample": (lambda f: _replace_data(f, RESP, lambda a: _set(a, 20000, np.inf)),
+                   r"sweep 0 .*response: 1 of its \d+ samples are infinite"),
+    "nan_inside": (lambda f: _replace_data(f, RESP, lambda a: _set(a, slice(100, 200), np.nan)),
+                   r"response: 100 of its \d+ samples are NaN \(first at sample 100\) inside the recording"),
+    "nan_in_stimulus": (lambda f: _replace_data(f, STIM, lambda a: _set(a, 5, np.nan)), r"stimulus: 1 of its"),
+    "constant_voltage": (lambda f: _replace_data(f, RESP, lambda a: np.full_like(a, -70.0)),
+                         r"the voltage is exactly -70 mV on every sample"),
+    "zero_length": (lambda f: (_replace_data(f, RESP, lambda a: a[:0]), _replace_data(f, STIM, lambda a: a[:0])),
+                    r"sweep 0 .*no samples \(stimulus 0, response 0\)"),
+    "lengths_differ": (lambda f: _replace_data(f, RESP, lambda a: a[:-1000]),
+                       r"the stimulus has (\d+) samples but the response \d+"),
+    "mv_declared_as_volts": (lambda f: _all_series(f, "acquisition", "conversion", 1.0),
+                             r"the voltage reaches \d+(\.\d+)? mV \(beyond 1000 mV\): the unit or conversion"),
+    "response_conversion_zero": (lambda f: _all_series(f, "acquisition", "conversion", 0.0),
+                                 r"exactly 0 mV on every sample.*conversion factor of 0"),
+    "stimulus_conversion_zero": (lambda f: _all_series(f, "stimulus/presentation", "conversion", 0.0),
+                                 r"long square analysis: none of the \d+ long square sweep\(s\) has both a stimulus"),
+    "stimulus_pa_declared_as_amps": (lambda f: _all_series(f, "stimulus/presentation", "conversion", 1e-9),
+                                     r"the stimulus reaches \d+ pA \(beyond 100000 pA\)"),
+    "repeated_sweep_numbers": (
+        lambda f: f["general/intracellular_ephys/sweep_table/sweep_number"].__setitem__(
+            slice(2, 4), f["general/intracellular_ephys/sweep_table/sweep_number"][10:12]),
+        r"sweep number 5 has 2 response series in the file's sweep table"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONTENT_FAULTS))
+def test_odd_sweep_content_fails_the_cell_naming_the_sweep(case, nwb_set, tmp_path):
+    """Readable files with impossible content: each was accepted with inf/NaN or wrong-unit features
+    (inf, NaN inside, constant voltage, mV declared as volts, pA declared as A), or failed with an
+    ipfx message pointing elsewhere ('not long enough' for a rate of 0, 'cannot convert float NaN',
+    "'list' object has no attribute 'sweeps'", an IndexError, 'unexpected ValueError')."""
+    edit, match = CONTENT_FAULTS[case]
+    path = _edit_copy(nwb_set["good"][0][0], tmp_path / f"{case}.nwb", edit)
+    with pytest.raises(CellFailure, match=match):
+        extract_cell(path)
+
+
+def test_content_faults_fail_their_cells_and_the_others_are_extracted(nwb_set, tmp_path):
+    """Through the CLI: exit 0, the good cell in the table (all finite where the clean run is), the odd
+    cells in the failures list with their sweep; nothing non-finite written."""
+    from ephys2tx.cli import main
+
+    good = nwb_set["good"][0][0]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    import shutil
+
+    shutil.copy(good, folder / "good.nwb")
+    for case in ("inf_sample", "nan_inside", "mv_declared_as_volts"):
+        _edit_copy(good, folder / f"{case}.nwb", CONTENT_FAULTS[case][0])
+    out = tmp_path / "f.parquet"
+    assert main(["extract", str(folder), "-o", str(out), "--workers", "1"]) == 0
+    table = pd.read_parquet(out)
+    assert list(table.index) == ["good"]
+    assert not np.isinf(table.to_numpy(dtype=float)).any()
+    failures = pd.read_csv(str(out) + ".failures.csv").set_index("cell_id")["reason"]
+    assert sorted(failures.index) == ["inf_sample", "mv_declared_as_volts", "nan_inside"]
+    assert failures.str.startswith("sweep 0 (C1LSCOARSE150216): ").all()
+
+
+def test_a_trailing_nan_block_is_an_aborted_sweep_and_is_accepted(nwb_set, tmp_path):
+    """ipfx itself turns the trailing zeros of an aborted sweep into NaN: NaN at the end stays allowed."""
+    good = nwb_set["good"][0][0]
+    path = _edit_copy(good, tmp_path / "aborted.nwb",
+                      lambda f: _replace_data(f, RESP, lambda a: _set(a, slice(a.size - 500, None), np.nan)))
+    got, ref = extract_cell(path), extract_cell(good)
+    for name in FAMILIES:
+        np.testing.assert_array_equal(got["vectors"][name], ref["vectors"][name])
+    # aborted after three samples of one value (the zeros after them become NaN): not a flat-line sweep
+    short = _edit_copy(good, tmp_path / "aborted_early.nwb", lambda f: _replace_data(
+        f, RESP, lambda a: np.where(np.arange(a.size) < 3, np.float32(-70.0), np.float32(0.0))))
+    assert set(extract_cell(short)["vectors"]) == set(FAMILIES)
+
+
+def test_the_sweep_checks_hold_for_the_pynwb_reader_too(nwb_set, tmp_path):
+    """The check sits in the ipfx data set every reader is wrapped in (h5py, pynwb, ABF)."""
+    path = _edit_copy(nwb_set["good"][0][0], tmp_path / "inf.nwb", CONTENT_FAULTS["inf_sample"][0])
+    with pytest.raises(CellFailure, match=r"sweep 0 .*samples are infinite"):
+        extract_cell(path, reader="pynwb")

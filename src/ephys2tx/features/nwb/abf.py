@@ -49,7 +49,7 @@ import numpy as np
 
 from ephys2tx.errors import InputError, short_repr as _show
 
-from .adapter import CellFailure, default_ontology, install_ipfx_memoization
+from .adapter import CellFailure, checked_data_set, default_ontology, install_ipfx_memoization
 
 __all__ = ["ROLES", "check_protocol_names", "load_protocol_map", "validate_protocol_map", "extract_abf_cell", "abf_cell_files",
            "is_abf"]
@@ -272,6 +272,49 @@ def _voltage_channel(abf, channel: int | None, name: str) -> int:
                       "(voltage clamp?)")
 
 
+_EPISODIC = 5
+_OPERATION_MODES = {1: "event-driven (variable length)", 2: "oscilloscope (loss-free)", 3: "gap-free",
+                    4: "oscilloscope (high-speed)"}
+
+
+def _waveform_dacs(abf) -> list[int]:
+    """DACs whose waveform is enabled and comes from the epoch table or a stimulus file (pyabf's header fields)."""
+    try:
+        header = abf._headerV1 if int(abf.abfVersion["major"]) == 1 else abf._dacSection
+        pairs = list(zip(header.nWaveformEnable, header.nWaveformSource))
+    except (AttributeError, KeyError, TypeError):  # a layout pyabf did not fill: keep the channel's DAC
+        return []
+    return [d for d, (enabled, source) in enumerate(pairs) if enabled and source in (1, 2)]
+
+
+def _waveform_text(stimulus) -> str:
+    """pyabf's one-line note on a DAC waveform (its multi-line epoch table printout is summarised)."""
+    text = str(getattr(stimulus, "text", "") or "").strip()
+    if not text:
+        return "no epoch table"
+    return text if "\n" not in text else "its epoch table has no step or ramp epoch"
+
+
+def _command_dac(abf, channel: int, name: str) -> int:
+    """The DAC whose command is the stimulus of ADC ``channel``.
+
+    The DAC of the same index when it has a waveform (one amplifier channel per
+    ADC/DAC pair), else the only DAC with one: a MultiClamp channel recorded as
+    current on IN 0 and voltage on IN 1 is stimulated by DAC 0.
+    """
+    n = len(abf.dacUnits)
+    if n == 0:
+        return 0
+    own = min(channel, n - 1)
+    enabled = [d for d in _waveform_dacs(abf) if d < n]
+    if not enabled or own in enabled:
+        return own
+    if len(enabled) > 1:
+        raise CellFailure(f"{name}: ADC channel {channel} has no DAC of its own with a waveform, and DACs "
+                          f"{enabled} all have one: cannot tell which one stimulated the cell")
+    return enabled[0]
+
+
 _CURRENT_SCALE = {"pA": 1.0, "nA": 1e3, "uA": 1e6, "µA": 1e6, "A": 1e12}
 
 
@@ -282,9 +325,14 @@ class _AbfRun:
         abf = _open_abf(path)
         self.path, self.role = path, role
         self.version = int(abf.abfVersion["major"])
+        mode = int(getattr(abf, "nOperationMode", _EPISODIC))
+        if mode != _EPISODIC:
+            raise CellFailure(f"{path.name}: {_OPERATION_MODES.get(mode, f'operation mode {mode}')} recording, not "
+                              "episodic stimulation: ephys2tx needs sweeps with a command waveform (record the "
+                              "protocol in Clampex's episodic stimulation mode)")
         channel = _voltage_channel(abf, protocol_map["channel"], path.name)
         v_scale = 1e3 if str(abf.adcUnits[channel]).strip() == "V" else 1.0
-        dac = min(channel, len(abf.dacUnits) - 1) if len(abf.dacUnits) else 0
+        dac = _command_dac(abf, channel, path.name)
         dac_unit = str(abf.dacUnits[dac]).strip() if len(abf.dacUnits) else "pA"
         if dac_unit not in _CURRENT_SCALE:
             raise CellFailure(f"{path.name}: the command (DAC {dac}) is in {dac_unit!r}, not a current: "
@@ -293,12 +341,16 @@ class _AbfRun:
         self.rate = float(abf.dataRate)
         ljp = protocol_map["liquid_junction_potential_mv"]
         self.sweeps, self.holding = [], set()
+        import pyabf.stimulus
+
+        stimulus = pyabf.stimulus.Stimulus(abf, dac)
         for number in abf.sweepList:
             abf.setSweep(number, channel=channel)
-            command = np.asarray(abf.sweepC, dtype=np.float64) * i_scale
+            # the command of DAC ``dac`` (pyabf's sweepC is the DAC of the same index as the ADC channel)
+            command = np.asarray(stimulus.stimulusWaveform(number), dtype=np.float64)[:abf.sweepY.size] * i_scale
             if command.size != abf.sweepY.size or not np.all(np.isfinite(command)):
                 raise CellFailure(f"{path.name}: pyabf cannot rebuild the command waveform of sweep {number} "
-                                  f"({abf.stimulusByChannel[channel].text or 'no epoch table'}); ephys2tx needs "
+                                  f"({_waveform_text(stimulus)}); ephys2tx needs "
                                   "the stimulus from the protocol's epoch table")
             # the holding level: the command before the first epoch (pyabf fills the first 1/64 of the
             # sweep with the DAC holding level); ipfx reads amplitudes as absolute command levels
@@ -308,12 +360,15 @@ class _AbfRun:
                 command = command - holding
             voltage = np.asarray(abf.sweepY, dtype=np.float64) * v_scale - ljp
             self.sweeps.append((command, voltage))
+        if all(c.min() == c.max() for c, _ in self.sweeps):
+            raise CellFailure(f"{path.name}: the command (DAC {dac}) is constant on all {len(self.sweeps)} sweep(s) "
+                              f"({_waveform_text(stimulus)}): the protocol has no stimulus epochs, so no "
+                              "step amplitude can be read; ephys2tx needs the stimulus from the protocol's epoch table")
 
 
 def _data_set(runs: list[_AbfRun], ontology):
     """An ipfx ``EphysDataSet`` over the sweeps of all runs (numbered consecutively)."""
     from ipfx.dataset.ephys_data_interface import EphysDataInterface
-    from ipfx.dataset.ephys_data_set import EphysDataSet
 
     table = {}
     for run in runs:
@@ -358,7 +413,7 @@ def _data_set(runs: list[_AbfRun], ontology):
                     "stimulus_code_ext": code, "clamp_mode": "CurrentClamp",
                     "stimulus_name": self.get_stimulus_name(code)}
 
-    return EphysDataSet(data=AbfSweepData(ontology=ontology, validate_stim=True))
+    return checked_data_set(AbfSweepData(ontology=ontology, validate_stim=True))
 
 
 def _has_test_pulse(i: np.ndarray) -> bool:

@@ -130,6 +130,117 @@ def _series_of(reference):
     return series if series is not None else reference[2]
 
 
+#: Plausible sampling rates (Hz) of a patch-clamp sweep: ipfx filters at 10 kHz (it needs more than
+#: 20 kHz); Allen files are 50 or 200 kHz. Outside this range the rate attribute is wrong.
+MIN_SAMPLING_RATE, MAX_SAMPLING_RATE = 1e3, 1e7
+#: Largest plausible membrane potential (mV) and current-clamp command (pA) in magnitude: beyond
+#: them the unit or conversion factor of the series is wrong (e.g. mV data declared as volts).
+MAX_ABS_VOLTAGE_MV, MAX_ABS_CURRENT_PA = 1000.0, 1e5
+_MIN_FLAT_SAMPLES = 1000
+
+
+def _sweep_name(data_set, sweep_number) -> str:
+    try:
+        code = data_set.get_stimulus_code(sweep_number)
+    except Exception:  # noqa: BLE001  (only for the message)
+        code = None
+    return f"sweep {sweep_number}" + (f" ({code})" if code else "")
+
+
+def _bad_values(x: np.ndarray) -> str | None:
+    """What is wrong with the non-finite values of ``x``, or None.
+
+    A block of NaN at the end is an aborted sweep (ipfx itself turns trailing zeros of a
+    response into NaN) and is allowed; NaN elsewhere and any infinity are not.
+    """
+    finite = np.isfinite(x)
+    if finite.all():
+        return None
+    n_inf = int(np.isinf(x).sum())
+    if n_inf:
+        return f"{n_inf} of its {x.size} samples are infinite"
+    nan = np.flatnonzero(~finite)
+    last = np.flatnonzero(finite)
+    if last.size == 0 or nan[0] > last[-1]:
+        return None  # trailing NaN only: the sweep ended early
+    return f"{nan.size} of its {x.size} samples are NaN (first at sample {nan[0]}) inside the recording"
+
+
+def check_sweep_data(data_set, sweep_number, data: dict) -> dict:
+    """Refuse sweep content that ipfx would turn into wrong or non-finite features.
+
+    Called on every sweep ipfx reads (:func:`checked_data_set`), whatever the reader (NWB
+    h5py or pynwb path, ABF). ``data`` is ipfx's sweep dict (stimulus in pA and response in
+    mV for current clamp; trailing zeros of the response already NaN).
+
+    Raises
+    ------
+    CellFailure
+        Naming the sweep and the problem: a sampling rate that is not a positive number or
+        outside [:data:`MIN_SAMPLING_RATE`, :data:`MAX_SAMPLING_RATE`], no samples, stimulus
+        and response of different lengths, NaN inside the data (a trailing NaN block is an
+        aborted sweep and allowed) or infinity, a voltage that is exactly constant, or values
+        beyond :data:`MAX_ABS_VOLTAGE_MV` / :data:`MAX_ABS_CURRENT_PA` (wrong unit or conversion).
+    """
+    def fail(problem):
+        raise CellFailure(f"{_sweep_name(data_set, sweep_number)}: {problem}")
+
+    rate = data.get("sampling_rate")
+    try:
+        rate = float(rate)
+    except (TypeError, ValueError):
+        fail(f"sampling rate {rate!r} is not a number; check the series' starting_time rate")
+    if not (np.isfinite(rate) and rate > 0):
+        fail(f"sampling rate {rate:g} Hz is not a positive number; check the series' starting_time rate")
+    if not MIN_SAMPLING_RATE <= rate <= MAX_SAMPLING_RATE:
+        fail(f"sampling rate {rate:g} Hz is outside the plausible {MIN_SAMPLING_RATE:g}-{MAX_SAMPLING_RATE:g} Hz "
+             "of a patch-clamp recording; check the series' starting_time rate")
+    stimulus = np.asarray(data["stimulus"], dtype=np.float64)
+    response = np.asarray(data["response"], dtype=np.float64)
+    if stimulus.size == 0 or response.size == 0:
+        fail(f"no samples (stimulus {stimulus.size}, response {response.size}): an empty sweep")
+    if stimulus.size != response.size:
+        fail(f"the stimulus has {stimulus.size} samples but the response {response.size}: they must be "
+             "recorded together, sample by sample")
+    current_clamp = data.get("stimulus_unit") == "Amps"
+    for what, x in (("stimulus", stimulus), ("response", response)):
+        problem = _bad_values(x)
+        if problem:
+            fail(f"{what}: {problem}")
+    if current_clamp:
+        v = response[np.isfinite(response)]
+        # (a sweep aborted after a few samples may repeat one quantised value: only long flat lines count)
+        if v.size >= _MIN_FLAT_SAMPLES and v.min() == v.max():
+            fail(f"the voltage is exactly {v[0] + 0.0:g} mV on every sample: no signal was recorded "
+                 "(disconnected channel, placeholder sweep or a conversion factor of 0)")
+        for what, x, limit, unit in (("voltage", v, MAX_ABS_VOLTAGE_MV, "mV"),
+                                     ("stimulus", stimulus[np.isfinite(stimulus)], MAX_ABS_CURRENT_PA, "pA")):
+            peak = float(np.abs(x).max()) if x.size else 0.0
+            if peak > limit:
+                fail(f"the {what} reaches {peak:g} {unit} (beyond {limit:g} {unit}): the unit or conversion "
+                     "factor of the series is wrong")
+    return data
+
+
+_CHECKED_CLASS = None
+
+
+def checked_data_set(data):
+    """ipfx ``EphysDataSet`` over the data interface ``data`` whose sweeps pass :func:`check_sweep_data`."""
+    global _CHECKED_CLASS
+    if _CHECKED_CLASS is None:
+        from ipfx.dataset.ephys_data_set import EphysDataSet
+
+        class CheckedEphysDataSet(EphysDataSet):
+            """``EphysDataSet`` refusing sweeps with impossible content (see :func:`check_sweep_data`)."""
+
+            def get_sweep_data(self, sweep_number):
+                return check_sweep_data(self, sweep_number, super().get_sweep_data(sweep_number))
+
+        _CHECKED_CLASS = CheckedEphysDataSet
+    return _CHECKED_CLASS(data=data)
+
+
 class _NotFastReadable(Exception):
     """The file needs ipfx's pynwb-based reader (e.g. MIES file, extension series types)."""
 
@@ -278,8 +389,12 @@ def _h5_data_class():
                 raise ValueError(f"No TimeSeries found for sweep number {sweep_number}.")
             matches = [s for s in series
                        if (s["kind"] in _RESPONSE_TYPES if response else s["kind"] in _STIMULUS_TYPES)]
+            what = "response" if response else "stimulus"
+            if len(matches) > 1:  # ipfx cannot tell which one is the sweep's
+                raise CellFailure(f"sweep number {sweep_number} has {len(matches)} {what} series in the file's "
+                                  "sweep table: each sweep needs one stimulus and one response (repeated "
+                                  "sweep numbers?)")
             if len(matches) != 1:
-                what = "response" if response else "stimulus"
                 raise ValueError(f"Found {len(matches)} {what} PatchClampSeries for sweep number {sweep_number}.")
             return matches[0]
 
@@ -375,7 +490,6 @@ def open_data_set(path: str | Path, ontology=None, reader: str = "h5py"):
     Call :func:`close_data_set` when done (releases the HDF5 file handle).
     """
     from ipfx.dataset.create import create_ephys_data_set
-    from ipfx.dataset.ephys_data_set import EphysDataSet
 
     if reader not in READERS:
         raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
@@ -384,13 +498,13 @@ def open_data_set(path: str | Path, ontology=None, reader: str = "h5py"):
     try:
         if reader == "h5py":
             try:
-                return EphysDataSet(data=_h5_data_class()(path, ontology, layout)), layout
+                return checked_data_set(_h5_data_class()(path, ontology, layout)), layout
             except _NotFastReadable:
                 pass
         if layout == SWEEP_TABLE:
-            return create_ephys_data_set(nwb_file=str(path), ontology=ontology), layout
+            return checked_data_set(create_ephys_data_set(nwb_file=str(path), ontology=ontology)._data), layout
         data = _icephys_data_class()(str(path), ontology)
-        return EphysDataSet(data=data), layout
+        return checked_data_set(data), layout
     except CellFailure:
         raise
     except Exception as exc:  # pynwb/ipfx/h5py raise many types on malformed files

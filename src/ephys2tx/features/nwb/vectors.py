@@ -95,6 +95,26 @@ def _stage(what: str, fn, *args, **kwargs):
         raise CellFailure(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
+def _no_stimulus_is_a_failure(preprocess, what: str):
+    """``preprocess(data_set, numbers)`` with ipfx's crash on sweeps without a stimulus made a reason.
+
+    ipfx 2.1.2's ``validate_sweeps`` returns a plain list when no sweep has a
+    stimulus (zero, or zeroed by a conversion factor of 0), and
+    ``preprocess_*_sweeps`` then fails with "'list' object has no attribute 'sweeps'".
+    """
+    def run(data_set, numbers):
+        try:
+            return preprocess(data_set, numbers)
+        except AttributeError as exc:
+            if "'list' object has no attribute 'sweeps'" not in str(exc):
+                raise
+            raise CellFailure(f"{what} analysis: none of the {len(numbers)} {what} sweep(s) has both a stimulus "
+                              "and a recorded response (the command current is constant, or the response is NaN "
+                              "or zero from its start, as in an aborted sweep): check the data and the series' "
+                              "conversion factors") from exc
+    return run
+
+
 def extract_cell(path, ap_window: float = 0.003, compact: bool = False, ontology=None,
                  summary: bool = True, reader: str = "h5py") -> dict:
     """Compute the 14 feature-vector families and IPFX summary features of one cell.
@@ -151,10 +171,12 @@ def _extract_from_data_set(data_set, layout, ontology, ap_window, compact, summa
     # becomes the recorded failure reason.
     lsq_numbers = _stage("long square sweeps", su.categorize_iclamp_sweeps, data_set, ontology.long_square_names)
     lsq_sweeps, lsq_features, lsq_an, lsq_start, lsq_end = _stage(
-        "long square analysis", su.preprocess_long_square_sweeps, data_set, lsq_numbers)
+        "long square analysis", _no_stimulus_is_a_failure(su.preprocess_long_square_sweeps, "long square"),
+        data_set, lsq_numbers)
     ssq_numbers = _stage("short square sweeps", su.categorize_iclamp_sweeps, data_set, ontology.short_square_names)
     ssq_sweeps, ssq_features, ssq_an = _stage(
-        "short square analysis", su.preprocess_short_square_sweeps, data_set, ssq_numbers)
+        "short square analysis", _no_stimulus_is_a_failure(su.preprocess_short_square_sweeps, "short square"),
+        data_set, ssq_numbers)
     ramp_numbers = _stage("ramp sweeps", su.categorize_iclamp_sweeps, data_set, ontology.ramp_names)
     ramp_sweeps, ramp_features, ramp_an = _stage(
         "ramp analysis", su.preprocess_ramp_sweeps, data_set, ramp_numbers)
