@@ -171,3 +171,8 @@ def test_em_inverts_each_covariance_once_and_likelihoods_stay_exact(reference, m
     n_patterns = len(np.unique(observed, axis=0))
     assert result.n_iter > 2
     assert len(calls) <= n_patterns * len(aligner.classes_)
+    calls.clear()  # one covariance shared by all classes: factorised once per pattern
+    tied = ClassConditionalAligner(covariance="tied").fit(X, y)
+    tied_result = tied.align(query)
+    assert tied_result.n_iter > 2 and len(calls) == n_patterns
+    assert np.isfinite(tied_result.responsibilities).all()

@@ -295,17 +295,24 @@ class ClassConditionalAligner(BaseEstimator):
 
         patterns, inverse = np.unique(observed, axis=0, return_inverse=True)
         inverse = np.asarray(inverse).reshape(-1)
+        covs = self.covariances_
+        # classes sharing one covariance (tied) share its factors: factorised once, not K times
+        same = [next(j for j in range(k + 1) if np.array_equal(covs[j], covs[k]))
+                for k in range(len(covs))]
         out = []
         for p, pattern in enumerate(patterns):
             obs = np.flatnonzero(pattern)
             if len(obs) == 0:
                 continue
             factors = []
-            for c in self.covariances_:
+            for k, c in enumerate(covs):
+                if same[k] < k:
+                    factors.append(factors[same[k]])
+                    continue
                 L = np.linalg.cholesky(c[np.ix_(obs, obs)])
                 factors.append((solve_triangular(L, np.eye(len(obs)), lower=True),
                                 np.log(np.diag(L)).sum()))
-            out.append((inverse == p, obs, factors))
+            out.append((np.flatnonzero(inverse == p), obs, factors))
         return out
 
     def _log_likelihoods(self, U: np.ndarray, patterns: list, means=None) -> np.ndarray:
