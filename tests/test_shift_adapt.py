@@ -72,3 +72,26 @@ def test_layer_column_with_a_label_that_is_not_a_layer_names_file_column_and_cel
     assert "layer 'white matter' is not a cortical layer" in text
     assert "column 'layer'" in text and str(path) in text and "cell c1" in text
     assert "3 cell(s)" in text and "'L7'" in text and "leave the cell empty" in text
+
+
+def test_a_joint_em_that_did_not_converge_is_said(model, human, monkeypatch):
+    """A joint EM that stops at its iteration limit is reported in the notes (terminal and
+    report.md), not passed off silently as a converged fit (before: no note)."""
+    import ephys2tx.models.shift_adapt as shift_adapt
+
+    X = human.features.iloc[::4].reindex(columns=model.features).astype(float)
+    ref, labels = human.features.reindex(columns=model.features), human.labels.to_numpy()
+    done = adapt_predict(model, X, ref, labels, "ccm_mix", random_state=0)
+    assert done.alignment.converged
+    assert not any("without converging" in n for n in done.notes)
+    real = shift_adapt.fit_alignment
+
+    def stopped(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.converged, result.n_iter = False, 200
+        return result
+
+    monkeypatch.setattr(shift_adapt, "fit_alignment", stopped)
+    capped = adapt_predict(model, X, ref, labels, "ccm_mix", random_state=0)
+    assert any("joint EM stopped after 200 iterations without converging" in n for n in capped.notes)
+    np.testing.assert_allclose(capped.proba, done.proba)

@@ -287,6 +287,10 @@ def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference
             alignment = fit_alignment(X, ref, labels, classes, prior_rows=rows, covariance=covariance,
                                       pseudo_count=pseudo_count, mean_relevance=relevance,
                                       offset_prior_scale=offset_prior_scale)
+        if not alignment.converged:
+            notes.append(f"the joint EM stopped after {alignment.n_iter} iterations without converging "
+                         "(its objective still changed by more than the tolerance); the class mix and "
+                         "rig map are its last iterate.")
         aligned = alignment.aligned.reindex(columns=feats)
         class_mix = alignment.prior
         forest = np.nan_to_num(_proba(model, aligned))
