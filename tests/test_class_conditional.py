@@ -136,3 +136,43 @@ def test_a_feature_a_class_never_has_is_fitted_without_a_warning():
         warnings.simplefilter("error")
         al = ClassConditionalAligner().fit(X, y)
     assert al.means_[2, 1] == 0.0 and np.isfinite(al.means_).all()
+
+
+def test_em_inverts_each_covariance_once_and_likelihoods_stay_exact(reference, monkeypatch):
+    """The EM's likelihoods with missing features equal the Gaussian log-density of the
+    observed features, and the covariance factors are inverted once per missingness pattern
+    and class, not once per EM iteration (before: one triangular solve per pattern, class and
+    iteration, 110 of 120 s of a 2,000-cell human map; a 20,000-cell human map did not end
+    in 6 minutes)."""
+    import scipy.linalg
+    from scipy.stats import multivariate_normal
+
+    X, y = reference
+    aligner = ClassConditionalAligner(mean_relevance=100).fit(X, y)
+    rng = np.random.default_rng(3)
+    query = _cells(rng.choice(3, size=300, p=[0.2, 0.3, 0.5]), rng)
+    query.iloc[::3, 1] = np.nan  # three missingness patterns
+    query.iloc[::5, 3] = np.nan
+    Z = aligner.to_space(query)
+    observed = np.isfinite(Z)
+    patterns = aligner._patterns(observed)
+    ll = aligner._log_likelihoods(np.nan_to_num(Z), patterns)
+    for i in (0, 1, 3, 15):
+        obs = np.flatnonzero(observed[i])
+        for k in range(len(aligner.classes_)):
+            want = multivariate_normal(aligner.means_[k, obs],
+                                       aligner.covariances_[k][np.ix_(obs, obs)]).logpdf(Z[i, obs])
+            assert ll[i, k] == pytest.approx(want, rel=1e-9, abs=1e-9)
+    calls = []
+    real = scipy.linalg.solve_triangular
+    monkeypatch.setattr(scipy.linalg, "solve_triangular",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    result = aligner.align(query)
+    n_patterns = len(np.unique(observed, axis=0))
+    assert result.n_iter > 2
+    assert len(calls) <= n_patterns * len(aligner.classes_)
+    calls.clear()  # one covariance shared by all classes: factorised once per pattern
+    tied = ClassConditionalAligner(covariance="tied").fit(X, y)
+    tied_result = tied.align(query)
+    assert tied_result.n_iter > 2 and len(calls) == n_patterns
+    assert np.isfinite(tied_result.responsibilities).all()

@@ -46,3 +46,52 @@ def test_given_probabilities_of_the_wrong_shape_are_refused(model, human):
     X = human.features.iloc[:20].reindex(columns=model.features)
     with pytest.raises(ValueError, match="shape"):
         adapt_predict(model, X, X, ["Pvalb"] * 20, "em", proba=np.full((19, len(model.classes)), 0.25))
+
+
+def test_layer_column_with_a_label_that_is_not_a_layer_names_file_column_and_cell(tmp_path):
+    """``--layer-column`` mixing notations: L1, 1, 'layer 2/3', empty and NaN are read; a
+    label that is no layer ('white matter', 'L7') is refused naming the file, the column and
+    the cell (before: only "layer 'L7' is not a cortical layer")."""
+    import pandas as pd
+
+    from ephys2tx.errors import InputError
+    from ephys2tx.models.shift_adapt import read_layer_column
+
+    ids = [f"c{i}" for i in range(6)]
+    good = pd.DataFrame({"cell_id": ids, "tau": np.arange(6.0) + 10,
+                         "layer": ["L1", "1", "layer 2/3", "", None, "L5"]})
+    path = tmp_path / "cells.csv"
+    good.to_csv(path, index=False)
+    values = read_layer_column(path, "layer", ids, id_column="cell_id")
+    assert values[:3] == ["L1", "1", "layer 2/3"] and values[3] is None and values[4] is None
+    bad = good.assign(layer=["L1", "white matter", "", "L7", None, "white matter"])
+    bad.to_csv(path, index=False)
+    with pytest.raises(InputError) as err:
+        read_layer_column(path, "layer", ids, id_column="cell_id")
+    text = str(err.value)
+    assert "layer 'white matter' is not a cortical layer" in text
+    assert "column 'layer'" in text and str(path) in text and "cell c1" in text
+    assert "3 cell(s)" in text and "'L7'" in text and "leave the cell empty" in text
+
+
+def test_a_joint_em_that_did_not_converge_is_said(model, human, monkeypatch):
+    """A joint EM that stops at its iteration limit is reported in the notes (terminal and
+    report.md), not passed off silently as a converged fit (before: no note)."""
+    import ephys2tx.models.shift_adapt as shift_adapt
+
+    X = human.features.iloc[::4].reindex(columns=model.features).astype(float)
+    ref, labels = human.features.reindex(columns=model.features), human.labels.to_numpy()
+    done = adapt_predict(model, X, ref, labels, "ccm_mix", random_state=0)
+    assert done.alignment.converged
+    assert not any("without converging" in n for n in done.notes)
+    real = shift_adapt.fit_alignment
+
+    def stopped(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.converged, result.n_iter = False, 200
+        return result
+
+    monkeypatch.setattr(shift_adapt, "fit_alignment", stopped)
+    capped = adapt_predict(model, X, ref, labels, "ccm_mix", random_state=0)
+    assert any("joint EM stopped after 200 iterations without converging" in n for n in capped.notes)
+    np.testing.assert_allclose(capped.proba, done.proba)

@@ -287,6 +287,10 @@ def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference
             alignment = fit_alignment(X, ref, labels, classes, prior_rows=rows, covariance=covariance,
                                       pseudo_count=pseudo_count, mean_relevance=relevance,
                                       offset_prior_scale=offset_prior_scale)
+        if not alignment.converged:
+            notes.append(f"the joint EM stopped after {alignment.n_iter} iterations without converging "
+                         "(its objective still changed by more than the tolerance); the class mix and "
+                         "rig map are its last iterate.")
         aligned = alignment.aligned.reindex(columns=feats)
         class_mix = alignment.prior
         forest = np.nan_to_num(_proba(model, aligned))
@@ -452,7 +456,20 @@ def read_layer_column(input_path, column: str, ids, *, id_column: str | None = N
         raise InputError(f"--layer-column {column!r} is not a column of {input_path}; columns "
                          f"start with {list(table.data.columns[:5])}.")
     values = table.data[column].reindex(pd.Index(ids).astype(str))
-    return [None if pd.isna(v) else v for v in values.to_numpy(dtype=object)]
+    out = [None if pd.isna(v) else v for v in values.to_numpy(dtype=object)]
+    from ephys2tx.data.layers import parse_layer
+
+    bad = [(cell, v) for cell, v in zip(values.index, out)
+           if v is not None and str(v).strip() and parse_layer(v) is None]
+    if bad:
+        cell, value = bad[0]
+        distinct = list(dict.fromkeys(repr(v) for _, v in bad))
+        raise InputError(
+            f"layer {value!r} is not a cortical layer (column {column!r} of {input_path}, cell "
+            f"{cell}; {len(bad)} cell(s) hold a label that is not a layer: {', '.join(distinct[:5])}"
+            f"{', ...' if len(distinct) > 5 else ''}); write the layer as e.g. L1, L2/3, 4, L5, "
+            "L6a, 5_6, or leave the cell empty (no layer prior for it).")
+    return out
 
 
 def prior_predictions(model, predictions: pd.DataFrame, user_prior) -> pd.DataFrame:
