@@ -117,7 +117,7 @@ TABLE_CASES = {
     "empty table": (_empty, r"is empty"),
     "header only": (_header_only, r"is empty"),
     "no id column": (_no_id, r"no cell id column"),
-    "duplicated ids": (_duplicated_ids, r"duplicated id '\S+' \(2 rows"),
+    "duplicated ids": (_duplicated_ids, r"duplicated id '\S+' \(data rows 1, 4\); 1 id is repeated, on 2 rows in all"),
     "map names a missing column": (_map_missing_column, r"names column 'Tau \(ms\)'"),
     "unknown canonical name": (_unknown_canonical, r"unknown canonical feature name 'tau_m'"),
     "unit dimension mismatch": (_unit_dimension, r"unit 'pA' \(current\) cannot be converted to 's'"),

@@ -264,3 +264,16 @@ def test_compressed_tables_and_a_zip_that_is_no_workbook(tmp_path):
     with pytest.raises(InputError, match=r"cannot read .*book\.xlsx as an Excel workbook \(\w+\); "
                                          r"save it again from Excel as \.xlsx, or as CSV"):
         read_user_table(tmp_path / "book.xlsx")
+
+
+def test_duplicated_ids_are_counted_as_ids_and_rows(tmp_path):
+    """20 ids each on 2 rows: the message names the first id's rows and says 20 ids, 40 rows
+    (it said '40 rows share an id', read as 40 copies of the id it named)."""
+    from ephys2tx.data.user_tables import read_user_table
+
+    ids = [f"c{i}" for i in range(20)] * 2 + [f"d{i}" for i in range(10)]
+    path = tmp_path / "cells.csv"
+    pd.DataFrame({"cell_id": ids, "tau": [0.01 + 0.0001 * i for i in range(len(ids))]}).to_csv(path, index=False)
+    with pytest.raises(InputError, match=r"duplicated id 'c0' \(data rows 1, 21\); 20 ids are repeated, "
+                                         r"on 40 rows in all; keep one row per cell"):
+        read_user_table(path)

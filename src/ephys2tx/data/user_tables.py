@@ -473,8 +473,11 @@ def read_user_table(path: str | os.PathLike, *, id_column: str | None = None,
     dup = ids.duplicated(keep=False)
     if dup.any():
         first = ids[dup].iloc[0]
-        raise InputError(f"id column {col!r} of {path} has duplicated id {first!r} "
-                         f"({int(dup.sum())} rows share an id); keep one row per cell.")
+        rows = [int(r) + 1 for r in ids.index[(ids == first).to_numpy()][:5]]
+        n_ids = int(ids[dup].nunique())
+        raise InputError(f"id column {col!r} of {path} has duplicated id {first!r} (data rows "
+                         f"{', '.join(map(str, rows))}); {n_ids} id{'s are' if n_ids > 1 else ' is'} "
+                         f"repeated, on {int(dup.sum())} rows in all; keep one row per cell.")
     data = table.drop(columns=[col])
     data.index = pd.Index(ids.to_numpy(), name=col)
     check_finite(data, where=str(path))
