@@ -300,6 +300,29 @@ def read_yaml(text: str, *, where: str, kind: str = "file"):
                          "levels deep.") from None
 
 
+def yaml_number(value) -> float | None:
+    """A number given in a YAML file (a map's scale, a junction potential), as a float.
+
+    Numbers, and text that reads as one (``'2'``, ``' -13'``: quoted in the file), give
+    their float (``inf`` for an integer too large for a float, so callers can refuse it
+    as not finite); anything else (booleans, other text, lists, mappings, nothing)
+    gives None.
+    """
+    import numbers
+
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, bool) or type(value).__name__ == "bool_" or not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf")
+
+
 def read_yaml_file(path: str | os.PathLike, *, kind: str, hint: str):
     """Read a YAML configuration file (a column map, a protocol map) with :func:`read_yaml`.
 

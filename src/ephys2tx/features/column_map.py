@@ -236,21 +236,13 @@ EXPR_TEST_VALUES = (-50.0, -3.0, -1.5, -0.5, -0.1, 0.1, 0.3, 0.5, 0.7, 1.5, 2.5,
 
 
 def _number(value, key: str, where: str) -> float:
-    import numbers
+    from ephys2tx.io import yaml_number
 
-    if isinstance(value, str):  # a quoted number ('2', "-1") is read as that number
-        try:
-            value = float(value.strip())
-        except ValueError:
-            pass
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    out = yaml_number(value)
+    if out is None:
         kind = "empty (None)" if value is None else _what(value)
         raise InputError(f"{where}: {key!r} must be a number, got {kind}; write "
-                         f"a plain number without quotes, e.g. {key}: {'-1' if key == 'sign' else '0.001'}.")
-    try:
-        out = float(value)
-    except OverflowError:
-        out = float("inf")
+                         f"a number, e.g. {key}: {'-1' if key == 'sign' else '0.001'}.")
     if not np.isfinite(out) or abs(out) > MAX_MAGNITUDE:
         raise InputError(f"{where}: {key!r} must be a finite number of magnitude <= "
                          f"{MAX_MAGNITUDE:g}, got {_show(value)}; fix the number.")

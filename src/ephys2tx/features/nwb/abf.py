@@ -42,12 +42,12 @@ the same; ``include`` keeps the absolute command.
 from __future__ import annotations
 
 import fnmatch
-import math
 from pathlib import Path
 
 import numpy as np
 
 from ephys2tx.errors import InputError, short_repr as _show
+from ephys2tx.io import yaml_number
 
 from .adapter import CellFailure, checked_data_set, default_ontology, install_ipfx_memoization
 
@@ -65,13 +65,6 @@ _HOLDING_MODES = ("subtract", "include")
 _MIN_LJP_MV, _MAX_LJP_MV = -30.0, 30.0
 #: An ABF file has at most 16 ADC channels.
 _MAX_CHANNELS = 16
-
-
-def _finite(value) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer too large for a float
-        return False
 
 
 def is_abf(path: Path) -> bool:
@@ -120,20 +113,14 @@ def validate_protocol_map(raw, where: str = "protocol map") -> dict:
     if "liquid_junction_potential_mv" not in raw:
         raise InputError(f"{where}: liquid_junction_potential_mv is required (in mV; it is subtracted from "
                          "every recorded voltage; give 0 for no correction)")
-    ljp = raw["liquid_junction_potential_mv"]
-    if isinstance(ljp, str):  # a quoted number ('13') is read as that number
-        try:
-            ljp = float(ljp.strip())
-        except ValueError:
-            pass
-    if isinstance(ljp, bool) or not isinstance(ljp, (int, float)) or not _finite(ljp) \
-            or not _MIN_LJP_MV <= ljp <= _MAX_LJP_MV:
+    ljp = yaml_number(raw["liquid_junction_potential_mv"])  # a quoted number ('13') is that number
+    if ljp is None or not _MIN_LJP_MV <= ljp <= _MAX_LJP_MV:  # NaN and inf fail the range too
         raise InputError(f"{where}: liquid_junction_potential_mv must be a number of mV between "
-                         f"{_MIN_LJP_MV:g} and {_MAX_LJP_MV:g}, got {_show(ljp)}: it is the junction "
+                         f"{_MIN_LJP_MV:g} and {_MAX_LJP_MV:g}, got {_show(raw['liquid_junction_potential_mv'])}: it is the junction "
                          "potential itself (about +10 to +16 mV for K-gluconate pipettes, a few mV for KCl), "
                          "which is subtracted from every recorded voltage; a negative value usually has "
                          "the sign flipped; give 0 for no correction")
-    out["liquid_junction_potential_mv"] = float(ljp)
+    out["liquid_junction_potential_mv"] = ljp
     channel = raw.get("channel")
     if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int)
                                 or not 0 <= channel < _MAX_CHANNELS):
