@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -285,9 +286,13 @@ import hashlib, sys
 {pre}
 from ephys2tx.models.persistence import _skops_io
 _skops_io()
-from skops.io._trusted_types import SKLEARN_ESTIMATOR_TYPE_NAMES as names
-print("torch" in sys.modules, "dask" in sys.modules, "sklearn.semi_supervised" in sys.modules, len(names),
-      hashlib.sha256(repr(names).encode()).hexdigest())
+from skops.io import _utils
+from skops.io._trusted_types import (NUMPY_UFUNC_TYPE_NAMES, SCIPY_UFUNC_TYPE_NAMES,
+                                     SKLEARN_ESTIMATOR_TYPE_NAMES as names)
+print("torch" in sys.modules, "dask" in sys.modules, "sklearn.semi_supervised" in sys.modules,
+      _utils.whichmodule.__module__ == "skops.io._utils" and "exec_module" not in vars(_utils.__loader__),
+      len(names), hashlib.sha256(repr(names).encode()).hexdigest(), len(SCIPY_UFUNC_TYPE_NAMES),
+      hashlib.sha256(repr([SCIPY_UFUNC_TYPE_NAMES, NUMPY_UFUNC_TYPE_NAMES]).encode()).hexdigest())
 """
 
 
@@ -306,8 +311,9 @@ def test_skops_is_imported_without_torch_and_with_the_same_allow_list(tmp_path):
     fast = _skops_allow_list("")
     walked = _skops_allow_list("import torch, dask.array, skops.io")
     assert fast[:2] == ["False", "False"] and walked[:3] == ["True", "True", "True"]
-    assert int(fast[3]) > 100
-    assert fast[3:] == walked[3:]
+    assert fast[3] == "True"  # skops' own whichmodule is back, the import hook gone
+    assert int(fast[4]) > 100 and int(fast[6]) > 100  # estimators, scipy ufuncs
+    assert fast[4:] == walked[4:]
 
 
 def test_skops_allow_list_comes_from_the_record_only_for_its_sklearn_version(monkeypatch):
@@ -326,7 +332,68 @@ def test_skops_allow_list_comes_from_the_record_only_for_its_sklearn_version(mon
     monkeypatch.setattr(sklearn, "__version__", "0.0.0")
     assert persistence._recorded_estimators() is None
     walked = _skops_allow_list("import sklearn; sklearn.__version__ = '0.0.0'")
-    assert walked[:3] == ["False", "False", "True"] and walked[3:] == _skops_allow_list("")[3:]
+    assert walked[:4] == ["False", "False", "True", "True"] and walked[4:] == _skops_allow_list("")[4:]
+
+
+def test_fast_whichmodule_finds_the_module_skops_finds(monkeypatch):
+    """skops names an object without ``__module__`` (a scipy ufunc) by the first module of
+    ``sys.modules`` holding it; :func:`_fast_whichmodule` (used while skops is imported) gives the
+    same answer for every public object of numpy and scipy.special, and for modules built to tell
+    a ``__dict__`` read from ``getattr``: a module ``__getattr__``, a ModuleType subclass, another
+    object under the same name, in every order."""
+    import itertools
+    import types
+
+    import scipy.special
+
+    from ephys2tx.models.persistence import _fast_whichmodule, _skops_io
+
+    _skops_io()
+    from skops.io import _utils
+
+    original = _utils.whichmodule
+    assert original.__module__ == "skops.io._utils"
+    fast = _fast_whichmodule(original)
+    checked = 0
+    for module in (np, scipy.special):
+        for attr in dir(module):
+            obj = getattr(module, attr)
+            name = getattr(obj, "__name__", None)
+            if isinstance(name, str):
+                assert fast(obj, name) == original(obj, name), attr
+                checked += getattr(obj, "__module__", None) is None
+    assert checked > 100  # the scipy ufuncs, which have no __module__
+
+    probe = np.frompyfunc(lambda x: x, 1, 1)  # in no module, and without __module__
+    assert getattr(probe, "__module__", None) is None
+
+    def lookup(name):
+        if name == "probe":
+            return probe
+        raise AttributeError(name)
+
+    class Lazy(types.ModuleType):
+        def __getattr__(self, name):
+            return lookup(name)
+
+    with_getattr = types.ModuleType("_probe_getattr")
+    with_getattr.__getattr__ = lookup
+    other = types.ModuleType("_probe_other")
+    other.probe = object()
+    holding = types.ModuleType("_probe_holding")
+    holding.probe = probe
+    modules = {"_probe_getattr": with_getattr, "_probe_lazy": Lazy("_probe_lazy"),
+               "_probe_other": other, "_probe_holding": holding, "_probe_none": None}
+    answers = set()
+    for order in itertools.permutations(modules):
+        with monkeypatch.context() as patch:
+            for name in order:
+                patch.setitem(sys.modules, name, modules[name])
+            expected = original(probe, "probe")
+            assert fast(probe, "probe") == expected, order
+            assert fast(probe, "absent") == original(probe, "absent") == "__main__"
+            answers.add(expected)
+    assert answers == {"_probe_getattr", "_probe_lazy", "_probe_holding"}
 
 
 def test_torch_imports_normally_after_a_forest_is_loaded(table, tmp_path):

@@ -341,6 +341,86 @@ def sklearn_estimator_names() -> dict:
             "estimators": [[name, f"{cls.__module__}.{cls.__name__}"] for name, cls in pairs]}
 
 
+def _fast_whichmodule(original):
+    """skops' ``whichmodule`` (``skops.io._utils``) with the same answers, found faster.
+
+    For an object without ``__module__`` (a scipy ufunc), skops returns the first
+    module of ``sys.modules``, in import order, whose attribute ``name`` is the
+    object, reading ``getattr(module, name, None)`` on each. At the import of
+    skops this runs for each of the about 230 scipy ufuncs over more than a
+    thousand modules, where a missing attribute raises and swallows an
+    AttributeError: about half a second of every ``predict``. This version
+    reads the ``__dict__`` of plain modules (type ``ModuleType`` without a
+    module ``__getattr__``), for which ``getattr`` returns exactly that entry or
+    nothing, and calls ``getattr`` on every other module as skops does, in the
+    same order; dotted names and names that ``ModuleType`` itself defines go to
+    ``original``. tests/test_persistence.py compares both on every public object
+    of numpy and scipy.special and on modules built to tell them apart.
+    """
+    import types
+    import warnings
+
+    module_type = types.ModuleType
+    own_names = frozenset(dir(module_type))
+
+    def whichmodule(obj, name: str) -> str:
+        module_name = getattr(obj, "__module__", None)
+        if module_name is not None:
+            return module_name
+        if "." in name or name in own_names:
+            return original(obj, name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # as skops: numpy.core shims
+            for module_name, module in sys.modules.copy().items():
+                if module_name in ("__main__", "__mp_main__") or module is None:
+                    continue
+                if type(module) is module_type and "__getattr__" not in module.__dict__:
+                    found = module.__dict__.get(name)
+                else:
+                    try:
+                        found = getattr(module, name, None)
+                    except (AttributeError, ImportError):
+                        continue
+                if found is obj:
+                    return module_name
+        return "__main__"
+
+    whichmodule.original = original
+    return whichmodule
+
+
+class _PatchAfterExec:
+    """Meta-path finder that calls ``patch(module)`` right after the module ``name`` has run
+    (and before any module importing it continues), in the thread that installed it."""
+
+    def __init__(self, name: str, patch):
+        self.name, self.patch, self.thread = name, patch, threading.get_ident()
+        self.loader = None
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name or threading.get_ident() != self.thread or self.loader:
+            return None
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(fullname, path)
+        if spec is None or not hasattr(spec.loader, "exec_module"):
+            return None
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            self.patch(module)
+
+        self.loader = spec.loader
+        spec.loader.exec_module = exec_module  # this loader object only; removed by undo()
+        return spec
+
+    def undo(self) -> None:
+        """Remove the wrapper from the loader (the module keeps whatever ``patch`` did)."""
+        if self.loader is not None:
+            vars(self.loader).pop("exec_module", None)
+
+
 def _skops_io():
     """``skops.io``, imported without importing torch or dask, nor walking scikit-learn.
 
@@ -360,9 +440,37 @@ def _skops_io():
     (tests/test_persistence.py compares it with and without them) and keeps
     loading a forest free of torch and dask. Once skops is imported, they
     import normally.
+
+    During the import, skops' ``whichmodule`` (how it names the scipy ufuncs of
+    its allow-list) is :func:`_fast_whichmodule`: the same names, without half
+    a second of failed attribute look-ups; skops' own is put back afterwards.
     """
+    if "skops.io" not in sys.modules:
+        def faster(module):
+            if callable(getattr(module, "whichmodule", None)):
+                module.whichmodule = _fast_whichmodule(module.whichmodule)
+
+        hook = _PatchAfterExec("skops.io._utils", faster)
+        sys.meta_path.insert(0, hook)
+        try:
+            _import_skops_io()
+        finally:
+            sys.meta_path.remove(hook)
+            hook.undo()
+            utils = sys.modules.get("skops.io._utils")
+            original = getattr(getattr(utils, "whichmodule", None), "original", None)
+            if original is not None:
+                utils.whichmodule = original
+    import skops.io as sio
+
+    return sio
+
+
+def _import_skops_io() -> None:
+    """Import ``skops.io`` with the recorded estimator list, else refusing torch and dask
+    (see :func:`_skops_io`)."""
     refused = [n for n in WALK_ONLY_IMPORTS if n not in sys.modules]
-    recorded = None if "skops.io" in sys.modules else _recorded_estimators()
+    recorded = _recorded_estimators()
     if recorded is not None:
         import sklearn.utils
 
@@ -378,16 +486,15 @@ def _skops_io():
             import skops.io  # noqa: F401
         finally:
             sklearn.utils.all_estimators = walk
-    elif "skops.io" not in sys.modules and refused:
+    elif refused:
         blocker = _RefusedImports(refused)
         sys.meta_path.insert(0, blocker)
         try:
             import skops.io  # noqa: F401
         finally:
             sys.meta_path.remove(blocker)
-    import skops.io as sio
-
-    return sio
+    else:
+        import skops.io  # noqa: F401
 
 
 def _dump_skops(estimator, path: Path) -> None:
