@@ -136,6 +136,39 @@ def test_csv_integer_ids_written_as_floats_are_those_integers(tmp_path):
         read_user_table(dup)
 
 
+
+@pytest.mark.parametrize("ids, read", [
+    (["12.0", "13.0", " 14 "], ["12", "13", "14"]),
+    (["12.0", "x", "14.0"], ["12.0", "x", "14.0"]),  # one name: every id is read as written
+    (["x", "12.0", "14.0"], ["x", "12.0", "14.0"]),
+    (["12.0", "13.0", "1.10"], ["12.0", "13.0", "1.10"]),
+])
+def test_whole_number_ids_lose_their_decimals_only_when_every_id_is_one(tmp_path, ids, read):
+    path = tmp_path / "t.csv"
+    _CELLS.assign(cell_id=ids).to_csv(path, index=False)
+    assert list(read_user_table(path).data.index) == read
+
+
+def test_rows_with_a_value_are_those_of_notna_any():
+    """The rows read_table keeps: ``notna().any(axis=1)``, read column by column."""
+    import numpy as np
+
+    from ephys2tx.data.user_tables import _rows_with_a_value
+
+    frame = pd.DataFrame({
+        "cell_id": ["a", None, None, "d", None, None],
+        "tau": [0.1, np.nan, np.nan, np.nan, np.nan, 0.2],
+        "count": pd.array([None, None, 3, None, None, None], dtype="Int64"),
+        "note": [None, None, None, None, None, "x"],
+    })
+    expected = frame.notna().any(axis=1).to_numpy()
+    assert expected.tolist() == [True, False, True, True, False, True]
+    assert _rows_with_a_value(frame).tolist() == expected.tolist()
+    for columns in (["tau"], ["cell_id", "note"], ["count", "tau"], []):
+        part = frame[columns]
+        assert _rows_with_a_value(part).tolist() == part.notna().any(axis=1).tolist()
+    assert _rows_with_a_value(frame.iloc[:0]).tolist() == []
+
 @pytest.mark.parametrize("text", [
     "\n\ncell_id,tau,v_baseline\na1,0.01,-70\na2,0.02,-65\na3,0.015,-72\n",      # blank lines first
     "cell_id,tau,v_baseline\na1,0.01,-70\n,,\na2,0.02,-65\na3,0.015,-72\n,,\n,,\n",  # spreadsheet ,,

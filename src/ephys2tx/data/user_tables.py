@@ -337,12 +337,33 @@ def read_table(path: str | os.PathLike, *, text_columns=()) -> pd.DataFrame:
                          "again from Excel as .xlsx, or as CSV.") from exc
     _check_unique_header(path, header)
     table.columns = [str(c).strip() for c in table.columns]
-    table = table.reset_index(drop=True)
-    table = table.loc[table.notna().any(axis=1)]  # rows without any value are no cells
+    table.index = pd.RangeIndex(len(table))  # the frame was just read: no copy needed
+    keep = _rows_with_a_value(table)
+    if not keep.all():
+        table = table.loc[keep]  # rows without any value are no cells
     if table.shape[0] == 0 or table.shape[1] == 0:
         raise InputError(f"input table {path} is empty ({table.shape[0]} rows, {table.shape[1]} "
                          "columns); it needs a header and one row per cell.")
     return table
+
+
+def _rows_with_a_value(table: pd.DataFrame):
+    """Whether each row has a value in some column (``table.notna().any(axis=1)``, as an array).
+
+    Reads the columns one at a time, numeric ones first, and stops once every
+    row has a value: a table with one complete numeric column costs one column,
+    and the text of the id column is read only when a row is still empty.
+    """
+    import numpy as np
+
+    keep = np.zeros(len(table), dtype=bool)
+    text = [dtype == object for dtype in table.dtypes]
+    order = sorted(range(table.shape[1]), key=text.__getitem__)
+    for j in order:
+        keep |= table.iloc[:, j].notna().to_numpy()
+        if keep.all():
+            break
+    return keep
 
 
 def _check_unique_header(path: Path, header: list) -> None:
@@ -428,8 +449,10 @@ def _id_strings(ids: pd.Series) -> pd.Series:
     if kind == "string":  # "a" and "a " are the same cell, written carelessly
         text = ids.astype(str).str.strip()
         # whole numbers written as floats ("12.0", as pandas writes integer ids with a gap) are
-        # those numbers; "007", "1.10" and "2E5" stay as written
-        if text.str.fullmatch(r"[+-]?\d+(\.0*)?").all():
+        # those numbers; "007", "1.10" and "2E5" stay as written. The first id that is no such
+        # number ends the search (``text.str.fullmatch(...).all()`` read every id).
+        whole = re.compile(r"[+-]?\d+(\.0*)?")
+        if all(whole.fullmatch(value) for value in text.to_numpy()):
             return text.str.replace(r"\.0*$", "", regex=True)
         return text
     if kind == "integer":
@@ -478,7 +501,8 @@ def read_user_table(path: str | os.PathLike, *, id_column: str | None = None,
         raise InputError(f"id column {col!r} of {path} has duplicated id {first!r} (data rows "
                          f"{', '.join(map(str, rows))}); {n_ids} id{'s are' if n_ids > 1 else ' is'} "
                          f"repeated, on {int(dup.sum())} rows in all; keep one row per cell.")
-    data = table.drop(columns=[col])
+    table.pop(col)  # the frame was read here: the other columns are the data, without a copy
+    data = table
     data.index = pd.Index(ids.to_numpy(), name=col)
     check_finite(data, where=str(path))
     return UserTable(path=path, id_column=col, data=data)
