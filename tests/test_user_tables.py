@@ -310,3 +310,28 @@ def test_duplicated_ids_are_counted_as_ids_and_rows(tmp_path):
     with pytest.raises(InputError, match=r"duplicated id 'c0' \(data rows 1, 21\); 20 ids are repeated, "
                                          r"on 40 rows in all; keep one row per cell"):
         read_user_table(path)
+
+
+def test_parquet_is_read_as_pandas_reads_it(tmp_path):
+    """read_table's Parquet reader gives the frame of ``pd.read_parquet``: dtypes, missing
+    values, repeated text, categories, a named index."""
+    import numpy as np
+
+    from ephys2tx.data.user_tables import _read_parquet
+
+    frame = pd.DataFrame({
+        "cell_id": ["a", "b", "a", None, "c"],
+        "layer": pd.Categorical(["L1", "L2/3", "L1", None, "L5"]),
+        "tau": [0.01, np.nan, 0.02, 0.03, 0.04],
+        "n": [1, 2, 3, 4, 5],
+        "count": pd.array([1, None, 3, 4, 5], dtype="Int64"),
+        "ok": [True, False, True, True, False],
+        "when": pd.to_datetime(["2024-01-01", None, "2024-01-03", "2024-01-04", "2024-01-05"]),
+    }, index=pd.Index([10, 11, 12, 13, 14], name="row"))
+    path = tmp_path / "t.parquet"
+    frame.to_parquet(path)
+    expected = pd.read_parquet(path)
+    pd.testing.assert_frame_equal(_read_parquet(path), expected)
+    pd.testing.assert_frame_equal(read_table(path), expected.reset_index())
+    frame.reset_index(drop=True).to_parquet(path)
+    pd.testing.assert_frame_equal(_read_parquet(path), pd.read_parquet(path))

@@ -277,6 +277,20 @@ def _check_one_sheet(path: Path) -> None:
                          f"or delete the other sheets.")
 
 
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """``pd.read_parquet(path)`` (pyarrow, numpy dtypes, the pandas metadata's index) without
+    de-duplicating text values.
+
+    pandas asks pyarrow to share one Python string among equal values
+    (``deduplicate_objects``), a hash of every text value: two thirds of the
+    reading time of a table of 300,000 distinct cell ids. The frame is equal
+    (tests/test_user_tables.py); repeated text values are separate objects.
+    """
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, use_pandas_metadata=True).to_pandas(deduplicate_objects=False)
+
+
 def read_table(path: str | os.PathLike, *, text_columns=()) -> pd.DataFrame:
     """Read CSV/TSV, Parquet or Excel (a workbook with data on one sheet only) by file suffix.
 
@@ -312,7 +326,7 @@ def read_table(path: str | os.PathLike, *, text_columns=()) -> pd.DataFrame:
             table = pd.read_csv(path, sep="\t" if kind == "tsv" else ",", encoding="utf-8-sig",
                                 low_memory=False, index_col=False, dtype=text or None)
         elif kind == "parquet":
-            table = pd.read_parquet(path)
+            table = _read_parquet(path)
             if any(name is not None for name in table.index.names):  # e.g. `ephys2tx extract` output
                 table = table.reset_index()
             header = list(table.columns)
