@@ -495,3 +495,21 @@ def test_a_folder_and_an_empty_name_are_refused(tmp_path):
     with pytest.raises(InputError, match=r"empty"):
         load_column_map("")  # Path("") is the current folder
     assert load_column_map("ipfx").entries  # the shipped maps load as before
+
+
+def test_float_columns_are_read_without_a_copy_and_never_written():
+    """apply_column_map reads float64 columns as read-only views (no copy per column); its
+    output is new arrays, equal to those of a table with the same values as text."""
+    from ephys2tx.features.column_map import _numeric_column
+
+    table = pd.DataFrame({"tau": [0.01, np.nan, 0.02], "v_baseline": [-70.0, -65.0, 0.0],
+                          "sag": [0.1, 0.2, 0.3]})
+    before = table.copy()
+    view = _numeric_column(table, "tau", "t")
+    assert np.shares_memory(view, table["tau"].to_numpy()) and not view.flags.writeable
+    cmap = load_column_map("ipfx")
+    canonical, _ = apply_column_map(cmap, table)
+    as_text, _ = apply_column_map(cmap, table.astype(str).replace("nan", ""))
+    pd.testing.assert_frame_equal(canonical, as_text)
+    pd.testing.assert_frame_equal(table, before)
+    assert not any(np.shares_memory(canonical[c].to_numpy(), table[c].to_numpy()) for c in table)

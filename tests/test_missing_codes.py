@@ -239,3 +239,25 @@ def test_rule_table_is_well_formed():
                             [rule]), rule.name  # every rule applies to some real column
     with pytest.raises(ValueError, match="unknown"):
         mask_missing_codes(pd.DataFrame({"tau": [0.0]}), [MissingCodeRule("x", "odd", ("tau",))])
+
+
+def test_codes_are_read_alike_from_float_columns_and_from_mixed_ones():
+    """Float64 columns are read without ``apply(pd.to_numeric)``; the masked table and the
+    counts are those of that route (which the mixed table, with a text column, still takes)."""
+    from ephys2tx.data.missing_codes import _as_floats
+
+    rng = np.random.default_rng(0)
+    floats = pd.DataFrame({"threshold_v_rheo": rng.choice([0.0, -40.0, np.nan, -35.5], 200),
+                           "tau": rng.choice([0.0, -1.0, 12.0, np.nan], 200),
+                           "input_resistance": rng.choice([-3.0, 150.0, 0.0], 200)})
+    mixed = floats.assign(tau=floats["tau"].astype(object).where(floats["tau"] != 12.0, "12"))
+    for frame in (floats, mixed):
+        cols = list(frame.columns)
+        slow = frame[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+        np.testing.assert_array_equal(_as_floats(frame, cols), slow)
+    masked, counts = mask_missing_codes(floats)
+    masked_mixed, counts_mixed = mask_missing_codes(mixed)
+    pd.testing.assert_frame_equal(counts, counts_mixed)
+    assert counts["n_values"].sum() > 50
+    pd.testing.assert_frame_equal(masked.drop(columns="tau"), masked_mixed.drop(columns="tau"))
+    assert floats["tau"].eq(0.0).any()  # the input is left as it was

@@ -161,6 +161,15 @@ def _coded(values: np.ndarray, code: str) -> np.ndarray:
     raise ValueError(f"unknown missing-value code kind {code!r}")
 
 
+def _as_floats(table: pd.DataFrame, cols: list) -> np.ndarray:
+    """``table[cols]`` as a float array (rows x cols); non-numeric entries are NaN (left for the
+    caller's validation to report). Float64 columns are read as they are, without converting
+    a copy of the block."""
+    if all(table[c].dtype == np.float64 for c in cols):
+        return np.vstack([table[c].to_numpy() for c in cols]).T  # column-major, as pandas gives it
+    return table[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+
+
 def mask_missing_codes(table: pd.DataFrame, rules=MISSING_CODE_RULES
                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Replace every missing-value code of ``table`` by NaN.
@@ -187,8 +196,7 @@ def mask_missing_codes(table: pd.DataFrame, rules=MISSING_CODE_RULES
         cols = rule.matching(masked.columns)
         if not cols or (rule.code == "all_zero" and len(cols) < len(rule.columns)):
             continue  # a joint code needs every column of its block
-        # Non-numeric entries are left for the caller's validation to report.
-        values = masked[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+        values = _as_floats(masked, cols)
         hit = _coded(values, rule.code)
         if rule.code == "all_zero":
             hit = np.repeat(hit.all(axis=1)[:, None], len(cols), axis=1)

@@ -561,10 +561,16 @@ def describe_detection(cmap: ColumnMap) -> str | None:
 
 
 def _numeric_column(table: pd.DataFrame, column: str, where: str) -> np.ndarray:
+    """The column as floats (:func:`~ephys2tx.data.user_tables.numeric_column`); a float64
+    column is the table's own values, read-only, not a copy (every use here makes new arrays)."""
     from ephys2tx.data.user_tables import numeric_column
 
-    return numeric_column(table[column], column=column, where=where).to_numpy(dtype=float,
-                                                                              na_value=np.nan)
+    raw = table[column]
+    if isinstance(raw, pd.Series) and raw.dtype == np.float64:
+        values = raw.to_numpy().view()
+        values.flags.writeable = False
+        return values
+    return numeric_column(raw, column=column, where=where).to_numpy(dtype=float, na_value=np.nan)
 
 
 def _with_map_spelling(cmap: ColumnMap, table: pd.DataFrame) -> pd.DataFrame:
