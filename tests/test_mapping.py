@@ -141,6 +141,28 @@ def test_predict_frame_keeps_all_nan_rows(human_forest, human_ref):
     assert out["n_features"].iloc[1] == 0
 
 
+
+def test_predicting_and_assembling_leave_their_inputs_as_they_were(human_forest, human_ref):
+    """predict_frame reads its features without converting a second copy, and assemble_output
+    copies the predictions once: neither writes into what it was given."""
+    from ephys2tx.mapping.query import Query, assemble_output
+
+    frame = human_ref.features.iloc[:20][human_forest.features].copy()
+    frame.iloc[3] = np.nan
+    before = frame.copy()
+    out = human_forest.predict_frame(frame)
+    pd.testing.assert_frame_equal(frame, before)
+    kept = out.copy()
+    query = Query(ids=frame.index, id_column="specimen", features=frame, sources={},
+                  column_map="ipfx", warnings=[])
+    table = assemble_output(query, out)
+    pd.testing.assert_frame_equal(out, kept)
+    assert list(table.columns) == ["specimen", *out.columns]
+    assert isinstance(table.index, pd.RangeIndex) and table.index.start == 0
+    assert table["specimen"].tolist() == [str(i) for i in frame.index]
+    pd.testing.assert_frame_equal(table.drop(columns="specimen"), out.reset_index(drop=True))
+    assert not np.shares_memory(table["confidence"].to_numpy(), out["confidence"].to_numpy())
+
 def test_cache_key_depends_on_features_and_data():
     a = cache_key("mouse", ["tau", "sag"], {"f": "1"})
     assert a == cache_key("mouse", ["sag", "tau"], {"f": "1"})

@@ -128,9 +128,9 @@ def input_paths(*paths) -> list:
 
 def assemble_output(query: Query, predictions: pd.DataFrame) -> pd.DataFrame:
     """The predictions table of ``map``: the query's cell ids first, then the prediction columns."""
-    out = predictions.copy()
+    out = predictions.reset_index(drop=True)  # a new frame: the predictions are left as they are
     out.insert(0, query.id_column, query.ids.astype(str))
-    return out.reset_index(drop=True)
+    return out
 
 
 #: How many absent model features ``predict`` names.

@@ -247,7 +247,7 @@ class ReferenceModel:
         """
         from ephys2tx.data.user_tables import check_finite
 
-        X = X.reindex(columns=self.features).astype(float)
+        X = X.reindex(columns=self.features).astype(float, copy=False)  # reindex made the copy
         check_finite(X, where="the features to predict")
         n_present = X.notna().sum(axis=1).to_numpy()
         ok = n_present > 0

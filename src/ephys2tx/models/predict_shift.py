@@ -230,7 +230,7 @@ def predict_with_shift(model, X: pd.DataFrame, *, align: str = PREDICT_DEFAULT_A
     if align != "auto":
         parse_predict_method(align)  # refuses an unknown method before any work
     classes = list(model.classes)
-    X = X.reindex(columns=model.features).astype(float)
+    X = X.reindex(columns=model.features).astype(float, copy=False)  # reindex made the copy
     base = model.predict_frame(X)
     ok = (base["n_features"] > 0).to_numpy()
     alarm, notes = _alarm(model, X, base, reference, reference_labels,

@@ -231,8 +231,8 @@ def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference
                    pseudo_count=pseudo_count, offset_prior_scale=offset_prior_scale,
                    mean_relevance=mean_relevance, proba=proba)
     feats = list(model.features)
-    X = query.reindex(columns=feats).astype(float)
-    ref = reference.reindex(columns=feats).astype(float)
+    X = query.reindex(columns=feats).astype(float, copy=False)  # reindex made the copy
+    ref = reference.reindex(columns=feats).astype(float, copy=False)
     labels = np.asarray(reference_labels)
     classes = list(model.classes)
     K, n = len(classes), len(X)

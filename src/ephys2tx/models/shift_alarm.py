@@ -264,7 +264,7 @@ def shift_alarm(query: pd.DataFrame, reference: pd.DataFrame, reference_labels, 
     ref_mix = np.array([np.mean(labels == c) for c in classes])
     reference_prior = ref_mix if reference_prior is None else np.asarray(reference_prior, float)
     has_value = query.notna().any(axis=1).to_numpy()
-    q = query.loc[has_value]
+    q = query if has_value.all() else query.loc[has_value]  # read only
     Zq, Zr, feats = reference_space(q, reference)
     n, m = len(Zq), len(Zr)
     sub = rng.choice(m, size=min(m, max_reference), replace=False)
