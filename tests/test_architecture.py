@@ -166,3 +166,29 @@ def test_collecting_the_tests_imports_no_heavy_library():
     loaded = set(line.split()[1:])
     assert "pytest" in loaded and "ephys2tx" in loaded
     assert not {"torch", "ipfx", "pynwb", "matplotlib", "dask", "distributed"} & loaded
+
+
+_PREDICT_MODULES = """
+import sys
+from ephys2tx.cli import main
+code = main(["predict", "--model", MODEL, "--input", TABLE, "--out", OUT])
+print("LOADED", code, " ".join(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def test_predict_with_a_forest_imports_no_network_plotting_or_nwb_library(human_forest_dir, human,
+                                                                         tmp_path):
+    """The whole ``ephys2tx predict`` of a forest, Parquet in: scikit-learn, scipy and skops
+    load the model; torch, matplotlib, dask, ipfx and pynwb are never imported (start-up time of
+    the command the speed target is measured on, README "Speed")."""
+    table = tmp_path / "cells.parquet"
+    human.features.iloc[:50].rename_axis("cell_id").reset_index().to_parquet(table)
+    code = (_PREDICT_MODULES.replace("MODEL", repr(str(human_forest_dir)))
+            .replace("TABLE", repr(str(table))).replace("OUT", repr(str(tmp_path / "p.csv"))))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("LOADED ")), "")
+    assert line.split()[1:2] == ["0"], out.stdout[-2000:] + out.stderr[-2000:]
+    loaded = set(line.split()[2:])
+    assert {"sklearn", "scipy", "skops", "pandas", "pyarrow"} <= loaded
+    assert not {"torch", "matplotlib", "dask", "distributed", "ipfx", "pynwb", "ot",
+                "pytorch_metric_learning"} & loaded
