@@ -973,3 +973,45 @@ def test_unusual_but_valid_tables_predict_like_the_plain_table(name, cells, tiny
     got = pd.read_csv(tmp_path / "got.csv", dtype=str)
     assert list(got["cell_id"]) == (ids or list(want["cell_id"]))
     pd.testing.assert_frame_equal(got.drop(columns="cell_id"), want.drop(columns="cell_id"))
+
+
+# ------------------------------------------------------------------ a closed output pipe (s8)
+
+
+def _with_closed_stdout(args: list[str], cwd: Path) -> tuple[int, str]:
+    """Run ``python -m ephys2tx.cli ARGS`` with a stdout pipe whose reader is already gone."""
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # `| head -1` after its line: every write to stdout fails with EPIPE
+    try:
+        done = subprocess.run([sys.executable, "-m", "ephys2tx.cli", *args], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=300, cwd=cwd)
+    finally:
+        os.close(write)
+    return done.returncode, done.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"],  # rich, through typer's help
+    ["--version"],  # typer.echo
+    ["datasets", "--data-dir", "{data}"],  # a rich console on stdout
+    ["features", "--species", "human", "--data-dir", "{data}", "--csv"],
+])
+def test_a_closed_stdout_pipe_ends_the_command_quietly(args, data_dir, tmp_path):
+    """Before: exit code 1 (rich's and typer's broken-pipe exits), or the error line of an OSError.
+    Now: nothing on stderr (no traceback, no "Exception ignored"), exit code 141 as `yes | head`."""
+    code, err = _with_closed_stdout([a.format(data=data_dir) for a in args], tmp_path)
+    assert code == 141, err
+    assert err == ""
+
+
+def test_a_closed_pipe_after_predict_has_written_its_table(cells, tiny_model, tmp_path):
+    """The table is complete (it is written before the summary line); the exit is quiet."""
+    cells.to_csv(tmp_path / "cells.csv", index=False)
+    code, err = _with_closed_stdout(["predict", "-m", str(tiny_model), "-i", str(tmp_path / "cells.csv"),
+                                     "-o", str(tmp_path / "p.csv")], tmp_path)
+    assert code == 141, err
+    assert not [line for line in err.splitlines() if not line.startswith("warning: ")], err
+    assert len(pd.read_csv(tmp_path / "p.csv")) == len(cells)

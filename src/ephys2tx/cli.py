@@ -5,9 +5,12 @@ Bad input (:class:`ephys2tx.errors.InputError`) prints one line and exits with c
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -220,16 +223,86 @@ def _error_line(message: str) -> None:
                   soft_wrap=True)
 
 
+#: Exit code after the reader of the output went away (``ephys2tx ... | head -1``): 128 + SIGPIPE,
+#: what a shell reports for a Unix tool ended by that signal.
+EXIT_CLOSED_PIPE = 128 + 13
+
+
+def _pipe_closed(fd: int) -> bool:
+    """Whether ``fd`` is a pipe (or socket) whose reading end has been closed."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no such descriptor, no poll on this platform
+        return False
+
+
+def _closed_output() -> bool:
+    """Point the standard streams whose reader went away at /dev/null; whether there was one.
+
+    Python flushes the standard streams at exit: a closed pipe would fail once
+    more there ("Exception ignored ... BrokenPipeError"), see the note on
+    SIGPIPE in the documentation of :mod:`signal`.
+    """
+    closed = [fd for fd in (1, 2) if _pipe_closed(fd)]
+    if closed:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in closed:
+            os.dup2(devnull, fd)
+        os.close(devnull)
+    return bool(closed)
+
+
+@contextmanager
+def _broken_pipes_raise() -> Iterator[None]:
+    """Let rich's consoles raise :class:`BrokenPipeError` on a closed pipe, as ``print`` does.
+
+    rich ends the program at once with exit code 1 (``Console.on_broken_pipe``,
+    its documented hook); :func:`_invoke` ends it quietly instead.
+    """
+    from rich.console import Console as RichConsole
+
+    previous = RichConsole.on_broken_pipe
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    RichConsole.on_broken_pipe = on_broken_pipe
+    try:
+        yield
+    finally:
+        RichConsole.on_broken_pipe = previous
+
+
+def _run_app(argv: list[str] | None):
+    """The command's return value (click's context and invoke, without typer's ``main``).
+
+    typer's ``main`` turns any EPIPE, also a network one, into a silent exit
+    with code 1 and wraps the standard streams; :func:`_invoke` handles every
+    exception itself.
+    """
+    command = typer.main.get_command(app)
+    args = list(sys.argv[1:] if argv is None else argv)
+    with _broken_pipes_raise(), command.make_context("ephys2tx", args) as ctx:
+        rv = command.invoke(ctx)
+        sys.stdout.flush()  # a closed pipe is found here, not in the interpreter's exit
+    return rv
+
+
 def _invoke(argv: list[str] | None) -> int:
     """Run the command; every failure becomes one line on stderr and an exit code."""
     try:
-        rv = app(args=argv, standalone_mode=False, prog_name="ephys2tx")
+        rv = _run_app(argv)
     except InputError as exc:
         _error_line(str(exc))
         return 2
     except (click.exceptions.Exit, typer.Exit) as exc:
         return exc.exit_code
-    except (click.exceptions.Abort, typer.Abort):
+    except (click.exceptions.Abort, typer.Abort, EOFError):
         return 130
     except (click.ClickException, typer.TyperException) as exc:  # typer >= 0.2x vendors click
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
@@ -242,6 +315,8 @@ def _invoke(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         return 130
     except OSError as exc:  # the environment: disk full, permissions, a vanished file
+        if exc.errno == errno.EPIPE and _closed_output():  # `ephys2tx ... | head -1`
+            return EXIT_CLOSED_PIPE
         if os.environ.get("EPHYS2TX_DEBUG"):
             raise
         target = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
@@ -276,8 +351,10 @@ def main(argv: list[str] | None = None) -> int:
 
     0 success; 2 bad input or environment (one ``error:`` line, nothing
     written); 130 after Ctrl-C and 143 after SIGTERM (``aborted``; staged
-    outputs are removed, the targets are left as they were); 1 an internal
-    error (one line; ``EPHYS2TX_DEBUG=1`` shows the traceback).
+    outputs are removed, the targets are left as they were); 141 when the
+    reader of the output went away (``ephys2tx ... | head -1``: nothing more is
+    shown, no error); 1 an internal error (one line; ``EPHYS2TX_DEBUG=1`` shows
+    the traceback).
     """
     _quiet_resource_trackers()
     with interrupts_raise() as received:
