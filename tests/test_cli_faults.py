@@ -780,8 +780,55 @@ ARGUMENTS = {
 }
 
 
+def _empty_path_cases() -> dict:
+    """Every path option of every command given as '' (or blanks): refused, naming the option (s8).
+
+    Before: ``Path("")`` is ``Path(".")``, so ``--data-dir ''`` read the current folder and
+    ``--cache-dir ''`` wrote the cache there.
+    """
+    def swap(args, option, value):
+        args = [str(a) for a in args]
+        return args[:args.index(option) + 1] + [value] + args[args.index(option) + 2:]
+
+    nwb = lambda sb: sb.write("nwb/e.nwb", b"")  # noqa: E731
+    cases = {
+        "run --data-dir": lambda sb: swap(run(sb), "--data-dir", ""),
+        "run --out": lambda sb: swap(run(sb), "--out", ""),
+        "run --cache-dir": lambda sb: run(sb, "--cache-dir", ""),
+        "run --features": lambda sb: run(sb, "--features", ""),
+        "run --labels": lambda sb: run(sb, "--labels", " "),
+        "train --data-dir": lambda sb: swap(train(sb), "--data-dir", ""),
+        "train --out": lambda sb: swap(train(sb), "--out", ""),
+        "predict --model": lambda sb: swap(predict(sb), "--model", ""),
+        "predict --input": lambda sb: swap(predict(sb), "--input", ""),
+        "predict --out": lambda sb: swap(predict(sb), "--out", ""),
+        "predict --column-map": lambda sb: predict(sb, "--column-map", ""),
+        "predict --data-dir": lambda sb: predict(sb, "--layer", "L1", "--data-dir", ""),
+        "map --input": lambda sb: swap(mapping(sb), "--input", ""),
+        "map --out": lambda sb: swap(mapping(sb), "--out", "  "),
+        "map --data-dir": lambda sb: swap(mapping(sb), "--data-dir", ""),
+        "map --cache-dir": lambda sb: swap(mapping(sb), "--cache-dir", ""),
+        "map --column-map": lambda sb: mapping(sb, "--column-map", ""),
+        "fetch --data-dir": lambda sb: swap(fetch(sb), "--data-dir", ""),
+        "fetch --nwb-dir": lambda sb: ["fetch", "--dandiset", "000020", "--cells", "1", "--nwb-dir", ""],
+        "datasets --data-dir": lambda sb: ["datasets", "--data-dir", ""],
+        "harmonise --data-dir": lambda sb: ["harmonise", "--data-dir", ""],
+        "features --data-dir": lambda sb: ["features", "--species", "human", "--data-dir", ""],
+        "extract input": lambda sb: _extract(sb, ""),
+        "extract --out": lambda sb: _extract(sb, nwb(sb), out=""),
+        "extract --cache-dir": lambda sb: _extract(sb, nwb(sb), "--cache-dir", ""),
+        "extract --protocol-map": lambda sb: _extract(sb, nwb(sb), "--protocol-map", ""),
+    }
+    option = lambda name: name.split()[1].replace("input", "inputs", name == "extract input")  # noqa: E731
+    return {f"{name} is empty": (make, rf"Invalid value for '{option(name)}'.*the value is empty")
+            for name, make in cases.items()}
+
+
+ARGUMENTS.update(_empty_path_cases())
+
+
 def _extract(sb, *inputs, out=None):
-    return ["extract", *inputs, "-o", out or sb.root / "f.parquet", "--workers", "1"]
+    return ["extract", *inputs, "-o", sb.root / "f.parquet" if out is None else out, "--workers", "1"]
 
 
 def _hdf5(sb):

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ephys2tx import __version__
+from ephys2tx.cli_commands.options import parse_path
 from ephys2tx.errors import InputError
 from ephys2tx.safety import check_output_dir, interrupts_raise, release_claims
 
@@ -43,7 +44,7 @@ MAX_SEED = 2**32 - 1
 DataDirOption = Annotated[
     Optional[Path],
     typer.Option("--data-dir", help="Data directory (default: $EPHYS2TX_DATA, else the user cache).",
-                 show_default=False),
+                 show_default=False, parser=parse_path),
 ]
 
 
@@ -59,7 +60,7 @@ def _progress():
 @app.command()
 def run(
     data_dir: DataDirOption = None,
-    out: Annotated[Path, typer.Option("--out", help="Results folder to create (checked before the run starts).")] = Path("results"),
+    out: Annotated[Path, typer.Option("--out", help="Results folder to create (checked before the run starts).", parser=parse_path)] = Path("results"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it is a results folder written by ephys2tx run.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="A fast look: one repeat of 2 folds, each model family once, fewer trees and epochs, donor-grouped folds for human cells only, a reduced shift benchmark.")] = False,
     species: Annotated[Optional[list[str]], typer.Option("--species", help="mouse, human and/or mouse_5class (Sncg as a fifth class; repeatable).")] = None,
@@ -70,14 +71,14 @@ def run(
     jobs: Annotated[int, typer.Option("--jobs", min=1, max=MAX_JOBS, help="Folds fitted in parallel (worker processes; at most the CPU cores and the folds to fit).")] = 2,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the data files' sha256.")] = True,
     features: Annotated[Optional[Path], typer.Option(
-        "--features", help="Study a table from `ephys2tx extract` instead of a shared table.")] = None,
+        "--features", help="Study a table from `ephys2tx extract` instead of a shared table.", parser=parse_path)] = None,
     labels: Annotated[Optional[Path], typer.Option(
-        "--labels", help="Labels of --features: a table with id and subclass columns.")] = None,
+        "--labels", help="Labels of --features: a table with id and subclass columns.", parser=parse_path)] = None,
     label_column: Annotated[Optional[str], typer.Option(
         "--label-column", help="Label column of --labels (or of --features itself).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(
         "--cache-dir", help="Fold-fit cache (default: $EPHYS2TX_FOLD_CACHE, else the user cache).",
-        show_default=False)] = None,
+        show_default=False, parser=parse_path)] = None,
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Fit every fold, reading and writing no cache.")] = False,
 ) -> None:
@@ -140,7 +141,7 @@ def fetch(
     cells: Annotated[Optional[list[str]], typer.Option(
         "--cells", help="With --dandiset: cell ids, comma-separated (repeatable).")] = None,
     nwb_dir: Annotated[Path, typer.Option(
-        "--nwb-dir", help="With --dandiset: folder for the <cell id>.nwb files.")] = Path("nwb"),
+        "--nwb-dir", help="With --dandiset: folder for the <cell id>.nwb files.", parser=parse_path)] = Path("nwb"),
 ) -> None:
     """Download the public data files into the data directory and verify their sha256."""
     if dandiset is not None:
