@@ -452,6 +452,21 @@ def _link_to_folder(sb, name):
     return sb.root / name
 
 
+def _map_data_copy(sb, cache):
+    """``map`` reading a copy of the data, with the cache at ``cache(copy)``."""
+    data = sb.data_copy()
+    args = [str(a) for a in mapping(sb, cache=cache(data))]
+    args[args.index("--data-dir") + 1] = str(data)
+    return args
+
+
+def _run_data_copy(sb, cache=None, out=None):
+    """``run`` reading a copy of the data, with ``--cache-dir cache(copy)`` / ``--out out(copy)``."""
+    data = sb.data_copy()
+    extra = [] if cache is None else ["--cache-dir", cache(data)]
+    return run(sb, *extra, data=data, out=None if out is None else out(data))
+
+
 OUTPUTS = {
     # predict: one file
     "predict --out exists": (lambda sb: predict(sb, out=sb.write("p.csv", "mine")), r"already exists; .*--overwrite"),
@@ -486,6 +501,32 @@ OUTPUTS = {
     "map --cache-dir unwritable": (lambda sb: mapping(sb, cache=Path("/proc/ephys2tx-test")), r"cache .*not writable"),
     "map --cache-dir inside --out": (lambda sb: mapping(sb, cache=sb.root / "mapped" / "c"),
                                      r"--cache-dir .* is inside the output folder"),
+    # s8: caches and outputs that overlap the data or each other (a copy of the data: if the
+    # check were missing, the command would write there, never into the shared folder)
+    "map --cache-dir is the data folder": (lambda sb: _map_data_copy(sb, lambda d: d),
+                                           r"--cache-dir .* is the input .*a cache must lie outside"),
+    "map --cache-dir inside the data folder": (lambda sb: _map_data_copy(sb, lambda d: d / "cache"),
+                                               r"--cache-dir .*cache is inside the input folder"),
+    "map --cache-dir is the input table": (lambda sb: mapping(sb, cache=sb.cells), r"--cache-dir .*cells\.csv is the input"),
+    "map --cache-dir is --out": (lambda sb: mapping(sb, cache=sb.root / "mapped"),
+                                 r"--cache-dir .*mapped is the output .*mapped"),
+    "run --cache-dir is the data folder": (lambda sb: _run_data_copy(sb, cache=lambda d: d),
+                                           r"--cache-dir .* is the input .*or pass --no-cache"),
+    "run --cache-dir inside the data folder": (
+        lambda sb: _run_data_copy(sb, cache=lambda d: d / "human_gaba_leedalley2023" / "c"),
+        r"--cache-dir .* is inside the input folder"),
+    "run --cache-dir is --out": (lambda sb: run(sb, "--cache-dir", sb.root / "results"),
+                                 r"--cache-dir .*results is the output"),
+    "run --cache-dir inside --out": (lambda sb: run(sb, "--cache-dir", sb.root / "results" / "c"),
+                                     r"--cache-dir .*c is inside the output folder"),
+    "run --out inside the data folder": (lambda sb: _run_data_copy(sb, out=lambda d: d / "results"),
+                                         r"inside the input folder"),
+    "predict --layer, --out inside the data folder": (
+        lambda sb: (lambda d: predict(sb, "--layer", "L1", "--data-dir", d, out=d / "p.csv"))(sb.data_copy()),
+        r"--out .*p\.csv is inside the input folder"),
+    "extract --cache-dir is --out": (
+        lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""), "--cache-dir", sb.root / "f.parquet"),
+        r"--cache-dir .*f\.parquet is the output"),
     # train: one folder
     "train --out exists": (lambda sb: train(sb, out=sb.foreign_folder("t")), r"already exists; .*--overwrite"),
     "train --overwrite of a foreign folder": (lambda sb: train(sb, "--overwrite", out=sb.foreign_folder("t")),

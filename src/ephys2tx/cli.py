@@ -102,8 +102,9 @@ def run(
     if n_repeats is not None:
         overrides["n_repeats"] = n_repeats
     config = StudyConfig.quick_config(**overrides) if quick else StudyConfig(**overrides)
-    check_output_dir(out, kind=STUDY_OUTPUT_KIND, overwrite=overwrite, inputs=study_inputs(config))
-    cache = open_fold_cache(cache_dir, enabled=not no_cache, out_dir=out)
+    inputs = study_inputs(config)
+    check_output_dir(out, kind=STUDY_OUTPUT_KIND, overwrite=overwrite, inputs=inputs)
+    cache = open_fold_cache(cache_dir, enabled=not no_cache, out_dir=out, inputs=inputs)
     with _progress() as bar:
         task = bar.add_task("loading data", total=None)
 

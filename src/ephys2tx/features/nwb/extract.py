@@ -225,7 +225,7 @@ def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite
         An output exists (without ``overwrite``) or is not ephys2tx's, a
         location is a directory or not writable, or ``cache_dir`` is a file.
     """
-    from ephys2tx.safety import check_location, claim_output
+    from ephys2tx.safety import check_cache_dir, check_location, claim_output
 
     out = Path(out).expanduser()
     inputs = list(inputs)
@@ -235,9 +235,9 @@ def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite
         raise InputError(f"--out {out} must name a parquet file (suffix .parquet), e.g. "
                          f"{out.with_name(out.stem + '.parquet')}")
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else out.with_name(out.name + ".cache")
-    if cache_dir is not None:
-        check_location(cache_dir, option="--cache-dir", inputs=inputs)
     failures = failures_path_for(out)
+    check_location(cache_dir, option="--cache-dir", inputs=inputs)
+    check_cache_dir(cache_dir, what="cache directory", outputs=(out, failures))
     if out.is_dir():
         raise InputError(f"--out {out} is a directory; give a file name such as {out / 'features.parquet'}")
     for path, ours, what in ((out, _is_feature_table, "a feature table"),
