@@ -425,6 +425,47 @@ MODELS = {
 }
 
 
+def _edited_number(sb, *keys, value):
+    """model.json with the number at ``keys`` (dict keys and list indices) replaced by ``value``."""
+    meta = json.loads((sb.model / "model.json").read_text())
+    node = meta
+    for key in keys[:-1]:
+        node = node[key]
+    node[keys[-1]] = value
+    (sb.model / "model.json").write_text(json.dumps(meta))  # NaN and Infinity as Python writes them
+    return predict(sb)
+
+
+_OOD = ("extra", "mapping", "ood")
+_NORM = ("extra", "mapping", "ood_norm")
+#: s8: hand-edited numbers of model.json were used as they were (an OOD scale of 0 divided by 0).
+MODELS.update({
+    f"model.json {name}": ((lambda keys, value: lambda sb: _edited_number(sb, *keys, value=value))(keys, value),
+                           rf"model\.json key {re.escape(shown)} is {re.escape(repr(value))}; it must be {rule}")
+    for name, keys, value, shown, rule in [
+        ("OOD scale 0", (*_OOD, "scale", 0), 0, "extra.mapping.ood.scale[0]", "a finite number > 0"),
+        ("OOD scale negative", (*_OOD, "scale", 4), -1.5, "extra.mapping.ood.scale[4]", "a finite number > 0"),
+        ("OOD scale NaN", (*_OOD, "scale", 2), float("nan"), "extra.mapping.ood.scale[2]", "a finite number > 0"),
+        ("OOD scale inf", (*_OOD, "scale", 1), float("inf"), "extra.mapping.ood.scale[1]", "a finite number > 0"),
+        ("OOD scale a string", (*_OOD, "scale", 1), "1", "extra.mapping.ood.scale[1]", "a finite number > 0"),
+        ("OOD threshold NaN", (*_OOD, "threshold"), float("nan"), "extra.mapping.ood.threshold", "a finite number >= 0"),
+        ("OOD false-alarm rate 0", (*_OOD, "false_alarm_rate"), 0, "extra.mapping.ood.false_alarm_rate",
+         r"a finite number in \(0, 1\)"),
+        ("OOD mean -inf", (*_OOD, "mean", 7), float("-inf"), "extra.mapping.ood.mean[7]", "a finite number"),
+        ("OOD precision NaN", (*_OOD, "precision", 3, 3), float("nan"), "extra.mapping.ood.precision[3][3]",
+         "a finite number"),
+        ("OOD norm distance sd 0", (*_NORM, "distance_sd"), 0, "extra.mapping.ood_norm.distance_sd", "a finite number > 0"),
+        ("OOD norm uncertainty sd negative", (*_NORM, "uncertainty_sd"), -0.1, "extra.mapping.ood_norm.uncertainty_sd",
+         "a finite number > 0"),
+        ("OOD norm threshold inf", (*_NORM, "threshold"), float("inf"), "extra.mapping.ood_norm.threshold",
+         "a finite number"),
+        ("calibration step above 1", ("extra", "mapping", "calibrator", "thresholds", 0, 1, 2), 1.5,
+         "extra.mapping.calibrator.thresholds[0][1][2]", r"a finite number in \[0, 1\]"),
+        ("n_features_in 0", ("n_features_in",), 0, "n_features_in", "an integer >= 1"),
+    ]
+})
+
+
 def _mapping_field(sb, name, value):
     meta = json.loads((sb.model / "model.json").read_text())
     meta["extra"]["mapping"][name] = value
