@@ -235,6 +235,10 @@ TABLES: dict[str, tuple[Callable, str]] = {
     "a comment line above the header": (lambda sb: sb.write("c.csv", "# exported by rig 2\n" + sb.cells.read_text()),
                                         r"c\.csv starts with the line '# exported by rig 2'.*delete the lines above"),
     "input is /dev/null": (lambda sb: Path("/dev/null"), r"/dev/null is not a regular file"),
+    # s8: a unit prefix off by 1e12 had no hint
+    "rheobase in amperes": (lambda sb: sb.table(sb.frame.assign(rheobase_i=sb.frame["rheobase_i"] * 1e-12)),
+                            r"column 'rheobase_i' .*multiply by 1e\+12 \(the values look like A, not pA: set "
+                            r"`unit: A`\).*--force"),
 }
 
 
