@@ -123,6 +123,11 @@ def run(
         from ephys2tx.report.shift_report import benchmark_table
 
         typer.echo("\n" + benchmark_table(result.shift).to_markdown(index=False))
+    totals = result.warning_totals()
+    if totals:
+        console.print(f"note: library warnings during the study ({', '.join(f'{n} {c}' for c, n in totals.items())}) "
+                      "are counted per model in report.md (Library warnings) and metrics.json",
+                      highlight=False, soft_wrap=True, markup=False)
     console.print(f"[green]wrote[/green] {path}/report.md, metrics.json and figures "
                   f"in {result.seconds:.0f} s")
     if cache is not None:
