@@ -226,8 +226,16 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
 
 
 def _error_line(message: str) -> None:
-    console.print(f"[red]error:[/red] {escape(' '.join(str(message).split()))}", highlight=False,
-                  soft_wrap=True)
+    _say(f"[red]error:[/red] {escape(' '.join(str(message).split()))}")
+
+
+def _say(markup: str) -> None:
+    """Print one line on stderr; if stderr is closed or full, nothing can be shown (the exit code
+    still tells)."""
+    try:
+        console.print(markup, highlight=False, soft_wrap=True)
+    except OSError:  # a closed pipe (`2>&1 | head`), a full disk (`2>/dev/full`)
+        _closed_output()
 
 
 #: Exit code after the reader of the output went away (``ephys2tx ... | head -1``): 128 + SIGPIPE,
@@ -294,9 +302,10 @@ def _run_app(argv: list[str] | None):
     """
     command = typer.main.get_command(app)
     args = list(sys.argv[1:] if argv is None else argv)
-    with _broken_pipes_raise(), command.make_context("ephys2tx", args) as ctx:
+    with command.make_context("ephys2tx", args) as ctx:
         rv = command.invoke(ctx)
-        sys.stdout.flush()  # a closed pipe is found here, not in the interpreter's exit
+        if sys.stdout is not None:  # None when started with stdout closed (`>&-`)
+            sys.stdout.flush()  # a closed pipe is found here, not in the interpreter's exit
     return rv
 
 
@@ -364,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     the traceback).
     """
     _quiet_resource_trackers()
-    with interrupts_raise() as received:
+    with interrupts_raise() as received, _broken_pipes_raise():
         try:
             try:
                 code = _invoke(argv)
@@ -375,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     signum = received["signum"]
     if signum is not None or code == 130:
         name = "" if signum in (None, signal.SIGINT) else f" ({signal.Signals(signum).name})"
-        console.print(f"aborted{name}", highlight=False)
+        _say(f"aborted{name}")
         return 128 + int(signum or signal.SIGINT)
     return code
 
@@ -401,7 +410,8 @@ def console_main() -> None:
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None: the stream was closed when the program started
+                stream.flush()
         except (OSError, ValueError):  # a closed pipe: nothing more can be shown
             pass
     os._exit(code)
