@@ -235,6 +235,10 @@ TABLES: dict[str, tuple[Callable, str]] = {
     "a comment line above the header": (lambda sb: sb.write("c.csv", "# exported by rig 2\n" + sb.cells.read_text()),
                                         r"c\.csv starts with the line '# exported by rig 2'.*delete the lines above"),
     "input is /dev/null": (lambda sb: Path("/dev/null"), r"/dev/null is not a regular file"),
+    # s8: a unit prefix off by 1e12 had no hint
+    "rheobase in amperes": (lambda sb: sb.table(sb.frame.assign(rheobase_i=sb.frame["rheobase_i"] * 1e-12)),
+                            r"column 'rheobase_i' .*multiply by 1e\+12 \(the values look like A, not pA: set "
+                            r"`unit: A`\).*--force"),
 }
 
 
@@ -425,6 +429,47 @@ MODELS = {
 }
 
 
+def _edited_number(sb, *keys, value):
+    """model.json with the number at ``keys`` (dict keys and list indices) replaced by ``value``."""
+    meta = json.loads((sb.model / "model.json").read_text())
+    node = meta
+    for key in keys[:-1]:
+        node = node[key]
+    node[keys[-1]] = value
+    (sb.model / "model.json").write_text(json.dumps(meta))  # NaN and Infinity as Python writes them
+    return predict(sb)
+
+
+_OOD = ("extra", "mapping", "ood")
+_NORM = ("extra", "mapping", "ood_norm")
+#: s8: hand-edited numbers of model.json were used as they were (an OOD scale of 0 divided by 0).
+MODELS.update({
+    f"model.json {name}": ((lambda keys, value: lambda sb: _edited_number(sb, *keys, value=value))(keys, value),
+                           rf"model\.json key {re.escape(shown)} is {re.escape(repr(value))}; it must be {rule}")
+    for name, keys, value, shown, rule in [
+        ("OOD scale 0", (*_OOD, "scale", 0), 0, "extra.mapping.ood.scale[0]", "a finite number > 0"),
+        ("OOD scale negative", (*_OOD, "scale", 4), -1.5, "extra.mapping.ood.scale[4]", "a finite number > 0"),
+        ("OOD scale NaN", (*_OOD, "scale", 2), float("nan"), "extra.mapping.ood.scale[2]", "a finite number > 0"),
+        ("OOD scale inf", (*_OOD, "scale", 1), float("inf"), "extra.mapping.ood.scale[1]", "a finite number > 0"),
+        ("OOD scale a string", (*_OOD, "scale", 1), "1", "extra.mapping.ood.scale[1]", "a finite number > 0"),
+        ("OOD threshold NaN", (*_OOD, "threshold"), float("nan"), "extra.mapping.ood.threshold", "a finite number >= 0"),
+        ("OOD false-alarm rate 0", (*_OOD, "false_alarm_rate"), 0, "extra.mapping.ood.false_alarm_rate",
+         r"a finite number in \(0, 1\)"),
+        ("OOD mean -inf", (*_OOD, "mean", 7), float("-inf"), "extra.mapping.ood.mean[7]", "a finite number"),
+        ("OOD precision NaN", (*_OOD, "precision", 3, 3), float("nan"), "extra.mapping.ood.precision[3][3]",
+         "a finite number"),
+        ("OOD norm distance sd 0", (*_NORM, "distance_sd"), 0, "extra.mapping.ood_norm.distance_sd", "a finite number > 0"),
+        ("OOD norm uncertainty sd negative", (*_NORM, "uncertainty_sd"), -0.1, "extra.mapping.ood_norm.uncertainty_sd",
+         "a finite number > 0"),
+        ("OOD norm threshold inf", (*_NORM, "threshold"), float("inf"), "extra.mapping.ood_norm.threshold",
+         "a finite number"),
+        ("calibration step above 1", ("extra", "mapping", "calibrator", "thresholds", 0, 1, 2), 1.5,
+         "extra.mapping.calibrator.thresholds[0][1][2]", r"a finite number in \[0, 1\]"),
+        ("n_features_in 0", ("n_features_in",), 0, "n_features_in", "an integer >= 1"),
+    ]
+})
+
+
 def _mapping_field(sb, name, value):
     meta = json.loads((sb.model / "model.json").read_text())
     meta["extra"]["mapping"][name] = value
@@ -450,6 +495,21 @@ def _link_to_folder(sb, name):
     target = sb.foreign_folder("real")
     (sb.root / name).symlink_to(target)
     return sb.root / name
+
+
+def _map_data_copy(sb, cache):
+    """``map`` reading a copy of the data, with the cache at ``cache(copy)``."""
+    data = sb.data_copy()
+    args = [str(a) for a in mapping(sb, cache=cache(data))]
+    args[args.index("--data-dir") + 1] = str(data)
+    return args
+
+
+def _run_data_copy(sb, cache=None, out=None):
+    """``run`` reading a copy of the data, with ``--cache-dir cache(copy)`` / ``--out out(copy)``."""
+    data = sb.data_copy()
+    extra = [] if cache is None else ["--cache-dir", cache(data)]
+    return run(sb, *extra, data=data, out=None if out is None else out(data))
 
 
 OUTPUTS = {
@@ -486,6 +546,32 @@ OUTPUTS = {
     "map --cache-dir unwritable": (lambda sb: mapping(sb, cache=Path("/proc/ephys2tx-test")), r"cache .*not writable"),
     "map --cache-dir inside --out": (lambda sb: mapping(sb, cache=sb.root / "mapped" / "c"),
                                      r"--cache-dir .* is inside the output folder"),
+    # s8: caches and outputs that overlap the data or each other (a copy of the data: if the
+    # check were missing, the command would write there, never into the shared folder)
+    "map --cache-dir is the data folder": (lambda sb: _map_data_copy(sb, lambda d: d),
+                                           r"--cache-dir .* is the input .*a cache must lie outside"),
+    "map --cache-dir inside the data folder": (lambda sb: _map_data_copy(sb, lambda d: d / "cache"),
+                                               r"--cache-dir .*cache is inside the input folder"),
+    "map --cache-dir is the input table": (lambda sb: mapping(sb, cache=sb.cells), r"--cache-dir .*cells\.csv is the input"),
+    "map --cache-dir is --out": (lambda sb: mapping(sb, cache=sb.root / "mapped"),
+                                 r"--cache-dir .*mapped is the output .*mapped"),
+    "run --cache-dir is the data folder": (lambda sb: _run_data_copy(sb, cache=lambda d: d),
+                                           r"--cache-dir .* is the input .*or pass --no-cache"),
+    "run --cache-dir inside the data folder": (
+        lambda sb: _run_data_copy(sb, cache=lambda d: d / "human_gaba_leedalley2023" / "c"),
+        r"--cache-dir .* is inside the input folder"),
+    "run --cache-dir is --out": (lambda sb: run(sb, "--cache-dir", sb.root / "results"),
+                                 r"--cache-dir .*results is the output"),
+    "run --cache-dir inside --out": (lambda sb: run(sb, "--cache-dir", sb.root / "results" / "c"),
+                                     r"--cache-dir .*c is inside the output folder"),
+    "run --out inside the data folder": (lambda sb: _run_data_copy(sb, out=lambda d: d / "results"),
+                                         r"inside the input folder"),
+    "predict --layer, --out inside the data folder": (
+        lambda sb: (lambda d: predict(sb, "--layer", "L1", "--data-dir", d, out=d / "p.csv"))(sb.data_copy()),
+        r"--out .*p\.csv is inside the input folder"),
+    "extract --cache-dir is --out": (
+        lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""), "--cache-dir", sb.root / "f.parquet"),
+        r"--cache-dir .*f\.parquet is the output"),
     # train: one folder
     "train --out exists": (lambda sb: train(sb, out=sb.foreign_folder("t")), r"already exists; .*--overwrite"),
     "train --overwrite of a foreign folder": (lambda sb: train(sb, "--overwrite", out=sb.foreign_folder("t")),
@@ -780,8 +866,55 @@ ARGUMENTS = {
 }
 
 
+def _empty_path_cases() -> dict:
+    """Every path option of every command given as '' (or blanks): refused, naming the option (s8).
+
+    Before: ``Path("")`` is ``Path(".")``, so ``--data-dir ''`` read the current folder and
+    ``--cache-dir ''`` wrote the cache there.
+    """
+    def swap(args, option, value):
+        args = [str(a) for a in args]
+        return args[:args.index(option) + 1] + [value] + args[args.index(option) + 2:]
+
+    nwb = lambda sb: sb.write("nwb/e.nwb", b"")  # noqa: E731
+    cases = {
+        "run --data-dir": lambda sb: swap(run(sb), "--data-dir", ""),
+        "run --out": lambda sb: swap(run(sb), "--out", ""),
+        "run --cache-dir": lambda sb: run(sb, "--cache-dir", ""),
+        "run --features": lambda sb: run(sb, "--features", ""),
+        "run --labels": lambda sb: run(sb, "--labels", " "),
+        "train --data-dir": lambda sb: swap(train(sb), "--data-dir", ""),
+        "train --out": lambda sb: swap(train(sb), "--out", ""),
+        "predict --model": lambda sb: swap(predict(sb), "--model", ""),
+        "predict --input": lambda sb: swap(predict(sb), "--input", ""),
+        "predict --out": lambda sb: swap(predict(sb), "--out", ""),
+        "predict --column-map": lambda sb: predict(sb, "--column-map", ""),
+        "predict --data-dir": lambda sb: predict(sb, "--layer", "L1", "--data-dir", ""),
+        "map --input": lambda sb: swap(mapping(sb), "--input", ""),
+        "map --out": lambda sb: swap(mapping(sb), "--out", "  "),
+        "map --data-dir": lambda sb: swap(mapping(sb), "--data-dir", ""),
+        "map --cache-dir": lambda sb: swap(mapping(sb), "--cache-dir", ""),
+        "map --column-map": lambda sb: mapping(sb, "--column-map", ""),
+        "fetch --data-dir": lambda sb: swap(fetch(sb), "--data-dir", ""),
+        "fetch --nwb-dir": lambda sb: ["fetch", "--dandiset", "000020", "--cells", "1", "--nwb-dir", ""],
+        "datasets --data-dir": lambda sb: ["datasets", "--data-dir", ""],
+        "harmonise --data-dir": lambda sb: ["harmonise", "--data-dir", ""],
+        "features --data-dir": lambda sb: ["features", "--species", "human", "--data-dir", ""],
+        "extract input": lambda sb: _extract(sb, ""),
+        "extract --out": lambda sb: _extract(sb, nwb(sb), out=""),
+        "extract --cache-dir": lambda sb: _extract(sb, nwb(sb), "--cache-dir", ""),
+        "extract --protocol-map": lambda sb: _extract(sb, nwb(sb), "--protocol-map", ""),
+    }
+    option = lambda name: name.split()[1].replace("input", "inputs", name == "extract input")  # noqa: E731
+    return {f"{name} is empty": (make, rf"Invalid value for '{option(name)}'.*the value is empty")
+            for name, make in cases.items()}
+
+
+ARGUMENTS.update(_empty_path_cases())
+
+
 def _extract(sb, *inputs, out=None):
-    return ["extract", *inputs, "-o", out or sb.root / "f.parquet", "--workers", "1"]
+    return ["extract", *inputs, "-o", sb.root / "f.parquet" if out is None else out, "--workers", "1"]
 
 
 def _hdf5(sb):
@@ -973,3 +1106,71 @@ def test_unusual_but_valid_tables_predict_like_the_plain_table(name, cells, tiny
     got = pd.read_csv(tmp_path / "got.csv", dtype=str)
     assert list(got["cell_id"]) == (ids or list(want["cell_id"]))
     pd.testing.assert_frame_equal(got.drop(columns="cell_id"), want.drop(columns="cell_id"))
+
+
+# ------------------------------------------------------------------ a closed output pipe (s8)
+
+
+def _with_closed_stdout(args: list[str], cwd: Path) -> tuple[int, str]:
+    """Run ``python -m ephys2tx.cli ARGS`` with a stdout pipe whose reader is already gone."""
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # `| head -1` after its line: every write to stdout fails with EPIPE
+    try:
+        done = subprocess.run([sys.executable, "-m", "ephys2tx.cli", *args], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=300, cwd=cwd)
+    finally:
+        os.close(write)
+    return done.returncode, done.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"],  # rich, through typer's help
+    ["--version"],  # typer.echo
+    ["datasets", "--data-dir", "{data}"],  # a rich console on stdout
+    ["features", "--species", "human", "--data-dir", "{data}", "--csv"],
+])
+def test_a_closed_stdout_pipe_ends_the_command_quietly(args, data_dir, tmp_path):
+    """Before: exit code 1 (rich's and typer's broken-pipe exits), or the error line of an OSError.
+    Now: nothing on stderr (no traceback, no "Exception ignored"), exit code 141 as `yes | head`."""
+    code, err = _with_closed_stdout([a.format(data=data_dir) for a in args], tmp_path)
+    assert code == 141, err
+    assert err == ""
+
+
+def test_a_closed_pipe_after_predict_has_written_its_table(cells, tiny_model, tmp_path):
+    """The table is complete (it is written before the summary line); the exit is quiet."""
+    cells.to_csv(tmp_path / "cells.csv", index=False)
+    code, err = _with_closed_stdout(["predict", "-m", str(tiny_model), "-i", str(tmp_path / "cells.csv"),
+                                     "-o", str(tmp_path / "p.csv")], tmp_path)
+    assert code == 141, err
+    assert not re.search(r"Traceback|Exception ignored|BrokenPipe|error", err), err
+    assert len(pd.read_csv(tmp_path / "p.csv")) == len(cells)
+
+
+@pytest.mark.parametrize("stderr", ["closed", "full", "closed pipe"])
+def test_an_error_with_stderr_closed_full_or_unread_still_exits_2(stderr, tmp_path):
+    """Before: exit code 1 (a traceback about the unwritable error line, or `None.flush()` at exit,
+    or rich's exit on a broken pipe). The error line cannot be shown; the exit code still says 2."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "ephys2tx.cli", "predict", "-m", str(tmp_path / "none"), "-i",
+            str(tmp_path / "c.csv"), "-o", str(tmp_path / "p.csv")]
+    if stderr == "closed":
+        done = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
+                              preexec_fn=lambda: os.close(2))
+    elif stderr == "full":
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=full, timeout=120)
+    else:
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            done = subprocess.run(args, stdout=write, stderr=write, timeout=120)
+        finally:
+            os.close(write)
+    assert done.returncode == 2
+    assert not (tmp_path / "p.csv").exists()

@@ -177,6 +177,31 @@ def test_check_units_catches_wrong_unit_and_suggests_conversion():
     assert "sign: -1" in check_units(flipped)[0].message()
 
 
+@pytest.mark.parametrize("feature, values, unit", [
+    ("rheobase_i", (1e-10, 1e-9), "A"),  # s8: amperes had no hint at all (no x1e12, no unit A)
+    ("threshold_i_ramp", (1e-9, 1e-9), "A"),  # x1e9 reaches 1 pA too; 1000 pA is the likely one
+    ("threshold_v_rheo", (-0.05, -0.03), "V"),
+    ("tau", (5.0, 30.0), "ms"),
+    ("input_resistance", (1e8, 4e8), "Ω"),
+])
+def test_a_median_off_by_a_unit_prefix_names_the_likely_unit(feature, values, unit):
+    from ephys2tx.features.canonical import CANONICAL_FEATURES, unit_factor
+
+    column = pd.DataFrame({feature: np.random.RandomState(0).uniform(*values, 40)})
+    (issue,) = check_units(column)
+    expected = CANONICAL_FEATURES[feature].unit
+    assert f"the values look like {unit}, not {expected}: set `unit: {unit}`" in issue.message()
+    converted = column[feature] * unit_factor(unit, expected)  # the suggestion fixes the column
+    assert check_units(converted.to_frame()) == []
+
+
+def test_mixed_units_some_cells_in_amperes():
+    rng = np.random.RandomState(0)
+    current = np.r_[rng.uniform(50, 300, 30), rng.uniform(1e-10, 3e-10, 6)]
+    (issue,) = check_units(pd.DataFrame({"rheobase_i": current}))
+    assert "those values look 1e+12 times too small" in issue.message()
+
+
 def test_check_units_catches_a_column_of_mixed_units():
     """A plausible median does not hide a batch of cells in another unit."""
     from ephys2tx.features.canonical import MixedUnitsIssue, UnitIssue

@@ -252,3 +252,54 @@ def test_the_pool_has_no_more_workers_than_folds_and_cores(human_subset, monkeyp
     assert sizes == expected
     alone = cross_validate(make_logreg(random_state=0), X, y, folds, classes=CLASSES, n_jobs=1)
     np.testing.assert_array_equal(result.oof, alone.oof)
+
+
+def _warning_data():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(60, 5)), columns=list("abcde"))
+    y = np.array(["A", "B", "C"] * 20)
+    return X, y, make_splits(y, None, scheme="stratified", n_splits=3, n_repeats=1, random_state=0)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_library_warnings_of_the_folds_are_counted_not_printed(n_jobs, capfd):
+    """s8: `ephys2tx run` printed scikit-learn's ConvergenceWarning of every fold on the terminal.
+    They are counted per fold and per model; the predictions are those of the same fits."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    X, y, folds = _warning_data()
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        res = cross_validate(LogisticRegression(max_iter=1), X, y, folds, classes=["A", "B", "C"],
+                             n_jobs=n_jobs)
+    assert escaped == []
+    assert "Warning" not in capfd.readouterr().err  # nor from the worker processes
+    assert [s["warnings"]["ConvergenceWarning"]["count"] for s in res.fold_scores] == [1, 1, 1]
+    summary = summarise_cv(res, y, n_boot=10)["library_warnings"]
+    assert summary["ConvergenceWarning"]["count"] == 3
+    assert summary["ConvergenceWarning"]["example"].startswith("lbfgs failed to converge")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = cross_validate(LogisticRegression(max_iter=1), X, y, folds, classes=["A", "B", "C"])
+    np.testing.assert_array_equal(res.oof, plain.oof)
+    quiet = cross_validate(LogisticRegression(max_iter=1000), X, y, folds, classes=["A", "B", "C"])
+    assert "library_warnings" not in summarise_cv(quiet, y, n_boot=10)
+    assert not any("warnings" in s for s in quiet.fold_scores)
+
+
+def test_library_warnings_reissues_the_warnings_of_ephys2tx_itself():
+    """ephys2tx's own warnings (e.g. an unreadable fold cache entry) still reach the user."""
+    import warnings
+
+    from ephys2tx.evaluation.cv import library_warnings, merge_warning_counts
+    from ephys2tx.evaluation.fold_cache import content_hash
+
+    counts: dict = {}
+    with pytest.warns(RuntimeWarning, match="own"):
+        with library_warnings(counts):
+            warnings.warn("a library's", UserWarning)  # issued here, in tests/: not ephys2tx
+            warnings.warn_explicit("own", RuntimeWarning, content_hash.__code__.co_filename, 1)
+    assert counts == {"UserWarning": {"count": 1, "example": "a library's"}}
+    assert merge_warning_counts([counts, None, counts]) == {"UserWarning": {"count": 2, "example": "a library's"}}

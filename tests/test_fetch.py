@@ -208,3 +208,41 @@ def test_a_failed_fetch_removes_the_parent_folders_it_created(faulty_mirror, tmp
     with pytest.raises(InputError, match="broke off"):
         fetch_datasets(dest, ["human"], mirror=f"{faulty_mirror}/cut", timeout=5)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_fetch_leaves_a_temporary_file_that_the_next_fetch_removes(mirror, tmp_path):
+    """s8: a fetch SIGKILLed while downloading left `.<name>.<pid>.<hex>.tmp` beside the target
+    for ever. The next fetch removes the stale temporaries of its targets, and nothing else."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    url, _ = mirror
+    dest = tmp_path / "fetched"
+    spec = DATASET_FILES["human"]["ephys"]
+    folder = (dest / spec.relpath).parent
+    # a real process killed in the middle of its write (the stand-in for a slow download)
+    script = ("import sys, time\nfrom pathlib import Path\nfrom ephys2tx.io import replace_atomically\n"
+              "def write(fh):\n    fh.write(b'partial')\n    fh.flush()\n    print('writing', flush=True)\n"
+              "    time.sleep(60)\nreplace_atomically(Path(sys.argv[1]), write)\n")
+    folder.mkdir(parents=True)
+    child = subprocess.Popen([sys.executable, "-c", script, str(dest / spec.relpath)],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "writing"
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    stale = _leftovers(dest)
+    assert len(stale) == 1 and stale[0].startswith(f".{spec.relpath.rsplit('/', 1)[-1]}.{child.pid}.")
+    # files that only look alike are not ours: kept
+    alive = folder / f".{spec.relpath.rsplit('/', 1)[-1]}.{os.getpid()}.0123456789ab.tmp"  # a live process
+    mine = [folder / ".notes.tmp", folder / f".other.csv.{child.pid}.0123456789ab.tmp",
+            folder / f".LeeDalley_ephys_fx.csv.{child.pid}.xyz.tmp", alive]
+    for path in mine:
+        path.write_text("keep me")
+    time.sleep(0.01)
+    records = fetch_datasets(dest, ["human"], mirror=url)
+    assert {r.status for r in records} == {"downloaded"}
+    assert sorted(_leftovers(dest)) == sorted(p.name for p in mine)
+    assert all(p.read_text() == "keep me" for p in mine)

@@ -308,9 +308,11 @@ def test_weights_that_are_no_classifier_are_refused(weights, human_forest, tmp_p
 
 
 @pytest.mark.parametrize("edit, match", [
-    (lambda mp: mp["ood_norm"].update(distance_sd="x"), r"ood_norm needs the finite numbers"),
+    (lambda mp: mp["ood_norm"].update(distance_sd="x"),
+     r"key extra\.mapping\.ood_norm\.distance_sd is 'x'; it must be a finite number > 0"),
     (lambda mp: mp.update(ood_norm={}), r"ood_norm needs the finite numbers"),
-    (lambda mp: mp["ood_norm"].update(threshold=float("nan")), r"ood_norm needs the finite numbers"),
+    (lambda mp: mp["ood_norm"].update(threshold=float("nan")),
+     r"key extra\.mapping\.ood_norm\.threshold is nan; it must be a finite number"),
     (lambda mp: mp["ood"].update(means=[[1.0, 2.0]]), r"missing or bad calibration/OOD field \(ValueError"),
     (lambda mp: mp["ood"].update(precision=[[1.0]]), r"missing or bad calibration/OOD field \(ValueError"),
     (lambda mp: mp["calibrator"].update(thresholds=[[[0.0, 1.0], [0.0, 1.0]]]),

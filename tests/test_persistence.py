@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -481,3 +482,27 @@ def test_weights_that_are_no_safetensors_file_are_refused(content, fitted, tmp_p
     with pytest.raises(InputError, match=r"weights\.safetensors is not a readable safetensors file "
                                          r"\(.*\); the model directory is damaged"):
         load_model(out)
+
+
+def test_check_numbers_refuses_non_finite_and_out_of_range_numbers_naming_the_key(tmp_path):
+    """s8: model.json numbers were used unchecked (an OOD scale of 0, a NaN threshold)."""
+    from ephys2tx.models.persistence import check_numbers
+
+    path = tmp_path / "model.json"
+    good = {"n_features_in": 3, "temperature": 1.5, "params": {"dropout": 0.3},
+            "extra": {"mapping": {"ood": {"scale": [1.0, 2.0, 0.5], "threshold": 3.0},
+                                  "record": {"cv": {"accuracy": float("nan")}}}}}  # a record: not read
+    check_numbers(path, good)
+    for edit, key, rule in [
+        (lambda m: m["extra"]["mapping"]["ood"]["scale"].__setitem__(1, 0.0), r"extra\.mapping\.ood\.scale\[1\] is 0\.0",
+         "a finite number > 0"),
+        (lambda m: m["extra"]["mapping"]["ood"].__setitem__("threshold", float("nan")), r"ood\.threshold is nan", ">= 0"),
+        (lambda m: m.__setitem__("temperature", -1), r"temperature is -1", "> 0"),
+        (lambda m: m["params"].__setitem__("dropout", float("inf")), r"params\.dropout is inf", r"in \[0, 1\)"),
+        (lambda m: m.__setitem__("n_features_in", 2.5), r"n_features_in is 2\.5", "an integer >= 1"),
+        (lambda m: m.__setitem__("other", [1.0, float("-inf")]), r"other\[1\] is -inf", "a finite number"),
+    ]:
+        meta = copy.deepcopy(good)
+        edit(meta)
+        with pytest.raises(InputError, match=rf"model\.json key .*{key}; it must be .*{rule}"):
+            check_numbers(path, meta)

@@ -224,3 +224,20 @@ def test_a_staged_folder_gives_its_claim_back_once_written(tmp_path):
     with staged_output_dir(target, "study") as staging:
         (staging / "a.txt").write_text("a")
     assert not lock_path(target).exists()
+
+
+def test_check_cache_dir_refuses_overlaps_with_inputs_and_outputs(tmp_path):
+    """s8: a cache in (or being) the data folder or an output folder is refused; beside them it is not."""
+    from ephys2tx.safety import check_cache_dir
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    for cache, pattern in ((data, "is the input"), (data / "sub" / "c", "is inside the input folder"),
+                           (out, "is the output"), (out / "c", "is inside the output folder"),
+                           ("", "is empty")):
+        with pytest.raises(InputError, match=pattern):
+            check_cache_dir(cache, what="cache", outputs=[out], inputs=[data])
+    assert check_cache_dir(tmp_path / "c", what="cache", outputs=[out], inputs=[data]) == tmp_path / "c"
+    # a cache holding the data (its entries have names of their own) is allowed
+    assert check_cache_dir(tmp_path, what="cache", outputs=[out], inputs=[data]) == tmp_path
+    assert not (tmp_path / "c").exists()

@@ -282,3 +282,23 @@ def test_cells_left_out_for_an_unknown_label_are_named(human):
         "('Lamp5/Pax6': 3, 'lamp 5': 1); rename them to one of Lamp5, Pvalb, Sst, Vip to use them."]
     assert replace(result, species={"human": replace(result.species["human"], dataset=replace(
         dataset, held_out=held.subset(cells[3:5])))}).unknown_label_notes() == []  # Sncg only
+
+
+def test_library_warnings_are_listed_per_model_for_the_report():
+    """s8: the counted library warnings reach report.md (Methods) and the terminal's one note."""
+    from ephys2tx.report.writer import _warnings_markdown
+    from ephys2tx.study import StudyResult
+
+    conv = {"ConvergenceWarning": {"count": 6, "example": "lbfgs failed to converge"}}
+    result = StudyResult(config=None, records=[
+        {"species": "human", "split": "stratified", "model": "logreg", "library_warnings": conv},
+        {"species": "human", "split": "stratified", "model": "rf"}], species={}, seconds=0.0,
+        library_warnings={"RuntimeWarning": {"count": 1, "example": ""}})
+    assert result.warning_totals() == {"ConvergenceWarning": 6, "RuntimeWarning": 1}
+    text = _warnings_markdown(result)
+    assert '- human · stratified · logreg: 6 ConvergenceWarning (e.g. "lbfgs failed to converge")' in text
+    assert "- outside the fold fits: 1 RuntimeWarning" in text and "rf" not in text
+    quiet = StudyResult(config=None, records=[{"species": "human", "split": "donor", "model": "rf"}],
+                        species={}, seconds=0.0)
+    assert quiet.warning_totals() == {}
+    assert _warnings_markdown(quiet) == "The libraries issued no warning during the study."

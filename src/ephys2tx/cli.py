@@ -5,9 +5,12 @@ Bad input (:class:`ephys2tx.errors.InputError`) prints one line and exits with c
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ephys2tx import __version__
+from ephys2tx.cli_commands.options import parse_path
 from ephys2tx.errors import InputError
 from ephys2tx.safety import check_output_dir, interrupts_raise, release_claims
 
@@ -40,7 +44,7 @@ MAX_SEED = 2**32 - 1
 DataDirOption = Annotated[
     Optional[Path],
     typer.Option("--data-dir", help="Data directory (default: $EPHYS2TX_DATA, else the user cache).",
-                 show_default=False),
+                 show_default=False, parser=parse_path),
 ]
 
 
@@ -56,7 +60,7 @@ def _progress():
 @app.command()
 def run(
     data_dir: DataDirOption = None,
-    out: Annotated[Path, typer.Option("--out", help="Results folder to create (checked before the run starts).")] = Path("results"),
+    out: Annotated[Path, typer.Option("--out", help="Results folder to create (checked before the run starts).", parser=parse_path)] = Path("results"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it is a results folder written by ephys2tx run.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="A fast look: one repeat of 2 folds, each model family once, fewer trees and epochs, donor-grouped folds for human cells only, a reduced shift benchmark.")] = False,
     species: Annotated[Optional[list[str]], typer.Option("--species", help="mouse, human and/or mouse_5class (Sncg as a fifth class; repeatable).")] = None,
@@ -67,14 +71,14 @@ def run(
     jobs: Annotated[int, typer.Option("--jobs", min=1, max=MAX_JOBS, help="Folds fitted in parallel (worker processes; at most the CPU cores and the folds to fit).")] = 2,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the data files' sha256.")] = True,
     features: Annotated[Optional[Path], typer.Option(
-        "--features", help="Study a table from `ephys2tx extract` instead of a shared table.")] = None,
+        "--features", help="Study a table from `ephys2tx extract` instead of a shared table.", parser=parse_path)] = None,
     labels: Annotated[Optional[Path], typer.Option(
-        "--labels", help="Labels of --features: a table with id and subclass columns.")] = None,
+        "--labels", help="Labels of --features: a table with id and subclass columns.", parser=parse_path)] = None,
     label_column: Annotated[Optional[str], typer.Option(
         "--label-column", help="Label column of --labels (or of --features itself).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(
         "--cache-dir", help="Fold-fit cache (default: $EPHYS2TX_FOLD_CACHE, else the user cache).",
-        show_default=False)] = None,
+        show_default=False, parser=parse_path)] = None,
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Fit every fold, reading and writing no cache.")] = False,
 ) -> None:
@@ -98,8 +102,9 @@ def run(
     if n_repeats is not None:
         overrides["n_repeats"] = n_repeats
     config = StudyConfig.quick_config(**overrides) if quick else StudyConfig(**overrides)
-    check_output_dir(out, kind=STUDY_OUTPUT_KIND, overwrite=overwrite, inputs=study_inputs(config))
-    cache = open_fold_cache(cache_dir, enabled=not no_cache, out_dir=out)
+    inputs = study_inputs(config)
+    check_output_dir(out, kind=STUDY_OUTPUT_KIND, overwrite=overwrite, inputs=inputs)
+    cache = open_fold_cache(cache_dir, enabled=not no_cache, out_dir=out, inputs=inputs)
     with _progress() as bar:
         task = bar.add_task("loading data", total=None)
 
@@ -118,6 +123,11 @@ def run(
         from ephys2tx.report.shift_report import benchmark_table
 
         typer.echo("\n" + benchmark_table(result.shift).to_markdown(index=False))
+    totals = result.warning_totals()
+    if totals:
+        console.print(f"note: library warnings during the study ({', '.join(f'{n} {c}' for c, n in totals.items())}) "
+                      "are counted per model in report.md (Library warnings) and metrics.json",
+                      highlight=False, soft_wrap=True, markup=False)
     console.print(f"[green]wrote[/green] {path}/report.md, metrics.json and figures "
                   f"in {result.seconds:.0f} s")
     if cache is not None:
@@ -137,7 +147,7 @@ def fetch(
     cells: Annotated[Optional[list[str]], typer.Option(
         "--cells", help="With --dandiset: cell ids, comma-separated (repeatable).")] = None,
     nwb_dir: Annotated[Path, typer.Option(
-        "--nwb-dir", help="With --dandiset: folder for the <cell id>.nwb files.")] = Path("nwb"),
+        "--nwb-dir", help="With --dandiset: folder for the <cell id>.nwb files.", parser=parse_path)] = Path("nwb"),
 ) -> None:
     """Download the public data files into the data directory and verify their sha256."""
     if dandiset is not None:
@@ -216,20 +226,99 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
 
 
 def _error_line(message: str) -> None:
-    console.print(f"[red]error:[/red] {escape(' '.join(str(message).split()))}", highlight=False,
-                  soft_wrap=True)
+    _say(f"[red]error:[/red] {escape(' '.join(str(message).split()))}")
+
+
+def _say(markup: str) -> None:
+    """Print one line on stderr; if stderr is closed or full, nothing can be shown (the exit code
+    still tells)."""
+    try:
+        console.print(markup, highlight=False, soft_wrap=True)
+    except OSError:  # a closed pipe (`2>&1 | head`), a full disk (`2>/dev/full`)
+        _closed_output()
+
+
+#: Exit code after the reader of the output went away (``ephys2tx ... | head -1``): 128 + SIGPIPE,
+#: what a shell reports for a Unix tool ended by that signal.
+EXIT_CLOSED_PIPE = 128 + 13
+
+
+def _pipe_closed(fd: int) -> bool:
+    """Whether ``fd`` is a pipe (or socket) whose reading end has been closed."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no such descriptor, no poll on this platform
+        return False
+
+
+def _closed_output() -> bool:
+    """Point the standard streams whose reader went away at /dev/null; whether there was one.
+
+    Python flushes the standard streams at exit: a closed pipe would fail once
+    more there ("Exception ignored ... BrokenPipeError"), see the note on
+    SIGPIPE in the documentation of :mod:`signal`.
+    """
+    closed = [fd for fd in (1, 2) if _pipe_closed(fd)]
+    if closed:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in closed:
+            os.dup2(devnull, fd)
+        os.close(devnull)
+    return bool(closed)
+
+
+@contextmanager
+def _broken_pipes_raise() -> Iterator[None]:
+    """Let rich's consoles raise :class:`BrokenPipeError` on a closed pipe, as ``print`` does.
+
+    rich ends the program at once with exit code 1 (``Console.on_broken_pipe``,
+    its documented hook); :func:`_invoke` ends it quietly instead.
+    """
+    from rich.console import Console as RichConsole
+
+    previous = RichConsole.on_broken_pipe
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    RichConsole.on_broken_pipe = on_broken_pipe
+    try:
+        yield
+    finally:
+        RichConsole.on_broken_pipe = previous
+
+
+def _run_app(argv: list[str] | None):
+    """The command's return value (click's context and invoke, without typer's ``main``).
+
+    typer's ``main`` turns any EPIPE, also a network one, into a silent exit
+    with code 1 and wraps the standard streams; :func:`_invoke` handles every
+    exception itself.
+    """
+    command = typer.main.get_command(app)
+    args = list(sys.argv[1:] if argv is None else argv)
+    with command.make_context("ephys2tx", args) as ctx:
+        rv = command.invoke(ctx)
+        if sys.stdout is not None:  # None when started with stdout closed (`>&-`)
+            sys.stdout.flush()  # a closed pipe is found here, not in the interpreter's exit
+    return rv
 
 
 def _invoke(argv: list[str] | None) -> int:
     """Run the command; every failure becomes one line on stderr and an exit code."""
     try:
-        rv = app(args=argv, standalone_mode=False, prog_name="ephys2tx")
+        rv = _run_app(argv)
     except InputError as exc:
         _error_line(str(exc))
         return 2
     except (click.exceptions.Exit, typer.Exit) as exc:
         return exc.exit_code
-    except (click.exceptions.Abort, typer.Abort):
+    except (click.exceptions.Abort, typer.Abort, EOFError):
         return 130
     except (click.ClickException, typer.TyperException) as exc:  # typer >= 0.2x vendors click
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
@@ -242,6 +331,8 @@ def _invoke(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         return 130
     except OSError as exc:  # the environment: disk full, permissions, a vanished file
+        if exc.errno == errno.EPIPE and _closed_output():  # `ephys2tx ... | head -1`
+            return EXIT_CLOSED_PIPE
         if os.environ.get("EPHYS2TX_DEBUG"):
             raise
         target = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
@@ -276,11 +367,13 @@ def main(argv: list[str] | None = None) -> int:
 
     0 success; 2 bad input or environment (one ``error:`` line, nothing
     written); 130 after Ctrl-C and 143 after SIGTERM (``aborted``; staged
-    outputs are removed, the targets are left as they were); 1 an internal
-    error (one line; ``EPHYS2TX_DEBUG=1`` shows the traceback).
+    outputs are removed, the targets are left as they were); 141 when the
+    reader of the output went away (``ephys2tx ... | head -1``: nothing more is
+    shown, no error); 1 an internal error (one line; ``EPHYS2TX_DEBUG=1`` shows
+    the traceback).
     """
     _quiet_resource_trackers()
-    with interrupts_raise() as received:
+    with interrupts_raise() as received, _broken_pipes_raise():
         try:
             try:
                 code = _invoke(argv)
@@ -291,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     signum = received["signum"]
     if signum is not None or code == 130:
         name = "" if signum in (None, signal.SIGINT) else f" ({signal.Signals(signum).name})"
-        console.print(f"aborted{name}", highlight=False)
+        _say(f"aborted{name}")
         return 128 + int(signum or signal.SIGINT)
     return code
 
@@ -317,7 +410,8 @@ def console_main() -> None:
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None: the stream was closed when the program started
+                stream.flush()
         except (OSError, ValueError):  # a closed pipe: nothing more can be shown
             pass
     os._exit(code)

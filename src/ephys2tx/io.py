@@ -13,8 +13,10 @@ import functools
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -52,7 +54,8 @@ def replace_atomically(target: Path, write: Callable[[BinaryIO], None]) -> Path:
         ``target``.
     """
     target = Path(target)
-    # A unique name opened with O_EXCL and mode 0666 (the umask applies, as for any new file).
+    # A unique name opened with O_EXCL and mode 0666 (the umask applies, as for any new file);
+    # the name is _TEMPORARY's, by which remove_stale_temporaries knows it.
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -70,6 +73,67 @@ def replace_atomically(target: Path, write: Callable[[BinaryIO], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+#: The name of :func:`replace_atomically`'s temporary file: ``.<target name>.<pid>.<12 hex>.tmp``.
+_TEMPORARY = re.compile(r"\.(?P<target>.+)\.(?P<pid>[0-9]+)\.[0-9a-f]{12}\.tmp")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0 only checks
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):  # another user's process, or not a pid here
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, *, target: str | None = None,
+                             suffix: str = "") -> list[Path]:
+    """Remove the temporary files :func:`replace_atomically` left behind in a killed process.
+
+    A process killed while writing (``SIGKILL``, a power cut) cannot remove its
+    temporary sibling of the target. Only regular files named exactly as
+    :func:`replace_atomically` names them (``.<target>.<pid>.<12 hex digits>.tmp``)
+    whose process no longer runs on this machine are removed; nothing else is
+    touched, and a file of a process that still runs (or of another user) is kept.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder of the targets.
+    target : str, optional
+        Only the temporaries of this target name.
+    suffix : str
+        Only the temporaries of targets whose name ends with ``suffix``.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        names = [entry.name for entry in os.scandir(folder) if entry.name.endswith(".tmp")]
+    except OSError:  # no folder (yet), or not readable: nothing of ours to remove
+        return removed
+    for name in names:
+        match = _TEMPORARY.fullmatch(name)
+        if match is None or (target is not None and match["target"] != target) \
+                or not match["target"].endswith(suffix) or _process_alive(int(match["pid"])):
+            continue
+        path = folder / name
+        try:
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                path.unlink()
+                removed.append(path)
+        except OSError:  # gone meanwhile, or not ours to remove
+            pass
+    return removed
 
 
 @contextmanager

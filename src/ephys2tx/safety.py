@@ -12,6 +12,8 @@ Every command that writes checks all of its output locations with
   parents, the file system root, a symbolic link, an input, a folder holding
   an input, or a path inside an input folder is refused, even with
   ``--overwrite``;
+* a cache folder (:func:`check_cache_dir`) may not be an input or an output,
+  nor lie inside one (``--cache-dir`` the data folder or inside ``--out``);
 * the first existing parent must be a folder in which a file can actually be
   created (a probe, so that a read-only file system or a path blocked by a
   file is found before a long fit, also when running as root);
@@ -46,7 +48,7 @@ from pathlib import Path
 
 from ephys2tx.errors import InputError
 
-__all__ = ["MARKER", "check_location", "check_output_dir", "check_output_file", "check_writable_dir",
+__all__ = ["MARKER", "check_cache_dir", "check_location", "check_output_dir", "check_output_file", "check_writable_dir",
            "claim_output", "interrupts_raise", "is_own_output", "read_marker", "release_claims",
            "release_output", "releases_claims", "staged_output_dir"]
 
@@ -164,6 +166,54 @@ def check_location(path: PathLike, *, option: str = "--out", inputs: Iterable = 
     """
     return _check_location(Path(path).expanduser(), option=option, inputs=inputs,
                            allow_inside_inputs=False)
+
+
+def check_cache_dir(cache: PathLike, *, what: str, option: str = "--cache-dir",
+                    outputs: Iterable = (), inputs: Iterable = (), hint: str = "") -> Path:
+    """Check a cache folder before any work starts: outside every input and output, writable.
+
+    A cache is refused when it is an input or lies inside an input folder (its
+    entries would mix with the data, e.g. ``--cache-dir`` the data folder), and
+    when it is an output folder or lies inside one (the next ``--overwrite``
+    replaces the output whole, and the cache with it). A cache that holds an
+    input or an output is allowed: its entries have names of their own.
+
+    Parameters
+    ----------
+    cache : path-like
+        The cache folder (it need not exist).
+    what : str
+        What the cache is, for the messages (e.g. ``fold cache (--cache-dir)``).
+    option : str
+        How the user named the folder.
+    outputs, inputs : iterable of path-like
+        The command's output locations and the files and folders it reads.
+    hint : str
+        Appended to the refusals (e.g. ``, or pass --no-cache``).
+
+    Returns
+    -------
+    Path
+        ``cache`` (``~`` expanded).
+
+    Raises
+    ------
+    InputError
+    """
+    if str(cache).strip() == "":
+        raise InputError(f"{option} is empty; give a folder{hint}.")
+    path = Path(cache).expanduser()
+    real = _resolved(path)
+    for kind, items in (("input", inputs), ("output", outputs)):
+        for item in items:
+            if item is None or str(item).strip() == "":
+                continue
+            if _is_relative_to(real, _resolved(Path(item))):
+                where = f"the {kind}" if real == _resolved(Path(item)) else f"inside the {kind} folder"
+                raise InputError(f"{option} {path} is {where} {item}; a cache must lie outside the "
+                                 f"data, the inputs and the outputs: choose another folder{hint}.")
+    check_writable_dir(path, what=what)
+    return path
 
 
 def _checked_target(path: PathLike, option: str, inputs: Iterable) -> Path:

@@ -20,7 +20,8 @@ from ephys2tx.data.datasets import (
     load_dataset,
     with_held_out_class,
 )
-from ephys2tx.evaluation.cv import CVResult, CVTask, cross_validate_many, summarise_cv
+from ephys2tx.evaluation.cv import (CVResult, CVTask, cross_validate_many, library_warnings,
+                                   merge_warning_counts, summarise_cv)
 from ephys2tx.evaluation.selection import MOUSE_LOCKBOX_FRACTION, lockbox_mask
 from ephys2tx.evaluation.splits import check_foldable, make_splits
 from ephys2tx.evaluation.stats import encode, holm, paired_difference
@@ -176,6 +177,27 @@ class StudyResult:
     version: str = __version__
     #: The shift benchmark (:mod:`ephys2tx.experiments.shift_benchmark`), when it ran.
     shift: dict | None = None
+    #: Warnings the libraries issued outside the fold fits (loading, embeddings, benchmark):
+    #: category -> count and first message (:func:`~ephys2tx.evaluation.cv.library_warnings`).
+    #: Those of the fold fits are in each record's ``library_warnings``.
+    library_warnings: dict = field(default_factory=dict)
+
+    def warning_totals(self) -> dict:
+        """Library warnings of the whole study by category: ``{category: count}``."""
+        merged = merge_warning_counts([*(r.get("library_warnings") for r in self.records),
+                                       self.library_warnings])
+        return {category: e["count"] for category, e in merged.items()}
+
+    def warning_lines(self) -> list[str]:
+        """One line per model (and one for the rest of the study) with library warnings, or none."""
+        lines = []
+        for r in self.records:
+            if r.get("library_warnings"):
+                lines.append(f"{r['species']} · {r['split']} · {r['model']}: "
+                             f"{_counted(r['library_warnings'])}")
+        if self.library_warnings:
+            lines.append(f"outside the fold fits: {_counted(self.library_warnings)}")
+        return lines
 
     def unknown_label_notes(self) -> list[str]:
         """One line per species whose cells were left out for a label that is no subclass known to
@@ -305,10 +327,20 @@ def _embedding(dataset: PatchSeqDataset, seed: int, quick: bool) -> tuple[pd.Dat
             .assign(subclass=dataset.labels.to_numpy())), method
 
 
+def _counted(counts: dict) -> str:
+    """``12 ConvergenceWarning (e.g. "lbfgs failed to converge ..."), 1 RuntimeWarning``."""
+    return ", ".join(f"{e['count']} {category}" + (f" (e.g. \"{e['example'][:120]}\")" if e["example"] else "")
+                     for category, e in counts.items())
+
+
 def run_study(config: StudyConfig, *,
               progress: Callable[[str, int, int], None] | None = None,
               datasets: dict[str, PatchSeqDataset] | None = None, cache=None) -> StudyResult:
     """Run every species x split scheme x model on shared folds.
+
+    Warnings of the libraries (scikit-learn's ``ConvergenceWarning``, ...) are
+    counted, not printed: per model in each record's ``library_warnings``, and
+    for the rest of the study in :attr:`StudyResult.library_warnings`.
 
     Parameters
     ----------
@@ -325,6 +357,14 @@ def run_study(config: StudyConfig, *,
     -------
     StudyResult
     """
+    outside: dict = {}
+    with library_warnings(outside):
+        result = _run_study(config, progress=progress, datasets=datasets, cache=cache)
+    result.library_warnings = dict(sorted(outside.items()))
+    return result
+
+
+def _run_study(config: StudyConfig, *, progress, datasets, cache) -> StudyResult:
     start = time.perf_counter()
     if config.models:
         models = tuple(config.models)

@@ -8,6 +8,7 @@ output location first, then read, compute and write atomically.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +184,10 @@ def predict(model_dir, input_path, out, *, column_map=None, id_column: str | Non
     if align not in PREDICT_ALIGN_METHODS:
         raise InputError(f"unknown --align {align!r}; use one of {', '.join(PREDICT_ALIGN_METHODS)}.")
     out = check_output_file(out, overwrite=overwrite, recognise=is_predictions_table,
-                            inputs=input_paths(model_dir, input_path, column_map),
+                            inputs=input_paths(model_dir, input_path, column_map,
+                                               *([resolve_data_dir(data_dir)]  # read for a layer prior
+                                                 if layer is not None or layer_column is not None
+                                                 else [])),
                             written_by="ephys2tx predict (no predictions header)")
     if out.suffix.lower() != ".csv":  # never CSV bytes under .xlsx/.parquet, nor a file for a folder
         raise InputError(f"--out {out} must name a .csv file: predictions are written as CSV "
@@ -312,10 +316,11 @@ def map_cells(input_path, species: str, out_dir, *, column_map=None, align: str 
         raise InputError(f"unknown --align {align!r}; use one of {', '.join(ALIGN_METHODS)}.")
     if model not in MAP_MODELS:
         raise InputError(f"unknown --model {model!r}; use one of {', '.join(MAP_MODELS)}.")
-    check_output_dir(out_dir, kind=MAPPING_OUTPUT_KIND, overwrite=overwrite,
-                     inputs=input_paths(input_path, column_map, resolve_data_dir(data_dir)))
+    inputs = input_paths(input_path, column_map, resolve_data_dir(data_dir))
+    check_output_dir(out_dir, kind=MAPPING_OUTPUT_KIND, overwrite=overwrite, inputs=inputs)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    check_cache_dir(cache, out_dir)
+    check_cache_dir(cache, out_dir, inputs=inputs, option="--cache-dir" if cache_dir is not None
+                    else "$EPHYS2TX_CACHE" if os.environ.get("EPHYS2TX_CACHE") else "the default cache")
     query = read_query(input_path, column_map=column_map, id_column=id_column, force=force)
     ref = reference_data(species, data_dir, verify=verify)
     features = [f for f in ref.features.columns

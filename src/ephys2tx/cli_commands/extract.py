@@ -8,11 +8,13 @@ from typing import List, Optional
 
 import typer
 
+from ephys2tx.cli_commands.options import parse_path
+
 
 def extract_command(
-    inputs: List[Path] = typer.Argument(..., help="NWB 2 / Axon ABF files or directories (searched for *.nwb, *.abf)."),
+    inputs: List[Path] = typer.Argument(..., help="NWB 2 / Axon ABF files or directories (searched for *.nwb, *.abf).", parser=parse_path),
     out: Path = typer.Option(Path("features.parquet"), "--out", "-o",
-                             help="Output parquet table (failures: <out>.failures.csv)."),
+                             help="Output parquet table (failures: <out>.failures.csv).", parser=parse_path),
     ap_window: float = typer.Option(0.003, "--ap-window", help="AP waveform window after threshold (s)."),
     compact: bool = typer.Option(False, "--compact",
                                  help="The seed study's 12 families, resampled to 498 values (a subset)."),
@@ -21,9 +23,9 @@ def extract_command(
                                           help="Local worker processes (default: all available cores)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler",
                                             help="Dask scheduler address, e.g. tcp://host:8786 (replaces --workers)."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Per-cell cache (default <out>.cache)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Per-cell cache (default <out>.cache).", parser=parse_path),
     protocol_map: Optional[Path] = typer.Option(
-        None, "--protocol-map", help="YAML protocol map for ABF files: long-square protocol, junction potential."),
+        None, "--protocol-map", help="YAML protocol map for ABF files: long-square protocol, junction potential.", parser=parse_path),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace the table and failures list of an earlier extract run."),
 ) -> None:

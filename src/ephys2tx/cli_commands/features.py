@@ -7,10 +7,12 @@ from typing import Optional
 
 import typer
 
+from ephys2tx.cli_commands.options import parse_path
+
 
 def features_command(
     species: str = typer.Option(..., "--species", help="Reference: mouse or human."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory.", parser=parse_path),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the data files' sha256."),
     csv: bool = typer.Option(False, "--csv", help="Print CSV instead of a Markdown table."),
 ) -> None:

@@ -7,12 +7,14 @@ from typing import Optional
 
 import typer
 
+from ephys2tx.cli_commands.options import parse_name_or_path, parse_path
+
 
 def map_command(
-    input: Path = typer.Option(..., "--input", "-i", help="Feature table: CSV, Parquet or Excel."),
+    input: Path = typer.Option(..., "--input", "-i", help="Feature table: CSV, Parquet or Excel.", parser=parse_path),
     species: str = typer.Option(..., "--species", help="Reference: mouse or human."),
-    out: Path = typer.Option(Path("mapping"), "--out", "-o", help="Output directory (predictions.csv, report.md, figures)."),
-    column_map: Optional[str] = typer.Option(None, "--column-map", help="YAML column map, or allen_celltypes / ipfx / ipfx_record."),
+    out: Path = typer.Option(Path("mapping"), "--out", "-o", help="Output directory (predictions.csv, report.md, figures).", parser=parse_path),
+    column_map: Optional[str] = typer.Option(None, "--column-map", help="YAML column map, or allen_celltypes / ipfx / ipfx_record.", parser=parse_name_or_path),
     align: str = typer.Option("auto", "--align", help="Shift handling: auto (decides from the data), none, quantile, ot, em, bbse, cc, cc_gen, cc_mix."),
     model: Optional[str] = typer.Option(None, "--model", help="Reference model: forest, hgb, ensemble, forest_aug, bilstm (default: the shift benchmark's choice)."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Cortical layer of all cells (L1, L2/3, 4, L5, L6a, 5_6, ...): a class prior from the reference's cells of that layer."),
@@ -22,9 +24,9 @@ def map_command(
     force: bool = typer.Option(False, "--force", help="Continue despite unit/range warnings."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace --out if it is a folder written by ephys2tx map."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory.", parser=parse_path),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the data files' sha256."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Reference model cache (default: user cache)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Reference model cache (default: user cache).", parser=parse_path),
 ) -> None:
     """Train (or reuse) a reference model on the query's features, predict, and write a report."""
     from ephys2tx.workflows import map_cells

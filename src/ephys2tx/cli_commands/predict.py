@@ -7,12 +7,14 @@ from typing import Optional
 
 import typer
 
+from ephys2tx.cli_commands.options import parse_name_or_path, parse_path
+
 
 def predict_command(
-    model: Path = typer.Option(..., "--model", "-m", help="Model directory (from `ephys2tx train`)."),
-    input: Path = typer.Option(..., "--input", "-i", help="Feature table: CSV, Parquet or Excel."),
-    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Output CSV."),
-    column_map: Optional[str] = typer.Option(None, "--column-map", help="YAML column map, or allen_celltypes / ipfx / ipfx_record."),
+    model: Path = typer.Option(..., "--model", "-m", help="Model directory (from `ephys2tx train`).", parser=parse_path),
+    input: Path = typer.Option(..., "--input", "-i", help="Feature table: CSV, Parquet or Excel.", parser=parse_path),
+    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Output CSV.", parser=parse_path),
+    column_map: Optional[str] = typer.Option(None, "--column-map", help="YAML column map, or allen_celltypes / ipfx / ipfx_record.", parser=parse_name_or_path),
     layer: Optional[str] = typer.Option(None, "--layer", help="Cortical layer of all cells: a class prior from the reference's cells of that layer (needs the data)."),
     layer_column: Optional[str] = typer.Option(None, "--layer-column", help="Column of the input holding each cell's layer."),
     prior: Optional[str] = typer.Option(None, "--prior", help="Explicit class mix, e.g. Lamp5=0.6,Vip=0.3,Sst=0.05,Pvalb=0.05."),
@@ -21,7 +23,7 @@ def predict_command(
     force: bool = typer.Option(False, "--force", help="Continue despite unit/range warnings."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace --out if it is a predictions table written by ephys2tx."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory (for --layer / --layer-column)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory (for --layer / --layer-column).", parser=parse_path),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the data files' sha256 (for --layer / --layer-column)."),
 ) -> None:
     """Predict the subclass of every cell of a table with a saved model."""

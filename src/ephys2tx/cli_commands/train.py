@@ -7,9 +7,11 @@ from typing import Optional
 
 import typer
 
+from ephys2tx.cli_commands.options import parse_path
+
 
 def train_command(
-    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write.", parser=parse_path),
     species: str = typer.Option("mouse", "--species", help="mouse, human or both."),
     model: str = typer.Option("forest", "--model", help="forest, bilstm or transfer."),
     calibration: str = typer.Option("isotonic", help="isotonic or temperature."),
@@ -19,7 +21,7 @@ def train_command(
     max_epochs: Optional[int] = typer.Option(None, min=1, max=100000,
                                              help="BiLSTM epochs (default: the model's)."),
     seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Seed of folds and model."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory.", parser=parse_path),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the data files' sha256."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace --out if it is a model directory written by ephys2tx."),

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ephys2tx.io import replace_atomically, sha256_file
+from ephys2tx.io import remove_stale_temporaries, replace_atomically, sha256_file
 from ephys2tx.data.registry import DATASET_FILES, DataFile
 from ephys2tx.errors import InputError
 
@@ -147,8 +147,12 @@ def fetch_datasets(
     """Download the registered files of ``datasets`` into ``data_dir``.
 
     Files already present with the right checksum are kept. Every download goes
-    to a temporary file that is renamed into place only after its sha256 has
-    been verified, so an interrupted fetch leaves nothing half-written.
+    to a temporary file beside its target (``.<file name>.<pid>.<random>.tmp``)
+    that is renamed into place only after its sha256 has been verified, so an
+    interrupted fetch leaves nothing half-written. A fetch that was killed
+    outright (``SIGKILL``, a power cut) cannot remove its temporary file; the next
+    fetch removes it (only files of exactly that name whose process has ended:
+    :func:`ephys2tx.io.remove_stale_temporaries`).
 
     Parameters
     ----------
@@ -189,8 +193,10 @@ def fetch_datasets(
         raise InputError(f"--mirror {mirror!r} is not an http(s):// or file:// address; give the "
                          "base URL of a copy of the data folder, e.g. https://host/ephys2tx-data.")
     root = Path(data_dir)
-    present = _check_targets(root, [spec for name in names for spec in DATASET_FILES[name].values()],
-                             overwrite=overwrite)
+    specs = [spec for name in names for spec in DATASET_FILES[name].values()]
+    present = _check_targets(root, specs, overwrite=overwrite)
+    for spec in specs:  # the temporary files of a fetch that was killed
+        remove_stale_temporaries((root / spec.relpath).parent, target=Path(spec.relpath).name)
     # Folders that do not exist yet (the data directory's own parents too, e.g. the user cache
     # folder): removed again if they are still empty when a download fails.
     created = sorted({p for name in names for spec in DATASET_FILES[name].values()

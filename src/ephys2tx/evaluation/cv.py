@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +29,60 @@ from ephys2tx.evaluation.stats import (
     percentile_ci,
     repeat_scores,
 )
+
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def _own(filename: str) -> bool:
+    """Whether a warning was issued by ephys2tx's own code (shown to the user as it is)."""
+    try:
+        return Path(filename).resolve().is_relative_to(_PACKAGE)
+    except (OSError, ValueError):
+        return False
+
+
+@contextmanager
+def library_warnings(counts: dict) -> Iterator[dict]:
+    """Count the warnings libraries issue in the block instead of printing them.
+
+    scikit-learn's ``ConvergenceWarning`` and the like would otherwise fill the
+    terminal of ``ephys2tx run`` (from every fold); they are counted in
+    ``counts`` (category name -> ``{"count": n, "example": first message}``),
+    which the study writes into ``metrics.json`` and ``report.md``. Every
+    occurrence is counted (the ``always`` filter). Warnings of ephys2tx itself
+    (e.g. an unreadable fold cache entry) are issued again after the block, as
+    they would have been.
+
+    Yields
+    ------
+    dict
+        ``counts``.
+    """
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield counts
+    finally:
+        own = [w for w in caught if _own(w.filename)]
+        for w in caught:
+            if not _own(w.filename):
+                entry = counts.setdefault(w.category.__name__, {
+                    "count": 0, "example": " ".join(str(w.message).split())[:200]})
+                entry["count"] += 1
+        for w in own:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
+def merge_warning_counts(parts) -> dict:
+    """The sum of several :func:`library_warnings` counts (the first example of each category)."""
+    total: dict = {}
+    for part in parts:
+        for category, entry in sorted((part or {}).items()):
+            merged = total.setdefault(category, {"count": 0, "example": entry["example"]})
+            merged["count"] += int(entry["count"])
+    return dict(sorted(total.items()))
 
 
 @dataclass
@@ -90,9 +147,13 @@ def _run_fold(estimator, X: pd.DataFrame, y: np.ndarray, fold: Fold, classes: li
     """
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=openmp_threads, user_api="openmp"):
-        return _fold(estimator, X, y, fold, classes, fit_params, families, n_permutations, seed,
-                     torch_threads)
+    counts: dict = {}
+    with threadpool_limits(limits=openmp_threads, user_api="openmp"), library_warnings(counts):
+        out = _fold(estimator, X, y, fold, classes, fit_params, families, n_permutations, seed,
+                    torch_threads)
+    if counts:  # the libraries' warnings of this fold (counted, not printed)
+        out["record"]["warnings"] = counts
+    return out
 
 
 def _fold(estimator, X: pd.DataFrame, y: np.ndarray, fold: Fold, classes: list[str],
@@ -335,7 +396,9 @@ def summarise_cv(result: CVResult, y, *, n_boot: int = 1000, random_state: int =
 
     The confusion matrix pools the out-of-fold predictions of all repeats
     (each cell counted once per repeat); rows are true classes, columns
-    predicted. ``selection`` counts the candidates a selector picked per fold.
+    predicted. ``selection`` counts the candidates a selector picked per fold;
+    ``library_warnings`` (only when there were any) counts the warnings the
+    libraries issued while the folds were fitted (:func:`library_warnings`).
     """
     classes = result.classes
     y = np.asarray(y, dtype=object)
@@ -366,4 +429,7 @@ def summarise_cv(result: CVResult, y, *, n_boot: int = 1000, random_state: int =
     picks = [s["selection"]["selected"] for s in result.fold_scores if "selection" in s]
     if picks:
         record["selection"] = {name: picks.count(name) for name in sorted(set(picks))}
+    fold_warnings = merge_warning_counts(s.get("warnings") for s in result.fold_scores)
+    if fold_warnings:  # library warnings of the fold fits, per category (see library_warnings)
+        record["library_warnings"] = fold_warnings
     return record

@@ -86,25 +86,26 @@ def default_fold_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("ephys2tx")) / "folds"
 
 
-def open_fold_cache(cache_dir=None, *, enabled: bool = True, out_dir=None) -> FoldCache | None:
+def open_fold_cache(cache_dir=None, *, enabled: bool = True, out_dir=None,
+                    inputs=()) -> FoldCache | None:
     """The fold cache of ``ephys2tx run``: ``cache_dir`` or the default; None when disabled.
 
     Raises
     ------
     InputError
-        The folder is inside ``out_dir`` or cannot be written.
+        The folder is an input or ``out_dir``, lies inside one of them, or cannot
+        be written (:func:`ephys2tx.safety.check_cache_dir`).
     """
     if not enabled:
         return None
     folder = default_fold_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
-    from ephys2tx.safety import check_writable_dir
+    from ephys2tx.safety import check_cache_dir
 
-    if out_dir is not None:
-        real_cache, real_out = Path(os.path.abspath(folder)), Path(os.path.abspath(out_dir))
-        if real_cache == real_out or real_out in real_cache.parents:
-            raise InputError(f"--cache-dir {folder} is inside the output folder {out_dir}; put the "
-                             "cache elsewhere, or pass --no-cache.")
-    check_writable_dir(folder, what=f"fold cache (--cache-dir or ${ENV_VAR}; --no-cache disables it)")
+    option = "--cache-dir" if cache_dir is not None else (
+        f"${ENV_VAR}" if os.environ.get(ENV_VAR, "") else "the default fold cache")
+    check_cache_dir(folder, what=f"fold cache (--cache-dir or ${ENV_VAR}; --no-cache disables it)",
+                    option=option, outputs=() if out_dir is None else (out_dir,), inputs=inputs,
+                    hint=", or pass --no-cache")
     return FoldCache(folder)
 
 

@@ -36,8 +36,8 @@ __all__ = [
 UNITS: dict[str, tuple[str, float]] = {
     "mV": ("voltage", 1e-3), "V": ("voltage", 1.0), "uV": ("voltage", 1e-6), "µV": ("voltage", 1e-6),
     "s": ("time", 1.0), "ms": ("time", 1e-3), "us": ("time", 1e-6), "µs": ("time", 1e-6),
-    "pA": ("current", 1e-12), "nA": ("current", 1e-9), "uA": ("current", 1e-6),
-    "Ω": ("resistance", 1.0), "ohm": ("resistance", 1.0), "kΩ": ("resistance", 1e3),
+    "pA": ("current", 1e-12), "nA": ("current", 1e-9), "uA": ("current", 1e-6), "A": ("current", 1.0),
+    "Ω": ("resistance", 1.0), "ohm": ("resistance", 1.0), "Ohm": ("resistance", 1.0), "kΩ": ("resistance", 1e3),
     "kohm": ("resistance", 1e3), "MΩ": ("resistance", 1e6), "Mohm": ("resistance", 1e6),
     "MOhm": ("resistance", 1e6), "GΩ": ("resistance", 1e9), "Gohm": ("resistance", 1e9),
     "GOhm": ("resistance", 1e9),
@@ -180,7 +180,9 @@ class UnitIssue:
         return text + "; fix the column map, or pass --force to continue anyway."
 
 
-_CANDIDATE_SCALES = (1e-3, 1e3, 1e-6, 1e6, 1e-9, 1e9, -1.0)
+#: Factors tried on a column whose median is implausible: the unit prefixes (milli to pico, e.g.
+#: A for pA, V for mV, s for ms, Ω for MΩ), then a flipped sign.
+_CANDIDATE_SCALES = (1e-3, 1e3, 1e-6, 1e6, 1e-9, 1e9, 1e-12, 1e12, -1.0)
 
 
 #: Other labs' definitions of dimensionless features and the column-map ``expr`` converting them.
@@ -192,13 +194,24 @@ _DEFINITION_HINTS = {
 
 
 def _scale_into_range(spec: CanonicalFeature, value: float) -> float | None:
-    """The first of :data:`_CANDIDATE_SCALES` that brings ``value`` into the feature's range."""
-    for scale in _CANDIDATE_SCALES:
-        if UNITS[spec.unit][0] == "dimensionless" and scale != -1.0:
-            continue  # a unit factor cannot explain a dimensionless value
-        if spec.low <= value * scale <= spec.high:
-            return scale
-    return None
+    """The factor of :data:`_CANDIDATE_SCALES` that brings ``value`` into the feature's range.
+
+    When several unit factors do (a range spanning decades), the one landing
+    closest to the middle of the range (on a log scale) is the likely unit:
+    1e-9 A is 1000 pA (x1e12), not 1 pA (x1e9).
+    """
+    dimensionless = UNITS[spec.unit][0] == "dimensionless"
+    fitting = [scale for scale in _CANDIDATE_SCALES
+               if (scale == -1.0 or not dimensionless)  # a unit cannot explain a dimensionless value
+               and spec.low <= value * scale <= spec.high]
+    factors = [scale for scale in fitting if scale > 0]
+    if not factors:
+        return fitting[0] if fitting else None
+    bounds = [abs(b) for b in (spec.low, spec.high) if b != 0]
+    middle = (math.sqrt(bounds[0] * bounds[1]) if len(bounds) == 2 and spec.low * spec.high > 0
+              else max(bounds) / 10)
+    return min(factors, key=lambda scale: abs(math.log10(abs(value * scale) / middle))
+               if value * scale != 0 else math.inf)
 
 
 def _suggest(spec: CanonicalFeature, median: float) -> str | None:
@@ -216,7 +229,8 @@ def _suggest(spec: CanonicalFeature, median: float) -> str | None:
         return "the sign looks flipped: add `sign: -1` to this column's map entry"
     units = [u for u, (dim, f) in UNITS.items()
              if dim == UNITS[spec.unit][0] and np.isclose(f / UNITS[spec.unit][1], scale)]
-    unit_hint = f" (the values look like {units[0]}: set `unit: {units[0]}`)" if units else ""
+    unit_hint = (f" (the values look like {units[0]}, not {spec.unit}: set `unit: {units[0]}`)"
+                 if units else "")
     return f"multiply by {scale:g}{unit_hint}"
 
 
@@ -247,6 +261,8 @@ class MixedUnitsIssue:
                 "inside: the column mixes units, or those cells were converted differently")
         if self.scale == -1.0:
             text += "; those values look sign-flipped"
+        elif self.scale is not None and self.scale > 1:
+            text += f"; those values look {self.scale:g} times too small"
         elif self.scale is not None:
             text += f"; those values look {1 / self.scale:g} times too large"
         return text + "; fix those values, or pass --force to continue anyway."

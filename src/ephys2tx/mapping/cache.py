@@ -15,7 +15,8 @@ from ephys2tx.mapping.reference import (DEFAULT_CALIBRATION, FALSE_ALARM_RATE, F
                                         ReferenceModel, fit_reference_model, load_reference_model,
                                         save_reference_model)
 from ephys2tx.models.persistence import MODEL_OUTPUT_KIND
-from ephys2tx.safety import check_writable_dir, is_own_output
+from ephys2tx.safety import check_cache_dir as check_folder
+from ephys2tx.safety import is_own_output
 
 def default_cache_dir() -> Path:
     """User cache of reference models (``$EPHYS2TX_CACHE`` overrides)."""
@@ -78,10 +79,7 @@ def cached_reference_model(ref: Reference, features: list[str], *, cache_dir=Non
     return fitted, False
 
 
-def check_cache_dir(cache: Path, out_dir: Path) -> None:
-    """The reference-model cache must be a writable folder outside the output folder."""
-    real_cache, real_out = Path(os.path.abspath(cache)), Path(os.path.abspath(out_dir))
-    if real_cache == real_out or real_out in real_cache.parents:
-        raise InputError(f"--cache-dir {cache} is inside the output folder {out_dir}; put the cache "
-                         "elsewhere.")
-    check_writable_dir(cache, what="reference-model cache (--cache-dir or $EPHYS2TX_CACHE)")
+def check_cache_dir(cache: Path, out_dir: Path, inputs=(), *, option: str = "--cache-dir") -> None:
+    """The reference-model cache must be a writable folder outside the output folder and the inputs."""
+    check_folder(cache, what="reference-model cache (--cache-dir or $EPHYS2TX_CACHE)", option=option,
+                 outputs=(out_dir,), inputs=inputs)

@@ -39,11 +39,14 @@ renamed onto the target only when complete.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import json
+import math
 import os
 import sys
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -95,6 +98,143 @@ STATE_EXPORTERS = (
     "ephys2tx.models.transfer.MouseHumanTransferClassifier",
 )
 
+
+
+@dataclass(frozen=True)
+class NumberRange:
+    """The values a number of ``model.json`` may take (see :data:`NUMBER_RULES`)."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    optional: bool = False  # null allowed
+
+    def admits(self, values: np.ndarray) -> np.ndarray:
+        """Which of ``values`` (float64) are finite and in range."""
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(values)
+            ok &= (values > self.low) if self.low_open else (values >= self.low)
+            ok &= (values < self.high) if self.high_open else (values <= self.high)
+            if self.integer:
+                ok &= values == np.round(values)
+        return ok
+
+    def describe(self) -> str:
+        """E.g. ``a finite number > 0``, ``an integer >= 1``, ``a number in (0, 1)``."""
+        what = "an integer" if self.integer else "a finite number"
+        if math.isfinite(self.low) and math.isfinite(self.high):
+            return (f"{what} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                    f"{')' if self.high_open else ']'}")
+        if math.isfinite(self.low):
+            return f"{what} {'>' if self.low_open else '>='} {self.low:g}"
+        if math.isfinite(self.high):
+            return f"{what} {'<' if self.high_open else '<='} {self.high:g}"
+        return what
+
+
+_POSITIVE = NumberRange(0.0, low_open=True)
+_PROBABILITY = NumberRange(0.0, 1.0)
+_RATE = NumberRange(0.0, 1.0, low_open=True, high_open=True)
+_COUNT = NumberRange(1.0, integer=True)
+#: The ranges of the numbers of ``model.json`` that loading and predicting read: (key pattern,
+#: range); the first pattern (:func:`fnmatch.fnmatchcase`, list items as ``*``) that matches a
+#: key wins. Every other number must be finite, except under :data:`UNCHECKED_KEYS`.
+NUMBER_RULES: tuple[tuple[str, NumberRange], ...] = (
+    ("n_features_in", NumberRange(1.0, integer=True, optional=True)),
+    ("temperature", _POSITIVE),
+    ("preprocessing.scale_scale.*", _POSITIVE),
+    ("params.arcface_scale", _POSITIVE),
+    ("params.dropout", NumberRange(0.0, 1.0, high_open=True)),
+    ("params.token_dim", _COUNT), ("params.hidden_size", _COUNT), ("params.embedding_dim", _COUNT),
+    ("extra.mapping.ood.false_alarm_rate", _RATE),
+    ("extra.mapping.ood.n_neighbors", _COUNT),
+    ("extra.mapping.ood.scale.*", _POSITIVE),
+    ("extra.mapping.ood.threshold", NumberRange(0.0)),
+    ("extra.mapping.ood_norm.distance_mean", NumberRange(0.0)),
+    ("extra.mapping.ood_norm.distance_sd", _POSITIVE),
+    ("extra.mapping.ood_norm.uncertainty_mean", _PROBABILITY),
+    ("extra.mapping.ood_norm.uncertainty_sd", _POSITIVE),
+    ("extra.mapping.ood_norm.false_alarm_rate", _RATE),
+    ("extra.mapping.calibrator.temperature", _POSITIVE),
+    ("extra.mapping.calibrator.thresholds.*", _PROBABILITY),
+)
+#: Keys whose numbers are not read to predict (a record of the training: an undefined metric,
+#: or the median of a feature without values, is NaN there).
+UNCHECKED_KEYS = ("extra.mapping.record", "extra.mapping.record.*")
+_FINITE = NumberRange()
+
+
+def _number_rule(pattern_key: str) -> NumberRange | None:
+    for pattern, rule in NUMBER_RULES:
+        if fnmatch.fnmatchcase(pattern_key, pattern):
+            return rule
+    return None
+
+
+def _shown_key(key: tuple) -> str:
+    return "".join(f"[{k}]" if isinstance(k, int) else (f".{k}" if i else k)
+                   for i, k in enumerate(key))
+
+
+def _is_number(value) -> bool:
+    return type(value) in (int, float)
+
+
+def check_numbers(path: Path, meta: dict) -> None:
+    """Every number of ``model.json`` is finite and in its range (:data:`NUMBER_RULES`).
+
+    A hand-edited model (an OOD scale of 0, a NaN threshold, a negative
+    temperature) would otherwise predict nonsense without a word.
+
+    Raises
+    ------
+    InputError
+        Naming the file, the key and the range.
+    """
+    def refuse(key: tuple, value, rule: NumberRange):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise InputError(f"{path} key {_shown_key(key)} is {shown}; it must be {rule.describe()}: "
+                         "the model folder is damaged or was edited, re-train it with "
+                         "`ephys2tx train`.")
+
+    stack: list[tuple[tuple, object]] = [((), meta)]
+    while stack:
+        key, value = stack.pop()
+        pattern_key = ".".join("*" if isinstance(k, int) else k for k in key)
+        if pattern_key in UNCHECKED_KEYS or any(fnmatch.fnmatchcase(pattern_key, p) for p in UNCHECKED_KEYS):
+            continue
+        if isinstance(value, dict):
+            stack.extend(((*key, str(k)), v) for k, v in value.items())
+            continue
+        if isinstance(value, list) and value and all(_is_number(v) for v in value):
+            rule = _number_rule(pattern_key + ".*") or _FINITE
+            try:
+                bad = np.flatnonzero(~rule.admits(np.asarray(value, dtype=np.float64)))
+            except OverflowError:  # an integer beyond any float
+                bad = [next(i for i, v in enumerate(value) if abs(v) > 1e308)]
+            if len(bad):
+                refuse((*key, int(bad[0])), value[int(bad[0])], rule)
+            continue
+        if isinstance(value, list):
+            stack.extend(((*key, i), v) for i, v in enumerate(value))
+            continue
+        rule = _number_rule(pattern_key)
+        if rule is None:
+            if type(value) is float and not math.isfinite(value):
+                refuse(key, value, _FINITE)
+            continue
+        if value is None and rule.optional:
+            continue
+        if not _is_number(value):
+            refuse(key, value, rule)
+        try:
+            admitted = bool(rule.admits(np.asarray([value], dtype=np.float64))[0])
+        except OverflowError:
+            admitted = False
+        if not admitted:
+            refuse(key, value, rule)
 
 
 def _class_path(obj) -> str:
@@ -599,6 +739,7 @@ def _read_meta(directory: Path) -> dict:
         raise InputError(f"{path} was saved by ephys2tx {saved}, incompatible with the installed "
                          f"{current} (major version differs); re-train the model or install "
                          f"ephys2tx {_major(saved)}.x.")
+    check_numbers(path, meta)
     return meta
 
 

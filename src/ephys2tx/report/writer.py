@@ -156,6 +156,18 @@ def _methods(result: StudyResult) -> str:
     )
 
 
+def _warnings_markdown(result: StudyResult) -> str:
+    """The warnings the libraries issued during the study (counted, not printed on the terminal)."""
+    lines = result.warning_lines()
+    if not lines:
+        return "The libraries issued no warning during the study."
+    return ("Warnings the libraries issued during the study (e.g. scikit-learn's "
+            "`ConvergenceWarning`: an iterative fit stopped at its iteration limit), counted per "
+            "model over its fold fits (`library_warnings` in metrics.json) rather than printed; "
+            "the scores above are those of the fits as they ended:\n\n"
+            + "\n".join(f"- {line}" for line in lines))
+
+
 def transfer_table(result: StudyResult) -> pd.DataFrame:
     """Human macro-F1 of the transfer designs and baselines, with paired differences."""
     rows = []
@@ -228,7 +240,9 @@ def build_report(result: StudyResult, out: Path) -> None:
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True)
     shift = [] if result.shift is None else [{"section": "shift_benchmark", **result.shift}]
-    write_json(out / "metrics.json", result.records + shift)
+    outside = ([{"section": "library_warnings_outside_folds", **result.library_warnings}]
+               if result.library_warnings else [])
+    write_json(out / "metrics.json", result.records + shift + outside)
     sections: list[str] = []
     fold_rows = []
     for sp, res in result.species.items():
@@ -289,6 +303,7 @@ def build_report(result: StudyResult, out: Path) -> None:
         f"ephys2tx {result.version}; run took {result.seconds:.0f} s; "
         f"{'quick mode' if result.config.quick else 'full run'}.",
         "## Methods", _methods(result), "### Models", model_lines,
+        "### Library warnings", _warnings_markdown(result),
         "## Data and QC", _qc_markdown(result),
         "## Results", results_markdown_table(result), TABLE_LEGEND,
         "## Findings (generated from the numbers above)", findings_markdown(result),

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ephys2tx.io import replace_atomically
+from ephys2tx.io import remove_stale_temporaries, replace_atomically
 from ephys2tx.errors import InputError
 
 #: ipfx release manifests mapping ``cell_specimen_id`` to NWB file names.
@@ -110,6 +110,7 @@ def _download(asset, target: Path) -> None:
         if expected is not None and digest.hexdigest() != expected:
             raise OSError(f"checksum mismatch for {asset.path} (sha256 differs from DANDI's); retry")
 
+    remove_stale_temporaries(target.parent, target=target.name)  # of a fetch that was killed
     replace_atomically(target, write)
 
 

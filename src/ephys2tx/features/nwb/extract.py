@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ephys2tx.safety import releases_claims as _releases_claims
-from ephys2tx.io import replace_atomically
+from ephys2tx.io import remove_stale_temporaries, replace_atomically
 from ephys2tx.errors import InputError
 
 from . import cache
@@ -225,7 +225,7 @@ def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite
         An output exists (without ``overwrite``) or is not ephys2tx's, a
         location is a directory or not writable, or ``cache_dir`` is a file.
     """
-    from ephys2tx.safety import check_location, claim_output
+    from ephys2tx.safety import check_cache_dir, check_location, claim_output
 
     out = Path(out).expanduser()
     inputs = list(inputs)
@@ -235,9 +235,9 @@ def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite
         raise InputError(f"--out {out} must name a parquet file (suffix .parquet), e.g. "
                          f"{out.with_name(out.stem + '.parquet')}")
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else out.with_name(out.name + ".cache")
-    if cache_dir is not None:
-        check_location(cache_dir, option="--cache-dir", inputs=inputs)
     failures = failures_path_for(out)
+    check_location(cache_dir, option="--cache-dir", inputs=inputs)
+    check_cache_dir(cache_dir, what="cache directory", outputs=(out, failures))
     if out.is_dir():
         raise InputError(f"--out {out} is a directory; give a file name such as {out / 'features.parquet'}")
     for path, ours, what in ((out, _is_feature_table, "a feature table"),
@@ -588,7 +588,7 @@ def extract_features(
     finally:
         if client is not None and client is not scheduler:
             client.close()
-        _remove_stale_temporaries(cache_dir)
+        remove_stale_temporaries(cache_dir, suffix=cache.SUFFIX)  # of workers killed while writing
 
     records = [cache.read(cache_dir, cache.cell_key(p, s)) or state["lost"].get(str(p)) for p, s in cells]
     missing = [str(p) for (p, _), r in zip(cells, records) if r is None]
@@ -610,24 +610,6 @@ def extract_features(
     return ExtractionResult(out, failures_path, n_cells=len(table), n_failed=len(failures),
                             n_computed=state["computed"], n_from_cache=state["cached"],
                             max_worker_rss_mb=state["rss"], notes=notes)
-
-
-def _remove_stale_temporaries(cache_dir: Path) -> None:
-    """Remove temporary cache files left by workers that were killed while writing them."""
-    if not cache_dir.is_dir():
-        return
-    for tmp in cache_dir.glob(f".*{cache.SUFFIX}.*.tmp"):
-        parts = tmp.name.split(".")
-        try:
-            pid = int(parts[-3])
-        except (ValueError, IndexError):
-            continue
-        try:
-            os.kill(pid, 0)  # is the writer still alive? (signal 0 only checks)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except PermissionError:  # alive, another user's process
-            pass
 
 
 def _run(cells, cache_dir, workers, client, progress, n_skipped: int = 0) -> dict:
