@@ -313,8 +313,8 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         tr, va = train_test_split(idx, test_size=self.validation_fraction, stratify=yh,
                                   random_state=rng.randint(np.iinfo(np.int32).max))
         self.inner_train_indices_, self.inner_validation_indices_ = tr, va
-        self.human_scaling_ = fit_standardiser(Xh[tr])
-        self.mouse_scaling_ = fit_standardiser(Xm)
+        self.human_scaling_ = fit_standardiser(Xh[tr], self.human_columns_)
+        self.mouse_scaling_ = fit_standardiser(Xm, self.mouse_columns_)
         Zh = standardise(Xh, self.human_scaling_)
         Zm = standardise(Xm, self.mouse_scaling_)
         Xh_tr, yh_tr = Zh[tr], yh[tr]
