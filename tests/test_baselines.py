@@ -134,3 +134,14 @@ def test_spca_rf_with_families_named_by_column():
         named.predict(X[["d", "c", "b", "a"]])
     with pytest.raises(InputError, match="'zz', which is not in the training table"):
         make_spca_rf({"ab": ["a", "zz"], "cd": ["b", "c", "d"]}, n_estimators=5, n_jobs=1).fit(X, y)
+
+
+def test_registry_says_which_family_column_is_missing():
+    """A family naming a column the table lacks was a KeyError; families=None an AttributeError."""
+    with pytest.raises(InputError, match=r"feature family 'f' names column 'zz', which is not among "
+                                         r"the 2 columns given"):
+        make_model("spca_rf", {"f": ["a", "zz"]}, ["a", "b"])
+    with pytest.raises(InputError, match="families must be a mapping .*got NoneType"):
+        make_model("spca_rf", None, ["a", "b"])
+    with pytest.raises(InputError, match="unknown model 'svm'"):
+        make_model("svm", None, [])
