@@ -189,8 +189,26 @@ def numeric_column(raw: pd.Series, *, column: str, where: str, ids: pd.Series | 
                     f"be finite numbers of magnitude <= {MAX_ABS_VALUE:g}: fix it, or leave the "
                     "cell empty for missing.")
             raise InputError(f"column {column!r} of {where} has non-numeric value {raw[label]!r} "
-                             f"(cell {cell}); fix it or leave it empty for missing.")
+                             f"(cell {cell}); fix it or leave it empty for missing"
+                             f"{_separator_hint(bad.iloc[0])}.")
     return values.astype(float)
+
+
+def _separator_hint(text: str) -> str:
+    """A hint when ``text`` is a number written with a decimal comma or thousands separators."""
+    import re
+
+    if re.fullmatch(r"[-+]?\d+,\d+", text) and not re.fullmatch(r"[-+]?\d{1,3},\d{3}", text):
+        return (f" ({text} looks like a decimal comma: write {text.replace(',', '.')}, or save the "
+                "table with decimal points)")
+    if re.fullmatch(r"[-+]?\d{1,3},\d{3}", text):  # 4,812: grouping or a decimal comma
+        return (f" ({text} has a thousands separator or a decimal comma: write "
+                f"{text.replace(',', '')} or {text.replace(',', '.')}, as meant)")
+    if re.fullmatch(r"[-+]?\d{1,3}([, '\u00a0\u202f]\d{3})+(\.\d+)?", text):
+        plain = re.sub(r"[, '\u00a0\u202f]", "", text)
+        return (f" ({text} has a thousands separator: write {plain}, or save the table without "
+                "digit grouping)")
+    return ""
 
 
 def _table_kind(path: Path) -> str:
