@@ -245,9 +245,9 @@ class ReferenceModel:
             ``ood_flag`` and ``n_features``; rows with no feature value get
             empty values (NaN / ``""``).
         """
-        from ephys2tx.data.user_tables import check_finite
+        from ephys2tx.data.user_tables import check_finite, feature_frame
 
-        X = _feature_frame(X, self.features)
+        X = feature_frame(X, self.features, where="the table to predict")
         check_finite(X, where="the features to predict")
         n_present = X.notna().sum(axis=1).to_numpy()
         ok = n_present > 0
@@ -276,49 +276,6 @@ class ReferenceModel:
     def _ood_score(self, values: np.ndarray, calibrated: np.ndarray) -> np.ndarray:
         return combined_ood_score(self.ood.score_samples(values), 1.0 - calibrated.max(axis=1),
                                   self.ood_norm)
-
-
-def _feature_frame(X, features: list[str]) -> pd.DataFrame:
-    """``X``'s columns named in ``features``, in that order, as floats (absent ones NaN).
-
-    Raises
-    ------
-    InputError
-        ``X`` is not a DataFrame (columns are read by name, never by position), has none of the
-        features, repeats one, or holds one that is boolean or not a number.
-    """
-    shown = ", ".join(features[:4]) + (", ..." if len(features) > 4 else "")
-    if not isinstance(X, pd.DataFrame):
-        raise InputError(f"the model reads features by column name: pass a pandas DataFrame whose "
-                         f"columns are its features ({shown}), e.g. pd.DataFrame(values, "
-                         f"columns=model.features); got {type(X).__name__}.")
-    columns = pd.Index(X.columns)
-    present = [f for f in features if f in columns]
-    if not present:
-        raise InputError(f"none of the model's {len(features)} features ({shown}) is a column of the "
-                         f"table to predict (its columns start with {[str(c) for c in columns[:4]]}); "
-                         "name the columns as the model's features, or read the table with "
-                         "ephys2tx.mapping.read_query and a column map.")
-    repeated = [f for f in present if (columns == f).sum() > 1]
-    if repeated:
-        raise InputError(f"the table to predict has {int((columns == repeated[0]).sum())} columns "
-                         f"named {repeated[0]!r}; keep one column per feature.")
-    frame = X.reindex(columns=features)
-    for column in present:
-        values = frame[column]
-        if pd.api.types.is_bool_dtype(values):
-            raise InputError(f"feature {column!r} of the table to predict is True/False, not a "
-                             "measurement; give its values as numbers.")
-        if not pd.api.types.is_numeric_dtype(values):
-            try:
-                values.astype(float)
-            except (TypeError, ValueError):
-                bad = pd.to_numeric(values, errors="coerce").isna() & values.notna()
-                bad = bad if bad.any() else values.notna()
-                raise InputError(f"feature {column!r} of the table to predict has non-numeric value "
-                                 f"{values[bad].iloc[0]!r} (cell {values.index[bad.to_numpy()][0]}); "
-                                 "fix it, or leave it empty for missing.")
-    return frame.astype(float)
 
 
 def combined_ood_score(distance: np.ndarray, uncertainty: np.ndarray, norm: dict) -> np.ndarray:
