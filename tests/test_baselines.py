@@ -96,3 +96,52 @@ def test_binner_edges_come_from_training_rows_only():
     # Values beyond the training range fall in the outer bins; they move no edge.
     np.testing.assert_array_equal(binner.transform([[-1e6], [1e6]]).ravel(), [0, 3])
     np.testing.assert_allclose(binner.thresholds_[0], [24.5, 49.5, 74.5])
+
+
+def _toy(n=60, seed=0):
+    import pandas as pd
+
+    rng = np.random.RandomState(seed)
+    X = pd.DataFrame(rng.normal(size=(n, 4)), columns=["a", "b", "c", "d"])
+    y = np.resize(np.array(CLASSES), n)
+    X.loc[y == "Pvalb", "b"] += 3.0  # something to learn
+    return X, y
+
+
+def test_boosting_on_a_feature_missing_in_every_training_row():
+    """An all-NaN feature (a column no cell has) was an internal error deep in scikit-learn's
+    binning ('window shape cannot be larger than input array shape'); it is now a constant."""
+    X, y = _toy()
+    X["a"] = np.nan
+    model = make_hgb(max_iter=10, random_state=0).fit(X, y)
+    binned = model.named_steps["bin"].transform(X.assign(a=5.0))
+    assert (binned[:, 0] == 0).all() and not np.isnan(binned[:, 1:]).any()
+    # the feature carries nothing: predictions do not depend on its values at predict time
+    np.testing.assert_array_equal(model.predict_proba(X), model.predict_proba(X.assign(a=1e6)))
+    assert set(model.predict(X)) <= set(CLASSES)
+
+
+def test_spca_rf_with_families_named_by_column():
+    """Families that name columns work on a DataFrame (the imputer and scaler keep the names);
+    before, the sparse PCA saw a bare array and refused the names."""
+    X, y = _toy()
+    named = make_spca_rf({"ab": ["a", "b"], "cd": ["c", "d"]}, n_estimators=20, random_state=0,
+                         n_jobs=1).fit(X, y)
+    by_position = make_spca_rf({"ab": [0, 1], "cd": [2, 3]}, n_estimators=20, random_state=0,
+                               n_jobs=1).fit(X, y)
+    np.testing.assert_array_equal(named.predict_proba(X), by_position.predict_proba(X))
+    with pytest.raises(ValueError, match="feature names"):  # reordered columns: refused by name
+        named.predict(X[["d", "c", "b", "a"]])
+    with pytest.raises(InputError, match="'zz', which is not in the training table"):
+        make_spca_rf({"ab": ["a", "zz"], "cd": ["b", "c", "d"]}, n_estimators=5, n_jobs=1).fit(X, y)
+
+
+def test_registry_says_which_family_column_is_missing():
+    """A family naming a column the table lacks was a KeyError; families=None an AttributeError."""
+    with pytest.raises(InputError, match=r"feature family 'f' names column 'zz', which is not among "
+                                         r"the 2 columns given"):
+        make_model("spca_rf", {"f": ["a", "zz"]}, ["a", "b"])
+    with pytest.raises(InputError, match="families must be a mapping .*got NoneType"):
+        make_model("spca_rf", None, ["a", "b"])
+    with pytest.raises(InputError, match="unknown model 'svm'"):
+        make_model("svm", None, [])

@@ -227,3 +227,14 @@ def test_real_mouse_smoke(mouse_visp):
     model.fit(X.iloc[:450], y.iloc[:450])
     assert model.score(X.iloc[450:], y.iloc[450:]) > 0.5
     assert list(model.explain(X.iloc[450:]).columns) == list(mouse_visp.families)
+
+
+def test_values_too_large_to_standardise_are_refused_by_name():
+    """A column of values near 1e300 overflowed the scaler: SMOTE then refused 'NaN' values the
+    table never had. Now the error names the column."""
+    rng = np.random.RandomState(0)
+    X = pd.DataFrame(rng.normal(size=(40, 4)), columns=["a", "b", "c", "d"])
+    X["c"] *= 1e300
+    y = np.resize(np.array(["Pvalb", "Sst", "Vip", "Lamp5"]), 40)
+    with pytest.raises(InputError, match=r"feature column 'c' has values too large to standardise"):
+        FlatMLPClassifier(max_epochs=1, hidden_size=4, embedding_dim=4, random_state=0).fit(X, y)

@@ -65,3 +65,20 @@ def test_bad_inputs():
         TemperatureScaler().fit(np.full((4, 2), 0.5), np.array([0, 1, 2, 0]))
     with pytest.raises(InputError):
         calibrator_from_dict({"method": "platt"})
+
+
+def test_metrics_refuse_rows_that_are_not_probabilities():
+    """NaN probabilities gave an ECE of 0.0 (perfect), silently; labels of another length a
+    numpy broadcasting error; fold ids of another length an IndexError."""
+    rng = np.random.RandomState(0)
+    proba, codes = rng.dirichlet(np.ones(4), 40), np.arange(40) % 4
+    with pytest.raises(InputError, match=r"finite numbers in \[0, 1\]; row 0, class 0 is nan"):
+        expected_calibration_error(np.full((4, 4), np.nan), [0, 1, 2, 3])
+    with pytest.raises(InputError, match=r"row 1, class 0 is 5\.0"):
+        reliability_curve(np.vstack([proba[:1], [5.0, 0, 0, 0]]), [0, 1])
+    with pytest.raises(InputError, match="one label code per row of probabilities: 40 rows"):
+        expected_calibration_error(proba, codes[:-1])
+    with pytest.raises(InputError, match="one label and one fold id per row"):
+        cross_fitted_calibration(proba, codes, np.arange(39) % 2)
+    with pytest.raises(InputError, match="at least 2 folds"):
+        cross_fitted_calibration(proba, codes, np.zeros(40, int))

@@ -176,3 +176,17 @@ def test_em_inverts_each_covariance_once_and_likelihoods_stay_exact(reference, m
     tied_result = tied.align(query)
     assert tied_result.n_iter > 2 and len(calls) == n_patterns
     assert np.isfinite(tied_result.responsibilities).all()
+
+
+def test_query_columns_are_read_by_name_or_refused_by_name():
+    """Reordered columns give the same coordinates; a repeated feature was an IndexError and text
+    a pandas error naming no column."""
+    rng = np.random.RandomState(0)
+    X = pd.DataFrame(rng.normal(size=(80, 3)) + 5, columns=["tau", "sag", "rin"])
+    aligner = ClassConditionalAligner(max_iter=5).fit(X, np.resize(np.array(["a", "b", "c", "d"]), 80))
+    np.testing.assert_array_equal(aligner.to_space(X[["rin", "tau", "sag"]].assign(extra=1.0)),
+                                  aligner.to_space(X))
+    with pytest.raises(InputError, match="the query has 2 columns named 'tau'"):
+        aligner.align(pd.concat([X, X[["tau"]]], axis=1))
+    with pytest.raises(InputError, match=r"feature 'sag' of the query has non-numeric value 'x' \(cell 0\)"):
+        aligner.align(X.assign(sag=["x"] + [1.0] * 79))

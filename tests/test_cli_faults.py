@@ -1174,3 +1174,21 @@ def test_an_error_with_stderr_closed_full_or_unread_still_exits_2(stderr, tmp_pa
             os.close(write)
     assert done.returncode == 2
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_run_on_features_with_a_column_no_cell_has(tmp_path, monkeypatch, capsys):
+    """`run --features` with a feature empty in every cell and boosted trees: was an internal
+    error (exit 1, scikit-learn's binning); the empty feature is now a constant the trees ignore."""
+    from types import SimpleNamespace
+
+    from conftest import run_cli
+
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "matplotlib"))
+    sb = SimpleNamespace(root=tmp_path)
+    path = _feature_table(sb, lambda t: t.assign(a_0=np.nan, subclass=np.resize(["Pvalb", "Sst"], len(t))),
+                          n=24)
+    code, out, err = run_cli(["run", "--features", path, "--label-column", "subclass", "--species",
+                              "mouse", "--model", "hgb", "--quick", "--no-cache", "--jobs", "1",
+                              "--out", tmp_path / "results"], capsys)
+    assert code == 0, err
+    assert "hgb" in out and (tmp_path / "results" / "metrics.json").is_file()

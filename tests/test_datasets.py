@@ -184,6 +184,12 @@ def test_unknown_dataset_name(data_dir):
         load_dataset("rat", data_dir)
 
 
+def test_a_data_dir_that_is_not_a_path_is_named():
+    """A number (or a DataFrame) as data_dir was a TypeError from pathlib."""
+    with pytest.raises(InputError, match=r"data_dir must be a path to the data folder .*got int 5"):
+        load_dataset("mouse_visp", 5)
+
+
 def test_env_var_locates_data(data_dir, monkeypatch):
     monkeypatch.setenv("EPHYS2TX_DATA", str(data_dir))
     assert load_dataset("human").n_cells == 664

@@ -85,3 +85,32 @@ def test_floor_keeps_every_class_possible():
 def test_bad_priors_are_input_errors(prior):
     with pytest.raises(InputError):
         apply_prior(np.full((2, 3), 1 / 3), np.array(prior, float), np.array([1 / 3] * 3))
+
+
+def test_probabilities_that_are_not_probabilities_are_refused():
+    """NaN or inf probabilities made every estimated class mix NaN, silently; negative ones
+    were used as they were."""
+    rng = np.random.RandomState(0)
+    proba, ref = rng.dirichlet(np.ones(4), 30), np.full(4, 0.25)
+    for bad in (np.nan, np.inf, -0.5):
+        edited = proba.copy()
+        edited[3, 2] = bad
+        for call in (lambda p: em_prior(p, ref), lambda p: apply_prior(p, ref, ref),
+                     lambda p: bbse_prior(p, ref, proba, np.arange(30) % 4)):
+            with pytest.raises(InputError, match=r"finite and non-negative; row 3, class 2"):
+                call(edited)
+    with pytest.raises(InputError, match=r"must be \(n_cells, n_classes >= 2\), got shape \(4,\)"):
+        smooth_proba(proba[0])
+
+
+def test_bbse_refuses_codes_that_are_not_class_positions():
+    """Labels as text, or codes beyond the classes, gave the reference mix back, silently."""
+    rng = np.random.RandomState(0)
+    proba, ref = rng.dirichlet(np.ones(4), 30), np.full(4, 0.25)
+    for codes in (np.resize(np.array(["Lamp5", "Pvalb", "Sst", "Vip"]), 30), np.arange(30) % 4 + 4):
+        with pytest.raises(InputError, match=r"integer class codes in \[0, 4\)"):
+            bbse_prior(proba, ref, proba, codes)
+    with pytest.raises(InputError, match="do not match the 4 classes"):
+        bbse_prior(proba, ref, proba, np.arange(29) % 4)
+    with pytest.raises(InputError, match=r"out-of-fold probabilities must be \(n_cells"):
+        bbse_prior(proba, ref, proba[:, 0], np.arange(30) % 4)

@@ -163,6 +163,31 @@ def test_predicting_and_assembling_leave_their_inputs_as_they_were(human_forest,
     pd.testing.assert_frame_equal(table.drop(columns="specimen"), out.reset_index(drop=True))
     assert not np.shares_memory(table["confidence"].to_numpy(), out["confidence"].to_numpy())
 
+
+def test_predict_frame_reads_columns_by_name_or_refuses(human_forest, human_ref):
+    """Reordered and extra columns are matched by name. An array (columns by position), a table
+    with none of the features (all rows came back empty), a repeated feature (pandas' 'cannot
+    reindex'), text (no column named) and True/False (read as 1.0) are refused by name."""
+    frame = human_ref.features[human_forest.features].iloc[:5]
+    want = human_forest.predict_frame(frame)
+    pd.testing.assert_frame_equal(human_forest.predict_frame(frame[frame.columns[::-1]].assign(x=1)), want)
+    first = human_forest.features[0]
+    cases = {
+        r"reads features by column name: pass a pandas DataFrame .*got ndarray": frame.to_numpy(),
+        r"none of the model's \d+ features .* is a column of the table to predict": frame.set_axis(
+            [f"c{i}" for i in range(frame.shape[1])], axis=1),
+        rf"has 2 columns named '{first}'": pd.concat([frame, frame[[first]]], axis=1),
+        rf"feature '{first}' of the table to predict has non-numeric value 'x' \(cell ": frame.assign(
+            **{first: "x"}),
+        rf"feature '{first}' of the table to predict is True/False": frame.assign(**{first: True}),
+    }
+    for pattern, bad in cases.items():
+        with pytest.raises(InputError, match=pattern):
+            human_forest.predict_frame(bad)
+    numeric_text = frame.astype(str)  # numbers as text (and 'nan') are still read as numbers
+    pd.testing.assert_frame_equal(human_forest.predict_frame(numeric_text), want)
+
+
 def test_cache_key_depends_on_features_and_data():
     a = cache_key("mouse", ["tau", "sag"], {"f": "1"})
     assert a == cache_key("mouse", ["sag", "tau"], {"f": "1"})

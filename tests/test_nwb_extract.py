@@ -208,6 +208,15 @@ def test_normalise_labels():
     assert normalise_labels(raw).iloc[6:].isna().all()
 
 
+def test_normalise_labels_reads_spellings_of_missing_as_missing():
+    """'nan', 'N/A', 'None'... (text a table keeps when another program wrote it) were kept as
+    subclass names: the run then said to rename cells of subclass 'nan' to a known subclass."""
+    raw = pd.Series(["nan", "NaN", " N/A ", "None", "null", "NA", "-", "Meis2", "PVALB ", "sst"])
+    out = normalise_labels(raw)
+    assert out.iloc[:7].isna().all()
+    assert out.iloc[7:].tolist() == ["Meis2", "Pvalb", "Sst"]
+
+
 def test_read_feature_table_metadata(extracted):
     table = read_feature_table(extracted[0].features_path)
     assert list(table.families) == list(FAMILIES)

@@ -49,3 +49,34 @@ def test_errors():
         det.score_samples(np.zeros((2, 4)))
     with pytest.raises(InputError):
         det.set_threshold([1.0, 2.0], false_alarm_rate=1.5)
+
+
+def _cells(n=40, seed=0):
+    import pandas as pd
+
+    rng = np.random.RandomState(seed)
+    return (pd.DataFrame(rng.normal(size=(n, 3)), columns=["rin", "tau", "vrest"]),
+            np.resize(np.array(["Pvalb", "Sst", "Vip", "Lamp5"]), n))
+
+
+@pytest.mark.parametrize("det", [MahalanobisOOD(), KNNDistanceOOD(n_neighbors=3)])
+def test_values_too_large_to_standardise_are_refused_by_name(det):
+    """1e300 is finite, but its square is not: the scale overflowed and every standardised value
+    became 0 (KNN: silently no OOD flag) or NaN (a LinAlgError); now an error names the column."""
+    X, y = _cells()
+    X["tau"] *= 1e300
+    with pytest.raises(InputError, match=r"feature column 'tau' has values too large to "
+                                         r"standardise \(largest magnitude .*e\+300"):
+        det.fit(X, y)
+
+
+def test_mahalanobis_checks_its_labels():
+    """Labels of another length, or one cell per class, were an IndexError / a LinAlgError."""
+    X, y = _cells()
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        MahalanobisOOD().fit(X, y[:-1])
+    with pytest.raises(InputError, match="a class with at least 2 cells.*class_conditional=False"):
+        MahalanobisOOD().fit(X.iloc[:4], y[:4])
+    assert MahalanobisOOD(class_conditional=False).fit(X.iloc[:4], y[:4]).predict(X).shape == (40,)
+    with pytest.raises(ValueError, match="Unknown label type"):
+        MahalanobisOOD().fit(X, np.where(np.arange(40) == 0, None, y).astype(object))

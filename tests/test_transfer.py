@@ -227,3 +227,18 @@ def test_mouse_view_is_deterministic(sample):
     a = _fit(MousePriorClassifier(base="rf", random_state=1), sample).predict_proba(sample["X_test"])
     b = _fit(MousePriorClassifier(base="rf", random_state=1), sample).predict_proba(sample["X_test"])
     np.testing.assert_array_equal(a, b)
+
+
+def test_mouse_labels_sharing_no_class_and_a_class_of_one_cell_are_named():
+    """Mouse labels with no human class left no mouse cell (scikit-learn: 'Found array with 0
+    sample(s) ... SimpleImputer'); a human class of 1 cell failed in the stratified split."""
+    rng = np.random.RandomState(0)
+    X, Xs = rng.normal(size=(60, 4)), rng.normal(size=(80, 4))
+    y, ys = np.resize(np.array(CLASSES), 60), np.resize(np.array(CLASSES), 80)
+    net = MouseHumanTransferClassifier(max_epochs=1, token_dim=2, hidden_size=2, embedding_dim=2,
+                                       random_state=0)
+    with pytest.raises(InputError, match=r"no mouse cell has a class of the human labels \(Lamp5, "
+                                         r"Pvalb, Sst, Vip\); y_source holds Meis2, Sncg"):
+        net.fit(X, y, X_source=Xs, y_source=np.resize(np.array(["Sncg", "Meis2"]), 80))
+    with pytest.raises(InputError, match=r"class 'Lamp5' has 1 human cell; .*at least 2 per class"):
+        net.fit(X[:7], ["Pvalb", "Sst", "Vip"] * 2 + ["Lamp5"], X_source=Xs, y_source=ys)

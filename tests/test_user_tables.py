@@ -106,6 +106,29 @@ def test_numbers_beyond_the_float_range_are_out_of_range_not_text():
                        ids=pd.Series(["6", "7"]))
 
 
+@pytest.mark.parametrize("text, hint", [
+    ("481,25", r"481,25 looks like a decimal comma: write 481\.25"),
+    ("-0,5", r"-0,5 looks like a decimal comma: write -0\.5"),
+    ("4,812", r"4,812 has a thousands separator or a decimal comma: write 4812 or 4\.812"),
+    ("1,234,567.5", r"1,234,567\.5 has a thousands separator: write 1234567\.5"),
+    ("4 812", r"4 812 has a thousands separator: write 4812"),
+])
+def test_numbers_with_a_decimal_comma_or_digit_grouping_say_so(tmp_path, text, hint):
+    """A spreadsheet in a comma-decimal locale writes 481,25 (quoted in a comma CSV); the error
+    said only 'non-numeric value' and left the user to guess why."""
+    path = tmp_path / "cells.csv"
+    pd.DataFrame({"cell_id": ["a", "b"], "input_resistance": ["120.5", text]}).to_csv(path, index=False)
+    table = read_user_table(path)
+    from ephys2tx.data.user_tables import numeric_column
+
+    with pytest.raises(InputError, match=rf"non-numeric value '{re.escape(text)}' \(cell b\); fix it "
+                                         rf"or leave it empty for missing \({hint}"):
+        numeric_column(table.data["input_resistance"], column="input_resistance", where="cells.csv")
+    with pytest.raises(InputError) as plain:  # other text: no hint
+        numeric_column(pd.Series(["1", "abc"]), column="tau", where="t.csv")
+    assert str(plain.value).endswith("leave it empty for missing.")
+
+
 # ---------------------------------------------------------------- fault hunt 4 (notes/faults/findings4.md)
 
 _CELLS = pd.DataFrame({"cell_id": ["a1", "a2", "a3"], "tau": [0.01, 0.02, 0.015],

@@ -34,6 +34,34 @@ __all__ = ["MAPPING_OUTPUT_KIND", "MapResult", "PredictResult", "TrainResult", "
 
 
 
+#: The largest seed (numpy's seeds are 32-bit), as ``--seed`` allows.
+MAX_SEED = 2**32 - 1
+
+
+def _whole_number(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    """``value`` as an int if it is a whole number in range (not a bool), else an InputError."""
+    import numbers
+
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if ok and value >= minimum and (maximum is None or value <= maximum):
+        return int(value)
+    bound = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+    seed = (" (a fixed seed: the workflows are reproducible, so None or a numpy Generator is "
+            "not taken)" if name == "random_state" else "")
+    raise InputError(f"{name} must be a whole number {bound}{seed}, got {value!r}.")
+
+
+def _path(name: str, value):
+    """``value`` if it names a file or folder (str or path), else an InputError saying what to pass."""
+    import os
+
+    if isinstance(value, (str, os.PathLike)):
+        return value
+    hint = (" save the table first (e.g. frame.to_csv('cells.csv', index=False)) and pass its path"
+            if isinstance(value, pd.DataFrame) else " pass a str or pathlib.Path")
+    raise InputError(f"{name} must be a path, got {type(value).__name__};{hint}.")
+
+
 # --------------------------------------------------------------------------- train
 
 
@@ -83,7 +111,12 @@ def train(species: str, model: str, out, *, data_dir=None, n_splits: int = 5,
     """
     from ephys2tx.models.threads import limit_threads, resolve_threads
 
-    out = Path(out)
+    out = Path(_path("out", out))
+    n_splits = _whole_number("n_splits", n_splits, 2)
+    n_estimators = _whole_number("n_estimators", n_estimators, 1)
+    random_state = _whole_number("random_state", random_state, 0, MAX_SEED)
+    if max_epochs is not None:
+        max_epochs = _whole_number("max_epochs", max_epochs, 1)
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}; choose from {', '.join(MODELS)}.")
     if species not in SPECIES:
@@ -183,6 +216,9 @@ def predict(model_dir, input_path, out, *, column_map=None, id_column: str | Non
 
     if align not in PREDICT_ALIGN_METHODS:
         raise InputError(f"unknown --align {align!r}; use one of {', '.join(PREDICT_ALIGN_METHODS)}.")
+    for name, value in (("model_dir", model_dir), ("input_path", input_path), ("out", out)):
+        _path(name, value)
+    random_state = _whole_number("random_state", random_state, 0, MAX_SEED)
     out = check_output_file(out, overwrite=overwrite, recognise=is_predictions_table,
                             inputs=input_paths(model_dir, input_path, column_map,
                                                *([resolve_data_dir(data_dir)]  # read for a layer prior
@@ -307,7 +343,10 @@ def map_cells(input_path, species: str, out_dir, *, column_map=None, align: str 
                                              predict_under_shift, read_layer_column)
 
     started = time.perf_counter()
-    out_dir = Path(out_dir)
+    out_dir = Path(_path("out_dir", out_dir))
+    _path("input_path", input_path)
+    n_estimators = _whole_number("n_estimators", n_estimators, 1)
+    random_state = _whole_number("random_state", random_state, 0, MAX_SEED)
     align = "none" if align is None else align
     model = DEFAULT_MAP_MODEL if model is None else model
     if species not in ("mouse", "human"):

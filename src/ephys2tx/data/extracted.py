@@ -28,6 +28,11 @@ META_SUMMARY = b"ephys2tx.summary_columns"
 META_SETTINGS = b"ephys2tx.settings"
 META_NOTES = b"ephys2tx.notes"
 
+#: Label values that mean "no label" (compared stripped and lower-cased): pandas' own spellings
+#: of a missing value, which a table written by another program keeps as text.
+MISSING_LABELS = frozenset({"", "nan", "-nan", "na", "n/a", "#n/a", "#na", "<na>", "none", "null",
+                            "-", "?"})
+
 #: Label column looked for, in order, when ``label_column`` is not given (case-insensitive).
 LABEL_CANDIDATES = ("subclass", "t type subclass", "label", "cell_type", "class")
 SPECIES = ("mouse", "human")
@@ -145,7 +150,9 @@ def normalise_labels(raw: pd.Series) -> pd.Series:
     ``Pvalb``, ``PVALB``, ``pvalb`` and ``Pvalb interneuron`` all become
     ``Pvalb``; the human ``LAMP5/PAX6/Other`` group becomes ``Lamp5`` (as for
     the shared human table). Other labels (e.g. ``Sncg``) are kept, stripped,
-    and end up in the dataset's ``held_out`` part; empty values become NA.
+    and end up in the dataset's ``held_out`` part; empty values and the usual spellings of a
+    missing value (:data:`MISSING_LABELS`: ``nan``, ``NA``, ``N/A``, ``None``, ``null``, ``-``,
+    any case) become NA: those cells are unlabelled, not of a subclass named "nan".
     """
     from ephys2tx.data.datasets import HUMAN_LABELS, MOUSE_LABELS
 
@@ -153,7 +160,7 @@ def normalise_labels(raw: pd.Series) -> pd.Series:
     lookup.update({c.lower(): c for c in CLASSES})
 
     def one(value):
-        if pd.isna(value) or not str(value).strip():
+        if pd.isna(value) or str(value).strip().lower() in MISSING_LABELS:
             return pd.NA
         text = re.sub(r"\s+", " ", str(value).strip())
         return lookup.get(text.lower(), lookup.get(re.sub(r" interneuron$", "", text.lower()), text))

@@ -25,7 +25,7 @@ import pandas as pd
 from ephys2tx.errors import InputError
 
 __all__ = ["ID_CANDIDATES", "MAX_ABS_VALUE", "UserTable", "check_complete_rows", "check_finite",
-           "detect_id_column", "numeric_column", "read_table", "read_user_table", "table_header"]
+           "detect_id_column", "feature_frame", "numeric_column", "read_table", "read_user_table", "table_header"]
 
 #: Largest magnitude accepted for a feature value; larger values (and inf/-inf) are errors.
 #: No electrophysiology feature in any unit comes near it, and squares of it stay finite.
@@ -189,8 +189,71 @@ def numeric_column(raw: pd.Series, *, column: str, where: str, ids: pd.Series | 
                     f"be finite numbers of magnitude <= {MAX_ABS_VALUE:g}: fix it, or leave the "
                     "cell empty for missing.")
             raise InputError(f"column {column!r} of {where} has non-numeric value {raw[label]!r} "
-                             f"(cell {cell}); fix it or leave it empty for missing.")
+                             f"(cell {cell}); fix it or leave it empty for missing"
+                             f"{_separator_hint(bad.iloc[0])}.")
     return values.astype(float)
+
+
+def feature_frame(X, features: list[str], *, where: str) -> pd.DataFrame:
+    """``X``'s columns named in ``features``, in that order, as floats (absent ones NaN).
+
+    ``where`` names ``X`` in messages (e.g. ``"the table to predict"``).
+
+    Raises
+    ------
+    InputError
+        ``X`` is not a DataFrame (columns are read by name, never by position), has none of the
+        features, repeats one, or holds one that is boolean or not a number.
+    """
+    shown = ", ".join(features[:4]) + (", ..." if len(features) > 4 else "")
+    if not isinstance(X, pd.DataFrame):
+        raise InputError(f"the model reads features by column name: pass a pandas DataFrame whose "
+                         f"columns are its features ({shown}), e.g. pd.DataFrame(values, "
+                         f"columns=model.features); got {type(X).__name__}.")
+    columns = pd.Index(X.columns)
+    present = [f for f in features if f in columns]
+    if not present:
+        raise InputError(f"none of the model's {len(features)} features ({shown}) is a column of "
+                         f"{where} (its columns start with {[str(c) for c in columns[:4]]}); "
+                         "name the columns as the model's features, or read the table with "
+                         "ephys2tx.mapping.read_query and a column map.")
+    repeated = [f for f in present if (columns == f).sum() > 1]
+    if repeated:
+        raise InputError(f"{where} has {int((columns == repeated[0]).sum())} columns "
+                         f"named {repeated[0]!r}; keep one column per feature.")
+    frame = X.reindex(columns=features)
+    for column in present:
+        values = frame[column]
+        if pd.api.types.is_bool_dtype(values):
+            raise InputError(f"feature {column!r} of {where} is True/False, not a "
+                             "measurement; give its values as numbers.")
+        if not pd.api.types.is_numeric_dtype(values):
+            try:
+                values.astype(float)
+            except (TypeError, ValueError):
+                bad = pd.to_numeric(values, errors="coerce").isna() & values.notna()
+                bad = bad if bad.any() else values.notna()
+                raise InputError(f"feature {column!r} of {where} has non-numeric value "
+                                 f"{values[bad].iloc[0]!r} (cell {values.index[bad.to_numpy()][0]}); "
+                                 "fix it, or leave it empty for missing.")
+    return frame.astype(float, copy=False)  # reindex made the copy
+
+
+def _separator_hint(text: str) -> str:
+    """A hint when ``text`` is a number written with a decimal comma or thousands separators."""
+    import re
+
+    if re.fullmatch(r"[-+]?\d+,\d+", text) and not re.fullmatch(r"[-+]?\d{1,3},\d{3}", text):
+        return (f" ({text} looks like a decimal comma: write {text.replace(',', '.')}, or save the "
+                "table with decimal points)")
+    if re.fullmatch(r"[-+]?\d{1,3},\d{3}", text):  # 4,812: grouping or a decimal comma
+        return (f" ({text} has a thousands separator or a decimal comma: write "
+                f"{text.replace(',', '')} or {text.replace(',', '.')}, as meant)")
+    if re.fullmatch(r"[-+]?\d{1,3}([, '\u00a0\u202f]\d{3})+(\.\d+)?", text):
+        plain = re.sub(r"[, '\u00a0\u202f]", "", text)
+        return (f" ({text} has a thousands separator: write {plain}, or save the table without "
+                "digit grouping)")
+    return ""
 
 
 def _table_kind(path: Path) -> str:

@@ -245,9 +245,9 @@ class ReferenceModel:
             ``ood_flag`` and ``n_features``; rows with no feature value get
             empty values (NaN / ``""``).
         """
-        from ephys2tx.data.user_tables import check_finite
+        from ephys2tx.data.user_tables import check_finite, feature_frame
 
-        X = X.reindex(columns=self.features).astype(float, copy=False)  # reindex made the copy
+        X = feature_frame(X, self.features, where="the table to predict")
         check_finite(X, where="the features to predict")
         n_present = X.notna().sum(axis=1).to_numpy()
         ok = n_present > 0

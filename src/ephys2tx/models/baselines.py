@@ -6,6 +6,8 @@ missing values and scaling are learned from the training rows of a fold only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
@@ -33,12 +35,31 @@ def _front():
             ("scale", StandardScaler())]
 
 
+def _names_columns(families) -> bool:
+    """Whether a family definition names any column (a string) rather than a position."""
+    if isinstance(families, Mapping):
+        families = list(families.values())
+    if families is None or isinstance(families, (str, bytes)):
+        return False
+    try:
+        return any(isinstance(col, str) for cols in families if not isinstance(cols, (str, bytes))
+                   for col in cols)
+    except TypeError:  # not a sequence of sequences: FamilySparsePCA says what is wrong
+        return False
+
+
 def make_spca_rf(families=None, *, alpha: float = 1.0, variance_threshold: float = 0.01,
                  n_estimators: int = 500, random_state=None, n_jobs: int | None = -1) -> Pipeline:
-    """Standardise -> per-family sparse PCA -> class-balanced random forest."""
+    """Standardise -> per-family sparse PCA -> class-balanced random forest.
+
+    ``families`` may name columns (fit on a DataFrame with those columns) or give positions.
+    """
     forest = RandomForestClassifier(**{**FOREST_DEFAULTS, "n_estimators": n_estimators},
                                     random_state=random_state, n_jobs=n_jobs)
-    return Pipeline(_front() + [
+    front = _front()
+    if _names_columns(families):  # the sparse PCA looks the named columns up: keep the names
+        front = [(name, step.set_output(transform="pandas")) for name, step in front]
+    return Pipeline(front + [
         ("spca", FamilySparsePCA(families=families, alpha=alpha,
                                  variance_threshold=variance_threshold,
                                  random_state=random_state)),
@@ -78,7 +99,9 @@ class QuantileBinner(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     thresholds_ : list of ndarray
-        Per feature, the sorted inner bin edges.
+        Per feature, the sorted inner bin edges; ``[nan]`` for a feature with no value in the
+        training rows, which is binned as the constant 0 (gradient-boosted trees refuse a
+        feature that is missing in every row, and such a feature carries no information).
     """
 
     def __init__(self, max_bins: int = 255):
@@ -98,7 +121,9 @@ class QuantileBinner(TransformerMixin, BaseEstimator):
         self.thresholds_ = []
         for column in X.T:
             values = np.unique(column[~np.isnan(column)])
-            if len(values) <= int(self.max_bins):
+            if len(values) == 0:  # no training value: a constant feature (see thresholds_)
+                edges = np.array([np.nan])
+            elif len(values) <= int(self.max_bins):
                 edges = (values[:-1] + values[1:]) / 2
             else:
                 edges = np.unique(np.quantile(values, levels, method="midpoint"))
@@ -113,6 +138,8 @@ class QuantileBinner(TransformerMixin, BaseEstimator):
         for j, edges in enumerate(self.thresholds_):
             out[:, j] = np.searchsorted(edges, X[:, j], side="right")
         out[np.isnan(X)] = np.nan
+        empty = [j for j, edges in enumerate(self.thresholds_) if len(edges) and np.isnan(edges[0])]
+        out[:, empty] = 0.0  # no value when fitted: one bin, whatever the value now
         return out
 
 

@@ -159,7 +159,7 @@ class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
         self.inner_train_indices_, self.inner_validation_indices_ = train_idx, val_idx
 
         # Preprocessing fitted on the inner-train rows only.
-        self.impute_values_, self.scale_mean_, self.scale_scale_ = fit_standardiser(X[train_idx])
+        self.impute_values_, self.scale_mean_, self.scale_scale_ = fit_standardiser(X[train_idx], names)
         Z = self._preprocess(X)
 
         X_tr, y_tr = self._resample(Z[train_idx], y_enc[train_idx], rng)

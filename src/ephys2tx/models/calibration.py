@@ -40,6 +40,21 @@ def _check_codes(y, n_classes: int) -> np.ndarray:
     return y
 
 
+def _check_scored(proba, y) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities in [0, 1] with one integer code per row, for the calibration metrics."""
+    proba = _check_proba(proba)
+    y = _check_codes(y, proba.shape[1])
+    if y.ndim != 1 or len(y) != len(proba):
+        raise InputError(f"need one label code per row of probabilities: {len(proba)} rows, labels "
+                         f"of shape {y.shape}.")
+    outside = ~np.isfinite(proba) | (proba < 0) | (proba > 1 + 1e-6)
+    if outside.any():
+        row, col = (int(i) for i in np.argwhere(outside)[0])
+        raise InputError(f"probabilities must be finite numbers in [0, 1]; row {row}, class {col} is "
+                         f"{float(proba[row, col])!r}: drop the cells without a prediction first.")
+    return proba, y
+
+
 def expected_calibration_error(proba, y, *, n_bins: int = 10) -> float:
     """Top-label ECE: confidence-weighted gap between confidence and accuracy over equal-width bins.
 
@@ -57,8 +72,7 @@ def expected_calibration_error(proba, y, *, n_bins: int = 10) -> float:
 
 def reliability_curve(proba, y, *, n_bins: int = 10) -> dict:
     """Per confidence bin: mean confidence, accuracy and count (empty bins are dropped)."""
-    proba = _check_proba(proba)
-    y = _check_codes(y, proba.shape[1])
+    proba, y = _check_scored(proba, y)
     conf = proba.max(axis=1)
     correct = (proba.argmax(axis=1) == y).astype(float)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
@@ -240,10 +254,16 @@ def cross_fitted_calibration(proba, y, fold_ids, method: str = "temperature") ->
     (the ECE "after" figure).
     """
     proba = _check_proba(proba)
-    fold_ids = np.asarray(fold_ids)
+    fold_ids, y = np.asarray(fold_ids), np.asarray(y)
+    if fold_ids.shape != (len(proba),) or len(y) != len(proba):
+        raise InputError(f"need one label and one fold id per row of probabilities: {len(proba)} "
+                         f"rows, labels of shape {y.shape}, fold ids of shape {fold_ids.shape}.")
+    if len(np.unique(fold_ids)) < 2:
+        raise InputError("cross-fitted calibration needs at least 2 folds (each fold's calibrator "
+                         "is fitted on the others); got one fold id.")
     out = np.empty_like(proba)
     for fold in np.unique(fold_ids):
         test = fold_ids == fold
-        cal = make_calibrator(method).fit(proba[~test], np.asarray(y)[~test])
+        cal = make_calibrator(method).fit(proba[~test], y[~test])
         out[test] = cal.transform(proba[test])
     return out

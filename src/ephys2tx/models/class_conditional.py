@@ -45,6 +45,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ephys2tx.data.user_tables import feature_frame
 from ephys2tx.errors import InputError
 
 __all__ = ["AlignmentResult", "ClassConditionalAligner"]
@@ -181,7 +182,8 @@ class ClassConditionalAligner(BaseEstimator):
         missing = [f for f in self.features_ if f not in X.columns]
         if missing:
             raise InputError(f"the query lacks feature {missing[0]!r} of the alignment model.")
-        Z = (self._transform(X[self.features_].to_numpy(dtype=float)) - self.mean_) / self.scale_
+        values = feature_frame(X, self.features_, where="the query").to_numpy()
+        Z = (self._transform(values) - self.mean_) / self.scale_
         return np.clip(Z, -_CLIP, _CLIP)
 
     def from_space(self, Z: np.ndarray) -> np.ndarray:

@@ -34,11 +34,23 @@ __all__ = ["PriorEstimate", "apply_prior", "bbse_prior", "em_prior", "smooth_pro
 DEFAULT_FLOOR = 0.01
 
 
-def _check(proba, prior) -> tuple[np.ndarray, np.ndarray]:
+def _check_proba(proba, what: str = "probabilities") -> np.ndarray:
+    """``proba`` as a float array (n_cells, n_classes >= 2) of finite, non-negative values."""
     proba = np.asarray(proba, dtype=float)
-    prior = np.asarray(prior, dtype=float)
     if proba.ndim != 2 or proba.shape[1] < 2:
-        raise InputError(f"probabilities must be (n_cells, n_classes >= 2), got shape {proba.shape}.")
+        raise InputError(f"{what} must be (n_cells, n_classes >= 2), got shape {proba.shape}.")
+    bad = ~np.isfinite(proba) | (proba < 0)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise InputError(f"{what} must be finite and non-negative; row {row}, class {col} is "
+                         f"{float(proba[row, col])!r} ({int(bad.any(axis=1).sum())} such row(s)): drop the "
+                         "cells without a prediction first.")
+    return proba
+
+
+def _check(proba, prior) -> tuple[np.ndarray, np.ndarray]:
+    proba = _check_proba(proba)
+    prior = np.asarray(prior, dtype=float)
     if prior.ndim != 1 or prior.shape[0] != proba.shape[1]:
         raise InputError(f"prior must have one value per class ({proba.shape[1]}), got shape {prior.shape}.")
     if not np.all(np.isfinite(prior)) or np.any(prior < 0) or prior.sum() <= 0:
@@ -48,7 +60,7 @@ def _check(proba, prior) -> tuple[np.ndarray, np.ndarray]:
 
 def smooth_proba(proba, floor: float = DEFAULT_FLOOR) -> np.ndarray:
     """``(1 - floor) * p + floor / K``: no class ever has probability exactly zero."""
-    proba = np.asarray(proba, dtype=float)
+    proba = _check_proba(proba)
     k = proba.shape[1]
     return (1.0 - floor) * proba + floor / k
 
@@ -152,11 +164,16 @@ def bbse_prior(proba, reference_prior, oof_proba, oof_codes, *, floor: float = D
     from scipy.optimize import nnls
 
     proba, ref = _check(proba, reference_prior)
-    oof = np.asarray(oof_proba, dtype=float)
+    oof = _check_proba(oof_proba, "out-of-fold probabilities")
     codes = np.asarray(oof_codes)
     k = proba.shape[1]
-    if oof.shape[1] != k or len(oof) != len(codes):
-        raise InputError("out-of-fold probabilities and codes do not match the classes.")
+    if oof.shape[1] != k or len(oof) != len(codes) or codes.ndim != 1:
+        raise InputError(f"out-of-fold probabilities {oof.shape} and codes {codes.shape} do not match "
+                         f"the {k} classes: one row of {k} probabilities per code.")
+    if codes.dtype.kind not in "iu" or codes.min(initial=0) < 0 or codes.max(initial=0) >= k:
+        raise InputError(f"out-of-fold codes must be integer class codes in [0, {k}) (positions of "
+                         f"the probability columns), got {codes.dtype} values such as "
+                         f"{codes[:3].tolist()}; encode the labels first.")
     C = np.zeros((k, k))
     for j in range(k):
         C[:, j] = oof[codes == j].sum(axis=0) / len(codes)

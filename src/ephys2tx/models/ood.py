@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.utils import check_consistent_length, column_or_1d
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ephys2tx.errors import InputError
-from ephys2tx.models.standardise import CLIP_SD
+from ephys2tx.models.standardise import CLIP_SD, check_scaling
 
 __all__ = ["KNNDistanceOOD", "MahalanobisOOD", "make_ood", "ood_from_dict"]
 
@@ -39,8 +41,10 @@ class _StandardisedOOD(BaseEstimator):
             med = np.nanmedian(X, axis=0)
         self.impute_values_ = np.where(np.isfinite(med), med, 0.0)
         Z = np.where(np.isnan(X), self.impute_values_, X)
-        self.mean_ = Z.mean(axis=0)
-        scale = Z.std(axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.mean_ = Z.mean(axis=0)
+            scale = Z.std(axis=0)
+        check_scaling(Z, self.mean_, scale, getattr(self, "feature_names_in_", None))
         self.scale_ = np.where(scale > 0, scale, 1.0)
         return self._standardise(X)
 
@@ -118,10 +122,16 @@ class MahalanobisOOD(_StandardisedOOD):
         if self.class_conditional:
             if y is None:
                 raise InputError("class_conditional=True needs the class labels y.")
-            y = np.asarray(y)
+            y = column_or_1d(y, warn=True)
+            check_consistent_length(Z, y)
+            check_classification_targets(y)
             groups = [y == c for c in np.unique(y)]
         else:
             groups = [np.ones(len(Z), bool)]
+        if all(g.sum() < 2 for g in groups):
+            raise InputError(f"MahalanobisOOD needs a class with at least 2 cells to estimate the "
+                             f"within-class spread; every one of the {len(groups)} class(es) has 1 "
+                             "cell: add cells, or use class_conditional=False.")
         self.means_ = np.vstack([Z[g].mean(axis=0) for g in groups])
         centred = np.vstack([Z[g] - Z[g].mean(axis=0) for g in groups])
         self.precision_ = LedoitWolf(assume_centered=True).fit(centred).precision_

@@ -66,8 +66,23 @@ DESCRIPTIONS = {
 
 
 def family_positions(families: Mapping[str, Sequence[str]], columns: Sequence[str]) -> dict[str, list[int]]:
-    """Family map with column names replaced by positions in ``columns``."""
+    """Family map with column names replaced by positions in ``columns``.
+
+    Raises
+    ------
+    InputError
+        ``families`` is not a mapping, or names a column that ``columns`` lacks.
+    """
+    if not isinstance(families, Mapping):
+        raise InputError(f"families must be a mapping family -> column names (e.g. "
+                         f"dataset.families), got {type(families).__name__}.")
     where = {c: i for i, c in enumerate(columns)}
+    for fam, cols in families.items():
+        absent = [c for c in cols if c not in where]
+        if absent:
+            raise InputError(f"feature family {fam!r} names column {absent[0]!r}, which is not among "
+                             f"the {len(where)} columns given ({len(absent)} such); pass the "
+                             "table's columns (e.g. list(dataset.features.columns)).")
     return {fam: [where[c] for c in cols] for fam, cols in families.items()}
 
 
@@ -139,6 +154,9 @@ def make_model(name: str, families: Mapping[str, Sequence[str]], columns: Sequen
         iterations are fixed, only design (d)'s alignment is chosen). Otherwise
         the fixed defaults (mouse: library defaults, chosen with no labels).
     """
+    if name not in BASELINE_MODELS + BILSTM_MODELS + TRANSFER_MODELS:
+        raise InputError(f"unknown model {name!r}; choose from "
+                         f"{', '.join(BASELINE_MODELS + BILSTM_MODELS + TRANSFER_MODELS)}.")
     if species == "human":
         nested = nested_choice(name, random_state=random_state, quick=quick)
         if nested is not None:
@@ -158,9 +176,6 @@ def make_model(name: str, families: Mapping[str, Sequence[str]], columns: Sequen
         from ephys2tx.models.transfer import transfer_models
 
         return _quick_epochs(transfer_models(random_state)[name], quick)
-    if name in BILSTM_MODELS:
-        from ephys2tx.models.bilstm import bilstm_ablation_models
+    from ephys2tx.models.bilstm import bilstm_ablation_models  # BILSTM_MODELS (checked above)
 
-        return _quick_epochs(bilstm_ablation_models(positions, random_state)[name], quick)
-    raise InputError(f"unknown model {name!r}; choose from "
-                     f"{', '.join(BASELINE_MODELS + BILSTM_MODELS + TRANSFER_MODELS)}.")
+    return _quick_epochs(bilstm_ablation_models(positions, random_state)[name], quick)

@@ -10,26 +10,60 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CLIP_SD", "fit_standardiser", "standardise"]
+__all__ = ["CLIP_SD", "check_scaling", "fit_standardiser", "standardise"]
 
 #: Standardised values are clipped to this many standard deviations.
 CLIP_SD = 10.0
 
 
-def fit_standardiser(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def check_scaling(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, names=None) -> None:
+    """Refuse columns whose mean or standard deviation overflowed (values near 1e300).
+
+    Such values are finite, so scikit-learn's checks let them through, but their squares are
+    not: the scale becomes inf or NaN and every standardised value 0 or NaN (a model that
+    silently ignores the column, or a confusing NaN error further on).
+
+    Raises
+    ------
+    InputError
+        Names the first such column (by name if ``names`` is given, else by position).
+    """
+    from ephys2tx.errors import InputError
+
+    bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(scale)))
+    if len(bad):
+        j = int(bad[0])
+        with np.errstate(invalid="ignore"):
+            largest = float(np.nanmax(np.abs(X[:, j]))) if np.isfinite(X[:, j]).any() else float("nan")
+        column = repr(str(names[j])) if names is not None else str(j)
+        raise InputError(f"feature column {column} has values too large to standardise (largest "
+                         f"magnitude {largest:.3g}; {len(bad)} such column(s)); features must be "
+                         "measurements in their usual units (mV, ms, MOhm, pA): check the column's "
+                         "unit or scaling.")
+
+
+def fit_standardiser(X: np.ndarray, names=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Median fill values, means and scales of the columns of ``X`` (NaN is missing).
 
     An all-missing column gets fill 0 (``keep_empty_features``); a constant column scale 1.
+    ``names``: the columns' names, for the message of :func:`check_scaling`.
 
     Returns
     -------
     fill, mean, scale : ndarray of float64, shape (n_features,)
+
+    Raises
+    ------
+    InputError
+        A column whose values are too large to standardise (:func:`check_scaling`).
     """
     from sklearn.impute import SimpleImputer
     from sklearn.preprocessing import StandardScaler
 
     imputer = SimpleImputer(strategy="median", keep_empty_features=True).fit(X)
-    scaler = StandardScaler().fit(imputer.transform(X))
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaler = StandardScaler().fit(imputer.transform(X))
+    check_scaling(X, scaler.mean_, scaler.scale_, names)
     return (imputer.statistics_.astype(np.float64), scaler.mean_.astype(np.float64),
             scaler.scale_.astype(np.float64))
 

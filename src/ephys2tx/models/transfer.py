@@ -304,7 +304,18 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
             self.n_features_in_ = len(self.human_columns_)
         self.classes_, yh = np.unique(y, return_inverse=True)
         lookup = {c: i for i, c in enumerate(self.classes_)}
-        keep_m = np.array([v in lookup for v in y_source])
+        keep_m = np.array([v in lookup for v in y_source], dtype=bool)
+        if not keep_m.any():
+            shown = sorted({str(v) for v in y_source})
+            raise InputError(f"no mouse cell has a class of the human labels "
+                             f"({', '.join(map(str, self.classes_))}); y_source holds "
+                             f"{', '.join(shown[:6])}{', ...' if len(shown) > 6 else ''}: name the "
+                             "mouse cells' classes as the human ones.")
+        counts = np.bincount(yh)
+        if counts.min() < 2:
+            raise InputError(f"class {str(self.classes_[counts.argmin()])!r} has {counts.min()} human cell; "
+                             "the transfer model needs at least 2 per class (its early-stopping rows "
+                             "are drawn from every class): add cells of that class or drop it.")
         Xm, ym = Xm[keep_m], np.array([lookup[v] for v in y_source[keep_m]], dtype=int)
 
         rng = check_random_state(self.random_state)
@@ -313,8 +324,8 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         tr, va = train_test_split(idx, test_size=self.validation_fraction, stratify=yh,
                                   random_state=rng.randint(np.iinfo(np.int32).max))
         self.inner_train_indices_, self.inner_validation_indices_ = tr, va
-        self.human_scaling_ = fit_standardiser(Xh[tr])
-        self.mouse_scaling_ = fit_standardiser(Xm)
+        self.human_scaling_ = fit_standardiser(Xh[tr], self.human_columns_)
+        self.mouse_scaling_ = fit_standardiser(Xm, self.mouse_columns_)
         Zh = standardise(Xh, self.human_scaling_)
         Zm = standardise(Xm, self.mouse_scaling_)
         Xh_tr, yh_tr = Zh[tr], yh[tr]
