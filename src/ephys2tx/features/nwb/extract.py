@@ -325,7 +325,9 @@ def process_cell(path: str, settings: dict, cache_dir: str) -> dict:
     -------
     dict
         Small status: ``cell_id``, ``status`` (``"ok"``/``"failed"``),
-        ``from_cache`` and the worker's ``max_rss_mb``.
+        ``from_cache``, the worker's ``max_rss_mb``, and ``path`` and ``key``:
+        the cache entry written (the file's identity when the cell was read,
+        so a file changed or removed later in the run keeps its result).
     """
     cache_path = Path(cache_dir)
     key = cache.cell_key(path, settings)
@@ -339,7 +341,7 @@ def process_cell(path: str, settings: dict, cache_dir: str) -> dict:
             warnings.filterwarnings("ignore", module=r"(ipfx|hdmf|pynwb)(\.|$)")
             record = _extract_record(record, path, settings)
         cache.write_atomic(cache_path, key, record)
-    return _status(record, from_cache, peak_rss_mb())
+    return {**_status(record, from_cache, peak_rss_mb()), "path": str(path), "key": key}
 
 
 def _extract_record(record: dict, path: str, settings: dict) -> dict:
@@ -590,11 +592,17 @@ def extract_features(
             client.close()
         _remove_stale_temporaries(cache_dir)
 
-    records = [cache.read(cache_dir, cache.cell_key(p, s)) or state["lost"].get(str(p)) for p, s in cells]
+    # Each cell's entry is found by the key it was read or written under, not by the file's
+    # identity now: a file that is changed, moved or removed after its cell was done keeps it.
+    records = [(cache.read(cache_dir, state["keys"][str(p)]) if str(p) in state["keys"] else None)
+               or state["lost"].get(str(p)) for p, _ in cells]
     missing = [str(p) for (p, _), r in zip(cells, records) if r is None]
     if missing:
+        where = ("Dask workers must see the cache directory at the same path (shared filesystem)"
+                 if client is not None else "was the cache folder removed or changed during the run? "
+                 "Run the command again")
         raise InputError(f"no result in the cache {cache_dir} for {len(missing)} cells (e.g. {missing[0]}); "
-                         "Dask workers must see the cache directory at the same path (shared filesystem)")
+                         f"{where}")
     table, failures, notes = _assemble_table(records, compact=compact, summary=summary)
     failures += inputs.skipped
     if len(table) == 0 and failures:  # nothing to write: an error, not an empty table
@@ -632,10 +640,13 @@ def _remove_stale_temporaries(cache_dir: Path) -> None:
 
 def _run(cells, cache_dir, workers, client, progress, n_skipped: int = 0) -> dict:
     """Process every cell not yet in the cache; return the counts."""
-    state = {"done": n_skipped, "failed": n_skipped, "computed": 0, "cached": 0, "rss": 0.0, "lost": {}}
+    state = {"done": n_skipped, "failed": n_skipped, "computed": 0, "cached": 0, "rss": 0.0, "lost": {},
+             "keys": {}}
     total = len(cells) + n_skipped
 
     def on_done(status):
+        if "key" in status:  # where the worker wrote the cell (keyed by the file it read)
+            state["keys"][status["path"]] = status["key"]
         state["done"] += 1
         state["failed"] += status["status"] != "ok"
         state["cached" if status["from_cache"] else "computed"] += 1
@@ -652,11 +663,12 @@ def _run(cells, cache_dir, workers, client, progress, n_skipped: int = 0) -> dic
         progress(n_skipped, n_skipped, total - n_skipped)
     pending = []
     for path, settings in cells:  # cached cells are counted at once; no worker starts for them
-        record = cache.read(cache_dir, cache.cell_key(path, settings))
+        key = cache.cell_key(path, settings)
+        record = cache.read(cache_dir, key)
         if record is None:
             pending.append((path, settings))
         else:
-            on_done(_status(record, from_cache=True, rss_mb=0.0))
+            on_done({**_status(record, from_cache=True, rss_mb=0.0), "path": str(path), "key": key})
     if pending and client is not None:
         _run_dask(pending, cache_dir, client, on_done)
     elif pending:
