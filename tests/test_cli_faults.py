@@ -777,7 +777,32 @@ ARGUMENTS = {
     "extract --cache-dir is the input folder": (
         lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""), "--cache-dir", sb.root / "nwb"),
         r"--cache-dir .*nwb contains the input"),
+    # s8 (extract/fetch hunt): read-only folders are refused also when running as root (a probe
+    # alone succeeds for root); missing folders created for a run that writes nothing are removed
+    "extract --out in a read-only folder": (
+        lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""), out=_read_only(sb) / "f.parquet"),
+        r"cannot write --out .*ro/f\.parquet: .*ro is not writable \(read-only permissions dr-xr-xr-x\)"),
+    "extract --cache-dir in a read-only folder": (
+        lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""), "--cache-dir", _read_only(sb) / "c"),
+        r"cannot write --cache-dir .*ro/c: .*ro is not writable \(read-only"),
+    "extract --out in /proc": (lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""), out=Path("/proc/e2t/f.parquet")),
+                               r"cannot write --out /proc/e2t/f\.parquet: /proc is not writable"),
+    "extract into new folders, no recording readable": (
+        lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""), out=sb.root / "new" / "deeper" / "f.parquet"),
+        r"none of the 1 recording\(s\) could be extracted"),
+    "fetch --data-dir in a read-only folder": (lambda sb: fetch(sb, data=_read_only(sb) / "data"),
+                                               r"cannot write data folder .*ro/data/human_gaba_leedalley2023: "
+                                               r".*ro is not writable \(read-only permissions"),
+    "fetch --data-dir a read-only folder": (lambda sb: fetch(sb, data=_read_only(sb)),
+                                            r".*ro is not writable \(read-only permissions"),
 }
+
+
+def _read_only(sb):
+    folder = sb.root / "ro"
+    folder.mkdir(exist_ok=True)
+    folder.chmod(0o555)
+    return folder
 
 
 def _extract(sb, *inputs, out=None):

@@ -225,7 +225,7 @@ def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite
         An output exists (without ``overwrite``) or is not ephys2tx's, a
         location is a directory or not writable, or ``cache_dir`` is a file.
     """
-    from ephys2tx.safety import check_location, claim_output
+    from ephys2tx.safety import check_location, check_writable_dir, claim_output
 
     out = Path(out).expanduser()
     inputs = list(inputs)
@@ -255,15 +255,9 @@ def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite
     if os.path.lexists(cache_dir) and not cache_dir.is_dir():
         raise InputError(f"cache directory {cache_dir} exists and is not a directory; "
                          "pass another --cache-dir or remove the file")
-    for target, what in ((out.parent, "output directory"), (cache_dir, "cache directory")):
-        existing = target
-        while not os.path.lexists(existing) and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise InputError(f"cannot create the {what} {target}: {existing} is not a directory")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise InputError(f"cannot write to the {what} {target} ({existing} is not writable); "
-                             "choose another location")
+    # a probe, not os.access: finds a read-only file system or folder also when running as root
+    check_writable_dir(out.parent, what="--out", target=out)
+    check_writable_dir(cache_dir, what="--cache-dir")
     return out, cache_dir
 
 
@@ -583,6 +577,10 @@ def extract_features(
     _unique_ids([(_cell_id(p), p) for p, _ in cells])
     out, cache_dir = check_output(out, cache_dir, overwrite=overwrite, inputs=paths_given)
     new_cache = not os.path.lexists(cache_dir)
+    # folders this run creates (the cache's and the table's missing parents): removed again,
+    # when still empty, if no table is written
+    created = sorted({p for target in (cache_dir, out) for p in target.parents if not os.path.lexists(p)},
+                     key=lambda p: -len(p.parts))
 
     client = connect_scheduler(scheduler) if isinstance(scheduler, str) else scheduler
     try:
@@ -608,6 +606,11 @@ def extract_features(
     if len(table) == 0 and failures:  # nothing to write: an error, not an empty table
         if new_cache:
             shutil.rmtree(cache_dir, ignore_errors=True)
+        for folder in created:
+            try:
+                folder.rmdir()  # only if empty
+            except OSError:
+                pass
         first = failures[0]
         raise InputError(f"none of the {len(failures)} recording(s) could be extracted (e.g. "
                          f"{first['path']}: {first['reason']}); no table written: check that they are "
