@@ -793,6 +793,12 @@ ARGUMENTS = {
     "fetch --data-dir in a read-only folder": (lambda sb: fetch(sb, data=_read_only(sb) / "data"),
                                                r"cannot write data folder .*ro/data/human_gaba_leedalley2023: "
                                                r".*ro is not writable \(read-only permissions"),
+    "extract --workers 0": (lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""))[:-1] + ["0"],
+                            r"--workers 0 must be between 1 and 256 \(local worker processes; this machine has \d+ cores"),
+    "extract --workers -1": (lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""))[:-1] + ["-1"],
+                             r"--workers -1 must be between 1 and 256"),
+    "extract --workers 100000 (one process per cell)": (
+        lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""))[:-1] + ["100000"], r"--workers 100000 must be between 1 and 256"),
     "fetch --data-dir a read-only folder": (lambda sb: fetch(sb, data=_read_only(sb)),
                                             r".*ro is not writable \(read-only permissions"),
 }

@@ -41,6 +41,8 @@ from ephys2tx.data.extracted import (META_FAMILIES, META_NOTES, META_SETTINGS, M
                                      FeatureTable, read_feature_table)
 SUMMARY_PREFIX = "summary__"
 FAILURE_COLUMNS = ("cell_id", "path", "reason")
+#: Most local worker processes (``--workers``): each holds a cell's sweeps in memory.
+MAX_WORKERS = 256
 #: How long ``--scheduler`` waits for the Dask scheduler to answer.
 SCHEDULER_TIMEOUT = "30s"
 
@@ -517,7 +519,7 @@ def extract_features(
         Also compute the ``summary__*`` IPFX summary features (from the same
         spike analyses as the vectors, so they add little time; see docs/nwb.md).
     workers : int
-        Local worker processes (1 = in-process).
+        Local worker processes (1 = in-process; at most :data:`MAX_WORKERS`).
     scheduler : str or distributed.Client, optional
         Address of an existing Dask distributed scheduler, or a client; overrides
         ``workers``. Workers must see the input files and ``cache_dir`` at the
@@ -552,8 +554,10 @@ def extract_features(
 
     if not 0 < ap_window <= 0.05:
         raise InputError(f"ap_window={ap_window} s is outside (0, 0.05]; use e.g. 0.003")
-    if int(workers) < 1:
-        raise InputError(f"workers={workers} must be >= 1")
+    if not 1 <= int(workers) <= MAX_WORKERS:
+        raise InputError(f"--workers {workers} must be between 1 and {MAX_WORKERS} (local worker processes; "
+                         f"this machine has {available_cores()} cores, the default); use --scheduler to spread "
+                         "the cells over a Dask cluster")
     paths_given = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     inputs = find_inputs(paths_given)
     settings = {"ap_window": float(ap_window), "compact": bool(compact)}
