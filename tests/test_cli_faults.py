@@ -553,6 +553,11 @@ def _cut(path):
     path.write_text(text[: text.index(",", len(text) // 2)], encoding="utf-8")
 
 
+def _folder(path):
+    path.unlink()
+    path.mkdir()
+
+
 def _header_only(path):
     path.write_text(path.read_text(encoding="utf-8-sig").splitlines()[0] + "\n", encoding="utf-8")
 
@@ -704,6 +709,14 @@ ARGUMENTS = {
                                            r"LeeDalley_ephys_fx\.csv line \d+ has \d+ of the \d+ fields"),
     "run, data file cut off": (lambda sb: run(sb, data=_tampered(sb, HUMAN["ephys"].relpath, _cut)),
                                r"checksum mismatch .*--no-verify"),
+    # s8: was 'missing file ...' for a folder standing where the file should be
+    "datasets --no-verify, a folder in place of a data file": (
+        lambda sb: ["datasets", "--no-verify", "--data-dir", _tampered(sb, HUMAN["ephys"].relpath, _folder)],
+        r"LeeDalley_ephys_fx\.csv is a folder, not the data file of dataset human; move the folder away, then run "
+        r"`ephys2tx fetch --data-dir "),
+    "features --species human, a folder in place of a data file": (
+        lambda sb: ["features", "--species", "human", "--data-dir", _tampered(sb, HUMAN["meta"].relpath, _folder)],
+        r"LeeDalley_manuscript_metadata_v2\.csv is a folder, not the data file"),
     "train --no-verify, header-only data file": (
         lambda sb: train(sb, "--no-verify", data=_tampered(sb, HUMAN["ephys"].relpath, _header_only)),
         r"has a header but no rows"),
