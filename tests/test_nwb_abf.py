@@ -428,7 +428,7 @@ ABF_FAULTS = {
                                 r"the header places the data up to byte \d+, but the file has \d+ bytes"),
     "not_abf": (lambda p, run, rate: p.write_bytes(b"Clampfit results\n" * 10) and p,
                 r"not an Axon ABF file \(it begins with b'Clam', not 'ABF ' or 'ABF2'\)"),
-    "empty_file": (lambda p, run, rate: p.write_bytes(b"") or p, r"empty file \(0 bytes\): an interrupted copy"),
+    "empty_file": (lambda p, run, rate: p.write_bytes(b"") or p, r"empty file \(0 bytes\): an interrupted download or copy; copy it again"),
 }
 
 

@@ -117,7 +117,7 @@ def test_a_file_that_is_not_readable_hdf5_says_why(nwb_set, tmp_path, monkeypatc
     from ephys2tx.features.nwb import adapter
 
     (tmp_path / "empty.nwb").write_bytes(b"")
-    with pytest.raises(CellFailure, match=r"^empty file \(0 bytes\): an interrupted download or copy; download"):
+    with pytest.raises(CellFailure, match=r"^empty file \(0 bytes\): an interrupted download or copy; copy it again$"):
         inspect_file(tmp_path / "empty.nwb")
     (tmp_path / "notes.nwb").write_text("my notes on cell 3\n")
     with pytest.raises(CellFailure, match=r"^not an HDF5 file \(it begins with b'my notes'\): an NWB 2 file is an "

@@ -49,7 +49,7 @@ import numpy as np
 from ephys2tx.errors import InputError, short_repr as _show
 from ephys2tx.io import yaml_number
 
-from .adapter import CellFailure, checked_data_set, default_ontology, install_ipfx_memoization
+from .adapter import CellFailure, checked_data_set, default_ontology, file_head, install_ipfx_memoization
 
 __all__ = ["ROLES", "check_protocol_names", "load_protocol_map", "validate_protocol_map", "extract_abf_cell", "abf_cell_files",
            "is_abf"]
@@ -305,15 +305,9 @@ def _beyond_the_end(what: str, end: int, size: int) -> str:
 
 def _unreadable_abf(path: Path, exc: Exception) -> str:
     """Why pyabf could not read ``path``, said so that the user knows what to do."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-    except PermissionError:
-        return "no permission to read the file; make it readable (chmod a+r) and rerun"
-    except OSError as err:
-        return f"cannot read the file ({err.strerror or err})"
-    if not head:
-        return "empty file (0 bytes): an interrupted copy; copy it again from the rig"
+    head, problem = file_head(path, 4)
+    if problem:
+        return problem
     if head not in (b"ABF ", b"ABF2"):
         return (f"not an Axon ABF file (it begins with {head!r}, not 'ABF ' or 'ABF2'); check that it is a "
                 "Clampex recording, not another file named .abf")

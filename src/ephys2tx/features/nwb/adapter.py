@@ -80,17 +80,23 @@ def inspect_file(path: str | Path) -> str:
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def _unreadable_reason(path: Path, exc: OSError) -> str:
-    """Why h5py could not open ``path``, said so that the user knows what to do."""
+def file_head(path: Path, n: int) -> tuple[bytes, str | None]:
+    """The first ``n`` bytes of ``path``, or ``b""`` and why the file cannot be read (or is empty)."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(8)
+            head = fh.read(n)
+        return head, None if head else "empty file (0 bytes): an interrupted download or copy; copy it again"
     except PermissionError:
-        return "no permission to read the file; make it readable (chmod a+r) and rerun"
+        return b"", "no permission to read the file; make it readable (chmod a+r) and rerun"
     except OSError as err:
-        return f"cannot read the file ({err.strerror or err})"
-    if not head:
-        return "empty file (0 bytes): an interrupted download or copy; download or copy it again"
+        return b"", f"cannot read the file ({err.strerror or err})"
+
+
+def _unreadable_reason(path: Path, exc: OSError) -> str:
+    """Why h5py could not open ``path``, said so that the user knows what to do."""
+    head, problem = file_head(path, 8)
+    if problem:
+        return problem
     if head != _HDF5_SIGNATURE and b"HDF" not in head:
         return (f"not an HDF5 file (it begins with {head!r}): an NWB 2 file is an HDF5 file; check that it is "
                 "a recording exported as NWB 2, not another file named .nwb")
