@@ -812,6 +812,9 @@ ARGUMENTS = {
                              r"--workers -1 must be between 1 and 256"),
     "extract --workers 100000 (one process per cell)": (
         lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""))[:-1] + ["100000"], r"--workers 100000 must be between 1 and 256"),
+    "extract, one cell name in two folders": (
+        lambda sb: _extract(sb, sb.write("a/c.nwb", b"").parent, sb.write("b/c.nwb", b"").parent),
+        r"cell ids .* must be unique; duplicated: \['c'\] \('c': .*a/c\.nwb and .*b/c\.nwb\); rename the files"),
     "fetch --data-dir a read-only folder": (lambda sb: fetch(sb, data=_read_only(sb)),
                                             r".*ro is not writable \(read-only permissions"),
 }

@@ -191,8 +191,9 @@ def _unique_ids(cells: list[tuple[str, Path]]) -> None:
     stems = Counter(cid for cid, _ in cells)
     dup = sorted(s for s, n in stems.items() if n > 1)
     if dup:
+        first = [str(path) for cid, path in cells if cid == dup[0]]
         raise InputError(f"cell ids (file stems, or folder names for ABF folders) must be unique; duplicated: "
-                         f"{dup[:5]}; rename the files or pass each file once")
+                         f"{dup[:5]} ({dup[0]!r}: {' and '.join(first[:2])}); rename the files or pass each file once")
 
 
 def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite: bool = False,
