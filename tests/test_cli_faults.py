@@ -777,7 +777,7 @@ ARGUMENTS = {
     "fetch from an unreachable mirror leaves no folder": (lambda sb: fetch(sb), r"cannot download .*127\.0\.0\.1:9"),
     # extract: outputs checked before any cell is read; a batch in which no cell can be read
     "extract, only an empty .nwb": (lambda sb: _extract(sb, sb.write("nwb/e.nwb", b"")),
-                                    r"none of the 1 recording\(s\) could be extracted .*e\.nwb: unreadable"),
+                                    r"none of the 1 recording\(s\) could be extracted .*e\.nwb: empty file \(0 bytes\)"),
     "extract, HDF5 that is not NWB": (lambda sb: _extract(sb, _hdf5(sb)),
                                       r"none of the 1 recording\(s\) could be extracted .*not an NWB 2 file"),
     "extract --out inside the input folder": (
