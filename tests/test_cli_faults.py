@@ -639,6 +639,11 @@ def _cut(path):
     path.write_text(text[: text.index(",", len(text) // 2)], encoding="utf-8")
 
 
+def _folder(path):
+    path.unlink()
+    path.mkdir()
+
+
 def _header_only(path):
     path.write_text(path.read_text(encoding="utf-8-sig").splitlines()[0] + "\n", encoding="utf-8")
 
@@ -790,6 +795,14 @@ ARGUMENTS = {
                                            r"LeeDalley_ephys_fx\.csv line \d+ has \d+ of the \d+ fields"),
     "run, data file cut off": (lambda sb: run(sb, data=_tampered(sb, HUMAN["ephys"].relpath, _cut)),
                                r"checksum mismatch .*--no-verify"),
+    # s8: was 'missing file ...' for a folder standing where the file should be
+    "datasets --no-verify, a folder in place of a data file": (
+        lambda sb: ["datasets", "--no-verify", "--data-dir", _tampered(sb, HUMAN["ephys"].relpath, _folder)],
+        r"LeeDalley_ephys_fx\.csv is a folder, not the data file of dataset human; move the folder away, then run "
+        r"`ephys2tx fetch --data-dir "),
+    "features --species human, a folder in place of a data file": (
+        lambda sb: ["features", "--species", "human", "--data-dir", _tampered(sb, HUMAN["meta"].relpath, _folder)],
+        r"LeeDalley_manuscript_metadata_v2\.csv is a folder, not the data file"),
     "train --no-verify, header-only data file": (
         lambda sb: train(sb, "--no-verify", data=_tampered(sb, HUMAN["ephys"].relpath, _header_only)),
         r"has a header but no rows"),
@@ -850,7 +863,7 @@ ARGUMENTS = {
     "fetch from an unreachable mirror leaves no folder": (lambda sb: fetch(sb), r"cannot download .*127\.0\.0\.1:9"),
     # extract: outputs checked before any cell is read; a batch in which no cell can be read
     "extract, only an empty .nwb": (lambda sb: _extract(sb, sb.write("nwb/e.nwb", b"")),
-                                    r"none of the 1 recording\(s\) could be extracted .*e\.nwb: unreadable"),
+                                    r"none of the 1 recording\(s\) could be extracted .*e\.nwb: empty file \(0 bytes\)"),
     "extract, HDF5 that is not NWB": (lambda sb: _extract(sb, _hdf5(sb)),
                                       r"none of the 1 recording\(s\) could be extracted .*not an NWB 2 file"),
     "extract --out inside the input folder": (
@@ -863,6 +876,33 @@ ARGUMENTS = {
     "extract --cache-dir is the input folder": (
         lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""), "--cache-dir", sb.root / "nwb"),
         r"--cache-dir .*nwb contains the input"),
+    # s8 (extract/fetch hunt): read-only folders are refused also when running as root (a probe
+    # alone succeeds for root); missing folders created for a run that writes nothing are removed
+    "extract --out in a read-only folder": (
+        lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""), out=_read_only(sb) / "f.parquet"),
+        r"cannot write --out .*ro/f\.parquet: .*ro is not writable \(read-only permissions dr-xr-xr-x\)"),
+    "extract --cache-dir in a read-only folder": (
+        lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""), "--cache-dir", _read_only(sb) / "c"),
+        r"cannot write --cache-dir .*ro/c: .*ro is not writable \(read-only"),
+    "extract --out in /proc": (lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""), out=Path("/proc/e2t/f.parquet")),
+                               r"cannot write --out /proc/e2t/f\.parquet: /proc is not writable"),
+    "extract into new folders, no recording readable": (
+        lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""), out=sb.root / "new" / "deeper" / "f.parquet"),
+        r"none of the 1 recording\(s\) could be extracted"),
+    "fetch --data-dir in a read-only folder": (lambda sb: fetch(sb, data=_read_only(sb) / "data"),
+                                               r"cannot write data folder .*ro/data/human_gaba_leedalley2023: "
+                                               r".*ro is not writable \(read-only permissions"),
+    "extract --workers 0": (lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""))[:-1] + ["0"],
+                            r"--workers 0 must be between 1 and 256 \(local worker processes; this machine has \d+ cores"),
+    "extract --workers -1": (lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""))[:-1] + ["-1"],
+                             r"--workers -1 must be between 1 and 256"),
+    "extract --workers 100000 (one process per cell)": (
+        lambda sb: _extract(sb, sb.write("nwb/e.nwb", b""))[:-1] + ["100000"], r"--workers 100000 must be between 1 and 256"),
+    "extract, one cell name in two folders": (
+        lambda sb: _extract(sb, sb.write("a/c.nwb", b"").parent, sb.write("b/c.nwb", b"").parent),
+        r"cell ids .* must be unique; duplicated: \['c'\] \('c': .*a/c\.nwb and .*b/c\.nwb\); rename the files"),
+    "fetch --data-dir a read-only folder": (lambda sb: fetch(sb, data=_read_only(sb)),
+                                            r".*ro is not writable \(read-only permissions"),
 }
 
 
@@ -911,6 +951,13 @@ def _empty_path_cases() -> dict:
 
 
 ARGUMENTS.update(_empty_path_cases())
+
+
+def _read_only(sb):
+    folder = sb.root / "ro"
+    folder.mkdir(exist_ok=True)
+    folder.chmod(0o555)
+    return folder
 
 
 def _extract(sb, *inputs, out=None):

@@ -140,6 +140,22 @@ class _FaultyHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802 (name of the base class's hook)
         mode, _, relpath = self.path.lstrip("/").partition("/")
+        if mode in ("404", "500"):
+            self.send_error(int(mode))
+            return
+        if mode in ("html", "page"):  # a login or error page sent with status 200
+            body = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Sign in</body></html>\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8" if mode == "html" else "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if mode == "empty":
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         data = (self.server.root / relpath).read_bytes()
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
@@ -246,3 +262,22 @@ def test_a_killed_fetch_leaves_a_temporary_file_that_the_next_fetch_removes(mirr
     assert {r.status for r in records} == {"downloaded"}
     assert sorted(_leftovers(dest)) == sorted(p.name for p in mine)
     assert all(p.read_text() == "keep me" for p in mine)
+
+
+@pytest.mark.parametrize("mode, match", [
+    ("404", r"cannot download \S+/404/human_gaba_leedalley2023/LeeDalley_ephys_fx\.csv: the server answered HTTP 404 "
+            r"Not Found; the file is not at that address: check --mirror"),
+    ("500", r"the server answered HTTP 500 Internal Server Error; the server refused or failed the request: run the "
+            r"command again later, or pass --mirror"),
+    ("html", r"checksum mismatch for \S+ \(\d+ bytes\): .*: the server sent a web page \(text/html: an error or login "
+             r"page\?\), not the data file; check that --mirror is the base URL"),
+    ("page", r"the server sent a web page"),  # an HTML body declared as text/plain
+    ("empty", r"checksum mismatch for \S+ \(0 bytes\): .*: the server sent an empty file, not the data file"),
+])
+def test_a_server_answering_an_error_or_a_web_page_is_named(mode, match, faulty_mirror, tmp_path):
+    # Before: 'HTTP Error 404: Not Found. Check the network' and, for a web page or an empty body,
+    # 'checksum mismatch ... The source changed or the download was corrupted'.
+    dest = tmp_path / "fetched"
+    with pytest.raises(InputError, match=match):
+        fetch_datasets(dest, ["human"], mirror=f"{faulty_mirror}/{mode}", timeout=5)
+    assert not dest.exists()

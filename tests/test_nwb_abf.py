@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -410,7 +411,31 @@ ABF_FAULTS = {
                        r"the voltage is exactly -2\.13623 mV on every sample: no signal"),
     "saturated_sweep": (lambda p, run, rate: af.write_abf1(p, _constant_sweep(run, 32767), rate),
                         r"the voltage is exactly 99\.9969 mV on every sample"),
+    # s8 (extract hunt): a corrupt or cut header. pyabf sizes its lists by the header's counts: a
+    # sweep count of 335 million took all the memory (the process was killed), also in the main
+    # process, which reads every header for the protocol names; smaller ones gave pyabf's messages
+    "header_sweep_count_corrupt": (lambda p, run, rate: _patched(af.write_abf1(p, run, rate), 16, "<i", 5_000_000),
+                                   r"cannot read ABF file header_sweep_count_corrupt\.abf: the header is corrupt "
+                                   r"\(5000000 sweeps for \d+ samples\); copy the file again from the rig"),
+    "header_negative_count": (lambda p, run, rate: _patched(af.write_abf1(p, run, rate), 10, "<i", -7),
+                              r"the header is corrupt \(a negative count or position\)"),
+    "abf1_data_cut": (lambda p, run, rate: _cut(af.write_abf1(p, run, rate)),
+                      r"abf1_data_cut\.abf: the header places the data up to byte \d+, but the file has \d+ bytes: a "
+                      r"truncated copy"),
+    "abf2_data_cut": (lambda p, run, rate: _cut(af.write_abf2(p, run, rate)),
+                      r"abf2_data_cut\.abf: the header places the data up to byte \d+, but the file has \d+ bytes"),
+    "abf2_data_count_corrupt": (lambda p, run, rate: _patched(af.write_abf2(p, run, rate), 236 + 8, "<i", 2**30),
+                                r"the header places the data up to byte \d+, but the file has \d+ bytes"),
+    "not_abf": (lambda p, run, rate: p.write_bytes(b"Clampfit results\n" * 10) and p,
+                r"not an Axon ABF file \(it begins with b'Clam', not 'ABF ' or 'ABF2'\)"),
+    "empty_file": (lambda p, run, rate: p.write_bytes(b"") or p, r"empty file \(0 bytes\): an interrupted download or copy; copy it again"),
 }
+
+
+def _cut(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
 
 
 @pytest.mark.parametrize("case", sorted(ABF_FAULTS))
@@ -434,3 +459,30 @@ def test_voltage_on_the_second_adc_channel_is_stimulated_by_the_one_dac(abf_cell
     for channel in (None, 1):  # the first channel in mV, or named in the map
         got = extract_abf_cell(two, validate_protocol_map({**af.PROTOCOL_MAP, "channel": channel}))
         _assert_same_features(got, ref, rtol=0)
+
+
+def test_protocol_names_are_not_read_from_an_impossible_header(abf_cells, tmp_path, monkeypatch):
+    """The main process reads every ABF header (protocol names) before any worker starts: a header
+    with an impossible sweep count is left to its cell (pyabf would allocate a list of that many
+    sweeps: 335 million took all the memory and the command was killed)."""
+    import pyabf
+
+    from ephys2tx.features.nwb.abf import check_protocol_names
+
+    cell = abf_cells[0][0]
+    good = af.write_abf1(tmp_path / "good.abf", cell.runs["long_square"], cell.rate)
+    bad = _patched(af.write_abf1(tmp_path / "bad.abf", cell.runs["long_square"], cell.rate), 16, "<i", 335_544_340)
+    opened, real = [], pyabf.ABF
+
+    def recording(path, *args, **kwargs):
+        opened.append(Path(path).name)
+        if Path(path).name == "bad.abf":
+            raise MemoryError  # what pyabf's list(range(335544340)) gives under a memory limit
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(pyabf, "ABF", recording)
+    check_protocol_names([good, bad], validate_protocol_map(af.PROTOCOL_MAP))
+    assert opened == ["good.abf"]
+    with pytest.raises(CellFailure, match=r"bad\.abf: the header is corrupt \(335544340 sweeps"):
+        extract_abf_cell(bad, validate_protocol_map(af.PROTOCOL_MAP))
+    assert opened == ["good.abf"]

@@ -77,7 +77,7 @@ def test_failures_recorded_with_reason(extracted):
     assert "no ramp sweeps" in failures.loc["no_ramp", "reason"].lower()
     assert "NWB 1" in failures.loc["nwb1_cell", "reason"]
     assert "truncated" in failures.loc["truncated", "reason"]
-    assert "unreadable HDF5" in failures.loc["unreadable", "reason"]
+    assert "not an HDF5 file (it begins with b'" in failures.loc["unreadable", "reason"]
     assert failures["path"].map(lambda p: p.endswith(".nwb")).all()
 
 
@@ -109,6 +109,30 @@ def test_block_average():
 def test_missing_file_is_cell_failure(tmp_path):
     with pytest.raises(CellFailure, match="not found"):
         extract_cell(tmp_path / "missing.nwb")
+
+
+def test_a_file_that_is_not_readable_hdf5_says_why(nwb_set, tmp_path, monkeypatch):
+    """Empty, not HDF5, truncated, no permission: each says what to do (all were 'unreadable HDF5 file
+    (truncated or corrupt download?)' with h5py's message)."""
+    from ephys2tx.features.nwb import adapter
+
+    (tmp_path / "empty.nwb").write_bytes(b"")
+    with pytest.raises(CellFailure, match=r"^empty file \(0 bytes\): an interrupted download or copy; copy it again$"):
+        inspect_file(tmp_path / "empty.nwb")
+    (tmp_path / "notes.nwb").write_text("my notes on cell 3\n")
+    with pytest.raises(CellFailure, match=r"^not an HDF5 file \(it begins with b'my notes'\): an NWB 2 file is an "
+                                          r"HDF5 file; check that it is a recording exported as NWB 2"):
+        inspect_file(tmp_path / "notes.nwb")
+    with pytest.raises(CellFailure, match=r"^unreadable HDF5 file \(truncated or corrupt download\?\): .*truncated "
+                                          r"file.*; download or copy it again$"):
+        inspect_file(nwb_set["truncated"])
+
+    def no_permission(*args, **kwargs):  # what a chmod 000 file gives a user other than root
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(adapter, "open", no_permission, raising=False)
+    with pytest.raises(CellFailure, match=r"^no permission to read the file; make it readable \(chmod a\+r\)"):
+        inspect_file(tmp_path / "notes.nwb")
 
 
 def test_input_errors(tmp_path, nwb_set):
@@ -590,9 +614,31 @@ CONTENT_FAULTS = {
     "mv_declared_as_volts": (lambda f: _all_series(f, "acquisition", "conversion", 1.0),
                              r"the voltage reaches \d+(\.\d+)? mV \(beyond 1000 mV\): the unit or conversion"),
     "response_conversion_zero": (lambda f: _all_series(f, "acquisition", "conversion", 0.0),
-                                 r"exactly 0 mV on every sample.*conversion factor of 0"),
+                                 r"sweep 0 \(C1LSCOARSE150216\): the response series data_00000_AD0 has the "
+                                 r"conversion factor 0, which turns every sample into 0; .*conversion factor to the "
+                                 r"scale of the data \(e\.g\. 0\.001 for data in mV"),
     "stimulus_conversion_zero": (lambda f: _all_series(f, "stimulus/presentation", "conversion", 0.0),
-                                 r"long square analysis: none of the \d+ long square sweep\(s\) has both a stimulus"),
+                                 r"the stimulus series data_00000_DA0 has the conversion factor 0"),
+    # s8 (extract hunt): each failed with an ipfx or numpy message ('Unit mV is not among the valid SI
+    # units', 'could not convert string to float', UFuncTypeError, KeyError 'Unable to open object')
+    # or a reason about something else ('none of the long square sweeps has both a stimulus ...')
+    "response_conversion_nan": (lambda f: _all_series(f, "acquisition", "conversion", np.nan),
+                                r"the response series data_00000_AD0 has the conversion factor nan, which turns "
+                                r"every sample into NaN"),
+    "response_unit_mV": (lambda f: _all_series(f, "acquisition", "unit", "mV"),
+                         r"sweep 0 \(C1LSCOARSE150216\): the response series data_00000_AD0 has unit 'mV', not "
+                         r"volts or amperes: NWB 2 stores data x conversion in SI units; set its unit attribute "
+                         r"to 'volts' \(a voltage\) or 'amperes'"),
+    "stimulus_unit_pA": (lambda f: _all_series(f, "stimulus/presentation", "unit", "pA"),
+                         r"the stimulus series data_00000_DA0 has unit 'pA', not volts or amperes"),
+    "rate_text": (lambda f: _all_series(f, "stimulus/presentation", "rate", "fast"),
+                  r"sweep 0 \(C1LSCOARSE150216\): sampling rate 'fast' is not a number; check the series' "
+                  r"starting_time rate"),
+    "data_text": (lambda f: _replace_data(f, RESP, lambda a: np.array([b"abc"] * a.size)),
+                  r"the response series data_00000_AD0 holds \|S3 values, not numbers"),
+    "series_deleted": (lambda f: [f["acquisition"].__delitem__(k) for k in list(f["acquisition"])],
+                       r"^the file's sweep table points at a series that is missing or damaged in the file "
+                       r"\(.*\): the file is incomplete; export or download it again$"),
     "stimulus_pa_declared_as_amps": (lambda f: _all_series(f, "stimulus/presentation", "conversion", 1e-9),
                                      r"the stimulus reaches \d+ pA \(beyond 100000 pA\)"),
     "repeated_sweep_numbers": (

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -69,6 +70,40 @@ def test_injected_exception_keeps_finished_cells(nwb_set, tmp_path, monkeypatch)
     monkeypatch.setattr(ex, "process_cell", real)
     result = extract_features(inputs, tmp_path / "f.parquet", cache_dir=cache_dir)
     assert (result.n_from_cache, result.n_computed) == (2, 2)
+
+
+def test_a_file_removed_or_changed_after_its_cell_was_done_keeps_its_result(nwb_set, tmp_path, monkeypatch):
+    """A recording deleted, or rewritten (new mtime), while later cells are still extracted keeps the
+    row it was extracted into; a file removed before its turn fails that cell only. Before: the
+    table was assembled by the files' identity at the end, so the whole run stopped with "no result
+    in the cache ... Dask workers must see the cache directory"."""
+    import shutil
+
+    from ephys2tx.features.nwb import extract as ex
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = ["a.nwb", "b.nwb", "c.nwb", "d.nwb"]
+    for name, (source, _) in zip(names, nwb_set["good"]):
+        shutil.copy(source, folder / name)
+    real, done = ex.process_cell, []
+
+    def then_edit(path, settings, cache_dir):
+        status = real(path, settings, cache_dir)
+        done.append(Path(path).name)
+        if len(done) == 1:
+            os.remove(path)  # a.nwb: removed after its cell was done
+        elif len(done) == 2:
+            os.utime(path, ns=(1, 1))  # b.nwb: another mtime (rewritten by a copy still running)
+            os.remove(folder / "d.nwb")  # d.nwb: removed before its turn
+        return status
+
+    monkeypatch.setattr(ex, "process_cell", then_edit)
+    result = extract_features([folder], tmp_path / "f.parquet", workers=1)
+    features, _ = load_feature_table(result.features_path)
+    assert sorted(features.index) == ["a", "b", "c"]
+    failures = pd.read_csv(result.failures_path)
+    assert list(failures["cell_id"]) == ["d"] and failures["reason"][0].startswith("file not found")
 
 
 def test_dask_local_cluster_matches_local(nwb_set, tmp_path, capsys):

@@ -118,6 +118,18 @@ def test_unwritable_location_is_found_by_a_probe(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ephys2tx-probe")] == []
 
 
+def test_a_read_only_folder_is_refused_also_for_root(tmp_path):
+    """chmod a-w makes a folder read-only on purpose; root's probe would succeed there."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    for target in (folder, folder / "new" / "out"):
+        with pytest.raises(InputError, match=r"ro is not writable \(read-only permissions dr-xr-xr-x\)"):
+            check_writable_dir(target, what="--out")
+    folder.chmod(0o755)
+    check_writable_dir(folder / "new", what="--out")
+
+
 def test_signals_raise_once_and_handlers_are_restored():
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted) as info:

@@ -181,8 +181,8 @@ def datasets(
     from ephys2tx.data.datasets import LOADERS, load_dataset
 
     out = Console()
-    for name in LOADERS:
-        ds = load_dataset(name, data_dir, verify=verify)
+    loaded = {name: load_dataset(name, data_dir, verify=verify) for name in LOADERS}  # all, then print:
+    for name, ds in loaded.items():  # a bad file of the last dataset leaves nothing half-printed
         out.print(f"[bold]{name}[/bold] ({ds.species}): {ds.n_cells} cells, "
                   f"{ds.features.shape[1]} features in {len(ds.families)} families; {ds.class_counts()}")
         for step in ds.qc_report:

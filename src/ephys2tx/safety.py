@@ -100,7 +100,9 @@ def check_writable_dir(folder: PathLike, *, what: str, target: PathLike | None =
 
     A probe folder is created and removed: this finds read-only file systems
     and permission problems also when running as root (where ``os.access``
-    says yes to everything).
+    says yes to everything). A folder that nobody may write to (no ``w`` in
+    its permissions, e.g. after ``chmod a-w``) is refused as well, also for
+    root, who could write there: it was made read-only on purpose.
 
     Raises
     ------
@@ -117,6 +119,14 @@ def check_writable_dir(folder: PathLike, *, what: str, target: PathLike | None =
     if probe_in.exists() and not probe_in.is_dir():
         raise InputError(f"cannot create {what} {named}: {probe_in} is a file, not a folder; "
                          "choose another location or move that file away.")
+    try:
+        mode = probe_in.stat().st_mode
+    except OSError:
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode) and not mode & 0o222:
+        raise InputError(f"cannot write {what} {named}: {probe_in} is not writable (read-only "
+                         f"permissions {stat.filemode(mode)}); make it writable (chmod u+w) or "
+                         "choose another location.")
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".ephys2tx-probe-", dir=probe_in))
     except OSError as exc:

@@ -32,7 +32,7 @@ def extract_command(
     """Extract IPFX feature-vector families and summary features, one row per cell.
 
     Rerunning the same command after an interruption resumes from the cache.
-    Ctrl-C stops at once (exit 130); finished cells stay in the cache.
+    Ctrl-C stops at once (exit 130; 143 after SIGTERM); finished cells stay in the cache.
     """
     import contextlib
     import signal
@@ -42,11 +42,12 @@ def extract_command(
 
     from ephys2tx.features.nwb import extract_features
     from ephys2tx.features.nwb.extract import available_cores
+    from ephys2tx.safety import Interrupted
 
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)  # a message stays one line
 
     def terminate(signum, frame):  # SIGTERM: stop like Ctrl-C (workers killed, cache kept)
-        raise KeyboardInterrupt
+        raise Interrupted(signum)
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
@@ -70,12 +71,15 @@ def extract_command(
                                       workers=available_cores() if workers is None else workers,
                                       scheduler=scheduler, cache_dir=cache_dir, progress=progress,
                                       protocol_map=protocol_map, overwrite=overwrite)
-    except KeyboardInterrupt:
-        console.print("aborted: no table written; finished cells are kept in the cache, rerun the same "
-                      "command to resume")
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        name = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+        console.print(f"aborted{name}: no table written; finished cells are kept in the cache, rerun the "
+                      "same command to resume")
         # SystemExit rather than typer.Exit: the exit code must not depend on how the
         # caller maps typer's return value (cli.main is shared by every command).
-        raise SystemExit(130) from None
+        # 130 after Ctrl-C, 143 after SIGTERM, as every other command.
+        raise SystemExit(128 + int(signum)) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     if counts and not console.is_terminal:

@@ -143,6 +143,11 @@ def _check_data_dir(data_dir: Path) -> None:
 def _checked_file(data_dir: Path, spec: DataFile, dataset: str, verify: bool,
                   checksums: dict[str, str]) -> Path:
     path = data_dir / spec.relpath
+    if path.is_dir():
+        raise InputError(
+            f"{path} is a folder, not the data file of dataset {dataset}; move the folder away, then run "
+            f"`ephys2tx fetch --data-dir {data_dir}` or put the published file there."
+        )
     if not path.is_file():
         raise InputError(
             f"missing file {path} (dataset {dataset}); run `ephys2tx fetch --data-dir {data_dir}` "

@@ -48,6 +48,11 @@ def _read_block(response, url: str, n_bytes: int, timeout: float) -> bytes:
         ) from exc
 
 
+def _looks_like_html(head: bytes) -> bool:
+    """Whether the first bytes of a download begin like an HTML page."""
+    return head.lstrip().lower().startswith((b"<!doctype html", b"<html", b"<?xml"))
+
+
 def _download(url: str, destination: Path, expected_sha256: str, timeout: float,
               on_bytes: Callable[[int], None] | None) -> int:
     """Download ``url`` to ``destination`` atomically, verifying the checksum."""
@@ -56,9 +61,16 @@ def _download(url: str, destination: Path, expected_sha256: str, timeout: float,
 
     def write(out) -> None:
         nonlocal n_bytes
-        digest = hashlib.sha256()
+        digest, head = hashlib.sha256(), b""  # head: the first bytes, to name a web page sent instead
         try:
             response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (https/http only)
+        except urllib.error.HTTPError as exc:  # the server answered, with an error
+            hint = ("the file is not at that address: check --mirror (the base URL of a copy of the data "
+                    "folder, holding <dataset folder>/<file>)" if exc.code in (404, 410) else
+                    "the server refused or failed the request: run the command again later, or pass --mirror "
+                    "with a reachable copy of the files")
+            raise InputError(f"cannot download {url}: the server answered HTTP {exc.code} {exc.reason}; "
+                             f"{hint}.") from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: a malformed URL
             raise InputError(
                 f"cannot download {url}: {exc}. Check the network, or pass --mirror "
@@ -71,6 +83,8 @@ def _download(url: str, destination: Path, expected_sha256: str, timeout: float,
                 if not block:
                     break
                 out.write(block)
+                if len(head) < 512:
+                    head += block[:512 - len(head)]
                 digest.update(block)
                 n_bytes += len(block)
                 if on_bytes is not None:
@@ -91,10 +105,18 @@ def _download(url: str, destination: Path, expected_sha256: str, timeout: float,
                 "pass --mirror with a reachable copy of the files."
             )
         if digest.hexdigest() != expected_sha256:
+            kind = str(response.headers.get("Content-Type", "")).split(";")[0].strip().lower()
+            if n_bytes == 0:
+                what = "the server sent an empty file, not the data file"
+            elif kind in ("text/html", "application/xhtml+xml") or _looks_like_html(head):
+                what = ("the server sent a web page (text/html: an error or login page?), not the data file; "
+                        "check that --mirror is the base URL of a copy of the data folder")
+            else:
+                what = "the source changed or the download was corrupted"
             raise InputError(
-                f"checksum mismatch for {url}: got sha256 {digest.hexdigest()}, expected "
-                f"{expected_sha256}. The source changed or the download was corrupted; "
-                "retry, or report it if it persists."
+                f"checksum mismatch for {url} ({n_bytes} bytes): got sha256 {digest.hexdigest()[:12]}..., "
+                f"expected {expected_sha256[:12]}...: {what}; nothing was kept. Run the command again, or "
+                "report it if it persists."
             )
 
     replace_atomically(destination, write)

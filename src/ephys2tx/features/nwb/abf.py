@@ -49,7 +49,7 @@ import numpy as np
 from ephys2tx.errors import InputError, short_repr as _show
 from ephys2tx.io import yaml_number
 
-from .adapter import CellFailure, checked_data_set, default_ontology, install_ipfx_memoization
+from .adapter import CellFailure, checked_data_set, default_ontology, file_head, install_ipfx_memoization
 
 __all__ = ["ROLES", "check_protocol_names", "load_protocol_map", "validate_protocol_map", "extract_abf_cell", "abf_cell_files",
            "is_abf"]
@@ -175,6 +175,8 @@ def check_protocol_names(files, protocol_map: dict, where: str = "protocol map")
 
     seen = collections.Counter()
     for f in files:
+        if _header_problem(Path(f)):
+            continue  # reported per cell
         try:
             seen[str(pyabf.ABF(str(f), loadData=False).protocol)] += 1
         except Exception:  # noqa: BLE001  (pyabf raises many types; reported per cell)
@@ -233,13 +235,84 @@ def _role_of(protocol: str, protocol_map: dict) -> str | None:
     return roles[0] if roles else None
 
 
-def _open_abf(path: Path):
+def _open_abf(path: Path, load_data: bool = True):
     import pyabf
 
+    problem = _header_problem(path)
+    if problem:
+        raise CellFailure(f"cannot read ABF file {path.name}: {problem}")
     try:
-        return pyabf.ABF(str(path), loadData=True)
+        return pyabf.ABF(str(path), loadData=load_data)
     except Exception as exc:  # pyabf raises many types on broken files
-        raise CellFailure(f"cannot read ABF file {path.name}: {type(exc).__name__}: {exc}") from exc
+        raise CellFailure(f"cannot read ABF file {path.name}: {_unreadable_abf(path, exc)}") from exc
+
+
+_BLOCK = 512
+#: ABF 2 header: 18 section descriptors (block index, entry size, entry count) from byte 76; pyabf
+#: reads these (protocol, ADC, DAC, epoch, epoch per DAC, user list, strings, data, tags, synch array).
+_ABF2_SECTIONS, _ABF2_SECTION_AT, _ABF2_DATA_SECTION = 18, 76, 10
+_ABF2_READ = (0, 1, 2, 3, 5, 6, 9, 10, 11, 15)
+
+
+def _header_problem(path: Path) -> str | None:
+    """What is impossible in the header of the ABF file ``path``, or None.
+
+    pyabf sizes its lists and arrays by the header's counts (sweeps, samples, tags, epochs),
+    so a corrupt header (e.g. 335 million sweeps) makes it take all the memory of the
+    machine before anything can fail. Every count must fit in the file: the data, and each
+    section the header points to, lie inside the file's bytes.
+    """
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(_ABF2_SECTION_AT + 16 * _ABF2_SECTIONS)
+    except OSError:
+        return None  # reported by pyabf's own error (see _unreadable_abf)
+    corrupt = "the header is corrupt ({}); copy the file again from the rig, or check that it opens in Clampfit"
+    if head[:4] == b"ABF " and len(head) >= 142:
+        acq_length, episodes, data_block = (struct.unpack_from("<i", head, k)[0] for k in (10, 16, 40))
+        tag_block, n_tags, synch_block, n_synch = (struct.unpack_from("<i", head, k)[0] for k in (44, 48, 92, 96))
+        point = 4 if struct.unpack_from("<h", head, 100)[0] == 1 else 2
+        if min(acq_length, episodes, data_block, tag_block, n_tags, synch_block, n_synch) < 0:
+            return corrupt.format("a negative count or position")
+        if episodes > max(acq_length, 1):
+            return corrupt.format(f"{episodes} sweeps for {acq_length} samples")
+        for what, block, n, width in (("data", data_block, acq_length, point), ("tags", tag_block, n_tags, 64),
+                                      ("synch array", synch_block, n_synch, 8)):
+            if n and block * _BLOCK + n * width > size:
+                return _beyond_the_end(what, block * _BLOCK + n * width, size)
+        return None
+    if head[:4] == b"ABF2" and len(head) >= _ABF2_SECTION_AT + 16 * _ABF2_SECTIONS:
+        episodes = struct.unpack_from("<I", head, 12)[0]
+        for k in _ABF2_READ:
+            block, width, n = struct.unpack_from("<IIi", head, _ABF2_SECTION_AT + 16 * k)
+            if n < 0:
+                return corrupt.format("a negative section size")
+            if n and block * _BLOCK + width * n > size:
+                return _beyond_the_end("data" if k == _ABF2_DATA_SECTION else f"section {k}", block * _BLOCK + width * n,
+                                       size)
+            if k == _ABF2_DATA_SECTION and episodes > max(n, 1):
+                return corrupt.format(f"{episodes} sweeps for {n} samples")
+    return None
+
+
+def _beyond_the_end(what: str, end: int, size: int) -> str:
+    return (f"the header places the {what} up to byte {end}, but the file has {size} bytes: a truncated copy "
+            "or a corrupt header; copy the file again from the rig, or check that it opens in Clampfit")
+
+
+def _unreadable_abf(path: Path, exc: Exception) -> str:
+    """Why pyabf could not read ``path``, said so that the user knows what to do."""
+    head, problem = file_head(path, 4)
+    if problem:
+        return problem
+    if head not in (b"ABF ", b"ABF2"):
+        return (f"not an Axon ABF file (it begins with {head!r}, not 'ABF ' or 'ABF2'); check that it is a "
+                "Clampex recording, not another file named .abf")
+    return (f"truncated or corrupt ABF file ({type(exc).__name__}: {exc}); copy it again from the rig, or "
+            "check that it opens in Clampfit")
 
 
 def _voltage_channel(abf, channel: int | None, name: str) -> int:
@@ -507,12 +580,7 @@ def extract_abf_cell(path, protocol_map: dict, ap_window: float = 0.003, compact
         raise CellFailure(f"no .abf file in folder {path}")
     runs, ignored = [], []
     for f in files:
-        import pyabf
-
-        try:
-            protocol = str(pyabf.ABF(str(f), loadData=False).protocol)
-        except Exception as exc:
-            raise CellFailure(f"cannot read ABF file {f.name}: {type(exc).__name__}: {exc}") from exc
+        protocol = str(_open_abf(f, load_data=False).protocol)
         role = _role_of(protocol, protocol_map)
         if role is None:
             ignored.append(f"{f.name} ({protocol})")

@@ -74,7 +74,33 @@ def inspect_file(path: str | Path) -> str:
     except CellFailure:
         raise
     except OSError as exc:
-        raise CellFailure(f"unreadable HDF5 file (truncated or corrupt download?): {exc}") from exc
+        raise CellFailure(_unreadable_reason(path, exc)) from exc
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def file_head(path: Path, n: int) -> tuple[bytes, str | None]:
+    """The first ``n`` bytes of ``path``, or ``b""`` and why the file cannot be read (or is empty)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(n)
+        return head, None if head else "empty file (0 bytes): an interrupted download or copy; copy it again"
+    except PermissionError:
+        return b"", "no permission to read the file; make it readable (chmod a+r) and rerun"
+    except OSError as err:
+        return b"", f"cannot read the file ({err.strerror or err})"
+
+
+def _unreadable_reason(path: Path, exc: OSError) -> str:
+    """Why h5py could not open ``path``, said so that the user knows what to do."""
+    head, problem = file_head(path, 8)
+    if problem:
+        return problem
+    if head != _HDF5_SIGNATURE and b"HDF" not in head:
+        return (f"not an HDF5 file (it begins with {head!r}): an NWB 2 file is an HDF5 file; check that it is "
+                "a recording exported as NWB 2, not another file named .nwb")
+    return f"unreadable HDF5 file (truncated or corrupt download?): {exc}; download or copy it again"
 
 
 def _icephys_data_class():
@@ -284,6 +310,12 @@ def _scalar_or_none(gid, name: str):
     return out.item() if out.size == 1 and out.ndim else out[()]
 
 
+def _object_name(oid) -> str:
+    """Last part of the HDF5 path of ``oid`` (an object no longer linked in the file has none)."""
+    name = h5py.h5i.get_name(oid)
+    return "(unlinked)" if not name else name.decode("utf-8", "replace").rsplit("/", 1)[-1]
+
+
 def _series_info(gid) -> dict:
     """Metadata ipfx reads from one PatchClampSeries group (data is read later)."""
     kind = _attr_str(_read_attr(gid, "neurodata_type", ""))
@@ -295,6 +327,7 @@ def _series_info(gid) -> dict:
     unit = _read_attr(data, "unit")
     info = {
         "data": data,
+        "name": _object_name(gid),
         "kind": kind,
         "conversion": float(_read_attr(data, "conversion", 1.0)),
         "unit": _attr_str(unit) if unit is not None else None,
@@ -306,6 +339,43 @@ def _series_info(gid) -> dict:
                     gain=_scalar_or_none(gid, "gain"), bias_current=_scalar_or_none(gid, "bias_current"),
                     bridge_balance=_scalar_or_none(gid, "bridge_balance"))
     return info
+
+
+#: How to fix a unit or conversion factor: NWB 2 stores ``data * conversion`` in SI units.
+_SI_HINT = ("set its unit attribute to 'volts' (a voltage) or 'amperes' (a current) and its conversion factor to "
+            "the scale of the data (e.g. 0.001 for data in mV, 1e-12 for data in pA)")
+
+
+def _check_series(data, sweep_number, what: str, series: dict) -> None:
+    """Refuse a stimulus/response series whose unit, conversion or data type ipfx cannot use.
+
+    Raises
+    ------
+    CellFailure
+        Naming the sweep, the series and how to fix the attribute.
+    """
+    where = f"{_sweep_name(data, sweep_number)}: the {what} series {series['name']}"
+    unit = series["unit"]
+    if data.get_long_unit_name(unit) not in ("Volts", "Amps"):
+        raise CellFailure(f"{where} has unit {unit!r}, not volts or amperes: NWB 2 stores data x conversion "
+                          f"in SI units; {_SI_HINT}")
+    conversion = float(series["conversion"])
+    if not np.isfinite(conversion) or conversion == 0.0:
+        raise CellFailure(f"{where} has the conversion factor {conversion:g}, which turns every sample into "
+                          f"{'NaN' if np.isnan(conversion) else 0}; {_SI_HINT}")
+    dtype = series["data"].dtype
+    if dtype.kind not in "fiu":
+        raise CellFailure(f"{where} holds {dtype} values, not numbers: the recording's data are not a "
+                          "signal; export the file again")
+
+
+def _rate(data, sweep_number, rate) -> float:
+    """The ``starting_time`` rate attribute as a float (its value is checked by :func:`check_sweep_data`)."""
+    try:
+        return float(rate)
+    except (TypeError, ValueError):
+        raise CellFailure(f"{_sweep_name(data, sweep_number)}: sampling rate {rate!r} is not a number; check "
+                          "the series' starting_time rate") from None
 
 
 def _data_interface_base():
@@ -350,7 +420,12 @@ def _h5_data_class():
             if not ref:
                 return None
             if ref not in cache:
-                cache[ref] = _series_info(h5py.h5r.dereference(ref, self._file.id))
+                try:
+                    gid = h5py.h5r.dereference(ref, self._file.id)
+                except (KeyError, ValueError, OSError) as exc:  # a deleted or damaged series
+                    raise CellFailure(f"the file's sweep table points at a series that is missing or damaged in "
+                                      f"the file ({exc}): the file is incomplete; export or download it again") from exc
+                cache[ref] = _series_info(gid)
             return cache[ref]
 
         def _index_sweep_table(self):
@@ -400,18 +475,18 @@ def _h5_data_class():
 
         def get_sweep_data(self, sweep_number):
             stim = self._get_series(sweep_number, response=False)
+            resp = self._get_series(sweep_number, response=True)
+            for what, series in (("stimulus", stim), ("response", resp)):
+                _check_series(self, sweep_number, what, series)
             stimulus = h5py.Dataset(stim["data"])[:] * float(stim["conversion"])
             stimulus_unit = self.get_long_unit_name(stim["unit"])
-            self.validate_SI_unit(stimulus_unit)
-            resp = self._get_series(sweep_number, response=True)
             response = h5py.Dataset(resp["data"])[:] * float(resp["conversion"])
-            self.validate_SI_unit(self.get_long_unit_name(resp["unit"]))
             if stimulus_unit == "Volts":
                 stimulus, response = stimulus * 1.0e3, response * 1.0e12
             elif stimulus_unit == "Amps":
                 stimulus, response = stimulus * 1.0e12, response * 1.0e3
             return {"stimulus": stimulus, "response": response, "stimulus_unit": stimulus_unit,
-                    "sampling_rate": float(stim["rate"])}
+                    "sampling_rate": _rate(self, sweep_number, stim["rate"])}
 
         def get_sweep_attrs(self, sweep_number):
             resp = self._get_series(sweep_number, response=True)

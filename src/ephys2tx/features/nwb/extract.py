@@ -41,6 +41,8 @@ from ephys2tx.data.extracted import (META_FAMILIES, META_NOTES, META_SETTINGS, M
                                      FeatureTable, read_feature_table)
 SUMMARY_PREFIX = "summary__"
 FAILURE_COLUMNS = ("cell_id", "path", "reason")
+#: Most local worker processes (``--workers``): each holds a cell's sweeps in memory.
+MAX_WORKERS = 256
 #: How long ``--scheduler`` waits for the Dask scheduler to answer.
 SCHEDULER_TIMEOUT = "30s"
 
@@ -189,8 +191,9 @@ def _unique_ids(cells: list[tuple[str, Path]]) -> None:
     stems = Counter(cid for cid, _ in cells)
     dup = sorted(s for s, n in stems.items() if n > 1)
     if dup:
+        first = [str(path) for cid, path in cells if cid == dup[0]]
         raise InputError(f"cell ids (file stems, or folder names for ABF folders) must be unique; duplicated: "
-                         f"{dup[:5]}; rename the files or pass each file once")
+                         f"{dup[:5]} ({dup[0]!r}: {' and '.join(first[:2])}); rename the files or pass each file once")
 
 
 def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite: bool = False,
@@ -225,7 +228,7 @@ def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite
         An output exists (without ``overwrite``) or is not ephys2tx's, a
         location is a directory or not writable, or ``cache_dir`` is a file.
     """
-    from ephys2tx.safety import check_cache_dir, check_location, claim_output
+    from ephys2tx.safety import check_cache_dir, check_location, check_writable_dir, claim_output
 
     out = Path(out).expanduser()
     inputs = list(inputs)
@@ -255,15 +258,9 @@ def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite
     if os.path.lexists(cache_dir) and not cache_dir.is_dir():
         raise InputError(f"cache directory {cache_dir} exists and is not a directory; "
                          "pass another --cache-dir or remove the file")
-    for target, what in ((out.parent, "output directory"), (cache_dir, "cache directory")):
-        existing = target
-        while not os.path.lexists(existing) and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise InputError(f"cannot create the {what} {target}: {existing} is not a directory")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise InputError(f"cannot write to the {what} {target} ({existing} is not writable); "
-                             "choose another location")
+    # a probe, not os.access: finds a read-only file system or folder also when running as root
+    check_writable_dir(out.parent, what="--out", target=out)
+    check_writable_dir(cache_dir, what="--cache-dir")
     return out, cache_dir
 
 
@@ -325,7 +322,9 @@ def process_cell(path: str, settings: dict, cache_dir: str) -> dict:
     -------
     dict
         Small status: ``cell_id``, ``status`` (``"ok"``/``"failed"``),
-        ``from_cache`` and the worker's ``max_rss_mb``.
+        ``from_cache``, the worker's ``max_rss_mb``, and ``path`` and ``key``:
+        the cache entry written (the file's identity when the cell was read,
+        so a file changed or removed later in the run keeps its result).
     """
     cache_path = Path(cache_dir)
     key = cache.cell_key(path, settings)
@@ -339,7 +338,7 @@ def process_cell(path: str, settings: dict, cache_dir: str) -> dict:
             warnings.filterwarnings("ignore", module=r"(ipfx|hdmf|pynwb)(\.|$)")
             record = _extract_record(record, path, settings)
         cache.write_atomic(cache_path, key, record)
-    return _status(record, from_cache, peak_rss_mb())
+    return {**_status(record, from_cache, peak_rss_mb()), "path": str(path), "key": key}
 
 
 def _extract_record(record: dict, path: str, settings: dict) -> dict:
@@ -521,7 +520,7 @@ def extract_features(
         Also compute the ``summary__*`` IPFX summary features (from the same
         spike analyses as the vectors, so they add little time; see docs/nwb.md).
     workers : int
-        Local worker processes (1 = in-process).
+        Local worker processes (1 = in-process; at most :data:`MAX_WORKERS`).
     scheduler : str or distributed.Client, optional
         Address of an existing Dask distributed scheduler, or a client; overrides
         ``workers``. Workers must see the input files and ``cache_dir`` at the
@@ -556,8 +555,10 @@ def extract_features(
 
     if not 0 < ap_window <= 0.05:
         raise InputError(f"ap_window={ap_window} s is outside (0, 0.05]; use e.g. 0.003")
-    if int(workers) < 1:
-        raise InputError(f"workers={workers} must be >= 1")
+    if not 1 <= int(workers) <= MAX_WORKERS:
+        raise InputError(f"--workers {workers} must be between 1 and {MAX_WORKERS} (local worker processes; "
+                         f"this machine has {available_cores()} cores, the default); use --scheduler to spread "
+                         "the cells over a Dask cluster")
     paths_given = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     inputs = find_inputs(paths_given)
     settings = {"ap_window": float(ap_window), "compact": bool(compact)}
@@ -581,6 +582,10 @@ def extract_features(
     _unique_ids([(_cell_id(p), p) for p, _ in cells])
     out, cache_dir = check_output(out, cache_dir, overwrite=overwrite, inputs=paths_given)
     new_cache = not os.path.lexists(cache_dir)
+    # folders this run creates (the cache's and the table's missing parents): removed again,
+    # when still empty, if no table is written
+    created = sorted({p for target in (cache_dir, out) for p in target.parents if not os.path.lexists(p)},
+                     key=lambda p: -len(p.parts))
 
     client = connect_scheduler(scheduler) if isinstance(scheduler, str) else scheduler
     try:
@@ -590,16 +595,27 @@ def extract_features(
             client.close()
         remove_stale_temporaries(cache_dir, suffix=cache.SUFFIX)  # of workers killed while writing
 
-    records = [cache.read(cache_dir, cache.cell_key(p, s)) or state["lost"].get(str(p)) for p, s in cells]
+    # Each cell's entry is found by the key it was read or written under, not by the file's
+    # identity now: a file that is changed, moved or removed after its cell was done keeps it.
+    records = [(cache.read(cache_dir, state["keys"][str(p)]) if str(p) in state["keys"] else None)
+               or state["lost"].get(str(p)) for p, _ in cells]
     missing = [str(p) for (p, _), r in zip(cells, records) if r is None]
     if missing:
+        where = ("Dask workers must see the cache directory at the same path (shared filesystem)"
+                 if client is not None else "was the cache folder removed or changed during the run? "
+                 "Run the command again")
         raise InputError(f"no result in the cache {cache_dir} for {len(missing)} cells (e.g. {missing[0]}); "
-                         "Dask workers must see the cache directory at the same path (shared filesystem)")
+                         f"{where}")
     table, failures, notes = _assemble_table(records, compact=compact, summary=summary)
     failures += inputs.skipped
     if len(table) == 0 and failures:  # nothing to write: an error, not an empty table
         if new_cache:
             shutil.rmtree(cache_dir, ignore_errors=True)
+        for folder in created:
+            try:
+                folder.rmdir()  # only if empty
+            except OSError:
+                pass
         first = failures[0]
         raise InputError(f"none of the {len(failures)} recording(s) could be extracted (e.g. "
                          f"{first['path']}: {first['reason']}); no table written: check that they are "
@@ -614,10 +630,13 @@ def extract_features(
 
 def _run(cells, cache_dir, workers, client, progress, n_skipped: int = 0) -> dict:
     """Process every cell not yet in the cache; return the counts."""
-    state = {"done": n_skipped, "failed": n_skipped, "computed": 0, "cached": 0, "rss": 0.0, "lost": {}}
+    state = {"done": n_skipped, "failed": n_skipped, "computed": 0, "cached": 0, "rss": 0.0, "lost": {},
+             "keys": {}}
     total = len(cells) + n_skipped
 
     def on_done(status):
+        if "key" in status:  # where the worker wrote the cell (keyed by the file it read)
+            state["keys"][status["path"]] = status["key"]
         state["done"] += 1
         state["failed"] += status["status"] != "ok"
         state["cached" if status["from_cache"] else "computed"] += 1
@@ -634,11 +653,12 @@ def _run(cells, cache_dir, workers, client, progress, n_skipped: int = 0) -> dic
         progress(n_skipped, n_skipped, total - n_skipped)
     pending = []
     for path, settings in cells:  # cached cells are counted at once; no worker starts for them
-        record = cache.read(cache_dir, cache.cell_key(path, settings))
+        key = cache.cell_key(path, settings)
+        record = cache.read(cache_dir, key)
         if record is None:
             pending.append((path, settings))
         else:
-            on_done(_status(record, from_cache=True, rss_mb=0.0))
+            on_done({**_status(record, from_cache=True, rss_mb=0.0), "path": str(path), "key": key})
     if pending and client is not None:
         _run_dask(pending, cache_dir, client, on_done)
     elif pending:
