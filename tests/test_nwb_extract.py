@@ -153,7 +153,7 @@ def test_input_errors(tmp_path, nwb_set):
         extract_features([good], precious)
     assert precious.read_text() == "not a feature table"
     (tmp_path / "file").write_text("")
-    with pytest.raises(InputError, match="cache directory"):
+    with pytest.raises(InputError, match="--cache-dir .*is a file, not a folder"):
         extract_features([good], tmp_path / "o.parquet", cache_dir=tmp_path / "file")
     copy = tmp_path / "copy"
     copy.mkdir()

@@ -239,8 +239,10 @@ def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite
                          f"{out.with_name(out.stem + '.parquet')}")
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else out.with_name(out.name + ".cache")
     failures = failures_path_for(out)
+    # a probe, not os.access: finds a read-only file system or folder also when running as root
+    check_writable_dir(out.parent, what="--out", target=out)
     check_location(cache_dir, option="--cache-dir", inputs=inputs)
-    check_cache_dir(cache_dir, what="cache directory", outputs=(out, failures))
+    check_cache_dir(cache_dir, what="--cache-dir", outputs=(out, failures))
     if out.is_dir():
         raise InputError(f"--out {out} is a directory; give a file name such as {out / 'features.parquet'}")
     for path, ours, what in ((out, _is_feature_table, "a feature table"),
@@ -258,8 +260,6 @@ def check_output(out: str | Path, cache_dir: str | Path | None = None, overwrite
     if os.path.lexists(cache_dir) and not cache_dir.is_dir():
         raise InputError(f"cache directory {cache_dir} exists and is not a directory; "
                          "pass another --cache-dir or remove the file")
-    # a probe, not os.access: finds a read-only file system or folder also when running as root
-    check_writable_dir(out.parent, what="--out", target=out)
     check_writable_dir(cache_dir, what="--cache-dir")
     return out, cache_dir
 
