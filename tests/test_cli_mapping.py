@@ -423,3 +423,14 @@ def test_cells_an_expr_makes_missing_are_reported(human_cells, model_dir, tmp_pa
     assert code == 0, stderr
     assert n_lost > 0 and re.search(rf"warning: column map .*map\.yaml, column 'fi_fit_slope': expr .* gives no "
                                     rf"finite value for {n_lost} of {len(frame)} cells of .*cells\.csv", stderr), stderr
+
+
+def test_map_help_lists_every_align_method(capsys):
+    """``map --help`` names every ``--align`` value that ``map`` accepts."""
+    from ephys2tx.models.shift_adapt import ALIGN_METHODS
+
+    code, out, _ = _run(["map", "--help"], capsys)
+    assert code == 0
+    text = re.sub(r"[\s│]+", " ", out)
+    for method in ALIGN_METHODS:
+        assert re.search(rf"\b{re.escape(method)}\b", text), method

@@ -15,7 +15,7 @@ def map_command(
     species: str = typer.Option(..., "--species", help="Reference: mouse or human."),
     out: Path = typer.Option(Path("mapping"), "--out", "-o", help="Output directory (predictions.csv, report.md, figures).", parser=parse_path),
     column_map: Optional[str] = typer.Option(None, "--column-map", help="YAML column map, or allen_celltypes / ipfx / ipfx_record.", parser=parse_name_or_path),
-    align: str = typer.Option("auto", "--align", help="Shift handling: auto (decides from the data), none, quantile, ot, em, bbse, cc, cc_gen, cc_mix."),
+    align: str = typer.Option("auto", "--align", help="Shift handling: auto (decides from the data), none, quantile, ot, moments, em, bbse, cc, cc_gen, cc_mix, ccm, ccm_gen, ccm_mix (docs/shift.md)."),
     model: Optional[str] = typer.Option(None, "--model", help="Reference model: forest, hgb, ensemble, forest_aug, bilstm (default: the shift benchmark's choice)."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Cortical layer of all cells (L1, L2/3, 4, L5, L6a, 5_6, ...): a class prior from the reference's cells of that layer."),
     layer_column: Optional[str] = typer.Option(None, "--layer-column", help="Column of the input holding each cell's layer."),
