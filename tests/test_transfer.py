@@ -242,3 +242,13 @@ def test_mouse_labels_sharing_no_class_and_a_class_of_one_cell_are_named():
         net.fit(X, y, X_source=Xs, y_source=np.resize(np.array(["Sncg", "Meis2"]), 80))
     with pytest.raises(InputError, match=r"class 'Lamp5' has 1 human cell; .*at least 2 per class"):
         net.fit(X[:7], ["Pvalb", "Sst", "Vip"] * 2 + ["Lamp5"], X_source=Xs, y_source=ys)
+
+
+def test_stacking_refuses_mouse_labels_sharing_no_human_class(sample):
+    """Design (d) fitted its mouse view on labels none of which is a human class (PVALB vs
+    Pvalb) without a word: columns that tell the human model nothing. Now fit names both."""
+    upper = np.char.upper(np.asarray(sample["y_source"], dtype=str))
+    with pytest.raises(InputError, match=r"no mouse cell has a class of the human labels \(Lamp5, "
+                                         r"Pvalb, Sst, Vip\); y_source holds LAMP5, PVALB, SST, VIP"):
+        MousePriorClassifier(base="rf", random_state=0).fit(
+            sample["X"], sample["y"], X_source=sample["X_source"], y_source=upper)

@@ -306,11 +306,7 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         lookup = {c: i for i, c in enumerate(self.classes_)}
         keep_m = np.array([v in lookup for v in y_source], dtype=bool)
         if not keep_m.any():
-            shown = sorted({str(v) for v in y_source})
-            raise InputError(f"no mouse cell has a class of the human labels "
-                             f"({', '.join(map(str, self.classes_))}); y_source holds "
-                             f"{', '.join(shown[:6])}{', ...' if len(shown) > 6 else ''}: name the "
-                             "mouse cells' classes as the human ones.")
+            _check_shared_classes(self.classes_, y_source)
         counts = np.bincount(yh)
         if counts.min() < 2:
             raise InputError(f"class {str(self.classes_[counts.argmin()])!r} has {counts.min()} human cell; "
@@ -665,6 +661,7 @@ class MousePriorClassifier(ClassifierMixin, BaseEstimator):
         y_source = column_or_1d(y_source, warn=True)
         if len(Xm) != len(y_source):
             raise InputError("X_source and y_source have different numbers of rows.")
+        _check_shared_classes(y, y_source)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
 
@@ -756,6 +753,26 @@ class MousePriorClassifier(ClassifierMixin, BaseEstimator):
         """Most probable human subclass."""
         check_is_fitted(self, "base_model_")
         return self.base_model_.predict(self._augment(self._validated(X)))
+
+
+def _check_shared_classes(y, y_source) -> None:
+    """Refuse mouse labels that share no class with the human labels.
+
+    The mouse view would then speak of classes the human model never predicts: a stacked model
+    that silently ignores every mouse cell (its columns carry no information about ``y``).
+
+    Raises
+    ------
+    InputError
+        Naming both sets of classes and how to fix them.
+    """
+    human = sorted({str(v) for v in np.unique(y)})
+    mouse = sorted({str(v) for v in np.unique(np.asarray(y_source, dtype=object).astype(str))})
+    if not set(human) & set(mouse):
+        raise InputError(f"no mouse cell has a class of the human labels ({', '.join(human[:6])}"
+                         f"{', ...' if len(human) > 6 else ''}); y_source holds "
+                         f"{', '.join(mouse[:6])}{', ...' if len(mouse) > 6 else ''}: name the mouse "
+                         "cells' classes as the human ones (e.g. 'Pvalb', not 'PVALB').")
 
 
 def _is_str(value, name: str) -> bool:
