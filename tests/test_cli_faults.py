@@ -1071,6 +1071,50 @@ def test_an_output_another_process_is_writing_is_refused(command, cells, tiny_mo
         holder.wait()
 
 
+def test_two_commands_in_threads_of_one_process_one_writes_the_other_is_refused(cells, tiny_model, tmp_path,
+                                                                                 monkeypatch, capsys):
+    """Two `predict -o p.csv` run as threads of one process (the claim was per process: the second
+    passed the check as "already held" and both wrote). The first is held just before its write until
+    the second has ended, so no timing decides: the second exits 2 with one line and writes nothing;
+    the first writes the whole table; no claim is left."""
+    import threading
+
+    from ephys2tx import workflows
+    from ephys2tx.safety import _CLAIMS, lock_path
+
+    cells.to_csv(tmp_path / "cells.csv", index=False)
+    out = tmp_path / "p.csv"
+    args = ["predict", "-m", str(tiny_model), "-i", str(tmp_path / "cells.csv"), "-o", str(out)]
+    writing, second_done, real = threading.Event(), threading.Event(), workflows.write_csv
+
+    def held_write(frame, path):
+        assert not writing.is_set(), "both commands reached their write"
+        writing.set()
+        assert second_done.wait(120)
+        return real(frame, path)
+
+    monkeypatch.setattr(workflows, "write_csv", held_write)
+    codes = {}
+    first = threading.Thread(target=lambda: codes.setdefault("first", main(args)))
+    first.start()
+    try:
+        assert writing.wait(120), "the first predict never reached its write"
+        capsys.readouterr()
+        codes["second"] = main(args)
+        err = capsys.readouterr().err
+        assert sorted(tmp_path.iterdir()) == [tmp_path / "cells.csv"]  # nothing written yet, by either
+    finally:
+        second_done.set()
+        first.join(120)
+    assert codes == {"first": 0, "second": 2}, err
+    assert err.strip().splitlines() == [
+        f"error: another ephys2tx command in this process (pid {os.getpid()}) is writing --out {out} right "
+        "now; wait until it has finished, or choose another path."]
+    assert len(pd.read_csv(out)) == len(cells)
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "cells.csv", out]
+    assert not _CLAIMS and not lock_path(out).exists()
+
+
 def test_two_predicts_on_one_output_the_second_is_refused(cells, tiny_model, tmp_path):
     """Real processes: the second `predict -o f.csv` exits 2 while the first writes f.csv."""
     import subprocess
