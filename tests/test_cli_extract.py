@@ -83,3 +83,49 @@ def test_ap_window_and_no_summary(two_cells, tmp_path):
     assert len(table.families["first_ap_v"]) == 3 * 100  # 3 waveforms of 2 ms at 50 kHz
     assert table.summary_columns == [] and table.settings["ap_window"] == 0.002
     assert (tmp_path / "c").is_dir() and not (tmp_path / "f.parquet.cache").exists()
+
+
+def test_file_names_that_are_not_utf8_are_escaped_in_the_outputs(nwb_set, tmp_path, capsys):
+    """A good cell and a broken one named in Latin-1 (b'caf\\xe9'): the table and the failures list are
+    written with the names escaped (was: an internal error, exit 1, while writing the failures list,
+    after the table had been written), and a second run resumes from the cache."""
+    import os
+    import shutil
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(nwb_set["good"][0][0], os.fsdecode(bytes(folder) + b"/cell\xe9.nwb"))
+    with open(bytes(folder) + b"/caf\xe9.nwb", "wb") as fh:
+        fh.write(b"junk")
+    out = tmp_path / "f.parquet"
+    for overwrite in ([], ["--overwrite"]):
+        assert main(["extract", str(folder), "-o", str(out), "--workers", "1", *overwrite]) == 0, \
+            capsys.readouterr().err
+        assert list(pd.read_parquet(out).index) == ["cell\\xe9"]
+        failures = pd.read_csv(str(out) + ".failures.csv", encoding="utf-8")
+        assert failures["cell_id"].tolist() == ["caf\\xe9"]
+        assert failures["path"].tolist() == [str(folder / "caf\\xe9.nwb")]
+        assert failures["reason"].str.startswith("not an HDF5 file").all()
+
+
+def test_a_failures_list_that_cannot_be_written_leaves_no_new_table(nwb_set, tmp_path, monkeypatch, capsys):
+    """The table and the failures list are one output: an error writing the list (here a full disk)
+    leaves neither file (the table used to be in place already, beside no list)."""
+    import errno
+
+    from ephys2tx import io as eio
+    from ephys2tx.features.nwb import extract as ex
+
+    real = eio.replace_atomically
+
+    def full_for_the_list(target, write):
+        if str(target).endswith(".failures.csv"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(target))
+        return real(target, write)
+
+    monkeypatch.setattr(ex, "replace_atomically", full_for_the_list)
+    out = tmp_path / "f.parquet"
+    assert main(["extract", str(nwb_set["good"][0][0]), str(nwb_set["nwb1"]), "-o", str(out), "--workers", "1"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "f.parquet.failures.csv").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["f.parquet.cache"]  # finished cells kept for a rerun

@@ -1071,43 +1071,90 @@ def test_an_output_another_process_is_writing_is_refused(command, cells, tiny_mo
         holder.wait()
 
 
+def test_two_commands_in_threads_of_one_process_one_writes_the_other_is_refused(cells, tiny_model, tmp_path,
+                                                                                 monkeypatch, capsys):
+    """Two `predict -o p.csv` run as threads of one process (the claim was per process: the second
+    passed the check as "already held" and both wrote). The first is held just before its write until
+    the second has ended, so no timing decides: the second exits 2 with one line and writes nothing;
+    the first writes the whole table; no claim is left."""
+    import threading
+
+    from ephys2tx import workflows
+    from ephys2tx.safety import _CLAIMS, lock_path
+
+    cells.to_csv(tmp_path / "cells.csv", index=False)
+    out = tmp_path / "p.csv"
+    args = ["predict", "-m", str(tiny_model), "-i", str(tmp_path / "cells.csv"), "-o", str(out)]
+    writing, second_done, real = threading.Event(), threading.Event(), workflows.write_csv
+
+    def held_write(frame, path):
+        assert not writing.is_set(), "both commands reached their write"
+        writing.set()
+        assert second_done.wait(120)
+        return real(frame, path)
+
+    monkeypatch.setattr(workflows, "write_csv", held_write)
+    codes = {}
+    first = threading.Thread(target=lambda: codes.setdefault("first", main(args)))
+    first.start()
+    try:
+        assert writing.wait(120), "the first predict never reached its write"
+        capsys.readouterr()
+        codes["second"] = main(args)
+        err = capsys.readouterr().err
+        assert sorted(tmp_path.iterdir()) == [tmp_path / "cells.csv"]  # nothing written yet, by either
+    finally:
+        second_done.set()
+        first.join(120)
+    assert codes == {"first": 0, "second": 2}, err
+    assert err.strip().splitlines() == [
+        f"error: another ephys2tx command in this process (pid {os.getpid()}) is writing --out {out} right "
+        "now; wait until it has finished, or choose another path."]
+    assert len(pd.read_csv(out)) == len(cells)
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "cells.csv", out]
+    assert not _CLAIMS and not lock_path(out).exists()
+
+
 def test_two_predicts_on_one_output_the_second_is_refused(cells, tiny_model, tmp_path):
-    """Real processes: the second `predict -o f.csv` exits 2 while the first writes f.csv."""
+    """Real processes: the second `predict -o p.csv` exits 2 while the first writes p.csv.
+
+    The first process stops just before its write (it says so on stdout and waits for a line on
+    stdin), so no timing decides which one holds the output (the old test relied on 30,000 rows
+    keeping the first busy long enough)."""
     import subprocess
     import sys
-    import time
 
     from ephys2tx.safety import lock_path
 
-    script = Path(sys.executable).with_name("ephys2tx")
-    # enough rows that the first predict still writes when the second (already imported) starts
-    many = pd.concat([cells] * 1000, ignore_index=True)
-    many["cell_id"] = [f"cell{i}" for i in range(len(many))]
-    many.to_csv(tmp_path / "cells.csv", index=False)
+    cells.to_csv(tmp_path / "cells.csv", index=False)
     out = tmp_path / "p.csv"
     args = ["predict", "-m", str(tiny_model), "-i", str(tmp_path / "cells.csv"), "-o", str(out)]
-    # The second process has imported everything and waits for a line: it starts at once.
-    ready = ("import sys\nfrom ephys2tx.cli import main\nimport ephys2tx.workflows\n"
-             "sys.stdin.readline()\nsys.exit(main(sys.argv[1:]))\n")
-    second = subprocess.Popen([sys.executable, "-c", ready, *args], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = subprocess.Popen([str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and first.poll() is None:
-        lock = lock_path(out)
-        if lock.exists() and lock.read_text().split()[:1] == [str(first.pid)]:
-            break
-        time.sleep(0.01)
-    assert first.poll() is None, "the first predict ended before the second started"
-    _, err2 = second.communicate("go\n", timeout=120)
+    held = ("import sys\nfrom ephys2tx import workflows\nfrom ephys2tx.cli import main\n"
+            "real = workflows.write_csv\n"
+            "def held(frame, path):\n    print('writing', flush=True)\n    sys.stdin.readline()\n"
+            "    return real(frame, path)\n"
+            "workflows.write_csv = held\nsys.exit(main(sys.argv[1:]))\n")
+    first = subprocess.Popen([sys.executable, "-c", held, *args], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "writing", first.stderr.read()
+        second = subprocess.run([sys.executable, "-m", "ephys2tx.cli", *args], capture_output=True,
+                                text=True, timeout=120)
+        assert sorted(tmp_path.iterdir()) == [tmp_path / "cells.csv"]  # nothing written by the second
+        out_first, err = first.communicate("go\n", timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
     # the message names the first process's pid: it was refused while the first held the output
-    assert second.returncode == 2, err2
-    assert err2.strip().splitlines() == [
+    assert second.returncode == 2, second.stderr
+    assert second.stdout == ""
+    assert second.stderr.strip().splitlines() == [
         f"error: another ephys2tx process (pid {first.pid}) is writing --out {out} right now; wait "
         "until it has finished, or choose another path."]
-    _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
+    assert len(pd.read_csv(out)) == len(cells)
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "cells.csv", out]
     assert out.read_text().startswith('"cell_id","predicted_subclass"')
     assert not lock_path(out).exists()
 

@@ -461,6 +461,72 @@ def test_voltage_on_the_second_adc_channel_is_stimulated_by_the_one_dac(abf_cell
         _assert_same_features(got, ref, rtol=0)
 
 
+CHANNEL_LAYOUTS = [("mV", "pA"), ("pA", "mV"), ("mV", "pA", "pA")]
+
+
+@pytest.mark.parametrize("units", CHANNEL_LAYOUTS)
+def test_multi_channel_abf2_reads_back_exactly_with_pyabf(abf_cells, tmp_path, units):
+    """The ABF 2 writer's channels (voltage in mV, current in pA, samples interleaved) are what pyabf reads."""
+    import pyabf
+
+    cell = abf_cells[0][0]
+    run = cell.runs["long_square"]
+    abf = pyabf.ABF(str(af.write_abf2(tmp_path / "multi.abf", run, cell.rate, channels=units)))
+    assert abf.adcUnits == list(units) and abf.adcNames == [f"IN {k}" for k in range(len(units))]
+    assert abf.sweepCount == run.n_sweeps and abf.dataRate == cell.rate
+    for k in range(run.n_sweeps):
+        for channel, unit in enumerate(units):
+            abf.setSweep(k, channel=channel)
+            np.testing.assert_array_equal(abf.sweepY, af.channel_trace(run, k, unit)[1])
+        abf.setSweep(k, channel=units.index("mV"))
+        np.testing.assert_array_equal(abf.sweepY, run.voltages[k])
+        abf.setSweep(k, channel=0)  # DAC 0 carries the epoch table
+        np.testing.assert_array_equal(abf.sweepC, run.commands[k])
+
+
+@pytest.mark.parametrize("units", CHANNEL_LAYOUTS)
+def test_multi_channel_abf2_cell_equals_its_nwb_twin(abf_root, abf_cells, tmp_path, units):
+    """The voltage channel is found by its unit (mV), first or second: the same features as the NWB twin."""
+    cell = abf_cells[0][0]
+    folder = tmp_path / cell.cell_id
+    folder.mkdir()
+    for run in cell.runs.values():
+        af.write_abf2(folder / f"{run.protocol}.abf", run, cell.rate, channels=units)
+    got = extract_abf_cell(folder, validate_protocol_map({**af.PROTOCOL_MAP, "cells": "folder"}))
+    assert got["notes"] == []
+    _assert_same_features(got, extract_cell(abf_root["twins"][cell.cell_id]))
+
+
+@pytest.mark.parametrize("units, channel, match", [
+    (("mV", "mV"), None, r"two\.abf: 2 ADC channels are in mV \(0 \(IN 0, mV\), 1 \(IN 1, mV\)\): cannot tell "
+                         r"which one is the membrane potential; add 'channel: 0' \(or the right number\) to the "
+                         r"protocol map"),
+    (("pA", "pA"), None, r"two\.abf: no ADC channel in mV \(channels: 0 \(IN 0, pA\), 1 \(IN 1, pA\)\)"),
+    (("mV", "pA"), 1, r"two\.abf: ADC channel 1 is in 'pA', not mV: .*\(channels: 0 \(IN 0, mV\), 1 \(IN 1, pA\)\); "
+                      r"set channel in the protocol map"),
+    (("mV", "pA"), 2, r"two\.abf: channel 2 asked by the protocol map, but the file has 2 ADC channel\(s\): "
+                      r"0 \(IN 0, mV\), 1 \(IN 1, pA\)"),
+])
+def test_voltage_channel_that_cannot_be_told_fails_the_cell_naming_the_channels(abf_cells, tmp_path, units,
+                                                                                channel, match):
+    """Two channels in mV (was: the first taken silently), none, or a wrong `channel`: the cell fails naming
+    the file, each channel with its unit, and the protocol-map key that chooses."""
+    cell = abf_cells[0][0]
+    path = af.write_abf2(tmp_path / "two.abf", cell.runs["long_square"], cell.rate, channels=units)
+    with pytest.raises(CellFailure, match=match):
+        extract_abf_cell(path, validate_protocol_map({**af.PROTOCOL_MAP, "channel": channel}))
+
+
+def test_two_channels_in_mv_with_channel_set_are_extracted(abf_cells, tmp_path):
+    cell = abf_cells[0][0]
+    run = cell.runs["long_square"]
+    two = af.write_abf2(tmp_path / "two.abf", run, cell.rate, channels=("mV", "mV"))
+    ref = extract_abf_cell(af.write_abf2(tmp_path / "one.abf", run, cell.rate), validate_protocol_map(af.PROTOCOL_MAP))
+    for channel in (0, 1):
+        got = extract_abf_cell(two, validate_protocol_map({**af.PROTOCOL_MAP, "channel": channel}))
+        _assert_same_features(got, ref, rtol=0)
+
+
 def test_protocol_names_are_not_read_from_an_impossible_header(abf_cells, tmp_path, monkeypatch):
     """The main process reads every ABF header (protocol names) before any worker starts: a header
     with an impossible sweep count is left to its cell (pyabf would allocate a list of that many

@@ -219,6 +219,43 @@ def test_a_location_claimed_by_another_process_is_refused_until_it_dies(tmp_path
     release_output(folder)
 
 
+def test_a_claim_held_by_another_thread_is_refused_and_not_given_back_by_it(tmp_path):
+    """Two commands run in threads of one process are two writers: the second is refused (a claim was
+    per process, so it passed as "already held"), and the end of the second command does not give back
+    the first one's claim (release_claims gave back every claim of the process)."""
+    import threading
+
+    from ephys2tx.safety import claim_output, lock_path, release_claims, release_output
+
+    target = tmp_path / "p.csv"
+    claimed, done, seen = threading.Event(), threading.Event(), {}
+
+    def first():
+        seen["claim"] = claim_output(target)
+        claimed.set()
+        done.wait(60)
+        seen["again"] = claim_output(target)  # its own claim: no cost
+        release_output(target)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert claimed.wait(60)
+        with pytest.raises(InputError, match=rf"another ephys2tx command in this process \(pid {os.getpid()}\) "
+                                             r"is writing --out .*p\.csv right now"):
+            check_output_file(target)
+        release_claims()  # the end of this (the second) command
+        release_output(target)
+        assert lock_path(target).exists()  # still the first thread's
+    finally:
+        done.set()
+        thread.join(60)
+    assert seen == {"claim": True, "again": False}
+    assert not lock_path(target).exists()
+    assert claim_output(target) is True
+    release_output(target)
+
+
 def test_a_failed_check_gives_its_new_claim_back(tmp_path):
     from ephys2tx.safety import lock_path
 

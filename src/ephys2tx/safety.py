@@ -19,7 +19,8 @@ Every command that writes checks all of its output locations with
   file is found before a long fit, also when running as root);
 * the target is claimed for this process (:func:`claim_output`, an exclusive
   ``flock`` that the kernel drops when the process ends): a second ephys2tx
-  process writing the same location is refused.
+  process, or a second command run in another thread of this process, writing
+  the same location is refused.
 
 Folders are then written through :func:`staged_output_dir` (a staging folder
 renamed into place, see :func:`ephys2tx.io.staged_directory`), which writes
@@ -420,8 +421,8 @@ def interrupts_raise() -> Iterator[dict]:
 
 # --------------------------------------------------------------------------- output claims
 
-#: Claims this process holds: resolved target -> (owner pid, lock file descriptor, lock path).
-_CLAIMS: dict[str, tuple[int, int, Path]] = {}
+#: Claims this process holds: resolved target -> ((owner pid, owner thread), lock file descriptor, lock path).
+_CLAIMS: dict[str, tuple[tuple[int, int], int, Path]] = {}
 _CLAIMS_LOCK = threading.Lock()
 
 
@@ -467,14 +468,22 @@ def _holder(fd: int) -> str:
     return f" (pid {first[0]})" if first and first[0].isdigit() else ""
 
 
+def _owner() -> tuple[int, int]:
+    """Who holds a claim: this process and thread (two commands run in threads of one process
+    are two writers as much as two processes are)."""
+    return os.getpid(), threading.get_ident()
+
+
 def claim_output(path: PathLike, *, option: str = "--out") -> bool:
     """Claim an output location for this process, so that no other ephys2tx process writes it.
 
     The claim is an exclusive ``flock`` on a lock file named after the resolved
     ``path``: the kernel drops it when the process ends in any way (Ctrl-C,
     SIGKILL, a crash), so a lock left by a killed process never blocks. A
-    location this process has claimed already is claimed again at no cost
-    (commands check their outputs more than once). Claims are given back by
+    location this thread of this process has claimed already is claimed again at
+    no cost (commands check their outputs more than once); a claim held by another
+    thread (a second command run in the same process) is refused like another
+    process's. Claims are given back by
     :func:`release_output` / :func:`release_claims` (the CLI does at the end
     of every command) and at exit.
 
@@ -496,8 +505,11 @@ def claim_output(path: PathLike, *, option: str = "--out") -> bool:
     key = str(_resolved(Path(path).expanduser()))
     with _CLAIMS_LOCK:
         held = _CLAIMS.get(key)
-        if held is not None and held[0] == os.getpid():
+        if held is not None and held[0] == _owner():
             return False
+        if held is not None and held[0][0] == os.getpid():
+            raise InputError(f"another ephys2tx command in this process (pid {os.getpid()}) is writing "
+                             f"{option} {path} right now; wait until it has finished, or choose another path.")
         if _lock_dir() is None:
             return False
         lock = lock_path(key)
@@ -526,7 +538,7 @@ def claim_output(path: PathLike, *, option: str = "--out") -> bool:
             return False
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {key}\n".encode("utf-8", "surrogateescape"), 0)
-        _CLAIMS[key] = (os.getpid(), fd, lock)
+        _CLAIMS[key] = (_owner(), fd, lock)
         return True
 
 
@@ -537,9 +549,11 @@ def release_output(path: PathLike) -> None:
         _release(key)
 
 
-def _release(key: str) -> None:
+def _release(key: str, any_thread: bool = False) -> None:
     held = _CLAIMS.get(key)
-    if held is None or held[0] != os.getpid():  # a forked child does not give back its parent's claims
+    if held is None or held[0][0] != os.getpid():  # a forked child does not give back its parent's claims
+        return
+    if not any_thread and held[0] != _owner():  # another command's, running in another thread
         return
     del _CLAIMS[key]
     _, fd, lock = held
@@ -564,7 +578,7 @@ def releases_claims(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         with _CLAIMS_LOCK:
-            before = set(_CLAIMS)
+            before = {key for key, held in _CLAIMS.items() if held[0] == _owner()}
         try:
             return func(*args, **kwargs)
         finally:
@@ -575,11 +589,12 @@ def releases_claims(func: Callable) -> Callable:
     return wrapper
 
 
-def release_claims() -> None:
-    """Give back every claim this process holds (end of a command, exit)."""
+def release_claims(*, all_threads: bool = False) -> None:
+    """Give back the claims this thread holds (end of a command), or with ``all_threads`` every
+    claim of this process (exit)."""
     with _CLAIMS_LOCK:
         for key in list(_CLAIMS):
-            _release(key)
+            _release(key, any_thread=all_threads)
 
 
-atexit.register(release_claims)
+atexit.register(release_claims, all_threads=True)

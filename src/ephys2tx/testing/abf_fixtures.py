@@ -48,6 +48,8 @@ PROTOCOL_MAP = {"name": "synthetic_rig", "long_square": [LONG_SQUARE_PROTOCOL],
                 "liquid_junction_potential_mv": 0.0}
 #: mV per ADC count: ADC range 10 V, 16 bits, instrument scale factor 0.1 V/mV^-1 -> +-100 mV.
 INSTRUMENT_SCALE = 0.1
+#: V per pA of a current channel (0.5 mV/pA: +-20 nA) in multi-channel ABF 2 files.
+CURRENT_SCALE = 0.0005
 ADC_RANGE, ADC_RESOLUTION = 10.0, 32768
 
 
@@ -122,12 +124,30 @@ def _run(protocol: str, rate: float, duration: float, stimulus: Epoch, n_sweeps:
     return AbfRun(protocol, epochs, n_sweeps, n, commands, holding=holding)
 
 
-def _quantise(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int16 counts of a voltage trace (mV) and the float32 values pyabf reads back from them."""
-    counts_per_mv = ADC_RESOLUTION / ADC_RANGE * INSTRUMENT_SCALE
-    raw = np.clip(np.round(v * counts_per_mv), -32768, 32767).astype(np.int16)
-    gain = 1.0 / INSTRUMENT_SCALE * ADC_RANGE / ADC_RESOLUTION  # pyabf's _dataGain
+def _quantise(v: np.ndarray, scale: float = INSTRUMENT_SCALE) -> tuple[np.ndarray, np.ndarray]:
+    """int16 counts of a trace (mV, or pA with ``scale=CURRENT_SCALE``) and the float32 values pyabf
+    reads back from them."""
+    counts_per_unit = ADC_RESOLUTION / ADC_RANGE * scale
+    raw = np.clip(np.round(v * counts_per_unit), -32768, 32767).astype(np.int16)
+    gain = 1.0 / scale * ADC_RANGE / ADC_RESOLUTION  # pyabf's _dataGain
     return raw, np.multiply(raw.astype(np.float32), gain) + 0  # float32 arithmetic, as in pyabf
+
+
+def is_voltage_unit(unit: str) -> bool:
+    """True for the ADC units the multi-channel writer fills with the recorded voltage (mV, V)."""
+    return unit in ("mV", "V")
+
+
+def channel_trace(run: AbfRun, sweep: int, unit: str) -> tuple[np.ndarray, np.ndarray]:
+    """int16 counts and pyabf's read-back values of ``sweep`` on an ADC channel in ``unit``.
+
+    A channel in mV or V holds the recorded voltage (``run.raw``); any other
+    channel (pA: the amplifier's current output) holds the command current,
+    quantised at :data:`CURRENT_SCALE`.
+    """
+    if is_voltage_unit(unit):
+        return run.raw[sweep], run.voltages[sweep]
+    return _quantise(run.commands[sweep], CURRENT_SCALE)
 
 
 def simulate_abf_cells(labels: Sequence[str], seed: int = 0, rate: float = nf.SAMPLING_RATE,
@@ -219,17 +239,29 @@ def write_abf1(path: str | Path, run: AbfRun, rate: float, adc_unit: str = "mV",
     return path
 
 
-def write_abf2(path: str | Path, run: AbfRun, rate: float, adc_unit: str = "mV", dac_unit: str = "pA") -> Path:
-    """Write ``run`` as an ABF 2.0 episodic file (the sections pyabf reads; the rest empty)."""
-    strings = ["Clampex", f"C:\\Axon\\Params\\{run.protocol}.pro", "IN 0", adc_unit, "Cmd 0", dac_unit,
-               "synthetic"]
+def write_abf2(path: str | Path, run: AbfRun, rate: float, adc_unit: str = "mV", dac_unit: str = "pA",
+               channels: Sequence[str] | None = None) -> Path:
+    """Write ``run`` as an ABF 2.0 episodic file (the sections pyabf reads; the rest empty).
+
+    ``channels`` lists the unit of each ADC channel (``IN 0``, ``IN 1``, ...;
+    default: one channel in ``adc_unit``), e.g. ``("mV", "pA")`` for a
+    MultiClamp recording the membrane potential and the current, or
+    ``("pA", "mV")`` with the voltage second. Channels in mV or V hold the
+    recorded voltage, the others the command current (:func:`channel_trace`);
+    samples are interleaved as Clampex stores them. There is one DAC per
+    channel; only DAC 0 carries the epoch table.
+    """
+    units = list(channels) if channels is not None else [adc_unit]
+    n_channels = len(units)
+    strings = ["Clampex", f"C:\\Axon\\Params\\{run.protocol}.pro", "synthetic"]
+    for k, unit in enumerate(units):
+        strings += [f"IN {k}", unit, f"Cmd {k}", dac_unit]
     strings_blob = b"\0\0" + b"\0".join(s.encode() for s in strings) + b"\0"
-    index = {name: k + 1 for k, name in enumerate(["creator", "protocol", "adc_name", "adc_unit", "dac_name",
-                                                   "dac_unit", "comment"])}
+    index = {"creator": 1, "protocol": 2, "comment": 3}  # then name, unit, DAC name, DAC unit per channel
     protocol = bytearray(512)
     struct.pack_into("<h", protocol, 0, 5)  # episodic
     struct.pack_into("<f", protocol, 2, 1e6 / rate)  # fADCSequenceInterval (us)
-    struct.pack_into("<i", protocol, 22, run.n_samples)
+    struct.pack_into("<i", protocol, 22, run.n_samples * n_channels)  # lNumSamplesPerEpisode
     struct.pack_into("<i", protocol, 30, run.n_sweeps)
     struct.pack_into("<f", protocol, 62, run.n_samples / rate)  # fEpisodeStartToStart
     struct.pack_into("<f", protocol, 110, ADC_RANGE)
@@ -237,24 +269,31 @@ def write_abf2(path: str | Path, run: AbfRun, rate: float, adc_unit: str = "mV",
     struct.pack_into("<i", protocol, 118, ADC_RESOLUTION)
     struct.pack_into("<i", protocol, 122, ADC_RESOLUTION)
     struct.pack_into("<i", protocol, 132, index["comment"])
-    adc = bytearray(128)
-    struct.pack_into("<f", adc, 28, 1.0)
-    struct.pack_into("<f", adc, 40, INSTRUMENT_SCALE)
-    struct.pack_into("<f", adc, 48, 1.0)
-    struct.pack_into("<i", adc, 74, index["adc_name"])
-    struct.pack_into("<i", adc, 78, index["adc_unit"])
-    dac = bytearray(256)
-    struct.pack_into("<f", dac, 12, run.holding)  # fDACHoldingLevel
-    struct.pack_into("<i", dac, 24, index["dac_name"])
-    struct.pack_into("<i", dac, 28, index["dac_unit"])
-    struct.pack_into("<hhh", dac, 40, 1, 1, 0)  # waveform enabled, from the epoch table, no inter-episode level
+    adc, dac = bytearray(128 * n_channels), bytearray(256 * n_channels)
+    for k, unit in enumerate(units):
+        first = 4 + 4 * k  # string index of this channel's name
+        a, d = 128 * k, 256 * k
+        struct.pack_into("<h", adc, a, k)  # nADCNum
+        struct.pack_into("<hh", adc, a + 24, k, k)  # nADCPtoLChannelMap, nADCSamplingSeq
+        struct.pack_into("<f", adc, a + 28, 1.0)
+        struct.pack_into("<f", adc, a + 40, INSTRUMENT_SCALE if is_voltage_unit(unit) else CURRENT_SCALE)
+        struct.pack_into("<f", adc, a + 48, 1.0)
+        struct.pack_into("<ii", adc, a + 74, first, first + 1)
+        struct.pack_into("<h", dac, d, k)  # nDACNum
+        struct.pack_into("<f", dac, d + 12, run.holding)  # fDACHoldingLevel
+        struct.pack_into("<ii", dac, d + 24, first + 2, first + 3)
+        # DAC 0: waveform enabled, from the epoch table, no inter-episode level; the others off
+        struct.pack_into("<hhh", dac, d + 40, *((1, 1, 0) if k == 0 else (0, 0, 0)))
     epoch_dig = b"".join(struct.pack("<hh", k, 0).ljust(32, b"\0") for k in range(len(run.epochs)))
     epoch_dac = b"".join(struct.pack("<hhhffii", k, 0, e.kind, e.level, e.level_inc, e.duration, 0).ljust(48, b"\0")
                          for k, e in enumerate(run.epochs))
-    data = np.concatenate(run.raw).astype("<i2").tobytes()
-    synch = b"".join(struct.pack("<ii", k * run.n_samples, run.n_samples) for k in range(run.n_sweeps))
+    sweeps = [np.column_stack([channel_trace(run, k, unit)[0] for unit in units]).ravel()
+              for k in range(run.n_sweeps)]
+    data = np.concatenate(sweeps).astype("<i2").tobytes()
+    per_sweep = run.n_samples * n_channels
+    synch = b"".join(struct.pack("<ii", k * per_sweep, per_sweep) for k in range(run.n_sweeps))
     # sections in order after the 512-byte header: (offset in the section table, bytes per entry, entries, payload)
-    sections = [(76, 512, 1, bytes(protocol)), (92, 128, 1, bytes(adc)), (108, 256, 1, bytes(dac)),
+    sections = [(76, 512, 1, bytes(protocol)), (92, 128, n_channels, bytes(adc)), (108, 256, n_channels, bytes(dac)),
                 (124, 32, len(run.epochs), epoch_dig), (156, 48, len(run.epochs), epoch_dac),
                 (220, len(strings_blob), 1, strings_blob), (236, 2, len(data) // 2, data),
                 (316, 8, run.n_sweeps, synch)]

@@ -14,7 +14,7 @@ into cells::
     short_square: [IC_3ms]                # optional
     ramp: []                              # optional
     liquid_junction_potential_mv: 13.0    # subtracted from every recorded voltage; 0 = no correction
-    channel: 0                            # optional: ADC channel of the membrane potential (default: first in mV)
+    channel: 0                            # optional: ADC channel of the membrane potential (default: the one in mV)
     cells: file                           # optional: file (one ABF = one cell) or folder (one folder = one cell)
     holding_current: subtract             # optional: subtract (default) or include the DAC holding level
 
@@ -315,21 +315,40 @@ def _unreadable_abf(path: Path, exc: Exception) -> str:
             "check that it opens in Clampfit")
 
 
+_VOLTAGE_UNITS = ("mV", "V")
+
+
 def _voltage_channel(abf, channel: int | None, name: str) -> int:
+    """The ADC channel of the membrane potential: ``channel`` from the protocol map, else the one
+    channel in mV (or V).
+
+    Raises
+    ------
+    CellFailure
+        The asked channel is missing or not a voltage; no channel or several
+        channels are in mV and the map does not choose one.
+    """
     units = [str(u).strip() for u in abf.adcUnits]
+    names = [str(n).strip() for n in getattr(abf, "adcNames", [])] + [""] * len(units)
+    listed = ", ".join(f"{k} ({names[k] or 'IN ' + str(k)}, {unit or 'no unit'})" for k, unit in enumerate(units))
     if channel is not None:
         if channel >= len(units):
             raise CellFailure(f"{name}: channel {channel} asked by the protocol map, but the file has "
-                              f"{len(units)} ADC channel(s) ({units})")
-        if units[channel] not in ("mV", "V"):
+                              f"{len(units)} ADC channel(s): {listed}; set channel to the one in mV")
+        if units[channel] not in _VOLTAGE_UNITS:
             raise CellFailure(f"{name}: ADC channel {channel} is in {units[channel]!r}, not mV: not a current-clamp "
-                              "voltage recording; set channel in the protocol map")
+                              f"voltage recording (channels: {listed}); set channel in the protocol map to the "
+                              "membrane potential's channel")
         return channel
-    for k, unit in enumerate(units):
-        if unit in ("mV", "V"):
-            return k
-    raise CellFailure(f"{name}: no ADC channel in mV (units {units}): not a current-clamp recording "
-                      "(voltage clamp?)")
+    voltage = [k for k, unit in enumerate(units) if unit in _VOLTAGE_UNITS]
+    if len(voltage) > 1:
+        raise CellFailure(f"{name}: {len(voltage)} ADC channels are in mV ({listed}): cannot tell which one is the "
+                          f"membrane potential; add 'channel: {voltage[0]}' (or the right number) to the "
+                          "protocol map (docs/nwb.md, Axon ABF files)")
+    if not voltage:
+        raise CellFailure(f"{name}: no ADC channel in mV (channels: {listed}): not a current-clamp recording "
+                          "(voltage clamp?); record the membrane potential in current clamp")
+    return voltage[0]
 
 
 _EPISODIC = 5
@@ -391,7 +410,7 @@ class _AbfRun:
                               "episodic stimulation: ephys2tx needs sweeps with a command waveform (record the "
                               "protocol in Clampex's episodic stimulation mode)")
         channel = _voltage_channel(abf, protocol_map["channel"], path.name)
-        v_scale = 1e3 if str(abf.adcUnits[channel]).strip() == "V" else 1.0
+        v_scale = 1e3 if str(abf.adcUnits[channel]).strip() == "V" else 1.0  # mV or V (_voltage_channel)
         dac = _command_dac(abf, channel, path.name)
         dac_unit = str(abf.dacUnits[dac]).strip() if len(abf.dacUnits) else "pA"
         if dac_unit not in _CURRENT_SCALE:

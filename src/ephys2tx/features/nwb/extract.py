@@ -123,7 +123,7 @@ def _walk(root: Path, suffixes: tuple, skipped: list) -> list[Path]:
 
     def on_error(exc: OSError):
         where = Path(exc.filename) if exc.filename else root
-        skipped.append({"cell_id": where.name, "path": str(where),
+        skipped.append({"cell_id": printable(where.name), "path": str(where),
                         "reason": f"skipped folder: cannot list it ({exc.strerror or exc})"})
 
     for folder, dirs, names in os.walk(root, onerror=on_error, followlinks=False):
@@ -136,7 +136,7 @@ def _walk(root: Path, suffixes: tuple, skipped: list) -> list[Path]:
             if problem is None and path.is_file():
                 found.append(path)
             elif problem is not None:
-                skipped.append({"cell_id": path.stem, "path": str(path), "reason": problem})
+                skipped.append({"cell_id": printable(path.stem), "path": str(path), "reason": problem})
     return found
 
 
@@ -363,7 +363,21 @@ def _extract_record(record: dict, path: str, settings: dict) -> dict:
 
 
 def _cell_id(path: Path) -> str:
-    return path.name if path.is_dir() else path.stem
+    return printable(path.name if path.is_dir() else path.stem)
+
+
+def printable(text: str) -> str:
+    """``text`` as UTF-8 text: the bytes of a file name that is not UTF-8 (Python reads them as
+    lone surrogates, which no UTF-8 file can hold) are written as ``\\xe9`` escapes.
+
+    The cell ids, paths and reasons written to the table and the failures list go through it
+    (a name such as ``caf\\xe9.nwb`` from a Latin-1 file system stopped the whole run when the
+    failures list was written, after the table).
+    """
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is not an escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _status(record: dict, from_cache: bool, rss_mb: float) -> dict:
@@ -621,8 +635,11 @@ def extract_features(
                          f"{first['path']}: {first['reason']}); no table written: check that they are "
                          "NWB 2 current-clamp recordings (or ABF files with --protocol-map)")
     failures_path = failures_path_for(out)
-    _write_parquet(table, out, settings, notes)
-    _write_failures(failures, failures_path)
+    failures_csv = _failures_csv(failures)
+    # the failures list is put in place from inside the table's write: a failure in either
+    # leaves neither new file (the table's temporary file is removed), and the table comes last
+    _write_parquet(table, out, settings, notes,
+                   then=lambda: replace_atomically(failures_path, lambda fh: fh.write(failures_csv)))
     return ExtractionResult(out, failures_path, n_cells=len(table), n_failed=len(failures),
                             n_computed=state["computed"], n_from_cache=state["cached"],
                             max_worker_rss_mb=state["rss"], notes=notes)
@@ -697,7 +714,10 @@ def _assemble_table(records, compact: bool = False, summary: bool = True):
     return table, failures, notes
 
 
-def _write_parquet(table: pd.DataFrame, out: Path, settings: dict, notes: dict | None = None) -> None:
+def _write_parquet(table: pd.DataFrame, out: Path, settings: dict, notes: dict | None = None,
+                   then=None) -> None:
+    """Write the feature table atomically; ``then()`` runs after the table's bytes are written
+    and before they are renamed into place (an error in it leaves the old table)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -712,19 +732,24 @@ def _write_parquet(table: pd.DataFrame, out: Path, settings: dict, notes: dict |
     meta[META_NOTES] = json.dumps(notes or {}).encode()
     arrow = arrow.replace_schema_metadata(meta)
     out.parent.mkdir(parents=True, exist_ok=True)
-    replace_atomically(out, lambda fh: pq.write_table(arrow, fh))
 
-
-def _write_failures(failures: list[dict], path: Path) -> None:
     def write(fh):
-        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
-        writer = csv.DictWriter(text, fieldnames=list(FAILURE_COLUMNS))
-        writer.writeheader()
-        writer.writerows(sorted(failures, key=lambda r: r["cell_id"]))
-        text.flush()
-        text.detach()  # leave the binary handle open for replace_atomically
+        pq.write_table(arrow, fh)
+        if then is not None:
+            then()
 
-    replace_atomically(path, write)
+    replace_atomically(out, write)
+
+
+def _failures_csv(failures: list[dict]) -> bytes:
+    """The failures list as UTF-8 CSV bytes (``cell_id,path,reason``; file names that are not
+    UTF-8 escaped, see :func:`printable`)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(FAILURE_COLUMNS))
+    writer.writeheader()
+    writer.writerows({k: printable(str(r[k])) for k in FAILURE_COLUMNS}
+                     for r in sorted(failures, key=lambda r: printable(str(r["cell_id"]))))
+    return text.getvalue().encode("utf-8")
 
 
 def load_feature_table(path: str | Path, include_summary: bool = False) -> tuple[pd.DataFrame, dict[str, list[str]]]:
