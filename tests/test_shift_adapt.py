@@ -59,11 +59,12 @@ def test_layer_column_with_a_label_that_is_not_a_layer_names_file_column_and_cel
 
     ids = [f"c{i}" for i in range(6)]
     good = pd.DataFrame({"cell_id": ids, "tau": np.arange(6.0) + 10,
-                         "layer": ["L1", "1", "layer 2/3", "", None, "L5"]})
+                         "layer": ["L1", "1", "layer 2/3", "", None, "unknown"]})
     path = tmp_path / "cells.csv"
     good.to_csv(path, index=False)
     values = read_layer_column(path, "layer", ids, id_column="cell_id")
-    assert values[:3] == ["L1", "1", "layer 2/3"] and values[3] is None and values[4] is None
+    # 'unknown' is no layer, like an empty cell (it stopped the command)
+    assert values[:3] == ["L1", "1", "layer 2/3"] and values[3:] == [None, None, None]
     bad = good.assign(layer=["L1", "white matter", "", "L7", None, "white matter"])
     bad.to_csv(path, index=False)
     with pytest.raises(InputError) as err:
