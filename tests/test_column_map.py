@@ -574,3 +574,18 @@ def test_an_isi_ratio_mapped_as_adaptation_index_names_the_expr(ratio):
     assert "set `expr: (x - 1) / (x + 1)`" in issue.message()
     fixed = (column - 1) / (column + 1)
     assert check_units(fixed) == []
+
+
+def test_a_table_two_maps_read_one_column_each_is_told_the_coverage():
+    """A lab table whose 'AP width (ms)' is Allen naming and 'Sag' IPFX naming, among 8 other
+    columns: it was told the maps 'fit equally well (AP width (ms))', as if one were right."""
+    rng = np.random.RandomState(0)
+    lab = pd.DataFrame({"AP width (ms)": rng.uniform(0.3, 1.0, 5), "Sag": rng.uniform(0.02, 0.2, 5),
+                        **{f"Feature {i}": rng.uniform(0, 1, 5) for i in range(8)}})
+    with pytest.raises(InputError, match=r"only 1 of the table's 10 numeric columns match the shipped "
+                                         r"maps allen_celltypes or ipfx \(map allen_celltypes: AP "
+                                         r"width \(ms\); map ipfx: Sag\); it is not applied"):
+        detect_column_map(lab)
+    both = pd.DataFrame({"AP width (ms)": [0.5, 0.6], "Sag": [0.1, 0.05]})  # full coverage: a tie
+    with pytest.raises(InputError, match="fit the shipped maps allen_celltypes and ipfx equally well"):
+        detect_column_map(both)
