@@ -276,6 +276,10 @@ def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference
                               model.diagnostics.get("codes")))
             class_mix = est.prior
             proba[has] = est.proba
+        elif method != "none" and rows is not None:
+            notes.append(f"--align {method}: your class prior replaces the class mix {method} would "
+                         "estimate (cells without a prior keep the reference's); the prior-free call "
+                         f"(predicted_subclass_no_prior) is {method}'s.")
     else:  # the joint EM: cc*, ccm*
         relevance = None
         if method.startswith("ccm"):
