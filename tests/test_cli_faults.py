@@ -228,8 +228,10 @@ TABLES: dict[str, tuple[Callable, str]] = {
     "every duration negative": (lambda sb: sb.table(sb.frame.assign(tau=-sb.frame["tau"])),
                                 r"column 'tau' \(canonical tau\): 30 of its 30 values are negative.*sign: -1.*--force"),
     # fault hunt 4 (notes/faults/findings4.md)
-    "a CSV separated by semicolons": (lambda sb: sb.write("semi.csv", sb.frame.to_csv(sep=";", decimal=",", index=False)),
-                                      r"semi\.csv is separated by semicolons, not commas .*save it as comma-separated"),
+    "a CSV separated by semicolons, mixing decimal marks": (
+        lambda sb: sb.write("semi.csv", sb.frame.assign(sag=sb.frame["sag"].astype(str)).to_csv(
+            sep=";", decimal=",", index=False)),
+        r"semi\.csv is separated by semicolons and mixes decimal commas .* with decimal points"),
     "a tab-separated file named .csv": (lambda sb: sb.write("tabs.csv", sb.frame.to_csv(sep="\t", index=False)),
                                         r"tabs\.csv is separated by tabs, not commas .*name the file \.tsv"),
     "a comment line above the header": (lambda sb: sb.write("c.csv", "# exported by rig 2\n" + sb.cells.read_text()),

@@ -69,6 +69,8 @@ def test_a_rig_shift_fires_a_loud_alarm(cells, cache, data_dir, tmp_path, capsys
     report = (tmp_path / "s" / "report.md").read_text()
     assert report.split("\n## ")[1].startswith("⚠ Shift alarm")
     assert "What to do" in report
+    # report.md's alarm section pointed the reader at 'the first section of report.md': itself
+    assert "first section of report.md" not in report and "read this section" in report
     ood = pd.read_csv(tmp_path / "s" / "predictions.csv")["ood_flag"].mean()
     assert ood > 0.2  # OOD is scored on the unaligned features
 

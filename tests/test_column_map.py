@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -538,3 +540,52 @@ def test_float_columns_are_read_without_a_copy_and_never_written():
     pd.testing.assert_frame_equal(canonical, as_text)
     pd.testing.assert_frame_equal(table, before)
     assert not any(np.shares_memory(canonical[c].to_numpy(), table[c].to_numpy()) for c in table)
+
+
+@pytest.mark.parametrize("declared, values, feature, expected", [
+    ("V", (-75.0, -60.0), "v_baseline", "the values look like mV, not V: set `unit: mV`"),  # was uV
+    ("ms", (0.005, 0.03), "tau", "the values look like s, not ms: set `unit: s`"),  # had no unit
+    ("nA", (50.0, 300.0), "rheobase_i", "the values look like pA, not nA: set `unit: pA`"),
+    ("MOhm", (0.1, 0.4), "input_resistance", "the values look like GΩ, not MOhm: set `unit: GΩ`"),
+])
+def test_a_unit_hint_names_the_unit_to_set_in_the_map(tmp_path, declared, values, feature, expected):
+    """A column mapped with the wrong unit: the hint names the unit relative to the one the map
+    gave (before: relative to the canonical unit, e.g. `set unit: uV` for mV values mapped as V)."""
+    from ephys2tx.mapping.query import read_query
+
+    rng = np.random.RandomState(0)
+    pd.DataFrame({"cell_id": [f"c{i}" for i in range(30)], "X": rng.uniform(*values, 30)}).to_csv(
+        tmp_path / "cells.csv", index=False)
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(
+        {"name": "lab", "columns": [{"column": "X", "name": feature, "unit": declared}]}))
+    with pytest.raises(InputError, match=re.escape(expected)):
+        read_query(tmp_path / "cells.csv", column_map=str(tmp_path / "lab.yaml"))
+    fixed = {"name": "lab", "columns": [{"column": "X", "name": feature,
+                                         "unit": expected.rsplit("`unit: ", 1)[1].rstrip("`")}]}
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(fixed, allow_unicode=True))
+    assert read_query(tmp_path / "cells.csv", column_map=str(tmp_path / "lab.yaml")).features.notna().all().all()
+
+
+@pytest.mark.parametrize("ratio", [(0.9, 1.3), (1.5, 3.0)])
+def test_an_isi_ratio_mapped_as_adaptation_index_names_the_expr(ratio):
+    """An ISI ratio (about 1) read as IPFX adaptation: the message had no fix at all."""
+    column = pd.DataFrame({"adapt_hero": np.random.RandomState(0).uniform(*ratio, 40)})
+    (issue,) = check_units(column)
+    assert "set `expr: (x - 1) / (x + 1)`" in issue.message()
+    fixed = (column - 1) / (column + 1)
+    assert check_units(fixed) == []
+
+
+def test_a_table_two_maps_read_one_column_each_is_told_the_coverage():
+    """A lab table whose 'AP width (ms)' is Allen naming and 'Sag' IPFX naming, among 8 other
+    columns: it was told the maps 'fit equally well (AP width (ms))', as if one were right."""
+    rng = np.random.RandomState(0)
+    lab = pd.DataFrame({"AP width (ms)": rng.uniform(0.3, 1.0, 5), "Sag": rng.uniform(0.02, 0.2, 5),
+                        **{f"Feature {i}": rng.uniform(0, 1, 5) for i in range(8)}})
+    with pytest.raises(InputError, match=r"only 1 of the table's 10 numeric columns match the shipped "
+                                         r"maps allen_celltypes or ipfx \(map allen_celltypes: AP "
+                                         r"width \(ms\); map ipfx: Sag\); it is not applied"):
+        detect_column_map(lab)
+    both = pd.DataFrame({"AP width (ms)": [0.5, 0.6], "Sag": [0.1, 0.05]})  # full coverage: a tie
+    with pytest.raises(InputError, match="fit the shipped maps allen_celltypes and ipfx equally well"):
+        detect_column_map(both)

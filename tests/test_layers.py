@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ephys2tx import CLASSES
-from ephys2tx.data.layers import (LayerTable, layer_priors, layer_tables, parse_class_prior,
-                                  parse_layer, user_class_prior)
+from ephys2tx.data.layers import (LayerTable, is_unknown_layer, layer_priors, layer_tables,
+                                  parse_class_prior, parse_layer, user_class_prior)
 from ephys2tx.errors import InputError
 
 
@@ -23,6 +23,28 @@ def test_parse_layer(value, expected):
 @pytest.mark.parametrize("value", ["VISp", "L", "foo", "", None, np.nan, "7", "L0", "3/2"])
 def test_not_a_layer(value):
     assert parse_layer(value) is None
+
+
+@pytest.mark.parametrize("value", ["unknown", "Unknown", " UNK ", "NA", "n/a", "?", "-", "none", "",
+                                   None, np.nan])
+def test_a_label_saying_unknown_is_no_layer(value):
+    """A layer column with `unknown` (or NA, ?, -) for cells whose layer was not recorded stopped
+    the command ('unknown' is not a cortical layer); it is no layer, as an empty cell is."""
+    assert is_unknown_layer(value)
+    own = LayerTable("own", (frozenset({1}),) * 40, ("Lamp5",) * 40)
+    priors, _, known = layer_priors(["L1", value], [own], CLASSES)
+    assert known.tolist() == [True, False] and np.isnan(priors[1]).all()
+
+
+@pytest.mark.parametrize("value", ["L1", "1", "deep", "white matter", "L7"])
+def test_a_layer_or_a_wrong_label_is_not_unknown(value):
+    assert not is_unknown_layer(value)
+
+
+def test_layer_option_saying_unknown_is_refused(data_dir):
+    """`--layer unknown` for every cell is no prior at all: refused, saying to leave it out."""
+    with pytest.raises(InputError, match=r"--layer 'unknown' is not a cortical layer.*leave --layer out"):
+        user_class_prior(CLASSES, "mouse", 3, layer="unknown", data_dir=data_dir)
 
 
 def test_fallback_to_the_next_table_when_too_few_cells():

@@ -42,6 +42,22 @@ def test_given_probabilities_give_the_same_result_without_predicting_again(model
     assert np.isnan(fast.proba[:5]).all() and np.isfinite(fast.proba[5:]).all()
 
 
+@pytest.mark.parametrize("method", ["em"])  # bbse needs the fit diagnostics of a map reference
+def test_a_user_prior_replacing_em_is_said(model, human, method):
+    """`--align em` with `--layer`: the layer's mix replaces EM's estimate, so the call equals
+    `--align none`'s with the prior; the notes said only the prior was applied, the report
+    'method: em' (as if the class mix had been estimated)."""
+    X = human.features.iloc[::4].reindex(columns=model.features).astype(float)
+    ref, labels = human.features.reindex(columns=model.features), human.labels.to_numpy()
+    prior = np.array([0.6, 0.1, 0.1, 0.2])
+    result = adapt_predict(model, X, ref, labels, method, user_prior=prior, random_state=0)
+    same = adapt_predict(model, X, ref, labels, "none", user_prior=prior, random_state=0)
+    np.testing.assert_array_equal(result.proba, same.proba)
+    assert any(f"--align {method}: your class prior replaces the class mix {method} would "
+               "estimate" in note for note in result.notes)
+    assert not any("replaces" in note for note in same.notes)
+
+
 def test_given_probabilities_of_the_wrong_shape_are_refused(model, human):
     X = human.features.iloc[:20].reindex(columns=model.features)
     with pytest.raises(ValueError, match="shape"):
@@ -59,11 +75,12 @@ def test_layer_column_with_a_label_that_is_not_a_layer_names_file_column_and_cel
 
     ids = [f"c{i}" for i in range(6)]
     good = pd.DataFrame({"cell_id": ids, "tau": np.arange(6.0) + 10,
-                         "layer": ["L1", "1", "layer 2/3", "", None, "L5"]})
+                         "layer": ["L1", "1", "layer 2/3", "", None, "unknown"]})
     path = tmp_path / "cells.csv"
     good.to_csv(path, index=False)
     values = read_layer_column(path, "layer", ids, id_column="cell_id")
-    assert values[:3] == ["L1", "1", "layer 2/3"] and values[3] is None and values[4] is None
+    # 'unknown' is no layer, like an empty cell (it stopped the command)
+    assert values[:3] == ["L1", "1", "layer 2/3"] and values[3:] == [None, None, None]
     bad = good.assign(layer=["L1", "white matter", "", "L7", None, "white matter"])
     bad.to_csv(path, index=False)
     with pytest.raises(InputError) as err:

@@ -221,7 +221,6 @@ def test_excel_table_below_blank_rows(tmp_path):
 
 
 @pytest.mark.parametrize("name, text, pattern", [
-    ("semi.csv", "cell_id;tau\na1;0,01\n", r"semi\.csv is separated by semicolons, not commas"),
     ("tabs.csv", "cell_id\ttau\na1\t0.01\n", r"tabs\.csv is separated by tabs, not commas.*name the file \.tsv"),
     ("commas.tsv", "cell_id,tau\na1,0.01\n", r"commas\.tsv is separated by commas, not tabs.*name the file \.csv"),
     ("comment.csv", "# rig 2, 2021\ncell_id,tau,sag\na1,0.01,0.1\n", r"starts with the line '# rig 2.*comment"),
@@ -230,6 +229,37 @@ def test_excel_table_below_blank_rows(tmp_path):
 def test_other_separators_and_comment_lines_are_named(tmp_path, name, text, pattern):
     with pytest.raises(InputError, match=pattern):
         read_user_table(_write_text(tmp_path / name, text))
+
+
+@pytest.mark.parametrize("text, tau", [
+    ("cell_id;tau;sag\n007;0,01;0,1\n008;2,5e-2;0,2\n", [0.01, 0.025]),       # decimal commas
+    ("cell_id;tau;sag\n007;0.01;0.1\n008;0.025;0.2\n", [0.01, 0.025]),        # decimal points
+    ("cell_id;tau;Sag (peak, steady)\n007;0,01;1,1\n008;0,025;1,2\n", [0.01, 0.025]),  # comma in a name
+])
+def test_a_csv_separated_by_semicolons_is_read(tmp_path, text, tau):
+    """A spreadsheet's CSV in a decimal-comma locale (`;` between fields) was refused."""
+    table = read_user_table(_write_text(tmp_path / "semi.csv", text))
+    assert list(table.data.index) == ["007", "008"]
+    assert table.data["tau"].tolist() == pytest.approx(tau)
+    assert table.data.shape == (2, 2)
+
+
+def test_a_semicolon_csv_mixing_decimal_marks_is_refused(tmp_path):
+    path = _write_text(tmp_path / "mixed.csv", "cell_id;tau;sag\n1.10;0,01;0.1\n2;0,02;0.2\n")
+    with pytest.raises(InputError, match=r"mixed\.csv is separated by semicolons and mixes decimal "
+                                         r"commas \(column 'tau', line 2: 0,01\) with decimal points "
+                                         r"\(column 'sag', line 2: 0\.1\)"):
+        read_user_table(path)  # the id 1.10 is a name, not a number: not counted
+
+
+def test_excel_ids_keep_their_leading_zeros(tmp_path):
+    """A workbook's text ids ('0707') were read as numbers (707): the output lost the zeros."""
+    path = tmp_path / "t.xlsx"
+    _CELLS.assign(cell_id=["0701", "0702", "1.10"]).to_excel(path, index=False)
+    assert list(read_user_table(path).data.index) == ["0701", "0702", "1.10"]
+    numbers = tmp_path / "n.xlsx"
+    _CELLS.assign(cell_id=[601506507, 601790961, 7]).to_excel(numbers, index=False)
+    assert list(read_user_table(numbers).data.index) == ["601506507", "601790961", "7"]
 
 
 def test_special_files_are_not_read(tmp_path):

@@ -26,13 +26,27 @@ import pandas as pd
 
 from ephys2tx.errors import InputError
 
-__all__ = ["LayerTable", "layer_priors", "layer_tables", "parse_class_prior", "parse_layer",
-           "user_class_prior"]
+__all__ = ["LayerTable", "UNKNOWN_LAYER_LABELS", "is_unknown_layer", "layer_priors", "layer_tables",
+           "parse_class_prior", "parse_layer", "user_class_prior"]
 
 #: A table must have at least this many cells in a layer for its class mix to be used.
 MIN_LAYER_CELLS = 30
 
 _RANGE = re.compile(r"^(\d)\s*[/_\-]\s*(\d)$")
+
+
+#: Labels saying that a cell's layer is not known: no layer, as an empty cell is.
+UNKNOWN_LAYER_LABELS = frozenset({"unknown", "unk", "na", "n/a", "nan", "none", "?", "-", "--",
+                                  "nd", "n.d.", "not known", "unassigned", "unclear"})
+
+
+def is_unknown_layer(value) -> bool:
+    """Whether a layer label says "no layer": None, NaN, blank, or one of
+    :data:`UNKNOWN_LAYER_LABELS` (``unknown``, ``NA``, ``?``, ...; any case)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return True
+    text = str(value).strip().lower()
+    return not text or text in UNKNOWN_LAYER_LABELS
 
 
 def parse_layer(value) -> frozenset | None:
@@ -162,7 +176,7 @@ def layer_priors(layers, tables: list[LayerTable], classes, *, min_cells: int = 
     notes = []
     cache: dict = {}
     for i, value in enumerate(layers):
-        if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
+        if is_unknown_layer(value):
             continue
         parsed = parse_layer(value)
         if parsed is None:
@@ -283,6 +297,9 @@ def user_class_prior(classes, species: str, n_cells: int, *, layer: str | None =
         mix = parse_class_prior(prior, classes)
         return np.tile(mix, (n_cells, 1)), [
             "explicit class prior (--prior): " + ", ".join(f"{c} {v:.0%}" for c, v in zip(classes, mix))]
+    if layer is not None and parse_layer(layer) is None:
+        raise InputError(f"--layer {layer!r} is not a cortical layer; use e.g. L1, L2/3, 4, L5, L6a, "
+                         "5_6 (leave --layer out when the layer is not known).")
     values = [layer] * n_cells if layer is not None else list(layer_values)
     if len(values) != n_cells:
         raise InputError(f"got {len(values)} layer values for {n_cells} cells.")
@@ -291,6 +308,6 @@ def user_class_prior(classes, species: str, n_cells: int, *, layer: str | None =
     if not known.any():
         notes.append("no cell has a usable layer prior; predictions are prior-free.")
     elif not known.all():
-        notes.append(f"{int((~known).sum())} of {n_cells} cells have no layer (empty) or no reference "
+        notes.append(f"{int((~known).sum())} of {n_cells} cells have no layer (empty or unknown) or no reference "
                      "mix for it; they keep the reference's class mix.")
     return rows, notes

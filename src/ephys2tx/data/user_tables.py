@@ -284,13 +284,68 @@ def _table_kind(path: Path) -> str:
     return kind
 
 
+def _separator(path: Path, kind: str) -> str:
+    """The field separator of a CSV/TSV file: a tab for .tsv; for .csv a semicolon when its
+    header has more fields split at semicolons than at commas (the CSV of a spreadsheet in a
+    decimal-comma locale), else a comma."""
+    import csv
+
+    if kind == "tsv":
+        return "\t"
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            line = next((text for text in handle if text.strip()), "")
+    except UnicodeDecodeError:
+        return ","  # reported, naming the byte, by the reader
+    fields = {sep: len(next(csv.reader([line], delimiter=sep), [])) for sep in (",", ";")}
+    return ";" if fields[";"] > fields[","] else ","
+
+
+_DECIMAL_COMMA = re.compile(r"[-+]?\d*,\d+(?:[eE][-+]?\d+)?")
+_DECIMAL_POINT = re.compile(r"[-+]?\d*\.\d+(?:[eE][-+]?\d+)?")
+
+
+def _decimal_mark(path: Path, sep: str, *, skip=(), rows: int = 2000) -> str:
+    """``","`` when a semicolon-separated file writes its numbers with decimal commas.
+
+    The first ``rows`` data rows are read (the columns named in ``skip``, cell
+    ids, left out). Numbers with a comma and none with a point: decimal commas;
+    both: an InputError naming one of each, since no reading is safe.
+    """
+    import csv
+
+    if sep != ";":
+        return "."
+    comma = point = None
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle, delimiter=sep)
+        header = next((row for row in reader if any(field.strip() for field in row)), [])
+        keep = [i for i, name in enumerate(header) if name.strip() not in set(skip)]
+        for n, row in enumerate(reader):
+            if n >= rows:
+                break
+            for i in keep:
+                field = row[i].strip() if i < len(row) else ""
+                if comma is None and _DECIMAL_COMMA.fullmatch(field):
+                    comma = (header[i].strip(), reader.line_num, field)
+                elif point is None and _DECIMAL_POINT.fullmatch(field):
+                    point = (header[i].strip(), reader.line_num, field)
+    if comma and point:
+        raise InputError(
+            f"{path} is separated by semicolons and mixes decimal commas (column {comma[0]!r}, "
+            f"line {comma[1]}: {comma[2]}) with decimal points (column {point[0]!r}, line "
+            f"{point[1]}: {point[2]}); write every number with one decimal mark (or save the "
+            "table as Excel or Parquet).")
+    return "," if comma else "."
+
+
 def _delimited_header(path: Path, kind: str) -> list[str]:
     """The header row of a CSV/TSV file: its first line with a non-blank field."""
     import csv
 
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle, delimiter="\t" if kind == "tsv" else ",")
+            reader = csv.reader(handle, delimiter=_separator(path, kind))
             header = next((row for row in reader if any(field.strip() for field in row)), [])
             return [field.replace("\x00", "") for field in header]  # pandas drops NUL bytes too
     except UnicodeDecodeError as exc:
@@ -301,14 +356,24 @@ def _delimited_header(path: Path, kind: str) -> list[str]:
 
 
 def table_header(path: str | os.PathLike) -> list[str] | None:
-    """The column names of a CSV/TSV table as :func:`read_table` gives them (None for other kinds)."""
+    """The column names of a CSV/TSV table or Excel workbook as :func:`read_table` gives them
+    (None for Parquet, whose columns keep their types)."""
     path = Path(path)
     kind = _table_kind(path)
+    if kind == "excel":
+        try:
+            _check_one_sheet(path)  # which sheet holds the cells is said before any id column
+            header = _excel_header_row(path)[1]
+        except InputError:
+            raise
+        except Exception:  # noqa: BLE001 - read_table names what is wrong with the workbook
+            return None
+        return [str(name).strip() for name in header if not pd.isna(name)]
     if kind not in ("csv", "tsv"):
         return None
     header = _delimited_header(path, kind)
     if len(header) == 1:  # a comment line, or a file separated by another character
-        _check_header_form(path, header, "\t" if kind == "tsv" else ",")
+        _check_header_form(path, header, _separator(path, kind))
     return [field.strip() for field in header]
 
 
@@ -376,18 +441,20 @@ def read_table(path: str | os.PathLike, *, text_columns=()) -> pd.DataFrame:
     """
     path = Path(path)
     kind = _table_kind(path)
-    if kind in ("csv", "tsv"):  # first: its messages name the line, pandas' do not always
-        check_complete_rows(path, sep="\t" if kind == "tsv" else ",")
+    sep = _separator(path, kind) if kind in ("csv", "tsv") else None
+    if sep is not None:  # first: its messages name the line, pandas' do not always
+        check_complete_rows(path, sep=sep)
     header_row, header = 0, None
     try:
-        if kind in ("csv", "tsv"):
+        if sep is not None:
             header = _delimited_header(path, kind)
             if len(header) == 1:
-                _check_header_form(path, header, "\t" if kind == "tsv" else ",")
+                _check_header_form(path, header, sep)
             text = {name: str for name in header if name.strip() in set(text_columns)}
             # index_col=False: separators ending every line never shift the columns onto the index
-            table = pd.read_csv(path, sep="\t" if kind == "tsv" else ",", encoding="utf-8-sig",
-                                low_memory=False, index_col=False, dtype=text or None)
+            table = pd.read_csv(path, sep=sep, encoding="utf-8-sig", low_memory=False,
+                                index_col=False, dtype=text or None,
+                                decimal=_decimal_mark(path, sep, skip=text_columns))
         elif kind == "parquet":
             table = _read_parquet(path)
             if any(name is not None for name in table.index.names):  # e.g. `ephys2tx extract` output
@@ -396,7 +463,9 @@ def read_table(path: str | os.PathLike, *, text_columns=()) -> pd.DataFrame:
         else:
             _check_one_sheet(path)
             header_row, header = _excel_header_row(path)
-            table = pd.read_excel(path, sheet_name=0, header=header_row)
+            # text columns (cell ids) as written: a text cell '0707' keeps its leading zero
+            text = {name: str for name in header if str(name).strip() in set(text_columns)}
+            table = pd.read_excel(path, sheet_name=0, header=header_row, dtype=text or None)
     except InputError:
         raise
     except ImportError as exc:  # an old binary .xls workbook: pandas needs xlrd, not installed
@@ -548,13 +617,15 @@ def read_user_table(path: str | os.PathLike, *, id_column: str | None = None,
     that names one, for commands that have it).
     """
     path = Path(path)
-    header = table_header(path)  # CSV/TSV: the id column is found first, and read as text
+    header = table_header(path)  # CSV/TSV/Excel: the id column is found first, and read as text
     if header is not None and header:
         try:
             col = detect_id_column(pd.DataFrame(columns=header), id_column=id_column,
                                    where=str(path), hint=id_hint)
         except InputError:  # a comment line above the header says so first
-            check_complete_rows(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+            kind = _table_kind(path)
+            if kind in ("csv", "tsv"):
+                check_complete_rows(path, sep=_separator(path, kind))
             raise
         table = read_table(path, text_columns=[col])
     else:

@@ -190,6 +190,10 @@ _DEFINITION_HINTS = {
     "sag": ("IPFX sag is (peak − steady state) / (peak − baseline deflection), about 0.05-0.3; a "
             "value near 1 is another definition: for a steady/peak ratio set `expr: 1 - x`, for a "
             "peak/steady ratio `expr: 1 - 1/x`"),
+    **dict.fromkeys(("adapt_hero", "adapt_mean", "adapt_max"), (
+        "the IPFX adaptation index is the mean (ISI2 − ISI1) / (ISI2 + ISI1) of consecutive ISIs, "
+        "about 0-0.2; a value of 1 or more is another definition: for a ratio of later to earlier "
+        "ISIs set `expr: (x - 1) / (x + 1)` (for a percentage, `scale: 0.01`)")),
 }
 
 
@@ -214,8 +218,15 @@ def _scale_into_range(spec: CanonicalFeature, value: float) -> float | None:
                if value * scale != 0 else math.inf)
 
 
-def _suggest(spec: CanonicalFeature, median: float) -> str | None:
-    """The conversion that brings ``median`` into the range, phrased for the user."""
+def _suggest(spec: CanonicalFeature, median: float, declared: str | None = None) -> str | None:
+    """The conversion that brings ``median`` into the range, phrased for the user.
+
+    ``declared`` is the unit the column map gave the column (default: the
+    canonical unit); the unit named in the hint is relative to it (a column
+    mapped as V whose values are mV: ``set `unit: mV```).
+    """
+    if spec.name.startswith("adapt_") and median >= 1:
+        return _DEFINITION_HINTS[spec.name]
     if UNITS[spec.unit][0] == "dimensionless" and median > max(spec.high, 2.0) \
             and spec.low <= median * 0.01 <= spec.high:
         return ("the values look like percent: add `scale: 0.01` to this column's map entry "
@@ -227,9 +238,10 @@ def _suggest(spec: CanonicalFeature, median: float) -> str | None:
         return None
     if scale == -1.0:
         return "the sign looks flipped: add `sign: -1` to this column's map entry"
+    declared = declared if declared in UNITS and UNITS[declared][0] == UNITS[spec.unit][0] else spec.unit
     units = [u for u, (dim, f) in UNITS.items()
-             if dim == UNITS[spec.unit][0] and np.isclose(f / UNITS[spec.unit][1], scale)]
-    unit_hint = (f" (the values look like {units[0]}, not {spec.unit}: set `unit: {units[0]}`)"
+             if dim == UNITS[spec.unit][0] and np.isclose(f / UNITS[declared][1], scale)]
+    unit_hint = (f" (the values look like {units[0]}, not {declared}: set `unit: {units[0]}`)"
                  if units else "")
     return f"multiply by {scale:g}{unit_hint}"
 
@@ -268,8 +280,8 @@ class MixedUnitsIssue:
         return text + "; fix those values, or pass --force to continue anyway."
 
 
-def check_units(table: pd.DataFrame, sources: dict[str, str] | None = None
-                ) -> list[UnitIssue | MixedUnitsIssue]:
+def check_units(table: pd.DataFrame, sources: dict[str, str] | None = None,
+                units: dict[str, str] | None = None) -> list[UnitIssue | MixedUnitsIssue]:
     """Columns of a canonical-named table whose values are implausible for their feature.
 
     A column whose median is outside the plausible range (a wrong unit or
@@ -284,6 +296,9 @@ def check_units(table: pd.DataFrame, sources: dict[str, str] | None = None
         Canonical names as columns (already converted by the column map).
     sources : dict, optional
         Canonical name -> the user's column name, for messages.
+    units : dict, optional
+        Canonical name -> the unit the column map gave the user's column (for
+        a linear conversion), so that a hint names the unit to set in the map.
 
     Returns
     -------
@@ -291,6 +306,7 @@ def check_units(table: pd.DataFrame, sources: dict[str, str] | None = None
         Empty when every column looks right.
     """
     sources = sources or {}
+    units = units or {}
     issues = []
     for name in table.columns:
         if name not in CANONICAL_FEATURES:
@@ -303,7 +319,7 @@ def check_units(table: pd.DataFrame, sources: dict[str, str] | None = None
         median = float(np.median(values))
         source = sources.get(name, name)
         if not spec.low <= median <= spec.high:
-            issues.append(UnitIssue(name, source, median, _suggest(spec, median)))
+            issues.append(UnitIssue(name, source, median, _suggest(spec, median, units.get(name))))
             continue
         outside = values[(values < spec.low) | (values > spec.high)]
         if len(outside) >= max(MIXED_MIN_VALUES, MIXED_SHARE * len(values)):

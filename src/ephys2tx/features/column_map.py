@@ -525,21 +525,28 @@ def detect_column_map(table: pd.DataFrame, *, min_coverage: float = MIN_COVERAGE
                          "write a column map (see docs/mapping.md) and pass --column-map.")
     scored.sort(key=lambda item: (-item[0], -item[1]))
     best = scored[0]
-    if len(scored) > 1 and scored[1][:2] == best[:2]:
-        raise InputError(f"the table's columns fit the shipped maps {best[2]} and {scored[1][2]} "
-                         f"equally well ({', '.join(best[4][:4])}); pass --column-map with the one "
-                         "that names your columns, or write your own (docs/mapping.md).")
+    tied = [item for item in scored[1:] if item[:2] == best[:2]]
     _, n_cols, name, cmap, columns, issues = best
     # feature-like columns: the numeric ones, and those the map reads (one bad value can make
     # a feature column non-numeric; that is reported when the map is applied)
     candidates = list(dict.fromkeys([*numeric, *columns]))
     coverage = len(columns) / max(len(candidates), 1)
-    if coverage < min_coverage:
+    if coverage < min_coverage:  # first: a tie of two maps that each read one column is no tie
+        def listed(item):
+            return ", ".join(item[4][:5]) + (", ..." if len(item[4]) > 5 else "")
+
+        matches = (listed(best) if not tied else
+                   "; ".join(f"map {item[2]}: {listed(item)}" for item in [best, *tied]))
+        names = " or ".join(item[2] for item in [best, *tied])
         raise InputError(
             f"only {len(columns)} of the table's {len(candidates)} numeric columns match the shipped "
-            f"map {name} ({', '.join(columns[:5])}{', ...' if len(columns) > 5 else ''}); it is not "
-            f"applied without being asked: pass --column-map {name} if these columns really are "
-            "that naming and those units, or write a column map for your table (docs/mapping.md).")
+            f"{'maps' if tied else 'map'} {names} ({matches}); "
+            f"it is not applied without being asked: pass --column-map {name} if these columns really "
+            "are that naming and those units, or write a column map for your table (docs/mapping.md).")
+    if tied:
+        raise InputError(f"the table's columns fit the shipped maps {name} and {tied[0][2]} "
+                         f"equally well ({', '.join(columns[:4])}); pass --column-map with the one "
+                         "that names your columns, or write your own (docs/mapping.md).")
     unmatched = [c for c in candidates if c not in set(columns)]
     return replace(cmap, extra={**cmap.extra, "detected": True, "matched": columns,
                                 "coverage": coverage, "unmatched": unmatched,

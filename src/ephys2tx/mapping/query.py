@@ -86,7 +86,9 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
     notes = [note for note in [describe_detection(cmap), _skipped_entries(cmap, table.data.columns)] if note]
     notes += expr_losses(cmap, masked, where=str(input_path))  # cells an expr turns into missing
     raw = apply_column_map(cmap, table.data, where=str(input_path))[0]  # before any code is masked
-    for issue in [*check_units(canonical, sources), *check_values_kept(raw, canonical, sources)]:
+    declared = {e.name: e.unit for e in cmap.entries if e.expr is None}  # hints name the map's unit
+    for issue in [*check_units(canonical, sources, declared),
+                  *check_values_kept(raw, canonical, sources)]:
         if not force:
             raise InputError(issue.message())
         notes.append("continuing (--force): " + issue.message())

@@ -276,6 +276,10 @@ def adapt_predict(model, query: pd.DataFrame, reference: pd.DataFrame, reference
                               model.diagnostics.get("codes")))
             class_mix = est.prior
             proba[has] = est.proba
+        elif method != "none" and rows is not None:
+            notes.append(f"--align {method}: your class prior replaces the class mix {method} would "
+                         "estimate (cells without a prior keep the reference's); the prior-free call "
+                         f"(predicted_subclass_no_prior) is {method}'s.")
     else:  # the joint EM: cc*, ccm*
         relevance = None
         if method.startswith("ccm"):
@@ -456,11 +460,10 @@ def read_layer_column(input_path, column: str, ids, *, id_column: str | None = N
         raise InputError(f"--layer-column {column!r} is not a column of {input_path}; columns "
                          f"start with {list(table.data.columns[:5])}.")
     values = table.data[column].reindex(pd.Index(ids).astype(str))
-    out = [None if pd.isna(v) else v for v in values.to_numpy(dtype=object)]
-    from ephys2tx.data.layers import parse_layer
+    from ephys2tx.data.layers import is_unknown_layer, parse_layer
 
-    bad = [(cell, v) for cell, v in zip(values.index, out)
-           if v is not None and str(v).strip() and parse_layer(v) is None]
+    out = [None if is_unknown_layer(v) else v for v in values.to_numpy(dtype=object)]
+    bad = [(cell, v) for cell, v in zip(values.index, out) if v is not None and parse_layer(v) is None]
     if bad:
         cell, value = bad[0]
         distinct = list(dict.fromkeys(repr(v) for _, v in bad))
@@ -468,7 +471,7 @@ def read_layer_column(input_path, column: str, ids, *, id_column: str | None = N
             f"layer {value!r} is not a cortical layer (column {column!r} of {input_path}, cell "
             f"{cell}; {len(bad)} cell(s) hold a label that is not a layer: {', '.join(distinct[:5])}"
             f"{', ...' if len(distinct) > 5 else ''}); write the layer as e.g. L1, L2/3, 4, L5, "
-            "L6a, 5_6, or leave the cell empty (no layer prior for it).")
+            "L6a, 5_6, or leave the cell empty or write unknown (no layer prior for it).")
     return out
 
 

@@ -33,7 +33,10 @@ def alarm_section(outcome) -> str:
              "ok": "## Shift check: no shift detected"}[a.level]
     if a.level == "ok" and not np.isfinite(a.p_marginal):
         title = "## Shift check: too few cells or features to test"
-    lines = [title, "", a.message, "",
+    # the terminal line points here; inside report.md it would point at itself
+    message = a.message.replace(" Predictions may be wrong: see the first section of report.md.",
+                                " Predictions may be wrong: read this section.")
+    lines = [title, "", message, "",
              "Measured on the features as you gave them (before any alignment), against the "
              f"{a.n_reference} reference cells used by the test:", "",
              f"- two-sample test (MMD, permutation p-value), query vs reference: p = {_p(a.p_marginal)}",
