@@ -174,6 +174,7 @@ def numeric_column(raw: pd.Series, *, column: str, where: str, ids: pd.Series | 
     """
     if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
         return raw.astype(float)
+    _refuse_non_measurements(raw, column=column, where=where, ids=ids)
     values = pd.to_numeric(raw, errors="coerce")
     suspect = values.isna() & raw.notna()
     if suspect.any():
@@ -192,6 +193,33 @@ def numeric_column(raw: pd.Series, *, column: str, where: str, ids: pd.Series | 
                              f"(cell {cell}); fix it or leave it empty for missing"
                              f"{_separator_hint(bad.iloc[0])}.")
     return values.astype(float)
+
+
+def _refuse_non_measurements(raw: pd.Series, *, column: str, where: str,
+                             ids: pd.Series | None) -> None:
+    """Refuse True/False values and dates or durations, which ``pd.to_numeric`` would silently
+    turn into 1/0 and nanoseconds (a Parquet or Excel boolean or date column, or a CSV column of
+    true/false that pandas reads as booleans)."""
+    import numpy as np
+
+    def cell(label):
+        return label if ids is None else ids[label]
+
+    kind = pd.api.types.infer_dtype(raw, skipna=True)
+    if pd.api.types.is_bool_dtype(raw) or kind in ("boolean", "mixed"):
+        flags = raw.map(lambda v: isinstance(v, (bool, np.bool_)))
+        if flags.any():
+            label = flags.index[flags.to_numpy()][0]
+            raise InputError(f"column {column!r} of {where} holds True/False values (cell "
+                             f"{cell(label)}: {bool(raw[label])}), not measurements; give its values "
+                             "as numbers, or leave a cell empty for missing.")
+    if kind in ("datetime64", "datetime", "date", "timedelta64", "timedelta", "period", "time"):
+        present = raw.notna()
+        label = present.index[present.to_numpy()][0]
+        what = "durations" if kind.startswith("timedelta") else "dates or times"
+        raise InputError(f"column {column!r} of {where} holds {what} (cell {cell(label)}: "
+                         f"{str(raw[label])!r}), not numbers; give the feature as a number in its "
+                         "unit (e.g. seconds, as 0.012), or leave a cell empty for missing.")
 
 
 def feature_frame(X, features: list[str], *, where: str) -> pd.DataFrame:
