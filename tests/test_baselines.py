@@ -187,3 +187,9 @@ def test_infinity_is_refused_by_name_in_fit_and_predict(make):
         model.predict(bad)
     with pytest.raises(InputError, match=r"feature column 1 has the value -inf \(row 7, counted"):
         make().fit(bad.to_numpy(), y)
+
+
+def test_a_table_without_feature_columns_is_refused_in_fit():
+    X, y = _four_columns()
+    with pytest.raises(InputError, match=r"the table has no feature column"):
+        make_rf(n_estimators=5, random_state=0).fit(X[[]], y)

@@ -803,6 +803,9 @@ ARGUMENTS = {
     "train --n-estimators absurd": (lambda sb: train(sb)[:4] + ["10000000"] + train(sb)[5:], r"--n-estimators.*less than"),
     "train --n-splits 1": (lambda sb: train(sb, "--n-splits", "1"), r"--n-splits"),
     "train --max-epochs 0": (lambda sb: train(sb, "--max-epochs", "0"), r"--max-epochs"),
+    # s9: --max-epochs of the forest (which has no epochs) was ignored
+    "train --max-epochs with the forest": (lambda sb: train(sb, "--max-epochs", "3"),
+                                           r"--max-epochs sets the epochs of --model bilstm; --model forest has none"),
     "train --seed -1": (lambda sb: train(sb, "--seed", "-1"), r"--seed"),
     "map --align magic": (lambda sb: mapping(sb, "--align", "magic"), r"unknown --align 'magic'"),
     "run --data-dir is a file": (lambda sb: run(sb, data=sb.write("datafile", "x")), r"datafile is a file"),

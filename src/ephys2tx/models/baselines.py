@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ephys2tx.models.spca import FamilySparsePCA
-from ephys2tx.models.standardise import check_no_infinity, check_scaling
+from ephys2tx.models.standardise import check_feature_values, check_scaling
 
 #: Defaults of the class-balanced gradient-boosted trees: scikit-learn's own, chosen with no
 #: labels. On human cells the study chooses the number of iterations per outer fold by inner
@@ -42,10 +42,10 @@ class CheckedImputer(SimpleImputer):
     """
 
     def fit(self, X, y=None):
-        """Check ``X`` (:func:`~ephys2tx.models.standardise.check_no_infinity`, then
+        """Check ``X`` (:func:`~ephys2tx.models.standardise.check_feature_values`, then
         :func:`~ephys2tx.models.standardise.check_scaling`), then learn the fill values."""
         names = [str(c) for c in X.columns] if hasattr(X, "columns") else None
-        check_no_infinity(X, names)
+        check_feature_values(X, names)
         super().fit(X, y)
         filled = np.asarray(super().transform(X), dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -54,7 +54,7 @@ class CheckedImputer(SimpleImputer):
 
     def transform(self, X):
         """Fill missing values; inf is refused naming its column."""
-        check_no_infinity(X, getattr(self, "feature_names_in_", None))
+        check_feature_values(X, getattr(self, "feature_names_in_", None))
         return super().transform(X)
 
 
@@ -142,7 +142,7 @@ class QuantileBinner(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Learn the bin edges of each feature from the non-missing training values."""
-        check_no_infinity(X)
+        check_feature_values(X)
         X = validate_data(self, X, ensure_all_finite="allow-nan", dtype=np.float64)
         if int(self.max_bins) < 2:
             raise ValueError(f"max_bins must be at least 2, got {self.max_bins}.")
@@ -162,7 +162,7 @@ class QuantileBinner(TransformerMixin, BaseEstimator):
     def transform(self, X):
         """Bin index of every value (float; NaN kept)."""
         check_is_fitted(self, "thresholds_")
-        check_no_infinity(X, getattr(self, "feature_names_in_", None))
+        check_feature_values(X, getattr(self, "feature_names_in_", None))
         X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
         out = np.empty_like(X)
         for j, edges in enumerate(self.thresholds_):

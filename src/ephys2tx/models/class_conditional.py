@@ -47,7 +47,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ephys2tx.data.user_tables import check_finite, feature_frame
 from ephys2tx.errors import InputError
-from ephys2tx.models.standardise import check_no_infinity
+from ephys2tx.models.standardise import check_feature_values
 
 __all__ = ["AlignmentResult", "ClassConditionalAligner"]
 
@@ -215,7 +215,7 @@ class ClassConditionalAligner(BaseEstimator):
         if self.covariance not in ("auto", "full", "tied"):
             raise InputError(f"covariance must be 'auto', 'full' or 'tied', got {self.covariance!r}.")
         columns = [str(c) for c in X.columns] if isinstance(X, pd.DataFrame) else None
-        check_no_infinity(X, columns)
+        check_feature_values(X, columns)
         values, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64,
                                   ensure_min_samples=3)
         check_classification_targets(y)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CLIP_SD", "check_no_infinity", "check_scaling", "fit_standardiser", "standardise"]
+__all__ = ["CLIP_SD", "check_feature_values", "check_scaling", "fit_standardiser", "standardise"]
 
 #: Standardised values are clipped to this many standard deviations.
 CLIP_SD = 10.0
@@ -42,8 +42,8 @@ def check_scaling(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, names=None
                          "unit or scaling.")
 
 
-def check_no_infinity(X, names=None) -> None:
-    """Refuse inf and -inf in ``X`` (a 2-D table; NaN, a missing value, is allowed).
+def check_feature_values(X, names=None) -> None:
+    """Refuse a table without columns, and inf and -inf in ``X`` (2-D; NaN, missing, is allowed).
 
     scikit-learn refuses them too, but its message names no column ("Input X contains
     infinity"). Values that are no numbers are left to the caller's own checks.
@@ -51,8 +51,9 @@ def check_no_infinity(X, names=None) -> None:
     Raises
     ------
     InputError
-        Naming the first such column (by name if ``X`` is a DataFrame, else by ``names`` if
-        given, else by position), its row and the number of such values.
+        No column; or an infinity, naming the first such column (by name if ``X`` is a
+        DataFrame, else by ``names`` if given, else by position), its row and the number of
+        such values.
     """
     from ephys2tx.errors import InputError
 
@@ -64,6 +65,9 @@ def check_no_infinity(X, names=None) -> None:
         return
     if values.ndim != 2:
         return
+    if values.shape[1] == 0:  # numpy's "at least one array or dtype is required" further on
+        raise InputError(f"the table has no feature column (shape {values.shape}); pass a table "
+                         "with at least one feature column.")
     bad = np.isinf(values)
     if not bad.any():
         return
