@@ -386,3 +386,31 @@ def test_a_csv_column_of_true_false_is_refused_in_a_query(tmp_path):
     with pytest.raises(InputError, match=r"column 'sag' of .*cells\.csv holds True/False values "
                                          r"\(cell a: True\)"):
         read_query(path)
+
+
+def test_feature_frame_reads_missing_values_of_object_columns_and_refuses_booleans():
+    """A pd.NA among numbers (an object column) named the first number as 'non-numeric'; a True
+    among numbers was read as 1."""
+    import numpy as np
+
+    from ephys2tx.data.user_tables import feature_frame
+
+    X = pd.DataFrame({"tau": pd.Series([0.02, pd.NA, "0.03"], dtype=object, index=["a", "b", "c"])})
+    frame = feature_frame(X, ["tau"], where="the table to predict")
+    assert frame["tau"].tolist()[::2] == [0.02, 0.03] and np.isnan(frame["tau"]["b"])
+    with pytest.raises(InputError, match=r"feature 'tau' of the table to predict has non-numeric "
+                                         r"value 'abc' \(cell c\)"):
+        feature_frame(X.assign(tau=[0.02, pd.NA, "abc"]), ["tau"], where="the table to predict")
+    with pytest.raises(InputError, match=r"column 'tau' of the table to predict holds True/False "
+                                         r"values \(cell b: True\)"):
+        feature_frame(X.assign(tau=pd.Series([0.02, True, 0.5], dtype=object, index=X.index)),
+                      ["tau"], where="the table to predict")
+
+
+def test_an_id_column_given_as_a_number_is_refused(tmp_path):
+    """id_column=3 was an AttributeError ('int' object has no attribute 'strip')."""
+    path = tmp_path / "cells.csv"
+    path.write_text("cell_id,tau\na,0.02\n")
+    with pytest.raises(InputError, match=r"the id column must be given by its name \(a str, e\.g\. "
+                                         r"'cell_id'\), got int 3"):
+        read_user_table(path, id_column=3)

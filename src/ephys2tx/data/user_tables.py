@@ -256,14 +256,18 @@ def feature_frame(X, features: list[str], *, where: str) -> pd.DataFrame:
             raise InputError(f"feature {column!r} of {where} is True/False, not a "
                              "measurement; give its values as numbers.")
         if not pd.api.types.is_numeric_dtype(values):
+            _refuse_non_measurements(values, column=column, where=where, ids=None)
             try:
                 values.astype(float)
             except (TypeError, ValueError):
-                bad = pd.to_numeric(values, errors="coerce").isna() & values.notna()
-                bad = bad if bad.any() else values.notna()
-                raise InputError(f"feature {column!r} of {where} has non-numeric value "
-                                 f"{values[bad].iloc[0]!r} (cell {values.index[bad.to_numpy()][0]}); "
-                                 "fix it, or leave it empty for missing.")
+                numbers = pd.to_numeric(values, errors="coerce")  # pd.NA and None are missing
+                bad = numbers.isna() & values.notna()
+                if bad.any():  # (a pd.NA among numbers named the first number as non-numeric)
+                    raise InputError(f"feature {column!r} of {where} has non-numeric value "
+                                     f"{values[bad].iloc[0]!r} (cell "
+                                     f"{values.index[bad.to_numpy()][0]}); fix it, or leave it "
+                                     "empty for missing.") from None
+                frame[column] = numbers.astype(float)
     return frame.astype(float, copy=False)  # reindex made the copy
 
 
@@ -485,6 +489,9 @@ def _check_unique_header(path: Path, header: list) -> None:
 def detect_id_column(table: pd.DataFrame, *, id_column: str | None = None,
                      where: str = "table", hint: str = "rename your id column to cell_id") -> str:
     """The id column: ``id_column`` if given, else the first of :data:`ID_CANDIDATES` present."""
+    if id_column is not None and not isinstance(id_column, str):
+        raise InputError(f"the id column must be given by its name (a str, e.g. 'cell_id'), got "
+                         f"{type(id_column).__name__} {id_column!r:.40}.")
     if id_column is not None:
         if id_column not in table.columns and id_column.strip() in table.columns:
             return id_column.strip()
