@@ -88,3 +88,17 @@ def test_alignment_helps_over_seeds(species, data_dir):
     table = shift_experiment(species, data_dir, seeds=range(3))
     _check_shift_table(table)
     assert (summarise_shift(table)["n_seeds"] == 3).all()
+
+
+@pytest.mark.parametrize("method", ["quantile", "ot", "moments"])
+def test_infinity_is_refused_not_made_missing(method):
+    """An inf in the query came back NaN (ot: treated as missing), stayed inf (quantile) or made
+    its whole column NaN (moments), without a word. Now align names the column and the cell."""
+    ref, query = _pair()
+    query.iloc[3, 1] = -np.inf
+    with pytest.raises(InputError, match=r"column 'b' of the query to align has the value -inf "
+                                         r"\(cell q3"):
+        align(query, ref, method)
+    ref.iloc[0, 0] = np.inf
+    with pytest.raises(InputError, match=r"column 'a' of the reference to align to has the value inf"):
+        align(query.fillna(0.0).clip(-9, 9), ref, method)

@@ -145,3 +145,51 @@ def test_registry_says_which_family_column_is_missing():
         make_model("spca_rf", None, ["a", "b"])
     with pytest.raises(InputError, match="unknown model 'svm'"):
         make_model("svm", None, [])
+
+
+def _four_columns(seed=0):
+    import pandas as pd
+
+    rng = np.random.RandomState(seed)
+    X = pd.DataFrame(rng.normal(size=(40, 4)), columns=["a", "b", "c", "d"])
+    return X, np.resize(np.array(CLASSES), 40)
+
+
+@pytest.mark.parametrize("make", [lambda: make_rf(n_estimators=5, random_state=0),
+                                  lambda: make_logreg(random_state=0),
+                                  lambda: make_spca_rf({"f": ["a", "b"], "g": ["c", "d"]},
+                                                       n_estimators=5, random_state=0)],
+                         ids=["rf", "logreg", "spca_rf"])
+def test_values_too_large_to_standardise_are_refused_by_name(make):
+    """A column near 1e300 overflowed the scaler: the forest fitted with the column all zeros
+    (silently ignored), logistic regression and the sparse PCA refused NaN values the table
+    never had. Now fit names the column, as the other estimators do."""
+    X, y = _four_columns()
+    X["c"] *= 1e300
+    with pytest.raises(InputError, match=r"feature column 'c' has values too large to standardise "
+                                         r"\(largest magnitude .*e\+300"):
+        make().fit(X, y)
+
+
+@pytest.mark.parametrize("make", [lambda: make_rf(n_estimators=5, random_state=0),
+                                  lambda: make_logreg(random_state=0),
+                                  lambda: make_hgb(random_state=0, max_iter=5)],
+                         ids=["rf", "logreg", "hgb"])
+def test_infinity_is_refused_by_name_in_fit_and_predict(make):
+    """scikit-learn's 'Input X contains infinity' named no column."""
+    X, y = _four_columns()
+    bad = X.copy()
+    bad.loc[7, "b"] = -np.inf
+    with pytest.raises(InputError, match=r"feature column 'b' has the value -inf \(row 7; 1 such"):
+        make().fit(bad, y)
+    model = make().fit(X, y)
+    with pytest.raises(InputError, match=r"feature column 'b' has the value -inf \(row 7"):
+        model.predict(bad)
+    with pytest.raises(InputError, match=r"feature column 1 has the value -inf \(row 7, counted"):
+        make().fit(bad.to_numpy(), y)
+
+
+def test_a_table_without_feature_columns_is_refused_in_fit():
+    X, y = _four_columns()
+    with pytest.raises(InputError, match=r"the table has no feature column"):
+        make_rf(n_estimators=5, random_state=0).fit(X[[]], y)

@@ -238,3 +238,17 @@ def test_values_too_large_to_standardise_are_refused_by_name():
     y = np.resize(np.array(["Pvalb", "Sst", "Vip", "Lamp5"]), 40)
     with pytest.raises(InputError, match=r"feature column 'c' has values too large to standardise"):
         FlatMLPClassifier(max_epochs=1, hidden_size=4, embedding_dim=4, random_state=0).fit(X, y)
+
+
+def test_infinity_is_refused_by_name():
+    """scikit-learn's 'Input X contains infinity' named no column, in fit and in predict."""
+    rng = np.random.RandomState(0)
+    X = pd.DataFrame(rng.normal(size=(40, 4)), columns=["a", "b", "c", "d"])
+    y = np.resize(np.array(["Pvalb", "Sst", "Vip", "Lamp5"]), 40)
+    bad = X.copy()
+    bad.loc[2, "d"] = -np.inf
+    make = lambda: FlatMLPClassifier(max_epochs=1, hidden_size=4, embedding_dim=4, random_state=0)  # noqa: E731
+    with pytest.raises(InputError, match=r"feature column 'd' has the value -inf \(row 2"):
+        make().fit(bad, y)
+    with pytest.raises(InputError, match=r"feature column 'd' has the value -inf \(row 2"):
+        make().fit(X, y).predict(bad)

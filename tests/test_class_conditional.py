@@ -190,3 +190,17 @@ def test_query_columns_are_read_by_name_or_refused_by_name():
         aligner.align(pd.concat([X, X[["tau"]]], axis=1))
     with pytest.raises(InputError, match=r"feature 'sag' of the query has non-numeric value 'x' \(cell 0\)"):
         aligner.align(X.assign(sag=["x"] + [1.0] * 79))
+
+
+def test_infinity_in_the_query_is_refused_not_clipped(reference):
+    """An inf of the query was clipped to 8 SD and aligned as if measured: a made-up value in
+    the aligned table, silently. Now align names the column and the cell."""
+    X, y = reference
+    aligner = ClassConditionalAligner().fit(X, y)
+    query = X.iloc[:30].copy()
+    query.iloc[4, 1] = np.inf
+    with pytest.raises(InputError, match=r"column 'input_resistance' of the query has the value "
+                                         r"inf \(cell 4, 1 such"):
+        aligner.align(query)
+    with pytest.raises(InputError, match=r"feature column 'input_resistance' has the value inf"):
+        ClassConditionalAligner().fit(query, y[:30])

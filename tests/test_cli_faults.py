@@ -237,6 +237,13 @@ TABLES: dict[str, tuple[Callable, str]] = {
     "a comment line above the header": (lambda sb: sb.write("c.csv", "# exported by rig 2\n" + sb.cells.read_text()),
                                         r"c\.csv starts with the line '# exported by rig 2'.*delete the lines above"),
     "input is /dev/null": (lambda sb: Path("/dev/null"), r"/dev/null is not a regular file"),
+    # s9: True/False and dates were read as 1/0 and nanoseconds
+    "a feature column of TRUE/FALSE": (lambda sb: sb.table(sb.frame.assign(sag=sb.frame["sag"] > 0.1)),
+                                       r"column 'sag' of .*bad\.csv holds True/False values \(cell \d+: "
+                                       r"(True|False)\), not measurements"),
+    "a Parquet feature column of dates": (
+        lambda sb: sb.frame.assign(tau=pd.Timestamp("2024-05-01")).to_parquet(sb.root / "d.parquet") or sb.root / "d.parquet",
+        r"column 'tau' of .*d\.parquet holds dates or times \(cell \d+: '2024-05-01 00:00:00'\)"),
     # s8: a unit prefix off by 1e12 had no hint
     "rheobase in amperes": (lambda sb: sb.table(sb.frame.assign(rheobase_i=sb.frame["rheobase_i"] * 1e-12)),
                             r"column 'rheobase_i' .*multiply by 1e\+12 \(the values look like A, not pA: set "
@@ -415,6 +422,20 @@ MODELS = {
     "model.json classes not those of the estimator": (
         lambda sb: _mapping_field(sb, "classes", ["A", "B"]), r"mapping\.classes is \['A', 'B'\], but the saved "
                                                               r"estimator predicts 4 classes"),
+    # s9: a reordered class list named every cell by another class; an edited record's class counts
+    # made predict's training mix uniform (or negative) without a word
+    "model.json classes reordered": (
+        lambda sb: _mapping_field(sb, "classes", ["Vip", "Sst", "Pvalb", "Lamp5"]),
+        r"mapping\.classes is \['Vip', 'Sst', 'Pvalb', 'Lamp5'\], not classes of Lamp5, Pvalb, Sst, Vip "
+        r"in that order"),
+    "model.json record without class counts": (
+        lambda sb: _mapping_field(sb, "record", {"n_cells": 664}),
+        r"mapping\.record\.class_counts is None; it must give each class \(Lamp5, Pvalb, Sst, Vip\) its "
+        r"number of training cells"),
+    "model.json a negative class count": (
+        lambda sb: _mapping_field(sb, "record", {"class_counts": {"Lamp5": -60, "Pvalb": 350, "Sst": 150,
+                                                                  "Vip": 100}}),
+        r"mapping\.record\.class_counts is \{'Lamp5': -60, .*>= 0, not all 0"),
     "model.json unknown species": (lambda sb: _mapping_field(sb, "species", "cat"), r"mapping\.species is 'cat'"),
     "model.json unknown model": (lambda sb: _mapping_field(sb, "model", "svm"), r"mapping\.model is 'svm'"),
     "model.json features a string": (lambda sb: _mapping_field(sb, "features", "tau"),
@@ -784,6 +805,9 @@ ARGUMENTS = {
     "train --n-estimators absurd": (lambda sb: train(sb)[:4] + ["10000000"] + train(sb)[5:], r"--n-estimators.*less than"),
     "train --n-splits 1": (lambda sb: train(sb, "--n-splits", "1"), r"--n-splits"),
     "train --max-epochs 0": (lambda sb: train(sb, "--max-epochs", "0"), r"--max-epochs"),
+    # s9: --max-epochs of the forest (which has no epochs) was ignored
+    "train --max-epochs with the forest": (lambda sb: train(sb, "--max-epochs", "3"),
+                                           r"--max-epochs sets the epochs of --model bilstm; --model forest has none"),
     "train --seed -1": (lambda sb: train(sb, "--seed", "-1"), r"--seed"),
     "map --align magic": (lambda sb: mapping(sb, "--align", "magic"), r"unknown --align 'magic'"),
     "run --data-dir is a file": (lambda sb: run(sb, data=sb.write("datafile", "x")), r"datafile is a file"),
@@ -840,6 +864,12 @@ ARGUMENTS = {
     "predict --layer, data dir a file": (lambda sb: predict(sb, "--layer", "L1", "--data-dir", sb.cells), r"cells\.csv is a file, not a folder"),
     "map --layer-column absent": (lambda sb: mapping(sb, "--layer-column", "nope"), r"--layer-column 'nope' is not a column of"),
     "map --layer-column a feature column": (lambda sb: mapping(sb, "--layer-column", "tau"), r"layer [\d.]+ is not a cortical layer"),
+    # s9: the id column was "not a column"; a column empty in every row was ignored (prior-free)
+    "predict --layer-column the id column": (lambda sb: predict(sb, "--layer-column", "cell_id", "--data-dir", sb.data),
+                                             r"--layer-column 'cell_id' is the cell id column of .*cells\.csv"),
+    "predict --layer-column empty in every row": (
+        lambda sb: predict(sb, "--layer-column", "layer", "--data-dir", sb.data, input=sb.table(sb.frame.assign(layer=""))),
+        r"--layer-column 'layer' of .*bad\.csv is empty in every row; fill in each cell's cortical layer"),
     "map --layer-column of unknown layers": (
         lambda sb: mapping(sb, "--layer-column", "layer", input=sb.table(sb.frame.assign(layer="L9"))), r"layer 'L9' is not a cortical layer"),
     # run --features with odd --labels tables

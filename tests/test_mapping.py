@@ -355,3 +355,13 @@ def test_calibration_and_ood_fields_that_do_not_fit_are_refused_at_load(edit, ma
     with pytest.raises(InputError, match=match) as info:
         load_reference_model(path)
     assert str(path / "model.json") in str(info.value)
+
+
+def test_read_query_refuses_a_force_that_is_not_true_or_false(tmp_path):
+    """force="no" (a true string) turned every unit check into a warning."""
+    from ephys2tx.mapping.query import read_query
+
+    path = tmp_path / "cells.csv"
+    path.write_text("cell_id,tau\na,20.0\n")  # tau in ms under its IPFX name (seconds)
+    with pytest.raises(InputError, match=r"force must be True or False, got 'no'"):
+        read_query(path, force="no")

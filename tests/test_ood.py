@@ -80,3 +80,15 @@ def test_mahalanobis_checks_its_labels():
     assert MahalanobisOOD(class_conditional=False).fit(X.iloc[:4], y[:4]).predict(X).shape == (40,)
     with pytest.raises(ValueError, match="Unknown label type"):
         MahalanobisOOD().fit(X, np.where(np.arange(40) == 0, None, y).astype(object))
+
+
+@pytest.mark.parametrize("det", [MahalanobisOOD(), KNNDistanceOOD(n_neighbors=3)])
+def test_infinity_is_refused_by_name(det):
+    """scikit-learn's 'Input X contains infinity' named no column, in fit and in score."""
+    X, y = _cells()
+    bad = X.copy()
+    bad.loc[5, "vrest"] = np.inf
+    with pytest.raises(InputError, match=r"feature column 'vrest' has the value inf \(row 5"):
+        det.fit(bad, y)
+    with pytest.raises(InputError, match=r"feature column 'vrest' has the value inf \(row 5"):
+        det.fit(X, y).predict(bad)

@@ -252,3 +252,12 @@ def test_stacking_refuses_mouse_labels_sharing_no_human_class(sample):
                                          r"Pvalb, Sst, Vip\); y_source holds LAMP5, PVALB, SST, VIP"):
         MousePriorClassifier(base="rf", random_state=0).fit(
             sample["X"], sample["y"], X_source=sample["X_source"], y_source=upper)
+
+
+def test_stacking_names_an_infinite_mouse_feature(sample):
+    """An inf among the mouse cells was scikit-learn's 'Input X contains infinity' (no column)."""
+    mouse = sample["X_source"].copy()
+    mouse.iloc[0, 0] = np.inf
+    with pytest.raises(InputError, match=r"feature column .* has the value inf"):
+        MousePriorClassifier(base="rf", source_model="logreg", random_state=0).fit(
+            sample["X"], sample["y"], X_source=mouse, y_source=sample["y_source"])

@@ -388,3 +388,59 @@ def test_parquet_is_read_as_pandas_reads_it(tmp_path):
     pd.testing.assert_frame_equal(read_table(path), expected.reset_index())
     frame.reset_index(drop=True).to_parquet(path)
     pd.testing.assert_frame_equal(_read_parquet(path), pd.read_parquet(path))
+
+
+@pytest.mark.parametrize("values, pattern", [
+    (pd.Series([True, False, None], dtype=object), r"holds True/False values \(cell c0: True\)"),
+    (pd.Series([False, True]), r"holds True/False values \(cell c0: False\)"),
+    (pd.Series([0.2, True], dtype=object), r"holds True/False values \(cell c1: True\)"),
+    (pd.Series(pd.to_datetime(["2020-01-01", None])), r"holds dates or times \(cell c0: '2020-01-01"),
+    (pd.Series(pd.to_timedelta([None, "12ms"])), r"holds durations \(cell c1: '0 days 00:00:00\.012"),
+], ids=["booleans as objects", "bool dtype", "a True among numbers", "dates", "durations"])
+def test_booleans_dates_and_durations_are_no_measurements(values, pattern):
+    """pd.to_numeric turned True/False into 1/0 and dates into nanoseconds: a Parquet, Excel or
+    CSV column of true/false was read as a feature of 1s and 0s without a word."""
+    from ephys2tx.data.user_tables import numeric_column
+
+    ids = pd.Series([f"c{i}" for i in range(len(values))])
+    with pytest.raises(InputError, match=r"column 'sag' of cells\.parquet " + pattern):
+        numeric_column(values, column="sag", where="cells.parquet", ids=ids)
+    assert numeric_column(pd.Series(["0.5", None, 1]), column="sag", where="x").tolist()[::2] == [0.5, 1.0]
+
+
+def test_a_csv_column_of_true_false_is_refused_in_a_query(tmp_path):
+    from ephys2tx.mapping.query import read_query
+
+    path = tmp_path / "cells.csv"
+    path.write_text("cell_id,sag,tau\na,TRUE,0.02\nb,FALSE,0.03\n")
+    with pytest.raises(InputError, match=r"column 'sag' of .*cells\.csv holds True/False values "
+                                         r"\(cell a: True\)"):
+        read_query(path)
+
+
+def test_feature_frame_reads_missing_values_of_object_columns_and_refuses_booleans():
+    """A pd.NA among numbers (an object column) named the first number as 'non-numeric'; a True
+    among numbers was read as 1."""
+    import numpy as np
+
+    from ephys2tx.data.user_tables import feature_frame
+
+    X = pd.DataFrame({"tau": pd.Series([0.02, pd.NA, "0.03"], dtype=object, index=["a", "b", "c"])})
+    frame = feature_frame(X, ["tau"], where="the table to predict")
+    assert frame["tau"].tolist()[::2] == [0.02, 0.03] and np.isnan(frame["tau"]["b"])
+    with pytest.raises(InputError, match=r"feature 'tau' of the table to predict has non-numeric "
+                                         r"value 'abc' \(cell c\)"):
+        feature_frame(X.assign(tau=[0.02, pd.NA, "abc"]), ["tau"], where="the table to predict")
+    with pytest.raises(InputError, match=r"column 'tau' of the table to predict holds True/False "
+                                         r"values \(cell b: True\)"):
+        feature_frame(X.assign(tau=pd.Series([0.02, True, 0.5], dtype=object, index=X.index)),
+                      ["tau"], where="the table to predict")
+
+
+def test_an_id_column_given_as_a_number_is_refused(tmp_path):
+    """id_column=3 was an AttributeError ('int' object has no attribute 'strip')."""
+    path = tmp_path / "cells.csv"
+    path.write_text("cell_id,tau\na,0.02\n")
+    with pytest.raises(InputError, match=r"the id column must be given by its name \(a str, e\.g\. "
+                                         r"'cell_id'\), got int 3"):
+        read_user_table(path, id_column=3)

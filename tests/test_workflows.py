@@ -52,3 +52,34 @@ def test_a_dataframe_for_a_path_says_to_save_it(tmp_path):
     with pytest.raises(InputError, match="n_estimators must be a whole number of at least 1, got 0"):
         map_cells(tmp_path / "cells.csv", "mouse", tmp_path / "mapped", n_estimators=0)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("call, pattern", [
+    (lambda p: predict(p / "model", p / "cells.csv", p / "out.csv", overwrite="no"),
+     r"overwrite must be True or False, got 'no' \(a non-empty string is true in Python\)"),
+    (lambda p: predict(p / "model", p / "cells.csv", p / "out.csv", force="false"),
+     r"force must be True or False, got 'false'"),
+    (lambda p: predict(p / "model", p / "cells.csv", p / "out.csv", verify=None),
+     r"verify must be True or False, got None"),
+    (lambda p: map_cells(p / "cells.csv", "mouse", p / "mapped", overwrite="no"),
+     r"overwrite must be True or False, got 'no'"),
+    (lambda p: train("mouse", "forest", p / "model", data_dir=p / "no-data", overwrite="no"), r"overwrite must be True or False"),
+    (lambda p: predict(p / "model", p / "cells.csv", p / "out.csv", id_column=5),
+     r"id_column must be a str \(e\.g\. 'cell_id'\) or None, got int 5"),
+    (lambda p: predict(p / "model", p / "cells.csv", p / "out.csv", prior={"Lamp5": 1}),
+     r"prior must be a str \(e\.g\. 'Lamp5=0\.6,Vip=0\.4'\) or None, got dict"),
+    (lambda p: map_cells(p / "cells.csv", "mouse", p / "mapped", layer_column=["layer"]),
+     r"layer_column must be a str \(e\.g\. 'layer'\) or None, got list"),
+    (lambda p: train("mouse", "forest", p / "model", data_dir=p / "no-data", progress=5),
+     r"progress must be a function taking one message \(e\.g\. print\) or None, got int"),
+    (lambda p: train("mouse", "forest", p / "model", data_dir=p / "no-data", max_epochs=3),
+     r"--max-epochs sets the epochs of --model bilstm; --model forest has none"),
+    (lambda p: train("human", "transfer", p / "model", data_dir=p / "no-data", max_epochs=3), r"--model transfer has none"),
+])
+def test_flags_texts_and_options_of_another_model_are_refused_by_name(call, pattern, tmp_path):
+    """overwrite="no" (a true string) replaced an existing model folder or predictions table;
+    id_column=5 was an AttributeError; max_epochs for the forest or the stacked transfer model
+    was ignored without a word."""
+    with pytest.raises(InputError, match=pattern):
+        call(tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -51,6 +51,32 @@ def _whole_number(name: str, value, minimum: int, maximum: int | None = None) ->
     raise InputError(f"{name} must be a whole number {bound}{seed}, got {value!r}.")
 
 
+def _flag(name: str, value) -> bool:
+    """``value`` if it is True or False, else an InputError: ``overwrite="no"`` is a true string,
+    so it replaced an output, silently."""
+    import numpy as np
+
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise InputError(f"{name} must be True or False, got {value!r}"
+                     f"{' (a non-empty string is true in Python)' if isinstance(value, str) else ''}.")
+
+
+def _text(name: str, value, example: str) -> str | None:
+    """``value`` if it is None or a str, else an InputError naming the argument and an example."""
+    if value is None or isinstance(value, str):
+        return value
+    raise InputError(f"{name} must be a str (e.g. {example}) or None, got {type(value).__name__} "
+                     f"{value!r:.60}.")
+
+
+def _progress(value):
+    if value is None or callable(value):
+        return value
+    raise InputError(f"progress must be a function taking one message (e.g. print) or None, got "
+                     f"{type(value).__name__}.")
+
+
 def _path(name: str, value):
     """``value`` if it names a file or folder (str or path), else an InputError saying what to pass."""
     import os
@@ -60,6 +86,16 @@ def _path(name: str, value):
     hint = (" save the table first (e.g. frame.to_csv('cells.csv', index=False)) and pass its path"
             if isinstance(value, pd.DataFrame) else " pass a str or pathlib.Path")
     raise InputError(f"{name} must be a path, got {type(value).__name__};{hint}.")
+
+
+def _check_texts(**values) -> None:
+    """The text arguments of predict and map (``layer`` may also be a layer number)."""
+    examples = {"id_column": "'cell_id'", "layer": "'L2/3'", "layer_column": "'layer'",
+                "prior": "'Lamp5=0.6,Vip=0.4'"}
+    for name, value in values.items():
+        if name == "layer" and isinstance(value, int) and not isinstance(value, bool):
+            continue  # --layer 5 is L5
+        _text(name, value, examples[name])
 
 
 # --------------------------------------------------------------------------- train
@@ -115,8 +151,13 @@ def train(species: str, model: str, out, *, data_dir=None, n_splits: int = 5,
     n_splits = _whole_number("n_splits", n_splits, 2)
     n_estimators = _whole_number("n_estimators", n_estimators, 1)
     random_state = _whole_number("random_state", random_state, 0, MAX_SEED)
+    overwrite, verify = _flag("overwrite", overwrite), _flag("verify", verify)
+    progress = _progress(progress)
     if max_epochs is not None:
         max_epochs = _whole_number("max_epochs", max_epochs, 1)
+        if model != "bilstm":  # the forest and the transfer model (stacked trees) have no epochs
+            raise InputError(f"--max-epochs sets the epochs of --model bilstm; --model {model} has "
+                             "none: leave it out.")
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}; choose from {', '.join(MODELS)}.")
     if species not in SPECIES:
@@ -219,6 +260,8 @@ def predict(model_dir, input_path, out, *, column_map=None, id_column: str | Non
     for name, value in (("model_dir", model_dir), ("input_path", input_path), ("out", out)):
         _path(name, value)
     random_state = _whole_number("random_state", random_state, 0, MAX_SEED)
+    force, overwrite, verify = _flag("force", force), _flag("overwrite", overwrite), _flag("verify", verify)
+    _check_texts(id_column=id_column, layer=layer, layer_column=layer_column, prior=prior)
     out = check_output_file(out, overwrite=overwrite, recognise=is_predictions_table,
                             inputs=input_paths(model_dir, input_path, column_map,
                                                *([resolve_data_dir(data_dir)]  # read for a layer prior
@@ -347,6 +390,9 @@ def map_cells(input_path, species: str, out_dir, *, column_map=None, align: str 
     _path("input_path", input_path)
     n_estimators = _whole_number("n_estimators", n_estimators, 1)
     random_state = _whole_number("random_state", random_state, 0, MAX_SEED)
+    force, overwrite, verify = _flag("force", force), _flag("overwrite", overwrite), _flag("verify", verify)
+    _check_texts(id_column=id_column, layer=layer, layer_column=layer_column, prior=prior)
+    progress = _progress(progress)
     align = "none" if align is None else align
     model = DEFAULT_MAP_MODEL if model is None else model
     if species not in ("mouse", "human"):

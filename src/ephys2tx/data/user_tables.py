@@ -174,6 +174,7 @@ def numeric_column(raw: pd.Series, *, column: str, where: str, ids: pd.Series | 
     """
     if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
         return raw.astype(float)
+    _refuse_non_measurements(raw, column=column, where=where, ids=ids)
     values = pd.to_numeric(raw, errors="coerce")
     suspect = values.isna() & raw.notna()
     if suspect.any():
@@ -192,6 +193,33 @@ def numeric_column(raw: pd.Series, *, column: str, where: str, ids: pd.Series | 
                              f"(cell {cell}); fix it or leave it empty for missing"
                              f"{_separator_hint(bad.iloc[0])}.")
     return values.astype(float)
+
+
+def _refuse_non_measurements(raw: pd.Series, *, column: str, where: str,
+                             ids: pd.Series | None) -> None:
+    """Refuse True/False values and dates or durations, which ``pd.to_numeric`` would silently
+    turn into 1/0 and nanoseconds (a Parquet or Excel boolean or date column, or a CSV column of
+    true/false that pandas reads as booleans)."""
+    import numpy as np
+
+    def cell(label):
+        return label if ids is None else ids[label]
+
+    kind = pd.api.types.infer_dtype(raw, skipna=True)
+    if pd.api.types.is_bool_dtype(raw) or kind in ("boolean", "mixed"):
+        flags = raw.map(lambda v: isinstance(v, (bool, np.bool_)))
+        if flags.any():
+            label = flags.index[flags.to_numpy()][0]
+            raise InputError(f"column {column!r} of {where} holds True/False values (cell "
+                             f"{cell(label)}: {bool(raw[label])}), not measurements; give its values "
+                             "as numbers, or leave a cell empty for missing.")
+    if kind in ("datetime64", "datetime", "date", "timedelta64", "timedelta", "period", "time"):
+        present = raw.notna()
+        label = present.index[present.to_numpy()][0]
+        what = "durations" if kind.startswith("timedelta") else "dates or times"
+        raise InputError(f"column {column!r} of {where} holds {what} (cell {cell(label)}: "
+                         f"{str(raw[label])!r}), not numbers; give the feature as a number in its "
+                         "unit (e.g. seconds, as 0.012), or leave a cell empty for missing.")
 
 
 def feature_frame(X, features: list[str], *, where: str) -> pd.DataFrame:
@@ -228,14 +256,18 @@ def feature_frame(X, features: list[str], *, where: str) -> pd.DataFrame:
             raise InputError(f"feature {column!r} of {where} is True/False, not a "
                              "measurement; give its values as numbers.")
         if not pd.api.types.is_numeric_dtype(values):
+            _refuse_non_measurements(values, column=column, where=where, ids=None)
             try:
                 values.astype(float)
             except (TypeError, ValueError):
-                bad = pd.to_numeric(values, errors="coerce").isna() & values.notna()
-                bad = bad if bad.any() else values.notna()
-                raise InputError(f"feature {column!r} of {where} has non-numeric value "
-                                 f"{values[bad].iloc[0]!r} (cell {values.index[bad.to_numpy()][0]}); "
-                                 "fix it, or leave it empty for missing.")
+                numbers = pd.to_numeric(values, errors="coerce")  # pd.NA and None are missing
+                bad = numbers.isna() & values.notna()
+                if bad.any():  # (a pd.NA among numbers named the first number as non-numeric)
+                    raise InputError(f"feature {column!r} of {where} has non-numeric value "
+                                     f"{values[bad].iloc[0]!r} (cell "
+                                     f"{values.index[bad.to_numpy()][0]}); fix it, or leave it "
+                                     "empty for missing.") from None
+                frame[column] = numbers.astype(float)
     return frame.astype(float, copy=False)  # reindex made the copy
 
 
@@ -526,6 +558,9 @@ def _check_unique_header(path: Path, header: list) -> None:
 def detect_id_column(table: pd.DataFrame, *, id_column: str | None = None,
                      where: str = "table", hint: str = "rename your id column to cell_id") -> str:
     """The id column: ``id_column`` if given, else the first of :data:`ID_CANDIDATES` present."""
+    if id_column is not None and not isinstance(id_column, str):
+        raise InputError(f"the id column must be given by its name (a str, e.g. 'cell_id'), got "
+                         f"{type(id_column).__name__} {id_column!r:.40}.")
     if id_column is not None:
         if id_column not in table.columns and id_column.strip() in table.columns:
             return id_column.strip()

@@ -30,9 +30,16 @@ ALIGN_METHODS = ("quantile", "ot", "moments")
 
 
 def _check(query: pd.DataFrame, reference: pd.DataFrame) -> None:
+    """Same features, finite values: an inf was treated as missing (``ot``: the cell came back
+    NaN), kept as inf (``quantile``) or turned every value of its column into NaN (``moments``),
+    without a word."""
+    from ephys2tx.data.user_tables import check_finite
+
     missing = [c for c in query.columns if c not in reference.columns]
     if missing:
         raise InputError(f"cannot align feature {missing[0]!r}: the reference does not have it.")
+    check_finite(query, where="the query to align")
+    check_finite(reference[list(query.columns)], where="the reference to align to")
 
 
 def quantile_align(query: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:

@@ -56,6 +56,8 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
     from ephys2tx.features.column_map import (apply_column_map, describe_detection, expr_losses,
                                               match_table_columns, resolve_column_map)
 
+    if not isinstance(force, (bool, np.bool_)):  # force="no" is a true string
+        raise InputError(f"force must be True or False, got {force!r}.")
     cmap = None if column_map is None else resolve_column_map(column_map, ())
     if id_column is None and cmap is not None:
         id_column = cmap.id_column

@@ -33,7 +33,7 @@ from sklearn.base import clone
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from ephys2tx import CLASSES
-from ephys2tx.errors import InputError
+from ephys2tx.errors import InputError, short_repr
 from ephys2tx.evaluation.splits import check_foldable, make_splits
 from ephys2tx.models.calibration import (calibrator_from_dict, cross_fitted_calibration,
                                          expected_calibration_error, make_calibrator,
@@ -442,10 +442,24 @@ def _check_mapping_record(path: Path, mapping: dict, estimator) -> None:
     if fitted not in (mapping["classes"], codes):
         raise bad("classes", f"is {mapping['classes']}, but the saved estimator predicts "
                   f"{len(fitted)} classes ({', '.join(fitted)})")
+    # training writes the classes in the order of CLASSES, and the estimator predicts their codes:
+    # a reordered list would give every cell another class's name
+    if mapping["classes"] != [c for c in CLASSES if c in set(mapping["classes"])]:
+        raise bad("classes", f"is {mapping['classes']}, not classes of {', '.join(CLASSES)} in that "
+                  "order (as training writes them: the estimator predicts their positions)")
     n_in = getattr(estimator, "n_features_in_", len(mapping["features"]))
     if n_in != len(mapping["features"]):
         raise bad("features", f"lists {len(mapping['features'])} features, but the saved estimator "
                   f"takes {n_in}")
+    # the training class mix (predict's EM and label-shift prior): a missing or edited count made
+    # it uniform, or negative, without a word
+    record = mapping.get("record")
+    counts = record.get("class_counts") if isinstance(record, dict) else None
+    numbers = isinstance(counts, dict) and all(
+        type(v) in (int, float) and math.isfinite(v) and v >= 0 for v in counts.values())
+    if not numbers or sorted(map(str, counts)) != sorted(mapping["classes"]) or not sum(counts.values()) > 0:
+        raise bad("record.class_counts", f"is {short_repr(counts)}; it must give each class "
+                  f"({', '.join(mapping['classes'])}) its number of training cells (>= 0, not all 0)")
 
 
 def load_reference_model(directory) -> ReferenceModel:

@@ -18,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ephys2tx.models.spca import FamilySparsePCA
+from ephys2tx.models.standardise import check_feature_values, check_scaling
 
 #: Defaults of the class-balanced gradient-boosted trees: scikit-learn's own, chosen with no
 #: labels. On human cells the study chooses the number of iterations per outer fold by inner
@@ -30,8 +31,35 @@ FOREST_DEFAULTS = {"n_estimators": 500, "class_weight": "balanced_subsample",
                    "min_samples_leaf": 1, "max_features": "sqrt"}
 
 
+class CheckedImputer(SimpleImputer):
+    """A :class:`~sklearn.impute.SimpleImputer` that names the column of a value it cannot use.
+
+    ``fit`` refuses inf (scikit-learn's message names no column) and columns whose values are
+    too large to standardise (near 1e300: finite, but their squares are not, so the next
+    :class:`~sklearn.preprocessing.StandardScaler` of the pipeline gets an infinite scale and
+    the column becomes all zeros, silently ignored, or all NaN, refused further on with a
+    message about NaN values the table never had). ``transform`` refuses inf by name too.
+    """
+
+    def fit(self, X, y=None):
+        """Check ``X`` (:func:`~ephys2tx.models.standardise.check_feature_values`, then
+        :func:`~ephys2tx.models.standardise.check_scaling`), then learn the fill values."""
+        names = [str(c) for c in X.columns] if hasattr(X, "columns") else None
+        check_feature_values(X, names)
+        super().fit(X, y)
+        filled = np.asarray(super().transform(X), dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            check_scaling(filled, filled.mean(axis=0), filled.std(axis=0), names)
+        return self
+
+    def transform(self, X):
+        """Fill missing values; inf is refused naming its column."""
+        check_feature_values(X, getattr(self, "feature_names_in_", None))
+        return super().transform(X)
+
+
 def _front():
-    return [("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+    return [("impute", CheckedImputer(strategy="median", keep_empty_features=True)),
             ("scale", StandardScaler())]
 
 
@@ -114,6 +142,7 @@ class QuantileBinner(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Learn the bin edges of each feature from the non-missing training values."""
+        check_feature_values(X)
         X = validate_data(self, X, ensure_all_finite="allow-nan", dtype=np.float64)
         if int(self.max_bins) < 2:
             raise ValueError(f"max_bins must be at least 2, got {self.max_bins}.")
@@ -133,6 +162,7 @@ class QuantileBinner(TransformerMixin, BaseEstimator):
     def transform(self, X):
         """Bin index of every value (float; NaN kept)."""
         check_is_fitted(self, "thresholds_")
+        check_feature_values(X, getattr(self, "feature_names_in_", None))
         X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
         out = np.empty_like(X)
         for j, edges in enumerate(self.thresholds_):

@@ -34,7 +34,7 @@ from ephys2tx.models.nn.lazy import functional as F
 from ephys2tx.models.nn.lazy import networks as _networks
 from ephys2tx.models.nn.lazy import reexports, torch
 from ephys2tx.models.nn.lazy import training as _training
-from ephys2tx.models.standardise import fit_standardiser, standardise
+from ephys2tx.models.standardise import check_feature_values, fit_standardiser, standardise
 from ephys2tx.schemas import resolve_families as resolve_family_map
 
 __all__ = [
@@ -143,6 +143,7 @@ class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
         self
         """
         self._check_params()
+        check_feature_values(X)
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64,
                              ensure_min_samples=2)
         check_classification_targets(y)
@@ -232,6 +233,7 @@ class _TorchClassifierBase(ClassifierMixin, BaseEstimator):
 
     def _validated(self, X) -> np.ndarray:
         check_is_fitted(self, "module_")
+        check_feature_values(X, getattr(self, "feature_names_in_", None))
         X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
         return self._preprocess(X)
 

@@ -45,8 +45,9 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ephys2tx.data.user_tables import feature_frame
+from ephys2tx.data.user_tables import check_finite, feature_frame
 from ephys2tx.errors import InputError
+from ephys2tx.models.standardise import check_feature_values
 
 __all__ = ["AlignmentResult", "ClassConditionalAligner"]
 
@@ -182,8 +183,9 @@ class ClassConditionalAligner(BaseEstimator):
         missing = [f for f in self.features_ if f not in X.columns]
         if missing:
             raise InputError(f"the query lacks feature {missing[0]!r} of the alignment model.")
-        values = feature_frame(X, self.features_, where="the query").to_numpy()
-        Z = (self._transform(values) - self.mean_) / self.scale_
+        frame = feature_frame(X, self.features_, where="the query")
+        check_finite(frame, where="the query")  # inf was clipped to 8 SD: a silent, made-up value
+        Z = (self._transform(frame.to_numpy()) - self.mean_) / self.scale_
         return np.clip(Z, -_CLIP, _CLIP)
 
     def from_space(self, Z: np.ndarray) -> np.ndarray:
@@ -213,6 +215,7 @@ class ClassConditionalAligner(BaseEstimator):
         if self.covariance not in ("auto", "full", "tied"):
             raise InputError(f"covariance must be 'auto', 'full' or 'tied', got {self.covariance!r}.")
         columns = [str(c) for c in X.columns] if isinstance(X, pd.DataFrame) else None
+        check_feature_values(X, columns)
         values, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64,
                                   ensure_min_samples=3)
         check_classification_targets(y)

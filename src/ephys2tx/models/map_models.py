@@ -20,6 +20,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ephys2tx.models.standardise import check_feature_values
+
 __all__ = ["MAP_MODELS", "RigAugmentedClassifier", "SingleThreaded", "SoftVotingClassifier",
            "make_map_estimator"]
 
@@ -35,11 +37,13 @@ class _Wrapper(ClassifierMixin, BaseEstimator):
         return tags
 
     def _fit_input(self, X, y):
+        check_feature_values(X)
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64)
         return X, y
 
     def _input(self, X):
         check_is_fitted(self)
+        check_feature_values(X, getattr(self, "feature_names_in_", None))
         return validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
 
 

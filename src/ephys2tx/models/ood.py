@@ -22,7 +22,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ephys2tx.errors import InputError
-from ephys2tx.models.standardise import CLIP_SD, check_scaling
+from ephys2tx.models.standardise import CLIP_SD, check_feature_values, check_scaling
 
 __all__ = ["KNNDistanceOOD", "MahalanobisOOD", "make_ood", "ood_from_dict"]
 
@@ -35,6 +35,7 @@ class _StandardisedOOD(BaseEstimator):
         return tags
 
     def _fit_scaling(self, X) -> np.ndarray:
+        check_feature_values(X)
         X = validate_data(self, X, ensure_all_finite="allow-nan", dtype=np.float64,
                           ensure_min_samples=3)
         with np.errstate(all="ignore"):
@@ -54,6 +55,7 @@ class _StandardisedOOD(BaseEstimator):
             raise InputError(f"X has {shape[1]} features, but {type(self).__name__} is expecting "
                              f"{self.n_features_in_} features as input: the OOD detector expects "
                              f"{self.n_features_in_} features, got shape {tuple(shape)}.")
+        check_feature_values(X, getattr(self, "feature_names_in_", None))
         # a float64 copy, modified in place below
         X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64,
                           copy=True)

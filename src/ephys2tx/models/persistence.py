@@ -79,6 +79,7 @@ TRUSTED_TYPES = (
     "sklearn.tree._tree.Tree",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "ephys2tx.models.baselines.CheckedImputer",
     "ephys2tx.models.baselines.QuantileBinner",
     "ephys2tx.models.spca.FamilySparsePCA",
     "ephys2tx.models.transfer.MousePriorClassifier",

@@ -456,6 +456,9 @@ def read_layer_column(input_path, column: str, ids, *, id_column: str | None = N
     from ephys2tx.data.user_tables import read_user_table
 
     table = read_user_table(input_path, id_column=id_column)
+    if column == table.id_column:
+        raise InputError(f"--layer-column {column!r} is the cell id column of {input_path}; name "
+                         "the column that holds each cell's cortical layer (e.g. L1, L2/3).")
     if column not in table.data.columns:
         raise InputError(f"--layer-column {column!r} is not a column of {input_path}; columns "
                          f"start with {list(table.data.columns[:5])}.")
@@ -463,6 +466,9 @@ def read_layer_column(input_path, column: str, ids, *, id_column: str | None = N
     from ephys2tx.data.layers import is_unknown_layer, parse_layer
 
     out = [None if is_unknown_layer(v) else v for v in values.to_numpy(dtype=object)]
+    if all(v is None for v in out):  # the option would be ignored: most likely the wrong column
+        raise InputError(f"--layer-column {column!r} of {input_path} is empty (or unknown) in every row; "
+                         "fill in each cell's cortical layer (e.g. L1, L2/3, 5), or leave out --layer-column.")
     bad = [(cell, v) for cell, v in zip(values.index, out) if v is not None and parse_layer(v) is None]
     if bad:
         cell, value = bad[0]

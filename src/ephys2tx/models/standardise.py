@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CLIP_SD", "check_scaling", "fit_standardiser", "standardise"]
+__all__ = ["CLIP_SD", "check_feature_values", "check_scaling", "fit_standardiser", "standardise"]
 
 #: Standardised values are clipped to this many standard deviations.
 CLIP_SD = 10.0
@@ -40,6 +40,46 @@ def check_scaling(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, names=None
                          f"magnitude {largest:.3g}; {len(bad)} such column(s)); features must be "
                          "measurements in their usual units (mV, ms, MOhm, pA): check the column's "
                          "unit or scaling.")
+
+
+def check_feature_values(X, names=None) -> None:
+    """Refuse a table without columns, and inf and -inf in ``X`` (2-D; NaN, missing, is allowed).
+
+    scikit-learn refuses them too, but its message names no column ("Input X contains
+    infinity"). Values that are no numbers are left to the caller's own checks.
+
+    Raises
+    ------
+    InputError
+        No column; or an infinity, naming the first such column (by name if ``X`` is a
+        DataFrame, else by ``names`` if given, else by position), its row and the number of
+        such values.
+    """
+    from ephys2tx.errors import InputError
+
+    if hasattr(X, "columns"):  # a table's own column names first (``names``: of an array)
+        names = [str(c) for c in X.columns]
+    try:
+        values = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):  # text, objects: scikit-learn's validation says what
+        return
+    if values.ndim != 2:
+        return
+    if values.shape[1] == 0:  # numpy's "at least one array or dtype is required" further on
+        raise InputError(f"the table has no feature column (shape {values.shape}); pass a table "
+                         "with at least one feature column.")
+    bad = np.isinf(values)
+    if not bad.any():
+        return
+    rows, cols = np.nonzero(bad)
+    first = int(np.argmin(cols))  # the first column holding an infinity, its first row
+    j, i = int(cols[first]), int(rows[first])
+    column = repr(str(names[j])) if names is not None else str(j)
+    row = f"row {X.index[i]!r}" if hasattr(X, "index") else f"row {i}, counted from 0"
+    raise InputError(f"feature column {column} has the value {float(values[i, j])!r} ({row}; "
+                     f"{int(bad[:, j].sum())} such value(s) in it; {len(np.unique(cols))} such "
+                     "column(s)); features must be finite numbers: fix the value, or leave it "
+                     "missing (NaN).")
 
 
 def fit_standardiser(X: np.ndarray, names=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -69,7 +69,7 @@ from ephys2tx.models.nn.lazy import functional as F
 from ephys2tx.models.nn.lazy import networks as _networks
 from ephys2tx.models.nn.lazy import reexports, torch
 from ephys2tx.models.nn.lazy import training as _training
-from ephys2tx.models.standardise import fit_standardiser, standardise
+from ephys2tx.models.standardise import check_feature_values, fit_standardiser, standardise
 
 # torch and the networks are imported when a network is built, trained or read
 _heads = LazyModule("ephys2tx.models.nn.heads")
@@ -128,6 +128,7 @@ def _named_columns(X, columns: list[str], what: str) -> np.ndarray:
     missing = [c for c in columns if c not in X.columns]
     if missing:
         raise InputError(f"{what} lacks column {missing[0]!r} ({len(missing)} missing).")
+    check_feature_values(X[columns])
     return X[columns].to_numpy(dtype=np.float64)
 
 
@@ -217,6 +218,7 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ inputs
     def _human_matrix(self, X) -> np.ndarray:
         if getattr(self, "positional_", False):
+            check_feature_values(X)
             return validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
         if self.design == "harmonised" and isinstance(X, pd.DataFrame) and \
                 not set(self.human_columns_) <= set(X.columns):
@@ -225,6 +227,7 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
 
     def _mouse_matrix(self, X_source) -> np.ndarray:
         if getattr(self, "positional_", False):
+            check_feature_values(X_source)
             Xm = check_array(X_source, ensure_all_finite="allow-nan", dtype=np.float64,
                              input_name="X_source")
             if Xm.shape[1] != len(self.mouse_columns_):
@@ -280,6 +283,7 @@ class MouseHumanTransferClassifier(ClassifierMixin, BaseEstimator):
         if self.positional_:  # unnamed arrays: consecutive families, the same columns in both species
             from ephys2tx.models.bilstm import resolve_families
 
+            check_feature_values(X)
             Xh, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64,
                                   ensure_min_samples=2)
             self.human_columns_ = self.mouse_columns_ = list(range(Xh.shape[1]))
@@ -620,6 +624,7 @@ class MousePriorClassifier(ClassifierMixin, BaseEstimator):
             if not set(shared) <= set(X_source.columns):
                 X_source = convert_mouse(X_source)  # VISp names -> harmonised IPFX names
             return _named_columns(X_source, shared, "X_source (mouse cells)")
+        check_feature_values(X_source)
         matrix = check_array(X_source, ensure_all_finite="allow-nan", dtype=np.float64,
                              input_name="X_source")
         if matrix.shape[1] != len(shared):
@@ -647,6 +652,7 @@ class MousePriorClassifier(ClassifierMixin, BaseEstimator):
         from ephys2tx.models.baselines import make_hgb, make_rf
 
         self._check_params()
+        check_feature_values(X)
         values, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64,
                                   ensure_min_samples=2)
         shared = self._shared_columns(values.shape[1])
@@ -710,6 +716,7 @@ class MousePriorClassifier(ClassifierMixin, BaseEstimator):
             if missing:
                 raise InputError(f"X (human cells) lacks column {missing[0]!r} ({len(missing)} missing).")
             X = X[list(names)]
+        check_feature_values(X, names)
         return validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
 
     def _shared_index(self) -> np.ndarray:
