@@ -429,6 +429,12 @@ ABF_FAULTS = {
     "not_abf": (lambda p, run, rate: p.write_bytes(b"Clampfit results\n" * 10) and p,
                 r"not an Axon ABF file \(it begins with b'Clam', not 'ABF ' or 'ABF2'\)"),
     "empty_file": (lambda p, run, rate: p.write_bytes(b"") or p, r"empty file \(0 bytes\): an interrupted download or copy; copy it again"),
+    # s9: a header sweep count of 0 (pyabf then reads all the data as one sweep): was ipfx's 'No spiking
+    # long square sweeps, cannot compute cell features'
+    "abf1_zero_sweeps": (lambda p, run, rate: _patched(af.write_abf1(p, run, rate), 16, "<i", 0),
+                         r"abf1_zero_sweeps\.abf: the header records 0 sweeps: the recording was stopped before"),
+    "abf2_zero_sweeps": (lambda p, run, rate: _patched(af.write_abf2(p, run, rate), 12, "<I", 0),
+                         r"abf2_zero_sweeps\.abf: the header records 0 sweeps"),
 }
 
 

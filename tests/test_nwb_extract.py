@@ -641,6 +641,18 @@ CONTENT_FAULTS = {
                        r"\(.*\): the file is incomplete; export or download it again$"),
     "stimulus_pa_declared_as_amps": (lambda f: _all_series(f, "stimulus/presentation", "conversion", 1e-9),
                                      r"the stimulus reaches \d+ pA \(beyond 100000 pA\)"),
+    # s9: a current-clamp stimulus declared in volts was read as a voltage-clamp sweep and failed in
+    # 'feature vectors: UnboundLocalError'; a response declared in amperes was read as a voltage; a
+    # deleted stimulus group gave h5py's 'could not read sweep_table NWB file: RuntimeError: ... B-tree'
+    "stimulus_unit_volts": (lambda f: _all_series(f, "stimulus/presentation", "unit", "volts"),
+                            r"sweep 0 \(C1LSCOARSE150216\): the stimulus series data_00000_DA0 is a "
+                            r"CurrentClampStimulusSeries, which holds a current, but has unit 'volts': set its unit "
+                            r"attribute to amperes"),
+    "response_unit_amperes": (lambda f: _all_series(f, "acquisition", "unit", "amperes"),
+                              r"the response series data_00000_AD0 is a CurrentClampSeries, which holds a voltage, "
+                              r"but has unit 'amperes': set its unit attribute to volts"),
+    "stimulus_deleted": (lambda f: [f["stimulus/presentation"].__delitem__(k) for k in list(f["stimulus/presentation"])],
+                         r"^the file's sweep table points at a series that is missing or damaged in the file"),
     "repeated_sweep_numbers": (
         lambda f: f["general/intracellular_ephys/sweep_table/sweep_number"].__setitem__(
             slice(2, 4), f["general/intracellular_ephys/sweep_table/sweep_number"][10:12]),

@@ -394,6 +394,13 @@ def _command_dac(abf, channel: int, name: str) -> int:
     return enabled[0]
 
 
+def _recorded_sweeps(abf) -> int | None:
+    """The header's sweep count (``lActualEpisodes``), None if pyabf did not read one."""
+    header = getattr(abf, "_headerV1" if int(abf.abfVersion["major"]) == 1 else "_headerV2", None)
+    count = getattr(header, "lActualEpisodes", None)
+    return int(count) if isinstance(count, (int, np.integer)) else None
+
+
 _CURRENT_SCALE = {"pA": 1.0, "nA": 1e3, "uA": 1e6, "µA": 1e6, "A": 1e12}
 
 
@@ -409,6 +416,10 @@ class _AbfRun:
             raise CellFailure(f"{path.name}: {_OPERATION_MODES.get(mode, f'operation mode {mode}')} recording, not "
                               "episodic stimulation: ephys2tx needs sweeps with a command waveform (record the "
                               "protocol in Clampex's episodic stimulation mode)")
+        if _recorded_sweeps(abf) == 0:  # pyabf then reads all the data as one sweep
+            raise CellFailure(f"{path.name}: the header records 0 sweeps: the recording was stopped before its "
+                              "first sweep ended, or the header is corrupt; record the protocol again, or copy "
+                              "the file again from the rig")
         channel = _voltage_channel(abf, protocol_map["channel"], path.name)
         v_scale = 1e3 if str(abf.adcUnits[channel]).strip() == "V" else 1.0  # mV or V (_voltage_channel)
         dac = _command_dac(abf, channel, path.name)

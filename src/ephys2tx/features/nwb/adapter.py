@@ -275,6 +275,10 @@ _RESPONSE_TYPES = {"CurrentClampSeries": "CurrentClamp", "IZeroClampSeries": "Cu
                    "VoltageClampSeries": "VoltageClamp"}
 _STIMULUS_TYPES = {"CurrentClampStimulusSeries", "VoltageClampStimulusSeries"}
 _PATCH_CLAMP_TYPES = set(_RESPONSE_TYPES) | _STIMULUS_TYPES | {"PatchClampSeries"}
+#: The SI unit each typed series holds (ipfx scales both series by the stimulus unit alone: a
+#: current-clamp stimulus declared in volts was read as a voltage-clamp sweep).
+_SERIES_UNITS = {"CurrentClampSeries": "Volts", "IZeroClampSeries": "Volts", "CurrentClampStimulusSeries": "Amps",
+                 "VoltageClampSeries": "Amps", "VoltageClampStimulusSeries": "Volts"}
 
 
 def _attr_str(value) -> str:
@@ -359,6 +363,13 @@ def _check_series(data, sweep_number, what: str, series: dict) -> None:
     if data.get_long_unit_name(unit) not in ("Volts", "Amps"):
         raise CellFailure(f"{where} has unit {unit!r}, not volts or amperes: NWB 2 stores data x conversion "
                           f"in SI units; {_SI_HINT}")
+    expected = _SERIES_UNITS.get(series.get("kind"))
+    if expected is not None and data.get_long_unit_name(unit) != expected:
+        what_it_is = "a current" if expected == "Amps" else "a voltage"
+        raise CellFailure(f"{where} is a {series['kind']}, which holds {what_it_is}, but has unit {unit!r}: "
+                          f"set its unit attribute to {'amperes' if expected == 'Amps' else 'volts'} (and its "
+                          "conversion factor to the scale of the data), or store the sweep under its real "
+                          "series type")
     conversion = float(series["conversion"])
     if not np.isfinite(conversion) or conversion == 0.0:
         raise CellFailure(f"{where} has the conversion factor {conversion:g}, which turns every sample into "
@@ -422,10 +433,11 @@ def _h5_data_class():
             if ref not in cache:
                 try:
                     gid = h5py.h5r.dereference(ref, self._file.id)
-                except (KeyError, ValueError, OSError) as exc:  # a deleted or damaged series
+                    cache[ref] = _series_info(gid)
+                # a deleted or damaged series (HDF5 raises RuntimeError for a freed object's B-tree)
+                except (KeyError, ValueError, OSError, RuntimeError) as exc:
                     raise CellFailure(f"the file's sweep table points at a series that is missing or damaged in "
                                       f"the file ({exc}): the file is incomplete; export or download it again") from exc
-                cache[ref] = _series_info(gid)
             return cache[ref]
 
         def _index_sweep_table(self):
