@@ -510,7 +510,7 @@ def test_check_units_sag_in_percent_says_percent_not_another_definition():
     rng = np.random.default_rng(0)
     sag = pd.Series(rng.uniform(0.05, 0.4, 40))
     (issue,) = check_units(pd.DataFrame({"sag": sag * 100}), {"sag": "Sag (%)"})
-    assert "the values look like percent: add `scale: 0.01` to this column's map entry" in issue.message()
+    assert "the values look like percent: set `unit: \"%\"` in this column's map entry" in issue.message()
     assert "another definition" not in issue.message()
     (ratio,) = check_units(pd.DataFrame({"sag": 1 - sag * 0.3}))  # steady/peak: near 1
     assert "another definition" in ratio.message() and "percent" not in ratio.message()
@@ -589,3 +589,15 @@ def test_a_table_two_maps_read_one_column_each_is_told_the_coverage():
     both = pd.DataFrame({"AP width (ms)": [0.5, 0.6], "Sag": [0.1, 0.05]})  # full coverage: a tie
     with pytest.raises(InputError, match="fit the shipped maps allen_celltypes and ipfx equally well"):
         detect_column_map(both)
+
+
+def test_a_percentage_is_a_unit():
+    """`unit: "%"` (a sag or adaptation in percent) was an unknown unit; the percent hint said
+    to add `scale: 0.01` and now names the unit, which the map reads."""
+    cmap = column_map_from_dict({"name": "lab", "columns": [
+        {"column": "Sag (%)", "name": "sag", "unit": "%"}]})
+    out, _ = apply_column_map(cmap, pd.DataFrame({"Sag (%)": [5.0, 20.0]}))
+    np.testing.assert_allclose(out["sag"], [0.05, 0.2])
+    assert check_units(out) == []
+    with pytest.raises(InputError, match="unit '%' .*cannot be converted"):
+        column_map_from_dict({"columns": [{"column": "t", "name": "tau", "unit": "%"}]})

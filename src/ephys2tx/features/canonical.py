@@ -49,6 +49,7 @@ UNITS: dict[str, tuple[str, float]] = {
     "mV·ms": ("voltage_time", 1e-6),
     "rad": ("angle", 1.0), "deg": ("angle", math.pi / 180.0),
     "1": ("dimensionless", 1.0), "ratio": ("dimensionless", 1.0), "count": ("dimensionless", 1.0),
+    "%": ("dimensionless", 0.01),
 }
 
 
@@ -193,7 +194,7 @@ _DEFINITION_HINTS = {
     **dict.fromkeys(("adapt_hero", "adapt_mean", "adapt_max"), (
         "the IPFX adaptation index is the mean (ISI2 − ISI1) / (ISI2 + ISI1) of consecutive ISIs, "
         "about 0-0.2; a value of 1 or more is another definition: for a ratio of later to earlier "
-        "ISIs set `expr: (x - 1) / (x + 1)` (for a percentage, `scale: 0.01`)")),
+        "ISIs set `expr: (x - 1) / (x + 1)` (for a percentage, `unit: \"%\"`)")),
 }
 
 
@@ -229,7 +230,7 @@ def _suggest(spec: CanonicalFeature, median: float, declared: str | None = None)
         return _DEFINITION_HINTS[spec.name]
     if UNITS[spec.unit][0] == "dimensionless" and median > max(spec.high, 2.0) \
             and spec.low <= median * 0.01 <= spec.high:
-        return ("the values look like percent: add `scale: 0.01` to this column's map entry "
+        return ("the values look like percent: set `unit: \"%\"` in this column's map entry "
                 "(or divide the column by 100)")
     if spec.name in _DEFINITION_HINTS:
         return _DEFINITION_HINTS[spec.name]
