@@ -15,12 +15,16 @@ from ephys2tx.errors import InputError
     ("L1", {1}), ("1", {1}), (1, {1}), (1.0, {1}), ("layer 1", {1}), ("L2/3", {2, 3}), ("2/3", {2, 3}),
     ("2_3", {2, 3}), ("2-3", {2, 3}), ("L23", {2, 3}), ("L6a", {6}), ("6b", {6}), ("5_6", {5, 6}),
     ("VISp2/3", {2, 3}), ("VISpm1", {1}), ("TEa5", {5}), ("VISp6a", {6}),
+    # Roman numerals were 'not a cortical layer'
+    ("I", {1}), ("layer I", {1}), ("II/III", {2, 3}), ("Layer II-III", {2, 3}), ("IV", {4}),
+    ("V", {5}), ("Va", {5}), ("VIb", {6}), ("V/VI", {5, 6}),
 ])
 def test_parse_layer(value, expected):
     assert parse_layer(value) == frozenset(expected)
 
 
-@pytest.mark.parametrize("value", ["VISp", "L", "foo", "", None, np.nan, "7", "L0", "3/2"])
+@pytest.mark.parametrize("value", ["VISp", "L", "foo", "", None, np.nan, "7", "L0", "3/2", "VII", "III/II",
+                                   "iiii", "vi sp"])
 def test_not_a_layer(value):
     assert parse_layer(value) is None
 
