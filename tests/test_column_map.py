@@ -601,3 +601,18 @@ def test_a_percentage_is_a_unit():
     assert check_units(out) == []
     with pytest.raises(InputError, match="unit '%' .*cannot be converted"):
         column_map_from_dict({"columns": [{"column": "t", "name": "tau", "unit": "%"}]})
+
+
+def test_numeric_columns_a_given_map_does_not_read_are_named():
+    """With --column-map, a numeric column no entry reads ('Max number of APs') was dropped
+    silently (only a detected map said what it ignores); text columns are not named."""
+    cmap = column_map_from_dict({"name": "lab", "columns": [
+        {"column": "Tau (ms)", "name": "tau", "unit": "ms"},
+        {"column": "Peak (mV)", "minus": "Thr (mV)", "name": "peak_deltav_rheo", "unit": "mV"}]})
+    table = pd.DataFrame({"Tau (ms)": [12.0], "Peak (mV)": [20.0], "Thr (mV)": [-40.0],
+                          "Max number of APs": [31.0], "Layer": ["L1"]})
+    assert describe_detection(cmap, table) == (
+        "column map lab does not read 1 numeric column(s) of the table (Max number of APs); a column "
+        "that is a reference feature (`ephys2tx features` lists them) needs an entry in the map.")
+    assert describe_detection(cmap, table.drop(columns="Max number of APs")) is None
+    assert describe_detection(cmap) is None
