@@ -78,6 +78,14 @@ def test_real_layer_tables_human_layer1_falls_back_to_mouse(data_dir):
     assert "fallback" not in n[0] and p[0].argmax() == CLASSES.index("Lamp5")
 
 
+def test_a_prior_in_percent_is_read():
+    """`--prior Lamp5=60%,Vip=40%` was refused ('60%' is not a number)."""
+    np.testing.assert_allclose(parse_class_prior("Lamp5=60%, Vip=40 %", CLASSES),
+                               parse_class_prior("Lamp5=0.6,Vip=0.4", CLASSES))
+    with pytest.raises(InputError, match="is not a number"):
+        parse_class_prior("Lamp5=%", CLASSES)
+
+
 def test_parse_class_prior():
     np.testing.assert_allclose(parse_class_prior("Lamp5=0.6, vip=0.3,Sst=0.1", CLASSES), [0.6, 0, 0.1, 0.3])
     np.testing.assert_allclose(parse_class_prior("Lamp5=2,Vip=2", CLASSES), [0.5, 0, 0, 0.5])

@@ -244,8 +244,8 @@ def parse_class_prior(text: str, classes) -> np.ndarray:
             raise InputError(f"--prior names {cls} twice; give each class once, e.g. "
                              "Lamp5=0.6,Vip=0.4.")
         seen.add(cls)
-        try:
-            v = float(number)
+        try:  # Lamp5=60% is 60 of 100: only ratios matter
+            v = float(number.strip().removesuffix("%"))
         except ValueError:
             raise InputError(f"--prior value {number.strip()!r} for {cls} is not a number.") from None
         if not np.isfinite(v) or v < 0:
