@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ephys2tx import CLASSES
@@ -30,7 +31,7 @@ def test_not_a_layer(value):
 
 
 @pytest.mark.parametrize("value", ["unknown", "Unknown", " UNK ", "NA", "n/a", "?", "-", "none", "",
-                                   None, np.nan])
+                                   None, np.nan, pd.NA])
 def test_a_label_saying_unknown_is_no_layer(value):
     """A layer column with `unknown` (or NA, ?, -) for cells whose layer was not recorded stopped
     the command ('unknown' is not a cortical layer); it is no layer, as an empty cell is."""

@@ -46,7 +46,7 @@ UNKNOWN_LAYER_LABELS = frozenset({"unknown", "unk", "na", "n/a", "nan", "none", 
 def is_unknown_layer(value) -> bool:
     """Whether a layer label says "no layer": None, NaN, blank, or one of
     :data:`UNKNOWN_LAYER_LABELS` (``unknown``, ``NA``, ``?``, ...; any case)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if value is None or (np.ndim(value) == 0 and pd.isna(value)):  # NaN, pd.NA, NaT
         return True
     text = str(value).strip().lower()
     return not text or text in UNKNOWN_LAYER_LABELS
