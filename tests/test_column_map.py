@@ -616,3 +616,26 @@ def test_numeric_columns_a_given_map_does_not_read_are_named():
         "that is a reference feature (`ephys2tx features` lists them) needs an entry in the map.")
     assert describe_detection(cmap, table.drop(columns="Max number of APs")) is None
     assert describe_detection(cmap) is None
+
+
+@pytest.mark.parametrize("feature", ["fast_trough_deltav_rheo", "fast_trough_deltav_short_square",
+                                     "trough_deltav_rheo"])
+def test_an_ahp_depth_mapped_without_its_sign_is_caught(feature):
+    """A lab's 'Afterhyperpolarization (mV)' is a positive depth; mapped without `sign: -1`
+    (median +13 mV) it passed the range [-80, 60] silently, and read as the IPFX trough minus
+    threshold (reference medians -12 to -25 mV) it inverted the feature."""
+    depth = pd.DataFrame({feature: np.random.RandomState(0).uniform(5, 25, 40)})
+    (issue,) = check_units(depth, {feature: "Afterhyperpolarization (mV)"})
+    assert "the sign looks flipped: add `sign: -1`" in issue.message()
+    assert check_units(-depth) == []
+
+
+def test_the_shared_tables_pass_the_unit_checks(data_dir):
+    """The plausible ranges flag none of the reference tables read through their shipped maps."""
+    from ephys2tx.mapping.query import read_query
+
+    for table, cmap in [("mouse_l1_bridge_chartrand2023/aibs_mouse_features_E.csv", "ipfx"),
+                        ("human_gaba_leedalley2023/LeeDalley_ephys_fx.csv", "ipfx"),
+                        ("mouse_visp_gouwens2020/VISp_Viewer_ephys.csv", "allen_celltypes")]:
+        query = read_query(data_dir / table, column_map=cmap)
+        assert check_units(query.features) == [], table

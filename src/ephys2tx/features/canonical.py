@@ -100,8 +100,10 @@ _add([f"upstroke_{s}" for s in _STIMS], "mV/ms", 5.0, 1500.0)
 _add([f"downstroke_{s}" for s in _STIMS], "mV/ms", -1500.0, -1.0)
 _add([f"postap_slope_{s}" for s in _STIMS], "mV/ms", -100.0, 30.0)
 _add(["threshold_i_ramp", "rheobase_i"], "pA", 1.0, 3000.0)
-_add([f"trough_deltav_{s}" for s in ("ramp", "rheo", "hero")], "mV", -80.0, 40.0)
-_add([f"fast_trough_deltav_{s}" for s in _STIMS], "mV", -80.0, 60.0)
+# trough minus threshold: negative (reference medians -12 to -25 mV; at most 1.7% of cells above
+# +5 mV in any shared table); a positive median is an AHP depth reported as positive (sign: -1)
+_add([f"trough_deltav_{s}" for s in ("ramp", "rheo", "hero")], "mV", -80.0, 5.0)
+_add([f"fast_trough_deltav_{s}" for s in _STIMS], "mV", -80.0, 5.0)
 _add([f"peak_deltav_{s}" for s in _STIMS], "mV", 1.0, 150.0)
 _add(["trough_slowdeltav_rheo", "trough_slowdeltav_hero"], "mV", -40.0, 5.0)
 _add(["latency_rheo", "latency_hero"], "s", 5e-4, 2.0)
@@ -209,7 +211,9 @@ def _scale_into_range(spec: CanonicalFeature, value: float) -> float | None:
     fitting = [scale for scale in _CANDIDATE_SCALES
                if (scale == -1.0 or not dimensionless)  # a unit cannot explain a dimensionless value
                and spec.low <= value * scale <= spec.high]
-    factors = [scale for scale in fitting if scale > 0]
+    # a flipped sign competes with the unit factors in a range spanning 0 (an AHP depth of +13 mV
+    # for fast_trough_deltav: -13 mV, not 0.013 mV); elsewhere it is the last resort
+    factors = [scale for scale in fitting if scale > 0 or spec.low < 0 < spec.high]
     if not factors:
         return fitting[0] if fitting else None
     bounds = [abs(b) for b in (spec.low, spec.high) if b != 0]
