@@ -869,7 +869,7 @@ ARGUMENTS = {
                                              r"--layer-column 'cell_id' is the cell id column of .*cells\.csv"),
     "predict --layer-column empty in every row": (
         lambda sb: predict(sb, "--layer-column", "layer", "--data-dir", sb.data, input=sb.table(sb.frame.assign(layer=""))),
-        r"--layer-column 'layer' of .*bad\.csv is empty in every row; fill in each cell's cortical layer"),
+        r"--layer-column 'layer' of .*bad\.csv is empty \(or unknown\) in every row; fill in each cell's cortical layer"),
     "map --layer-column of unknown layers": (
         lambda sb: mapping(sb, "--layer-column", "layer", input=sb.table(sb.frame.assign(layer="L9"))), r"layer 'L9' is not a cortical layer"),
     # run --features with odd --labels tables

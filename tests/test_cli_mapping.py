@@ -434,3 +434,29 @@ def test_map_help_lists_every_align_method(capsys):
     text = re.sub(r"[\s│]+", " ", out)
     for method in ALIGN_METHODS:
         assert re.search(rf"\b{re.escape(method)}\b", text), method
+
+
+@pytest.mark.parametrize("form", ["semicolon_csv", "xlsx"])
+def test_a_lab_export_keeps_its_ids_and_values(form, human_cells, model_dir, tmp_path, capsys):
+    """A spreadsheet's CSV in a decimal-comma locale (`;`, `0,012`, a BOM, CRLF) was refused; a
+    workbook's text ids ('0042') came out as numbers (42). Both now predict as the same cells in
+    a comma CSV do, with the ids exactly as written."""
+    frame = human_cells.assign(cell_id=[f"{i:04d}" for i in range(len(human_cells))])
+    plain = tmp_path / "cells.csv"
+    frame.to_csv(plain, index=False)
+    if form == "xlsx":
+        lab = tmp_path / "lab.xlsx"
+        frame.to_excel(lab, index=False)
+    else:
+        lab = tmp_path / "lab.csv"
+        frame.to_csv(lab, sep=";", decimal=",", index=False, encoding="utf-8-sig", lineterminator="\r\n")
+    outs = []
+    for path in (plain, lab):
+        out = tmp_path / f"p_{path.suffix[1:]}_{len(outs)}.csv"
+        code, _, stderr = _run(["predict", "--model", model_dir, "--input", path, "--column-map", "ipfx",
+                                "--out", out, "--align", "none"], capsys)
+        assert code == 0, stderr
+        outs.append(pd.read_csv(out, dtype={"cell_id": str}))
+    assert outs[1]["cell_id"].tolist() == frame["cell_id"].tolist()  # '0000', '0001', ...
+    assert outs[1]["predicted_subclass"].tolist() == outs[0]["predicted_subclass"].tolist()
+    np.testing.assert_allclose(outs[1]["confidence"], outs[0]["confidence"], rtol=1e-9)

@@ -510,7 +510,7 @@ def test_check_units_sag_in_percent_says_percent_not_another_definition():
     rng = np.random.default_rng(0)
     sag = pd.Series(rng.uniform(0.05, 0.4, 40))
     (issue,) = check_units(pd.DataFrame({"sag": sag * 100}), {"sag": "Sag (%)"})
-    assert "the values look like percent: add `scale: 0.01` to this column's map entry" in issue.message()
+    assert "the values look like percent: set `unit: \"%\"` in this column's map entry" in issue.message()
     assert "another definition" not in issue.message()
     (ratio,) = check_units(pd.DataFrame({"sag": 1 - sag * 0.3}))  # steady/peak: near 1
     assert "another definition" in ratio.message() and "percent" not in ratio.message()
@@ -589,3 +589,53 @@ def test_a_table_two_maps_read_one_column_each_is_told_the_coverage():
     both = pd.DataFrame({"AP width (ms)": [0.5, 0.6], "Sag": [0.1, 0.05]})  # full coverage: a tie
     with pytest.raises(InputError, match="fit the shipped maps allen_celltypes and ipfx equally well"):
         detect_column_map(both)
+
+
+def test_a_percentage_is_a_unit():
+    """`unit: "%"` (a sag or adaptation in percent) was an unknown unit; the percent hint said
+    to add `scale: 0.01` and now names the unit, which the map reads."""
+    cmap = column_map_from_dict({"name": "lab", "columns": [
+        {"column": "Sag (%)", "name": "sag", "unit": "%"}]})
+    out, _ = apply_column_map(cmap, pd.DataFrame({"Sag (%)": [5.0, 20.0]}))
+    np.testing.assert_allclose(out["sag"], [0.05, 0.2])
+    assert check_units(out) == []
+    with pytest.raises(InputError, match="unit '%' .*cannot be converted"):
+        column_map_from_dict({"columns": [{"column": "t", "name": "tau", "unit": "%"}]})
+
+
+def test_numeric_columns_a_given_map_does_not_read_are_named():
+    """With --column-map, a numeric column no entry reads ('Max number of APs') was dropped
+    silently (only a detected map said what it ignores); text columns are not named."""
+    cmap = column_map_from_dict({"name": "lab", "columns": [
+        {"column": "Tau (ms)", "name": "tau", "unit": "ms"},
+        {"column": "Peak (mV)", "minus": "Thr (mV)", "name": "peak_deltav_rheo", "unit": "mV"}]})
+    table = pd.DataFrame({"Tau (ms)": [12.0], "Peak (mV)": [20.0], "Thr (mV)": [-40.0],
+                          "Max number of APs": [31.0], "Layer": ["L1"]})
+    assert describe_detection(cmap, table) == (
+        "column map lab does not read 1 numeric column(s) of the table (Max number of APs); a column "
+        "that is a reference feature (`ephys2tx features` lists them) needs an entry in the map.")
+    assert describe_detection(cmap, table.drop(columns="Max number of APs")) is None
+    assert describe_detection(cmap) is None
+
+
+@pytest.mark.parametrize("feature", ["fast_trough_deltav_rheo", "fast_trough_deltav_short_square",
+                                     "trough_deltav_rheo"])
+def test_an_ahp_depth_mapped_without_its_sign_is_caught(feature):
+    """A lab's 'Afterhyperpolarization (mV)' is a positive depth; mapped without `sign: -1`
+    (median +13 mV) it passed the range [-80, 60] silently, and read as the IPFX trough minus
+    threshold (reference medians -12 to -25 mV) it inverted the feature."""
+    depth = pd.DataFrame({feature: np.random.RandomState(0).uniform(5, 25, 40)})
+    (issue,) = check_units(depth, {feature: "Afterhyperpolarization (mV)"})
+    assert "the sign looks flipped: add `sign: -1`" in issue.message()
+    assert check_units(-depth) == []
+
+
+def test_the_shared_tables_pass_the_unit_checks(data_dir):
+    """The plausible ranges flag none of the reference tables read through their shipped maps."""
+    from ephys2tx.mapping.query import read_query
+
+    for table, cmap in [("mouse_l1_bridge_chartrand2023/aibs_mouse_features_E.csv", "ipfx"),
+                        ("human_gaba_leedalley2023/LeeDalley_ephys_fx.csv", "ipfx"),
+                        ("mouse_visp_gouwens2020/VISp_Viewer_ephys.csv", "allen_celltypes")]:
+        query = read_query(data_dir / table, column_map=cmap)
+        assert check_units(query.features) == [], table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ephys2tx import CLASSES
@@ -15,18 +16,22 @@ from ephys2tx.errors import InputError
     ("L1", {1}), ("1", {1}), (1, {1}), (1.0, {1}), ("layer 1", {1}), ("L2/3", {2, 3}), ("2/3", {2, 3}),
     ("2_3", {2, 3}), ("2-3", {2, 3}), ("L23", {2, 3}), ("L6a", {6}), ("6b", {6}), ("5_6", {5, 6}),
     ("VISp2/3", {2, 3}), ("VISpm1", {1}), ("TEa5", {5}), ("VISp6a", {6}),
+    # Roman numerals were 'not a cortical layer'
+    ("I", {1}), ("layer I", {1}), ("II/III", {2, 3}), ("Layer II-III", {2, 3}), ("IV", {4}),
+    ("V", {5}), ("Va", {5}), ("VIb", {6}), ("V/VI", {5, 6}),
 ])
 def test_parse_layer(value, expected):
     assert parse_layer(value) == frozenset(expected)
 
 
-@pytest.mark.parametrize("value", ["VISp", "L", "foo", "", None, np.nan, "7", "L0", "3/2"])
+@pytest.mark.parametrize("value", ["VISp", "L", "foo", "", None, np.nan, "7", "L0", "3/2", "VII", "III/II",
+                                   "iiii", "vi sp"])
 def test_not_a_layer(value):
     assert parse_layer(value) is None
 
 
 @pytest.mark.parametrize("value", ["unknown", "Unknown", " UNK ", "NA", "n/a", "?", "-", "none", "",
-                                   None, np.nan])
+                                   None, np.nan, pd.NA])
 def test_a_label_saying_unknown_is_no_layer(value):
     """A layer column with `unknown` (or NA, ?, -) for cells whose layer was not recorded stopped
     the command ('unknown' is not a cortical layer); it is no layer, as an empty cell is."""
@@ -72,6 +77,14 @@ def test_real_layer_tables_human_layer1_falls_back_to_mouse(data_dir):
     mouse = layer_tables("mouse", data_dir, exclude=())
     p, n, _ = layer_priors(["L1"], mouse, CLASSES)
     assert "fallback" not in n[0] and p[0].argmax() == CLASSES.index("Lamp5")
+
+
+def test_a_prior_in_percent_is_read():
+    """`--prior Lamp5=60%,Vip=40%` was refused ('60%' is not a number)."""
+    np.testing.assert_allclose(parse_class_prior("Lamp5=60%, Vip=40 %", CLASSES),
+                               parse_class_prior("Lamp5=0.6,Vip=0.4", CLASSES))
+    with pytest.raises(InputError, match="is not a number"):
+        parse_class_prior("Lamp5=%", CLASSES)
 
 
 def test_parse_class_prior():

@@ -112,3 +112,15 @@ def test_a_joint_em_that_did_not_converge_is_said(model, human, monkeypatch):
     capped = adapt_predict(model, X, ref, labels, "ccm_mix", random_state=0)
     assert any("joint EM stopped after 200 iterations without converging" in n for n in capped.notes)
     np.testing.assert_allclose(capped.proba, done.proba)
+
+
+def test_a_parquet_layer_column_with_missing_values_is_read(tmp_path):
+    """A nullable string column (pd.NA for a missing layer) is read as 'no layer'."""
+    import pandas as pd
+
+    from ephys2tx.models.shift_adapt import read_layer_column
+
+    ids = ["c0", "c1", "c2"]
+    pd.DataFrame({"cell_id": ids, "tau": [0.01, 0.02, 0.03],
+                  "layer": pd.array(["L1", pd.NA, "unknown"], dtype="string")}).to_parquet(tmp_path / "c.parquet")
+    assert read_layer_column(tmp_path / "c.parquet", "layer", ids, id_column="cell_id") == ["L1", None, None]

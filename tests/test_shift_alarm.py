@@ -67,6 +67,18 @@ def test_alarm_levels_on_a_toy_reference():
     assert set(by_ood.as_dict()) >= {"level", "p_marginal", "p_beyond_label_shift", "per_feature"}
 
 
+def test_a_small_query_without_a_detected_shift_says_the_test_is_weak():
+    """5 cells: 'no shift detected' alone read as evidence of no shift."""
+    rng = np.random.default_rng(1)
+    R, yr = _toy(rng, 800, [0.5, 0.5])
+    few, _ = _toy(rng, 5, [0.5, 0.5])
+    small = shift_alarm(few, R, yr, proba=_proba(few), classes=["Pvalb", "Sst"], n_permutations=100)
+    assert small.level == "ok" and "With 5 cells the test has little power" in small.message
+    many, _ = _toy(rng, 200, [0.5, 0.5])
+    ok = shift_alarm(many, R, yr, proba=_proba(many), classes=["Pvalb", "Sst"], n_permutations=100)
+    assert ok.level == "ok" and "little power" not in ok.message
+
+
 def test_reference_space_drops_mostly_missing_features():
     R = pd.DataFrame({"a": np.arange(1.0, 11.0), "b": np.arange(10.0)})
     Q = pd.DataFrame({"a": [1.0, 2.0, np.nan], "b": [np.nan, np.nan, 1.0]})

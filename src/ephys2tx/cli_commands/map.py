@@ -11,7 +11,7 @@ from ephys2tx.cli_commands.options import parse_name_or_path, parse_path
 
 
 def map_command(
-    input: Path = typer.Option(..., "--input", "-i", help="Feature table: CSV, Parquet or Excel.", parser=parse_path),
+    input: Path = typer.Option(..., "--input", "-i", help="Feature table: CSV (, or ;), TSV, Parquet or Excel (.xlsx).", parser=parse_path),
     species: str = typer.Option(..., "--species", help="Reference: mouse or human."),
     out: Path = typer.Option(Path("mapping"), "--out", "-o", help="Output directory (predictions.csv, report.md, figures).", parser=parse_path),
     column_map: Optional[str] = typer.Option(None, "--column-map", help="YAML column map, or allen_celltypes / ipfx / ipfx_record.", parser=parse_name_or_path),

@@ -12,7 +12,7 @@ from ephys2tx.cli_commands.options import parse_name_or_path, parse_path
 
 def predict_command(
     model: Path = typer.Option(..., "--model", "-m", help="Model directory (from `ephys2tx train`).", parser=parse_path),
-    input: Path = typer.Option(..., "--input", "-i", help="Feature table: CSV, Parquet or Excel.", parser=parse_path),
+    input: Path = typer.Option(..., "--input", "-i", help="Feature table: CSV (, or ;), TSV, Parquet or Excel (.xlsx).", parser=parse_path),
     out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Output CSV.", parser=parse_path),
     column_map: Optional[str] = typer.Option(None, "--column-map", help="YAML column map, or allen_celltypes / ipfx / ipfx_record.", parser=parse_name_or_path),
     layer: Optional[str] = typer.Option(None, "--layer", help="Cortical layer of all cells: a class prior from the reference's cells of that layer (needs the data)."),

@@ -33,6 +33,9 @@ __all__ = ["LayerTable", "UNKNOWN_LAYER_LABELS", "is_unknown_layer", "layer_prio
 MIN_LAYER_CELLS = 30
 
 _RANGE = re.compile(r"^(\d)\s*[/_\-]\s*(\d)$")
+_ROMAN_DIGITS = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6}
+_ROMAN = re.compile(r"iii|ii|iv|vi|i|v")
+_ROMAN_LABEL = re.compile(r"(?:iii|ii|iv|vi|i|v)[ab]?(?:\s*[/_\-]\s*(?:iii|ii|iv|vi|i|v)[ab]?)?")
 
 
 #: Labels saying that a cell's layer is not known: no layer, as an empty cell is.
@@ -43,7 +46,7 @@ UNKNOWN_LAYER_LABELS = frozenset({"unknown", "unk", "na", "n/a", "nan", "none", 
 def is_unknown_layer(value) -> bool:
     """Whether a layer label says "no layer": None, NaN, blank, or one of
     :data:`UNKNOWN_LAYER_LABELS` (``unknown``, ``NA``, ``?``, ...; any case)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if value is None or (np.ndim(value) == 0 and pd.isna(value)):  # NaN, pd.NA, NaT
         return True
     text = str(value).strip().lower()
     return not text or text in UNKNOWN_LAYER_LABELS
@@ -52,8 +55,8 @@ def is_unknown_layer(value) -> bool:
 def parse_layer(value) -> frozenset | None:
     """Layer numbers of a layer label, or None if it is not a layer.
 
-    ``"L1"``, ``"1"``, ``"layer 1"`` -> {1}; ``"L2/3"``, ``"2/3"``, ``"2_3"``, ``"2-3"``,
-    ``"L23"`` -> {2, 3}; ``"L6a"``, ``"6b"`` -> {6}; ``"5_6"`` -> {5, 6}; an area
+    ``"L1"``, ``"1"``, ``"layer 1"``, ``"I"`` -> {1}; ``"L2/3"``, ``"2/3"``, ``"2_3"``, ``"2-3"``,
+    ``"L23"``, ``"II/III"`` -> {2, 3}; ``"L6a"``, ``"6b"`` -> {6}; ``"5_6"`` -> {5, 6}; an area
     with a layer suffix (``"VISp2/3"``, ``"VISpm1"``, ``"TEa5"``) -> its layer.
     """
     if value is None or (isinstance(value, float) and np.isnan(value)):
@@ -65,6 +68,8 @@ def parse_layer(value) -> frozenset | None:
         n = int(float(text))
         return frozenset({n}) if 1 <= n <= 6 else None
     low = text.lower().replace("layer", "").strip()
+    if _ROMAN_LABEL.fullmatch(low):  # II/III, V, VIa, L-less Roman numerals
+        return parse_layer(_ROMAN.sub(lambda m: str(_ROMAN_DIGITS[m.group(0)]), low))
     low = re.sub(r"^l\s*", "", low)
     low = re.sub(r"(?<=\d)[ab]$", "", low)
     if re.fullmatch(r"[1-6]", low):
@@ -239,8 +244,8 @@ def parse_class_prior(text: str, classes) -> np.ndarray:
             raise InputError(f"--prior names {cls} twice; give each class once, e.g. "
                              "Lamp5=0.6,Vip=0.4.")
         seen.add(cls)
-        try:
-            v = float(number)
+        try:  # Lamp5=60% is 60 of 100: only ratios matter
+            v = float(number.strip().removesuffix("%"))
         except ValueError:
             raise InputError(f"--prior value {number.strip()!r} for {cls} is not a number.") from None
         if not np.isfinite(v) or v < 0:

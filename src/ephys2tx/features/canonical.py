@@ -49,6 +49,7 @@ UNITS: dict[str, tuple[str, float]] = {
     "mV·ms": ("voltage_time", 1e-6),
     "rad": ("angle", 1.0), "deg": ("angle", math.pi / 180.0),
     "1": ("dimensionless", 1.0), "ratio": ("dimensionless", 1.0), "count": ("dimensionless", 1.0),
+    "%": ("dimensionless", 0.01),
 }
 
 
@@ -99,8 +100,10 @@ _add([f"upstroke_{s}" for s in _STIMS], "mV/ms", 5.0, 1500.0)
 _add([f"downstroke_{s}" for s in _STIMS], "mV/ms", -1500.0, -1.0)
 _add([f"postap_slope_{s}" for s in _STIMS], "mV/ms", -100.0, 30.0)
 _add(["threshold_i_ramp", "rheobase_i"], "pA", 1.0, 3000.0)
-_add([f"trough_deltav_{s}" for s in ("ramp", "rheo", "hero")], "mV", -80.0, 40.0)
-_add([f"fast_trough_deltav_{s}" for s in _STIMS], "mV", -80.0, 60.0)
+# trough minus threshold: negative (reference medians -12 to -25 mV; at most 1.7% of cells above
+# +5 mV in any shared table); a positive median is an AHP depth reported as positive (sign: -1)
+_add([f"trough_deltav_{s}" for s in ("ramp", "rheo", "hero")], "mV", -80.0, 5.0)
+_add([f"fast_trough_deltav_{s}" for s in _STIMS], "mV", -80.0, 5.0)
 _add([f"peak_deltav_{s}" for s in _STIMS], "mV", 1.0, 150.0)
 _add(["trough_slowdeltav_rheo", "trough_slowdeltav_hero"], "mV", -40.0, 5.0)
 _add(["latency_rheo", "latency_hero"], "s", 5e-4, 2.0)
@@ -193,7 +196,7 @@ _DEFINITION_HINTS = {
     **dict.fromkeys(("adapt_hero", "adapt_mean", "adapt_max"), (
         "the IPFX adaptation index is the mean (ISI2 − ISI1) / (ISI2 + ISI1) of consecutive ISIs, "
         "about 0-0.2; a value of 1 or more is another definition: for a ratio of later to earlier "
-        "ISIs set `expr: (x - 1) / (x + 1)` (for a percentage, `scale: 0.01`)")),
+        "ISIs set `expr: (x - 1) / (x + 1)` (for a percentage, `unit: \"%\"`)")),
 }
 
 
@@ -208,7 +211,9 @@ def _scale_into_range(spec: CanonicalFeature, value: float) -> float | None:
     fitting = [scale for scale in _CANDIDATE_SCALES
                if (scale == -1.0 or not dimensionless)  # a unit cannot explain a dimensionless value
                and spec.low <= value * scale <= spec.high]
-    factors = [scale for scale in fitting if scale > 0]
+    # a flipped sign competes with the unit factors in a range spanning 0 (an AHP depth of +13 mV
+    # for fast_trough_deltav: -13 mV, not 0.013 mV); elsewhere it is the last resort
+    factors = [scale for scale in fitting if scale > 0 or spec.low < 0 < spec.high]
     if not factors:
         return fitting[0] if fitting else None
     bounds = [abs(b) for b in (spec.low, spec.high) if b != 0]
@@ -229,7 +234,7 @@ def _suggest(spec: CanonicalFeature, median: float, declared: str | None = None)
         return _DEFINITION_HINTS[spec.name]
     if UNITS[spec.unit][0] == "dimensionless" and median > max(spec.high, 2.0) \
             and spec.low <= median * 0.01 <= spec.high:
-        return ("the values look like percent: add `scale: 0.01` to this column's map entry "
+        return ("the values look like percent: set `unit: \"%\"` in this column's map entry "
                 "(or divide the column by 100)")
     if spec.name in _DEFINITION_HINTS:
         return _DEFINITION_HINTS[spec.name]

@@ -500,11 +500,7 @@ def detect_column_map(table: pd.DataFrame, *, min_coverage: float = MIN_COVERAGE
     from ephys2tx.features.canonical import check_units
 
     present = set(map(str, table.columns))
-    if len(table):
-        numeric = [str(c) for c in table.columns
-                   if pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])]
-    else:
-        numeric = [str(c) for c in table.columns]
+    numeric = _numeric_columns(table)
     scored = []
     for name in SHIPPED_MAPS:
         cmap = match_table_columns(load_column_map(name), present)
@@ -553,11 +549,31 @@ def detect_column_map(table: pd.DataFrame, *, min_coverage: float = MIN_COVERAGE
                                 "unit_issues": issues})
 
 
-def describe_detection(cmap: ColumnMap) -> str | None:
-    """One line saying which shipped map was detected and which columns it reads (else None)."""
+def _numeric_columns(table: pd.DataFrame) -> list[str]:
+    """The table's numeric (not boolean) columns; every column of a table without rows."""
+    if not len(table):
+        return [str(c) for c in table.columns]
+    return [str(c) for c in table.columns
+            if pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])]
+
+
+def describe_detection(cmap: ColumnMap, table: pd.DataFrame | None = None) -> str | None:
+    """One line saying which shipped map was detected and which columns it reads.
+
+    For a map the user named (not detected), with ``table``: a line naming the
+    numeric columns of ``table`` that no entry reads, if any (else None).
+    """
     info = cmap.extra or {}
     if not info.get("detected"):
-        return None
+        if table is None:
+            return None
+        read = {c for e in cmap.entries for c in (e.column, e.minus) if c}
+        unread = [c for c in _numeric_columns(table) if c not in read]
+        if not unread:
+            return None
+        return (f"column map {cmap.name} does not read {len(unread)} numeric column(s) of the table "
+                f"({', '.join(unread[:4])}{', ...' if len(unread) > 4 else ''}); a column that is a "
+                "reference feature (`ephys2tx features` lists them) needs an entry in the map.")
     matched, unmatched = info.get("matched", []), info.get("unmatched", [])
     text = (f"no --column-map given: using the shipped map {cmap.name}, which reads "
             f"{len(matched)} column(s) ({', '.join(matched[:6])}{', ...' if len(matched) > 6 else ''})")

@@ -85,7 +85,8 @@ def read_query(input_path, *, column_map=None, id_column: str | None = None,
         raise InputError(f"no cell of {input_path} has a value for any feature read by column map "
                          f"{cmap.name!r} (every value is empty, a missing-value code such as 0 mV "
                          "or a duration <= 0, or inf/NaN from an expr); check the table and the column map.")
-    notes = [note for note in [describe_detection(cmap), _skipped_entries(cmap, table.data.columns)] if note]
+    notes = [note for note in [describe_detection(cmap, table.data),
+                               _skipped_entries(cmap, table.data.columns)] if note]
     notes += expr_losses(cmap, masked, where=str(input_path))  # cells an expr turns into missing
     raw = apply_column_map(cmap, table.data, where=str(input_path))[0]  # before any code is masked
     declared = {e.name: e.unit for e in cmap.entries if e.expr is None}  # hints name the map's unit

@@ -61,6 +61,10 @@ MAX_MISSING = 0.5
 MAX_KS_QUERY = 20_000
 
 
+#: Below this many query cells, "no shift detected" says that the test has little power.
+SMALL_QUERY = 20
+
+
 def reference_space(query: pd.DataFrame, reference: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list]:
     """Query and reference in the reference space: log where positive, standardised, median-filled.
 
@@ -329,6 +333,9 @@ def shift_alarm(query: pd.DataFrame, reference: pd.DataFrame, reference_labels, 
         message = (f"no shift detected between query and reference (MMD p={p_marg:.3g}; "
                    f"{ood_rate:.0%} of cells OOD)." if np.isfinite(p_marg)
                    else "too few cells or features to test for a shift.")
+        if np.isfinite(p_marg) and n < SMALL_QUERY:  # "no shift detected" is weak evidence here
+            message += (f" With {n} cells the test has little power: a shift of a rig or a cell "
+                        "type may go undetected.")
     return ShiftReport(
         level=level, message=message, n_query=int(n), n_reference=int(m), features=feats,
         mmd2=mmd2, p_marginal=p_marg, mmd2_beyond_label_shift=mmd2_ls, p_beyond_label_shift=p_ls,
