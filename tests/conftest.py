@@ -107,6 +107,16 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def one_openmp_thread():
+    """One OpenMP thread (gradient-boosted trees): on a busy 2-core machine a second thread
+    spin-waits; a 10-iteration HGB check took 12 s instead of 0.2 s."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
 @pytest.fixture(scope="session")
 def nwb_set(tmp_path_factory):
     """Generated NWB 2 cells (both layouts) and broken files, written once per session."""

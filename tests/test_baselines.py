@@ -13,6 +13,8 @@ from ephys2tx.errors import InputError
 from ephys2tx.models.baselines import QuantileBinner, make_hgb, make_logreg, make_rf, make_spca_rf
 from ephys2tx.models.registry import BASELINE_MODELS, family_positions, make_model
 
+pytestmark = pytest.mark.usefixtures("one_openmp_thread")
+
 
 @pytest.fixture(scope="module")
 def split(mouse_visp):

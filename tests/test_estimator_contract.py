@@ -30,7 +30,7 @@ from ephys2tx.models.selection import InnerCVSelector
 from ephys2tx.models.spca import FamilySparsePCA
 from ephys2tx.models.transfer import MouseHumanTransferClassifier, MousePriorClassifier
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "one_openmp_thread")
 
 
 class MousePriorWithMouseCells(MousePriorClassifier):

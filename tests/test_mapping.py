@@ -15,7 +15,7 @@ from ephys2tx.mapping import (cache_key, fit_reference_model, load_reference_mod
 from ephys2tx.models.calibration import cross_fitted_calibration, expected_calibration_error
 from ephys2tx.experiments.mapping_checks import ood_evaluation
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "one_openmp_thread")
 
 
 @pytest.fixture(scope="module")
