@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from ephys2tx.models.baselines import QuantileBinner
+from ephys2tx.models.baselines import CheckedImputer, QuantileBinner
 from ephys2tx.models.bilstm import AttentionBiLSTMClassifier, FlatMLPClassifier
 from ephys2tx.models.calibration import IsotonicCalibrator, TemperatureScaler
 from ephys2tx.models.class_conditional import ClassConditionalAligner
@@ -53,6 +53,7 @@ TINY_NETWORK = dict(max_epochs=3, patience=2, token_dim=4, hidden_size=4, embedd
 ESTIMATORS = [
     # baselines, sparse PCA
     QuantileBinner(max_bins=8),
+    CheckedImputer(strategy="median", keep_empty_features=True),
     FamilySparsePCA(random_state=0),  # families=None: each feature its own family
     FamilySparsePCA(max_components=2, variance_threshold=0.05, random_state=0),
     # neural classifiers

@@ -30,5 +30,5 @@ def test_fit_standardiser_names_a_column_too_large():
 
 def test_a_table_without_feature_columns_is_named():
     """Every estimator failed with numpy's 'at least one array or dtype is required'."""
-    with pytest.raises(InputError, match=r"the table has no feature column \(shape \(3, 0\)\)"):
+    with pytest.raises(InputError, match=r"the table has no feature column: 0 feature\(s\) \(shape=\(3, 0\)\) while a minimum of 1 is required"):
         check_feature_values(pd.DataFrame(index=range(3)))

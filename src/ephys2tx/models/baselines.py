@@ -47,7 +47,9 @@ class CheckedImputer(SimpleImputer):
         names = [str(c) for c in X.columns] if hasattr(X, "columns") else None
         check_feature_values(X, names)
         super().fit(X, y)
-        filled = np.asarray(super().transform(X), dtype=np.float64)
+        filled = super().transform(X)
+        filled = np.asarray(filled.toarray() if hasattr(filled, "toarray") else filled,  # sparse
+                            dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
             check_scaling(filled, filled.mean(axis=0), filled.std(axis=0), names)
         return self

@@ -59,6 +59,12 @@ def check_feature_values(X, names=None) -> None:
 
     if hasattr(X, "columns"):  # a table's own column names first (``names``: of an array)
         names = [str(c) for c in X.columns]
+    if hasattr(X, "tocoo"):  # a sparse matrix or array (any format): its stored values
+        stored = X.tocoo().data
+        if np.issubdtype(stored.dtype, np.number) and np.isinf(stored).any():
+            raise InputError("the sparse feature matrix holds inf or -inf; features must be finite "
+                             "numbers: fix the values, or leave them missing (NaN).")
+        return
     try:
         values = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError):  # text, objects: scikit-learn's validation says what
@@ -66,8 +72,10 @@ def check_feature_values(X, names=None) -> None:
     if values.ndim != 2:
         return
     if values.shape[1] == 0:  # numpy's "at least one array or dtype is required" further on
-        raise InputError(f"the table has no feature column (shape {values.shape}); pass a table "
-                         "with at least one feature column.")
+        # scikit-learn's own wording (its estimator checks match it), then what to do
+        raise InputError(f"the table has no feature column: 0 feature(s) (shape={values.shape}) "
+                         "while a minimum of 1 is required; pass a table with at least one feature "
+                         "column.")
     bad = np.isinf(values)
     if not bad.any():
         return
